@@ -1,0 +1,7 @@
+"""``python -m mmedge`` runs the CLI."""
+
+import sys
+
+from mmedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""Typed errors of mmedge.
+
+Every error a user can cause surfaces as one of these, with a message that says what was
+expected, what was found and what to do. Third-party exceptions (onnxruntime, torch, onnx)
+are translated at one boundary with :func:`translated`, keeping the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = [
+    "BundleError",
+    "ExportError",
+    "InputError",
+    "MMEdgeError",
+    "ProviderError",
+    "QuantizationError",
+    "translated",
+]
+
+
+class MMEdgeError(Exception):
+    """Base of every error mmedge raises on purpose."""
+
+
+class BundleError(MMEdgeError):
+    """A bundle on disk is missing, malformed, tampered with, or does not match its manifest."""
+
+
+class ExportError(MMEdgeError):
+    """A PyTorch model could not be split, exported or verified."""
+
+
+class QuantizationError(MMEdgeError):
+    """A bundle could not be quantized, or the calibration data is unusable."""
+
+
+class InputError(MMEdgeError):
+    """An input given to the runtime does not match what the bundle expects."""
+
+
+class ProviderError(MMEdgeError):
+    """An execution provider was asked for but cannot be used."""
+
+
+@contextmanager
+def translated(error: type[MMEdgeError], context: str) -> Iterator[None]:
+    """Re-raise any non-mmedge exception inside the block as ``error`` prefixed by ``context``.
+
+    ``context`` should name the thing being worked on and, where possible, the fix.
+    """
+    try:
+        yield
+    except MMEdgeError:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        detail = str(e).strip().splitlines()
+        first = detail[0] if detail else type(e).__name__
+        raise error(f"{context}: {type(e).__name__}: {first}") from e

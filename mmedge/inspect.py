@@ -1,0 +1,109 @@
+"""``mmedge inspect BUNDLE``: what a bundle holds, for people (tables) and machines (--json)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mmedge.bundle import Bundle, load_bundle, manifest_to_dict
+from mmedge.console import console, human_bytes, print_json, table
+
+__all__ = ["configure", "describe", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--no-hash-check", action="store_true", help="skip sha256 checks (faster on big bundles)")
+
+
+def describe(bundle: Bundle) -> dict:
+    """The manifest plus derived totals: what ``--json`` prints."""
+    d = manifest_to_dict(bundle.manifest)
+    d["path"] = str(bundle.path)
+    d["total_bytes"] = sum(c.size_bytes for c in bundle.manifest.components) + sum(
+        a.size_bytes for a in bundle.manifest.assets
+    )
+    return d
+
+
+def _shape(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle, check_hashes=not args.no_hash_check)
+    if args.json:
+        print_json(describe(bundle))
+        return 0
+    m = bundle.manifest
+    console.print(f"[bold]{m.model.name}[/bold]  ({bundle.path}, format v{m.format_version})")
+    console.print(
+        table(
+            "Inputs",
+            ["name", "modality", "dtype", "shape", "preprocess"],
+            [(i.name, i.modality, i.dtype, _shape(i.shape), i.preprocess or "") for i in m.inputs],
+        )
+    )
+    console.print(
+        table(
+            "Components",
+            ["name", "role", "modality", "precision", "format", "exporter", "size", "sha256"],
+            [
+                (
+                    c.name,
+                    c.role,
+                    c.modality or "",
+                    c.precision,
+                    c.format,
+                    c.exporter,
+                    human_bytes(c.size_bytes),
+                    c.sha256[:12],
+                )
+                for c in m.components
+            ],
+        )
+    )
+    console.print(
+        table(
+            "Component IO",
+            ["component", "direction", "name", "dtype", "shape"],
+            [
+                (c.name, direction, t.name, t.dtype, _shape(t.shape))
+                for c in m.components
+                for direction, tensors in (("in", c.inputs), ("out", c.outputs))
+                for t in tensors
+            ],
+        )
+    )
+    console.print(
+        table("Wiring", ["from", "to"], [(f"{e.source}.{e.output}", f"{e.target}.{e.input}") for e in m.wiring])
+    )
+    console.print(
+        table(
+            "Outputs",
+            ["name", "from", "kind", "labels"],
+            [
+                (
+                    o.name,
+                    f"{o.component}.{o.tensor}",
+                    o.kind,
+                    ", ".join(o.labels[:8]) + (" …" if len(o.labels) > 8 else ""),
+                )
+                for o in m.outputs
+            ],
+        )
+    )
+    checks = [(c.name, v) for c in m.components for v in c.verification]
+    if checks:
+        console.print(
+            table(
+                "Verification",
+                ["component", "stage", "vs", "passed", "max abs err", "max rel err", "dynamic dims"],
+                [
+                    (n, v.stage, v.reference, v.passed, v.max_abs_error, v.max_rel_error, v.dynamic_dims_ok)
+                    for n, v in checks
+                ],
+            )
+        )
+    total = describe(bundle)["total_bytes"]
+    console.print(f"total size: {human_bytes(total)}")
+    return 0
