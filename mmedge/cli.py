@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MMEdgeError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("ERROR interrupted", file=sys.stderr)
         return 130

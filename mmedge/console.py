@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
         numeric = bool(rows) and all(isinstance(r[i], int | float) for r in rows)
         t.add_column(col, justify="right" if numeric else "left")
     for r in rows:
-        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
+        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else escape(str(v)) for v in r))
     return t
 
 

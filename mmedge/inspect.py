@@ -25,6 +25,14 @@ def describe(bundle: Bundle) -> dict:
     return d
 
 
+def _preprocess(p: object) -> str:
+    """One line per preprocessing spec: its non-default fields."""
+    if p is None:
+        return ""
+    fields = {k: v for k, v in vars(p).items() if v is not None}
+    return f"{type(p).__name__.removesuffix('Preprocess').lower()}: " + ", ".join(f"{k}={v}" for k, v in fields.items())
+
+
 def _shape(shape: tuple) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -40,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         table(
             "Inputs",
             ["name", "modality", "dtype", "shape", "preprocess"],
-            [(i.name, i.modality, i.dtype, _shape(i.shape), i.preprocess or "") for i in m.inputs],
+            [(i.name, i.modality, i.dtype, _shape(i.shape), _preprocess(i.preprocess)) for i in m.inputs],
         )
     )
     console.print(
