@@ -447,25 +447,17 @@ def _files(m: Manifest) -> list[tuple[str, str, str]]:
     ]
 
 
-def _confined(root: Path, rel: str) -> Path | None:
-    """The file's path if ``rel`` names a plain path inside ``root``, else None."""
+def _file_problems(root: Path, what: str, rel: str, digest: str | None) -> list[str]:
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts or rel.startswith(("/", "\\")):
-        return None
+        return [f"{what}: path {rel!r} leaves the bundle directory; paths must be relative and inside it"]
     full = root / p
+    if full.is_symlink():
+        return [f"{what}: {rel} is a symlink; bundles must contain plain files (copy the file in)"]
     try:
         full.resolve().relative_to(root.resolve())
     except ValueError:
-        return None
-    return full
-
-
-def _file_problems(root: Path, what: str, rel: str, digest: str | None) -> list[str]:
-    full = _confined(root, rel)
-    if full is None:
-        return [f"{what}: path {rel!r} leaves the bundle directory; paths must be relative and inside it"]
-    if full.is_symlink():
-        return [f"{what}: {rel} is a symlink; bundles must contain plain files (copy the file in)"]
+        return [f"{what}: path {rel!r} leaves the bundle directory (through a linked folder)"]
     if not full.is_file():
         return [f"{what}: file {rel} is missing; copy the whole bundle directory or re-export it"]
     if digest is not None and sha256_file(full) != digest:
