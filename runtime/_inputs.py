@@ -1,0 +1,205 @@
+"""From the user's ``run``/``encode`` dict to validated tensors, with every problem in one error.
+
+Keys a call accepts (:class:`InputRouter` builds the table once per bundle):
+
+* a raw input's name, or its modality when exactly one input has that modality;
+* an encoder output tensor's name (when no other component has an output of that name), or
+  ``"component.tensor"``: a precomputed output, e.g. from :meth:`Pipeline.encode`. Passing every
+  output of an encoder skips it; its raw inputs must then be left out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._graph import Graph
+from mmedge.runtime.preprocess import prepare
+from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
+from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, tensor_problems
+
+from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
+from mmedge.errors import InputError
+
+__all__ = ["Feeds", "InputRouter"]
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """Validated tensors of one call: raw inputs by name, precomputed outputs by component."""
+
+    raw: dict[str, np.ndarray]
+    provided: dict[str, dict[str, np.ndarray]]
+
+
+class InputRouter:
+    """Maps user keys to inputs, prepares raw values, validates everything against the manifest."""
+
+    def __init__(self, bundle: Bundle, graph: Graph) -> None:
+        self._bundle = bundle
+        self._graph = graph
+        manifest = bundle.manifest
+        self._specs = {i.name: i for i in manifest.inputs}
+        self.raw_keys: dict[str, str] = {i.name: i.name for i in manifest.inputs}
+        for modality in {i.modality for i in manifest.inputs}:
+            names = [i.name for i in manifest.inputs if i.modality == modality]
+            if len(names) == 1:
+                self.raw_keys.setdefault(modality, names[0])
+        self.output_keys: dict[str, tuple[str, TensorSpec]] = {}
+        encoders = [c for c in manifest.components if c.role == "encoder"]
+        tensor_names = [t.name for c in encoders for t in c.outputs]
+        for c in encoders:
+            for t in c.outputs:
+                self.output_keys[f"{c.name}.{t.name}"] = (c.name, t)
+                if tensor_names.count(t.name) == 1 and t.name not in self.raw_keys:
+                    self.output_keys[t.name] = (c.name, t)
+        self._tokenizers: dict[str, Tokenizer | None] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, inputs: Any, targets: Iterable[str]) -> Feeds:
+        """Validated feeds to compute ``targets`` (component names) from the user's ``inputs`` dict."""
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"inputs must be a dict of input name → value, found {type(inputs).__name__}; "
+                f"this bundle takes: {', '.join(self._specs)}"
+            )
+        problems: list[str] = []
+        raw_given, outputs_given = self._route_keys(inputs, problems)
+        provided = self._group_outputs(outputs_given, problems)
+        needed = self._graph.needed(targets, frozenset(provided))
+        wanted = self._graph.raw_inputs(needed)
+        problems += [
+            f"input {name!r} is not used: the outputs of every encoder it feeds were passed; leave one of them out"
+            for name in raw_given
+            if name not in wanted
+        ]
+        raw = {}
+        for name in sorted(wanted & raw_given.keys(), key=list(self._specs).index):
+            tensor = self._prepare(self._specs[name], raw_given[name], problems)
+            if tensor is not None:
+                raw[name] = tensor
+        problems += [
+            f"precomputed outputs of {c!r} are not used by this call; leave them out"
+            for c in provided
+            if not any(c in self._graph.upstream(n) for n in needed)
+        ]
+        problems += self._missing(wanted - raw_given.keys(), provided)
+        problems += self._check_batch(raw, provided)
+        raise_problems(problems)
+        self._fill_defaults(wanted - raw_given.keys(), raw, provided)
+        return Feeds(raw=raw, provided=provided)
+
+    def _route_keys(self, inputs: Mapping[Any, Any], problems: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        raw: dict[str, Any] = {}
+        outputs: dict[str, Any] = {}
+        for key, value in inputs.items():
+            if key in self.raw_keys:
+                target, table = self.raw_keys[key], raw
+            elif key in self.output_keys:
+                target, table = key, outputs
+            else:
+                problems.append(f"unknown input {key!r}; {self.accepted_keys()}")
+                continue
+            if target in table:
+                problems.append(f"input {target!r} is given twice (as {key!r} and another key); give it once")
+            table[target] = value
+        return raw, outputs
+
+    def accepted_keys(self) -> str:
+        """A sentence listing the keys a call accepts."""
+        raw = ", ".join(self.raw_keys)
+        encoded = ", ".join(k for k in self.output_keys if "." not in k) or "none"
+        return f"this bundle takes: {raw}; or precomputed encoder outputs: {encoded} (or 'component.tensor')"
+
+    def _group_outputs(self, given: dict[str, Any], problems: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Precomputed outputs by component, validated; components given only in part are problems."""
+        by_component: dict[str, dict[str, Any]] = {}
+        bad: set[str] = set()
+        for key, value in given.items():
+            component, spec = self.output_keys[key]
+            by_component.setdefault(component, {})[spec.name] = value
+            found = tensor_problems(f"encoder output {key!r}", spec.dtype, spec.shape, value)
+            problems += found
+            bad |= {component} if found else set()
+        for component, values in by_component.items():
+            missing = [t.name for t in self._bundle.manifest.component(component).outputs if t.name not in values]
+            if missing:
+                bad.add(component)
+                problems.append(
+                    f"precomputed outputs of {component!r} are incomplete: missing {missing}; pass all of its "
+                    "outputs (as Pipeline.encode returns them) or none"
+                )
+        return {c: v for c, v in by_component.items() if c not in bad}
+
+    def _prepare(self, spec: InputSpec, value: Any, problems: list[str]) -> np.ndarray | None:
+        try:
+            tensor = prepare(spec, value, lambda: self.tokenizer(spec.name))
+        except InputError as e:
+            problems.append(str(e))
+            return None
+        found = tensor_problems(f"input {spec.name!r}", spec.dtype, spec.shape, tensor)
+        if not found and spec.modality == "text":
+            found = id_range_problems(f"input {spec.name!r}", tensor, self._vocab_size(spec))
+        problems += found
+        return None if found else tensor
+
+    def tokenizer(self, name: str) -> Tokenizer | None:
+        """The tokenizer of text input ``name``, loaded once on first use (thread-safe)."""
+        with self._lock:
+            if name not in self._tokenizers:
+                self._tokenizers[name] = load_tokenizer(self._bundle, self._specs[name])
+            return self._tokenizers[name]
+
+    def _vocab_size(self, spec: InputSpec) -> int | None:
+        """The vocabulary size, if known without importing an optional package."""
+        pre = spec.preprocess
+        if isinstance(pre, TextPreprocess) and pre.vocab_file and not pre.tokenizer_file:
+            tokenizer = self.tokenizer(spec.name)
+            return tokenizer.vocab_size if isinstance(tokenizer, Vocabulary) else None
+        loaded = self._tokenizers.get(spec.name)
+        return loaded.vocab_size if loaded is not None else None
+
+    def _missing(self, names: Iterable[str], provided: Mapping[str, Any]) -> list[str]:
+        problems = []
+        for name in names:
+            spec = self._specs[name]
+            if spec.default is not None:
+                continue
+            skip = [f"{c} outputs" for c in self._graph.consumers(name) if c not in provided]
+            problems.append(
+                f"missing input {name!r} ({spec.modality}, {spec.dtype} {list(spec.shape)}); pass it"
+                + (f", or the precomputed {' and '.join(skip)}" if skip else "")
+            )
+        return problems
+
+    def _check_batch(
+        self, raw: Mapping[str, np.ndarray], provided: Mapping[str, Mapping[str, np.ndarray]]
+    ) -> list[str]:
+        leading = {name: t.shape[0] for name, t in raw.items() if isinstance(self._specs[name].shape[0], str)}
+        for component, values in provided.items():
+            leading |= {f"{component}.{k}": v.shape[0] for k, v in values.items() if v.ndim}
+        return batch_problems(leading)
+
+    def _fill_defaults(self, names: Iterable[str], raw: dict[str, np.ndarray], provided: Mapping[str, Any]) -> None:
+        """Omitted inputs that declare a default: filled at the call's batch size (1 if unknown)."""
+        sizes = [t.shape[0] for t in raw.values()] + [v.shape[0] for vs in provided.values() for v in vs.values()]
+        batch = sizes[0] if sizes else 1
+        for name in names:
+            spec = self._specs[name]
+            shape = []
+            for axis, dim in enumerate(spec.shape):
+                if isinstance(dim, int):
+                    shape.append(dim)
+                elif axis == 0:
+                    shape.append(batch)
+                elif axis < len(spec.example_shape):
+                    shape.append(spec.example_shape[axis])
+                else:
+                    raise InputError(
+                        f"input {name!r} was omitted and its default cannot be sized: dim {axis} ({dim!r}) is "
+                        "symbolic and the bundle has no example_shape; pass the input"
+                    )
+            raw[name] = np.full(shape, spec.default, dtype=spec.dtype)

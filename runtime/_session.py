@@ -1,0 +1,252 @@
+"""One onnxruntime session per component: options, provider fallback, placement, and the one
+boundary where onnxruntime exceptions become mmedge errors.
+
+ORT's own fallback (print to stdout, retry on CPU) is disabled; instead, when an accelerator
+fails to initialise, the next provider is tried only if the request allows it, and the drop is
+logged and recorded in the component's :class:`ComponentPlacement`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime.providers import CPU, ProviderPlan
+
+from mmedge.bundle import Bundle, Component, TensorSpec, check_io
+from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError
+
+__all__ = ["GRAPH_OPTIMIZATION", "ComponentPlacement", "ComponentSession", "binding_device", "open_session", "to_numpy"]
+
+log = logging.getLogger("mmedge.runtime")
+
+GRAPH_OPTIMIZATION = ("all", "extended", "basic", "disable")
+# EPs whose outputs live in CUDA memory: between such components tensors stay on the device.
+_CUDA_EPS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_PROVIDER_FAILURES = ("EPFail", "DeviceReset")  # ORT exception types that mean the device, not the input
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+@dataclass(frozen=True)
+class ComponentPlacement:
+    """Where one component runs: what was asked, what ORT registered, and nodes per provider."""
+
+    component: str
+    requested: tuple[str, ...]  # the provider list the session was first asked for
+    registered: tuple[str, ...]  # providers the session actually has, in priority order
+    nodes: Mapping[str, int] = field(default_factory=dict)  # provider → nodes it runs; {} if ORT cannot tell
+    fallbacks: tuple[str, ...] = ()  # every provider dropped or left idle, with why
+    io_binding: bool = False  # outputs stay in device memory between components
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How sessions are built; one per Pipeline."""
+
+    graph_optimization: str = "all"
+    optimized_model_dir: Path | None = None
+
+
+class ComponentSession:
+    """A component's session and how to run it (numpy feeds, or IO binding on a device)."""
+
+    def __init__(
+        self, component: Component, session: Any, placement: ComponentPlacement, device: tuple[str, int] | None
+    ):
+        self.component = component
+        self.session = session
+        self.placement = placement
+        self.device = device
+        self.output_names = tuple(o.name for o in component.outputs)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Outputs by name: numpy arrays, or OrtValues left on the device when IO binding is used."""
+        shapes = ", ".join(f"{k}: {_describe(v)}" for k, v in feeds.items())
+        context = f"component {self.component.name!r} failed on inputs ({shapes})"
+        with _run_boundary(context):
+            if self.device is not None:
+                return self._run_bound(feeds)
+            values = self.session.run(list(self.output_names), {k: to_numpy(v) for k, v in feeds.items()})
+            return dict(zip(self.output_names, values, strict=True))
+
+    def _run_bound(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            binding.bind_output(name, self.device[0], self.device[1])
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.get_outputs(), strict=True))
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A host numpy array of ``value`` (copies OrtValues off the device)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} {list(value.shape)}"
+    return f"{value.data_type()} {value.shape()}"
+
+
+@contextmanager
+def _run_boundary(context: str) -> Iterator[None]:
+    """Translate ORT run failures: a provider failure is a ProviderError, anything else an InputError."""
+    try:
+        yield
+    except MMEdgeError:
+        raise
+    except Exception as e:
+        target = ProviderError if type(e).__name__ in _PROVIDER_FAILURES else InputError
+        raise target(f"{context}: {_first_line(e)}") from e
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def binding_device(registered: tuple[str, ...], options: Mapping[str, Mapping[str, Any]]) -> tuple[str, int] | None:
+    """``("cuda", device_id)`` when the session's first provider keeps tensors on a CUDA device, else None."""
+    if not registered or registered[0] not in _CUDA_EPS:
+        return None
+    device_id = options.get(registered[0], {}).get("device_id", 0)
+    return ("cuda", int(device_id))
+
+
+def session_options(component: str, threads: int, settings: SessionSettings) -> Any:
+    """SessionOptions for one component: sequential execution with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[settings.graph_optimization]
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1  # components are small graphs; concurrency comes from running encoders in parallel
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = True  # reuse the allocation plan across runs of the same shapes
+    so.log_severity_level = 3  # errors only: ORT's warnings would bypass our logging
+    so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if settings.optimized_model_dir is not None:
+        settings.optimized_model_dir.mkdir(parents=True, exist_ok=True)
+        so.optimized_model_filepath = str(settings.optimized_model_dir / f"{component}.optimized.onnx")
+    return so
+
+
+def open_session(
+    bundle: Bundle, name: str, plan: ProviderPlan, threads: int, settings: SessionSettings
+) -> ComponentSession:
+    """Create the session of component ``name``, dropping accelerators one by one if the plan allows."""
+    component = bundle.manifest.component(name)
+    providers = list(plan.providers)
+    failed: dict[str, str] = {}
+    while True:
+        try:
+            session = _create(bundle.path / component.file, component, providers, threads, settings)
+            break
+        except MMEdgeError:
+            raise
+        except Exception as e:
+            accelerator = next((p for p, _ in providers if p != CPU), None)
+            if accelerator is None:
+                raise BundleError(
+                    f"component {name!r}: onnxruntime cannot load {component.file} ({_first_line(e)}); "
+                    "the file is corrupt or uses operators this onnxruntime lacks. Re-export the bundle."
+                ) from e
+            if plan.strict:
+                raise ProviderError(
+                    f"component {name!r}: {accelerator} failed to initialise ({_first_line(e)}); "
+                    "pass fallback=True (--fallback) to run without it"
+                ) from e
+            failed[accelerator] = f"{accelerator} failed to initialise ({_first_line(e)})"
+            providers = [(p, o) for p, o in providers if p != accelerator]
+    registered = tuple(session.get_providers())
+    device = binding_device(registered, session.get_provider_options())
+    placement = _placement(component, registered, _nodes_per_provider(session), plan, failed)
+    return ComponentSession(component, session, replace(placement, io_binding=device is not None), device)
+
+
+def _create(path: Path, component: Component, providers: list, threads: int, settings: SessionSettings) -> Any:
+    import onnxruntime as ort
+
+    options = session_options(component.name, threads, settings)
+    session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+    problems = check_io(component, _specs(session.get_inputs()), _specs(session.get_outputs()))
+    if problems:
+        raise BundleError(
+            f"component {component.name!r}: the session's IO does not match the manifest:\n  - "
+            + "\n  - ".join(problems)
+        )
+    return session
+
+
+def _specs(args: Any) -> list[TensorSpec]:
+    return [
+        TensorSpec(
+            a.name,
+            _ORT_DTYPES.get(a.type, a.type),
+            tuple(d if isinstance(d, int | str) else "?" for d in (a.shape or ())),
+        )
+        for a in args
+    ]
+
+
+def _placement(
+    component: Component, registered: tuple[str, ...], nodes: dict[str, int], plan: ProviderPlan, failed: dict[str, str]
+) -> ComponentPlacement:
+    """What the session really uses; an explicit request that ORT silently dropped is an error."""
+    notes = list(failed.values())
+    for name in plan.names:
+        if name not in registered and name not in failed:
+            message = f"{name} was requested but onnxruntime did not register it"
+            if plan.strict:
+                raise ProviderError(f"component {component.name!r}: {message}; pass fallback=True to allow this")
+            notes.append(message)
+        elif name in registered and name != CPU and nodes and not nodes.get(name):
+            notes.append(f"{name} is registered but took none of the nodes (it supports none of them)")
+    for message in notes:
+        log.warning("component %s: %s", component.name, message)
+    return ComponentPlacement(
+        component=component.name,
+        requested=plan.names,
+        registered=registered,
+        nodes=nodes,
+        fallbacks=plan.fallbacks + tuple(notes),
+    )
+
+
+def _nodes_per_provider(session: Any) -> dict[str, int]:
+    """Nodes per provider from ORT's graph assignment record (ORT >= 1.23); {} where unsupported."""
+    info = getattr(session, "get_provider_graph_assignment_info", None)
+    if info is None:
+        return {}
+    counts: Counter[str] = Counter()
+    for subgraph in info():
+        counts[subgraph.ep_name] += len(subgraph.get_nodes())
+    return dict(counts)

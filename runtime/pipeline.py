@@ -1,0 +1,217 @@
+"""``Pipeline``: a bundle's components as onnxruntime sessions, run as one model.
+
+Threads: ORT's intra-op pool of each session does the math; encoders of one stage run at the
+same time on a small shared thread pool (ORT releases the GIL). To keep them from
+oversubscribing the CPU, each session gets ``budget // width`` intra-op threads, where
+``budget`` is the number of physical cores this process may use (or ``threads=``) and
+``width`` the number of components in its stage (3 for three encoders); the head, alone in its
+stage, gets the whole budget. Inter-op threads are 1: components are small sequential graphs.
+
+Thread safety: ``run`` and ``encode`` may be called from many threads at once. ORT sessions
+are safe for concurrent ``run``; lazy session creation and tokenizer loading take a lock; every
+call builds its own feeds and IO bindings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._graph import Graph
+from mmedge.runtime._inputs import Feeds, InputRouter
+from mmedge.runtime._session import (
+    GRAPH_OPTIMIZATION,
+    ComponentPlacement,
+    ComponentSession,
+    SessionSettings,
+    open_session,
+    to_numpy,
+)
+from mmedge.runtime.providers import ProviderRequest, resolve_providers
+
+from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
+from mmedge.errors import InputError, MMEdgeError
+
+__all__ = ["Pipeline", "default_thread_budget"]
+
+log = logging.getLogger("mmedge.runtime")
+
+
+def default_thread_budget() -> int:
+    """Physical cores this process may run on (hyper-threads do not speed up ORT's kernels)."""
+    import psutil
+
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical
+    return max(1, min(physical, allowed))
+
+
+class Pipeline:
+    """Run an mmedge bundle: preprocessing → encoders (concurrently) → head, torch-free.
+
+    Args:
+        bundle: a bundle directory (validated with ``load_bundle``) or a loaded :class:`Bundle`.
+        providers: ``"auto"`` (best available: TensorRT, CUDA, CoreML, NNAPI, XNNPACK, QNN, then
+            CPU), ``"cpu"``, ``"cuda"``, another short name, an ORT provider name, or a list of
+            names / ``(name, options)`` pairs in priority order.
+        threads: CPU thread budget shared by concurrently running encoders (default: physical cores).
+        fallback: if a requested provider is unavailable or fails, run on the next one instead of
+            raising ProviderError; every drop is logged and shown in ``providers_used``.
+        lazy: create each session on first use instead of now.
+        optimized_model_dir: where ORT saves each component's optimised graph (for inspection,
+            or to skip optimisation later: load it with the same providers).
+        graph_optimization: ORT graph optimisation level: "all", "extended", "basic" or "disable".
+        check_hashes: verify the sha256 of every file when loading from a directory.
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike[str] | Bundle,
+        providers: ProviderRequest = "auto",
+        *,
+        threads: int | None = None,
+        fallback: bool = False,
+        lazy: bool = False,
+        optimized_model_dir: str | os.PathLike[str] | None = None,
+        graph_optimization: str = "all",
+        check_hashes: bool = True,
+    ) -> None:
+        if graph_optimization not in GRAPH_OPTIMIZATION:
+            raise ValueError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, found {graph_optimization!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None, found {threads!r}")
+        self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
+        self._graph = Graph(self._bundle.manifest)
+        self._router = InputRouter(self._bundle, self._graph)
+        self._plan = resolve_providers(providers, fallback=fallback)
+        for message in self._plan.fallbacks:
+            log.warning("provider fallback: %s", message)
+        self._settings = SessionSettings(
+            graph_optimization=graph_optimization,
+            optimized_model_dir=Path(optimized_model_dir) if optimized_model_dir is not None else None,
+        )
+        budget = threads or default_thread_budget()
+        self._threads = {c: max(1, budget // len(stage)) for stage in self._graph.full_plan for c in stage}
+        self._sessions: dict[str, ComponentSession] = {}
+        self._lock = threading.Lock()
+        width = max((len(s) for s in self._graph.full_plan), default=1)
+        self._pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="mmedge-encoder") if width > 1 else None
+        self._closed = False
+        if not lazy:
+            for c in self._bundle.manifest.components:
+                self._session(c.name)
+
+    # -- public API -----------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The bundle's manifest: inputs, components, wiring, outputs."""
+        return self._bundle.manifest
+
+    @property
+    def providers_used(self) -> dict[str, ComponentPlacement]:
+        """Per loaded component: requested and registered providers, nodes per provider, fallbacks."""
+        with self._lock:
+            return {name: s.placement for name, s in self._sessions.items()}
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run the whole model; returns the manifest's outputs by name.
+
+        ``inputs`` maps input names (or modalities) to a model tensor, one raw item, or a list of
+        raw items (a batch); precomputed encoder outputs (from :meth:`encode`) may replace an
+        encoder's inputs. Raises InputError listing every problem before anything runs.
+        """
+        targets = self._graph.outputs
+        feeds = self._router.resolve(inputs, targets)
+        values = self._execute(feeds, targets)
+        return {o.name: to_numpy(values[o.component][o.tensor]) for o in self.manifest.outputs}
+
+    def encode(self, name: str, x: Any) -> dict[str, np.ndarray]:
+        """Run one encoder: ``name`` is a modality, raw input or component name.
+
+        ``x`` is the value of that encoder's raw input (any form :meth:`run` accepts), or a dict
+        by input name if it has several. Returns its outputs by tensor name; pass them to
+        :meth:`run` to skip the encoder there.
+        """
+        component = self._encoder_for(name)
+        raw_names = sorted(self._graph.raw_inputs([component]))
+        inputs = x if isinstance(x, Mapping) else ({raw_names[0]: x} if len(raw_names) == 1 else x)
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"{component!r} takes several inputs ({', '.join(raw_names)}); pass a dict of them")
+        feeds = self._router.resolve(inputs, [component])
+        return {k: to_numpy(v) for k, v in self._execute(feeds, [component])[component].items()}
+
+    def close(self) -> None:
+        """Release the sessions and the encoder thread pool; the Pipeline cannot run afterwards."""
+        with self._lock:
+            self._closed = True
+            self._sessions.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Pipeline({str(self._bundle.path)!r}, providers={list(self._plan.names)!r})"
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _session(self, name: str) -> ComponentSession:
+        with self._lock:
+            if self._closed:
+                raise MMEdgeError("this Pipeline is closed; create a new one")
+            session = self._sessions.get(name)
+            if session is None:
+                session = open_session(self._bundle, name, self._plan, self._threads[name], self._settings)
+                self._sessions[name] = session
+            return session
+
+    def _execute(self, feeds: Feeds, targets: Sequence[str] | frozenset[str]) -> dict[str, dict[str, Any]]:
+        """Run the needed components stage by stage; returns every component's outputs."""
+        values: dict[str, dict[str, Any]] = dict(feeds.provided)
+        for stage in self._graph.stages(targets, frozenset(feeds.provided)):
+            jobs = [(self._session(c), self._inputs_of(c, feeds.raw, values)) for c in stage]
+            if len(jobs) == 1 or self._pool is None:
+                results = [session.run(job) for session, job in jobs]
+            else:
+                futures = [self._pool.submit(session.run, job) for session, job in jobs]
+                results = [f.result() for f in futures]
+            values.update(zip(stage, results, strict=True))
+        return values
+
+    def _inputs_of(
+        self, component: str, raw: Mapping[str, np.ndarray], values: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            e.input: raw[e.output] if e.source == RAW_INPUTS else values[e.source][e.output]
+            for e in self.manifest.edges_into(component)
+        }
+
+    def _encoder_for(self, name: str) -> str:
+        components = {c.name for c in self.manifest.components}
+        if name in components:
+            component = name
+        elif name in self._router.raw_keys:
+            consumers = self._graph.consumers(self._router.raw_keys[name])
+            if len(consumers) != 1:
+                raise InputError(f"input {name!r} feeds {list(consumers)}; name the component to encode")
+            component = consumers[0]
+        else:
+            raise InputError(
+                f"nothing to encode named {name!r}; use a modality or input ({', '.join(self._router.raw_keys)}) "
+                f"or a component ({', '.join(sorted(components))})"
+            )
+        if self._graph.upstream(component):
+            raise InputError(f"{component!r} is fed by other components, so it is not an encoder; use run()")
+        return component

@@ -1,0 +1,245 @@
+"""Raw inputs → model tensors, following each input's preprocessing recipe in the manifest.
+
+One rule decides what a value is: a numpy array with the input's rank is already the model
+tensor and passes through untouched (it is validated strictly afterwards); anything else is a raw
+form, and a Python ``list`` of raw items is a batch.
+
+* image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
+  (scaled by ``scale``) or floats already in [0, 1]; resized (antialiased bilinear, see
+  ``_signal.resize``), normalised with mean/std, laid out as the manifest says (NCHW or NHWC).
+* audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
+  the bundle's sample rate; waves are ``(samples,)`` or ``(channels, samples)``, mixed to mono
+  if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``) and zero-padded
+  or cropped to the input's length.
+* text — see :mod:`mmedge.runtime.text`.
+* other — arrays without the batch axis are single items.
+
+Reading files needs Pillow / soundfile (``pip install 'mmedge[files]'``), imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._signal import resample, resize
+from mmedge.runtime.text import Tokenizer, pad_ids, sequence_length, tokenize
+
+from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
+from mmedge.errors import InputError
+
+__all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare"]
+
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+_FILES_HINT = "pip install 'mmedge[files]'"
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A waveform with its sample rate: ``(samples,)`` or ``(channels, samples)`` floats."""
+
+    wave: np.ndarray
+    sample_rate: int
+
+
+def prepare(spec: InputSpec, value: Any, tokenizer: Callable[[], Tokenizer | None]) -> np.ndarray:
+    """The batched model tensor for one input; ``tokenizer`` is called only if strings need it."""
+    if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
+        return value
+    items = _items(spec, value)
+    if not items:
+        raise InputError(f"input {spec.name!r}: got an empty list; pass at least one item")
+    if spec.modality == "text":
+        ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec)
+        pad = getattr(spec.preprocess, "pad_id", 0)
+        return pad_ids(ids, sequence_length(spec), pad, spec.dtype)
+    if spec.modality == "image":
+        pre = _recipe(spec, ImagePreprocess)
+        return np.stack([_image(item, pre, spec, i) for i, item in enumerate(items)])
+    if spec.modality == "audio":
+        pre = _recipe(spec, AudioPreprocess)
+        return np.stack([_audio(item, pre, spec, i) for i, item in enumerate(items)])
+    return _stack_arrays(items, spec)
+
+
+def _items(spec: InputSpec, value: Any) -> list[Any]:
+    """The raw items in ``value``: a list is a batch, except a text item given as a list of ids."""
+    if not isinstance(value, list):
+        return [value]
+    is_ids = spec.modality == "text" and all(isinstance(v, int | np.integer) for v in value)
+    return [value] if is_ids and value else value
+
+
+def _recipe(spec: InputSpec, kind: type) -> Any:
+    if not isinstance(spec.preprocess, kind):
+        raise InputError(
+            f"input {spec.name!r}: the bundle has no {spec.modality} preprocessing, so raw {spec.modality} "
+            f"cannot be converted; pass a {spec.dtype} tensor of shape {list(spec.shape)}"
+        )
+    return spec.preprocess
+
+
+def _stack_arrays(items: list[Any], spec: InputSpec) -> np.ndarray:
+    rank = len(spec.shape) - 1
+    bad = [i for i, item in enumerate(items) if not isinstance(item, np.ndarray) or item.ndim != rank]
+    if bad:
+        raise InputError(
+            f"input {spec.name!r}: items {bad} are not numpy arrays of rank {rank} (one item without the "
+            f"batch axis); pass arrays, or one {spec.dtype} tensor of shape {list(spec.shape)}"
+        )
+    if len({item.shape for item in items}) > 1:
+        raise InputError(f"input {spec.name!r}: items have different shapes {[list(i.shape) for i in items]}")
+    return np.stack(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+
+
+def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int) -> np.ndarray:
+    """One raw image → ``(C, H, W)`` (or ``(H, W, C)`` for NHWC) normalised float32."""
+    channels = _channels(spec, pre)
+    what = f"input {spec.name!r} item {index}"
+    if isinstance(item, str | os.PathLike):
+        item = _open_image(Path(item), what)
+    if type(item).__module__.startswith("PIL."):
+        item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
+    if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
+        found = f"array of shape {list(item.shape)}" if isinstance(item, np.ndarray) else type(item).__name__
+        raise InputError(
+            f"{what}: expected an image file path, a PIL image or an (H, W, C) array, found {found}; "
+            f"a batch goes in a list, and a ready tensor must be {spec.dtype} {list(spec.shape)}"
+        )
+    pixels = _unit_range(item if item.ndim == 3 else item[:, :, None], pre, what)
+    pixels = _match_channels(pixels, channels, what)
+    pixels = resize(pixels, pre.size)
+    mean = np.asarray(pre.mean, np.float32)
+    std = np.asarray(pre.std, np.float32)
+    out = (pixels - mean) / std
+    return np.ascontiguousarray(out.transpose(2, 0, 1) if pre.layout == "NCHW" else out, dtype=np.float32)
+
+
+def _channels(spec: InputSpec, pre: ImagePreprocess) -> int:
+    axis = 1 if pre.layout == "NCHW" else 3
+    dim = spec.shape[axis] if len(spec.shape) == 4 else None
+    return dim if isinstance(dim, int) else len(pre.mean)
+
+
+def _open_image(path: Path, what: str) -> Any:
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:
+        raise InputError(f"{what}: reading image files needs Pillow: {_FILES_HINT} (or pass an array)") from e
+    if not path.is_file():
+        raise InputError(f"{what}: image file {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{what}: {path} is not a readable image ({e})") from e
+
+
+def _unit_range(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.ndarray:
+    """Pixels as float32 in [0, 1]: uint8 scaled by the recipe, floats checked to be in range."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) * np.float32(pre.scale)
+    if pixels.dtype.kind != "f":
+        raise InputError(f"{what}: image arrays must be uint8 pixels or floats in [0, 1], found {pixels.dtype}")
+    if not np.isfinite(pixels).all():
+        raise InputError(f"{what}: the image contains NaN or Inf")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0.0 or high > 1.0:
+        raise InputError(
+            f"{what}: float images must be in [0, 1], found values from {low:g} to {high:g}; "
+            "pass uint8 pixels, or divide by 255"
+        )
+    return pixels.astype(np.float32)
+
+
+def _match_channels(pixels: np.ndarray, channels: int, what: str) -> np.ndarray:
+    have = pixels.shape[2]
+    if have == channels:
+        return pixels
+    if have == 1:
+        return np.repeat(pixels, channels, axis=2)
+    if have == 4 and channels == 3:
+        return pixels[:, :, :3]  # drop alpha
+    raise InputError(f"{what}: the model takes {channels}-channel images, found {have} channels")
+
+
+# ---------------------------------------------------------------------------------------------
+# audio
+
+
+def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int) -> np.ndarray:
+    """One raw waveform → float32 of the input's length, mono if the recipe says so."""
+    what = f"input {spec.name!r} item {index}"
+    wave, rate = _wave_and_rate(item, pre, what)
+    _check_rate(rate, what)
+    wave = wave[None, :] if wave.ndim == 1 else wave
+    if wave.shape[0] > wave.shape[1]:
+        raise InputError(
+            f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
+            "which looks like (samples, channels); transpose it"
+        )
+    if wave.shape[1] == 0:
+        raise InputError(f"{what}: the waveform has no samples")
+    if pre.mono:
+        wave = wave.mean(axis=0, keepdims=True)
+    wave = resample(wave.astype(np.float64), rate, pre.sample_rate)
+    length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
+    fitted = np.zeros((wave.shape[0], length), np.float32)
+    kept = wave[:, :length]
+    fitted[:, : kept.shape[1]] = kept
+    return fitted[0] if pre.mono else fitted
+
+
+def _wave_and_rate(item: Any, pre: AudioPreprocess, what: str) -> tuple[np.ndarray, Any]:
+    if isinstance(item, str | os.PathLike):
+        return _read_sound(Path(item), what)
+    if isinstance(item, tuple) and len(item) == 2:
+        item = Audio(*item)
+    wave, rate = (item.wave, item.sample_rate) if isinstance(item, Audio) else (item, pre.sample_rate)
+    if not isinstance(wave, np.ndarray) or wave.ndim not in (1, 2):
+        found = f"array of shape {list(wave.shape)}" if isinstance(wave, np.ndarray) else type(wave).__name__
+        raise InputError(
+            f"{what}: expected a sound file path, Audio(wave, sample_rate), (wave, sample_rate) or a 1-D "
+            f"float array at {pre.sample_rate} Hz, found {found}; a batch goes in a list"
+        )
+    if wave.dtype.kind != "f":
+        raise InputError(
+            f"{what}: waveforms must be floats in [-1, 1], found {wave.dtype}; for int16 PCM use wave / 32768"
+        )
+    return wave, rate
+
+
+def _check_rate(rate: Any, what: str) -> None:
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | np.integer)
+        or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE
+    ):
+        raise InputError(
+            f"{what}: wrong sample rate: expected an int number of Hz in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}], "
+            f"found {rate!r} (give Hz, e.g. 16000, not kHz)"
+        )
+
+
+def _read_sound(path: Path, what: str) -> tuple[np.ndarray, int]:
+    try:
+        import soundfile
+    except ImportError as e:
+        raise InputError(f"{what}: reading sound files needs soundfile: {_FILES_HINT} (or pass an array)") from e
+    if not path.is_file():
+        raise InputError(f"{what}: sound file {path} does not exist")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, TypeError) as e:  # LibsndfileError is a RuntimeError
+        raise InputError(f"{what}: {path} is not a readable sound file ({e})") from e
+    return data.T, int(rate)

@@ -1,0 +1,116 @@
+"""``mmedge run BUNDLE --input NAME=VALUE ...``: run a bundle once and show what it predicts.
+
+A VALUE ending in ``.npy`` is loaded as an array (a model tensor, or one raw item without the
+batch axis); any other VALUE is a file path for image and audio inputs and the text itself for
+text inputs. Logits outputs print their top-k labels with softmax probabilities; other outputs
+print their shape and first values.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime.pipeline import Pipeline
+from rich.markup import escape
+
+from mmedge.bundle import OutputSpec
+from mmedge.console import console, print_json, table
+from mmedge.errors import InputError
+
+__all__ = ["configure", "run", "summarize"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input by name or modality: image=cat.png, text='a bright dog', audio=x.wav, audio=x.npy (repeat)",
+    )
+    parser.add_argument(
+        "--providers",
+        default="auto",
+        help="'auto', 'cpu', 'cuda', or comma-separated onnxruntime provider names in priority order",
+    )
+    parser.add_argument("--fallback", action="store_true", help="run on the next provider if one is unavailable")
+    parser.add_argument("--threads", type=int, default=None, help="CPU thread budget (default: physical cores)")
+    parser.add_argument("--top-k", type=int, default=5, help="labels to show per logits output (default 5)")
+    parser.add_argument("--no-hash-check", action="store_true", help="skip sha256 checks (faster on big bundles)")
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as a run() dict; ``.npy`` values are loaded as arrays."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"--input {pair!r} must look like NAME=VALUE, e.g. image=cat.png or text='a dog'")
+        if name in inputs:
+            raise InputError(f"--input {name!r} is given twice; give it once")
+        inputs[name] = _load_npy(Path(value)) if value.endswith(".npy") else value
+    return inputs
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"array file {path} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is not a readable .npy array ({e})") from e
+
+
+def summarize(spec: OutputSpec, value: np.ndarray, top_k: int) -> dict[str, Any]:
+    """What to show of one output: top-k labels for logits, else shape and leading values."""
+    out: dict[str, Any] = {"kind": spec.kind, "dtype": str(value.dtype), "shape": list(value.shape)}
+    if spec.kind == "logits" and value.ndim == 2:
+        shifted = value - value.max(axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        labels = spec.labels or tuple(str(i) for i in range(value.shape[1]))
+        out["top_k"] = [
+            [{"label": labels[i], "probability": float(row[i])} for i in np.argsort(-row)[:top_k]] for row in probs
+        ]
+    else:
+        out["values"] = value.reshape(value.shape[0], -1)[:, :8].tolist() if value.ndim else value.tolist()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, found {args.top_k}")
+    inputs = parse_inputs(args.input)
+    providers = args.providers if "," not in args.providers else [p.strip() for p in args.providers.split(",")]
+    with Pipeline(
+        args.bundle, providers, threads=args.threads, fallback=args.fallback, check_hashes=not args.no_hash_check
+    ) as pipe:
+        outputs = pipe.run(inputs)
+        results = {o.name: summarize(o, outputs[o.name], args.top_k) for o in pipe.manifest.outputs}
+        placement = {
+            name: {"registered": list(p.registered), "nodes": dict(p.nodes), "fallbacks": list(p.fallbacks)}
+            for name, p in pipe.providers_used.items()
+        }
+    if args.json:
+        print_json({"outputs": results, "providers_used": placement})
+        return 0
+    for name, result in results.items():
+        _show(name, result)
+    for name, p in placement.items():
+        nodes = ", ".join(f"{ep.removesuffix('ExecutionProvider')}: {n}" for ep, n in p["nodes"].items())
+        notes = f"  [yellow]{escape('; '.join(p['fallbacks']))}[/yellow]" if p["fallbacks"] else ""
+        console.print(f"{escape(name)}: {escape(nodes or ', '.join(p['registered']))}{notes}")
+    return 0
+
+
+def _show(name: str, result: dict[str, Any]) -> None:
+    if "top_k" in result:
+        for item, rows in enumerate(result["top_k"]):
+            title = f"{name} (item {item})" if len(result["top_k"]) > 1 else name
+            console.print(table(title, ["label", "probability"], [(r["label"], r["probability"]) for r in rows]))
+    else:
+        console.print(escape(f"{name}: {result['kind']} {result['dtype']} {result['shape']}; first {result['values']}"))

@@ -1,0 +1,157 @@
+"""Strings and id lists → a padded ``(batch, length)`` int64 tensor, using the bundle's vocabulary.
+
+Two tokenizers, chosen by the input's :class:`~mmedge.bundle.TextPreprocess`:
+
+* ``vocab_file``: one token per line, line index = id. Text is lower-cased (if ``lowercase``),
+  split on whitespace, and each word looked up; unknown words become ``unk_id`` (or an
+  InputError when the bundle has none).
+* ``tokenizer_file``: a Hugging Face ``tokenizers`` JSON file (needs the ``tokenizers`` package,
+  ``pip install 'mmedge[hf]'``), truncated to ``max_length`` by the tokenizer itself so special
+  tokens survive.
+
+Every item is padded with ``pad_id`` or cropped to one fixed length (the input's fixed sequence
+dim, else ``max_length``) — never to the longest item of the batch — so an item's ids, and thus
+the model's output for it, do not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mmedge.bundle import Bundle, InputSpec, TextPreprocess
+from mmedge.errors import BundleError, InputError
+
+__all__ = ["Tokenizer", "Vocabulary", "load_tokenizer", "pad_ids", "sequence_length", "tokenize"]
+
+
+class Tokenizer(Protocol):
+    """What the runtime needs from a tokenizer."""
+
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A whitespace tokenizer over a one-token-per-line vocabulary file."""
+
+    ids: dict[str, int]
+    vocab_size: int
+    unk_id: int | None
+    lowercase: bool
+
+    @classmethod
+    def from_file(cls, path: Path, pre: TextPreprocess) -> Vocabulary:
+        tokens = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        ids: dict[str, int] = {}
+        for i, token in enumerate(tokens):
+            ids.setdefault(token, i)  # a repeated token keeps its first id
+        return cls(ids=ids, vocab_size=len(tokens), unk_id=pre.unk_id, lowercase=pre.lowercase)
+
+    def encode(self, text: str) -> list[int]:
+        words = (text.lower() if self.lowercase else text).split()
+        unknown = [w for w in words if w not in self.ids]
+        if unknown and self.unk_id is None:
+            raise InputError(
+                f"words not in the bundle's vocabulary and it has no unk_id: {unknown[:10]}; "
+                "use only known words or pass token ids"
+            )
+        return [self.ids.get(w, self.unk_id) for w in words]
+
+
+class _HFTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer, truncating to the bundle's max_length."""
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError as e:
+            raise InputError(
+                "this bundle tokenizes strings with a Hugging Face tokenizer, which needs the "
+                "`tokenizers` package: pip install 'mmedge[hf]' (or pass token ids instead of strings)"
+            ) from e
+        try:
+            self._tokenizer = HFTokenizer.from_file(str(path))
+        except Exception as e:
+            raise BundleError(f"tokenizer file {path.name} cannot be read ({e}); re-export the bundle") from e
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.no_padding()
+        self.vocab_size = self._tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text).ids)
+
+
+def load_tokenizer(bundle: Bundle, spec: InputSpec) -> Tokenizer | None:
+    """The tokenizer of a text input, or None if the bundle ships none (ids only).
+
+    The file must be one of the bundle's assets, so load_bundle has checked its hash.
+    """
+    pre = spec.preprocess
+    if not isinstance(pre, TextPreprocess) or not (pre.tokenizer_file or pre.vocab_file):
+        return None
+    rel = pre.tokenizer_file or pre.vocab_file
+    if rel not in {a.file for a in bundle.manifest.assets}:
+        raise BundleError(
+            f"input {spec.name!r}: tokenizer file {rel!r} is not listed in the manifest's assets, so its "
+            "integrity cannot be checked; re-export the bundle"
+        )
+    path = bundle.path / rel
+    if pre.tokenizer_file:
+        return _HFTokenizer(path, pre.max_length)
+    return Vocabulary.from_file(path, pre)
+
+
+def sequence_length(spec: InputSpec) -> int:
+    """The length every item is padded/cropped to: a fixed seq dim if the graph has one, else max_length."""
+    pre = spec.preprocess
+    if len(spec.shape) == 2 and isinstance(spec.shape[1], int):
+        return spec.shape[1]
+    if isinstance(pre, TextPreprocess):
+        return pre.max_length
+    raise InputError(f"input {spec.name!r} has no text preprocessing in the bundle; pass an int64 tensor")
+
+
+def tokenize(items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec) -> list[list[int]]:
+    """Each item (a string, or a sequence of ids) as a list of ids; empty items are errors."""
+    out: list[list[int]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            if tokenizer is None:
+                raise InputError(
+                    f"input {spec.name!r}: got a string but the bundle has no vocabulary or tokenizer; pass token ids"
+                )
+            ids = tokenizer.encode(item)
+            if not ids:
+                raise InputError(f"input {spec.name!r}: item {index} is empty text ({item!r}); pass at least one word")
+        else:
+            ids = _ids(item, spec.name, index)
+        out.append(ids)
+    return out
+
+
+def _ids(item: Any, name: str, index: int) -> list[int]:
+    array = np.asarray(item)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise InputError(
+            f"input {name!r}: item {index} must be a string or a 1-D sequence of int token ids, "
+            f"found {type(item).__name__} of dtype {array.dtype} and shape {list(array.shape)}"
+        )
+    if array.size == 0:
+        raise InputError(f"input {name!r}: item {index} has no token ids; pass at least one")
+    return [int(i) for i in array]
+
+
+def pad_ids(ids: Sequence[Sequence[int]], length: int, pad_id: int, dtype: str = "int64") -> np.ndarray:
+    """Stack id lists into ``(len(ids), length)`` of ``dtype``, cropping or padding with ``pad_id``."""
+    out = np.full((len(ids), length), pad_id, dtype=dtype)
+    for row, seq in enumerate(ids):
+        kept = seq[:length]
+        out[row, : len(kept)] = kept
+    return out
