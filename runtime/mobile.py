@@ -1,0 +1,298 @@
+"""Package a bundle for phones: fixed shapes, ORT format, a reduced-build operator config, an EP report.
+
+``package_mobile`` turns an ONNX bundle (FP32 or INT8) into a *mobile bundle*: the same contract
+(manifest, wiring, assets), each component an ``.ort`` file optimised for the target, with the
+dims NNAPI/CoreML need fixed, verified against the source, plus ``required_operators.config``
+(build a minimal onnxruntime with only those kernels) and a usability report per component for
+NNAPI, CoreML and XNNPACK: how many nodes each would take, in how many partitions, what blocks
+full offload (an STFT, a 1-D convolution, dynamic shapes) and the fix.
+
+ORT's guidance decides the optimisation level: NNAPI and CoreML take only plain ONNX ops, so
+``android``/``ios`` bake in only ``basic`` optimisations (constant folding, redundant nodes, which
+also fold shape arithmetic once shapes are fixed); ``generic`` bakes in ``extended`` fusions for
+the CPU EP (``all`` adds only layout transforms, and the x86-only NCHWc one is always left out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mmedge.runtime._mobile_eps import EPS, analyze, blockers
+from mmedge.runtime._mobile_ort import LEVELS, convert, required_operators, run_model, write_operator_config
+from mmedge.runtime._mobile_report import ComponentReport, MobileReport
+from mmedge.runtime._mobile_shapes import (
+    DimPlan,
+    concrete,
+    feeding_patterns,
+    fix_inputs,
+    fix_outputs,
+    graph_io,
+    parse_fixed_shapes,
+    plan_dims,
+)
+from mmedge.runtime._mobile_verify import compare, probe_inputs, random_tensor
+
+from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, staged_bundle, write_manifest
+from mmedge.errors import BundleError, InputError
+
+__all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
+
+TARGETS: dict[str, tuple[str, ...]] = {"android": ("NNAPI", "XNNPACK"), "ios": ("CoreML", "XNNPACK"), "generic": EPS}
+DEFAULT_OPTIMIZATION = {"android": "basic", "ios": "basic", "generic": "extended"}
+REPORT_JSON, REPORT_MD, OPERATOR_CONFIG = "mobile_report.json", "mobile_report.md", "required_operators.config"
+_NEW_ASSETS = {"mobile_report": REPORT_JSON, "mobile_report_md": REPORT_MD, "required_operators": OPERATOR_CONFIG}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    target: str
+    level: str
+    plan: DimPlan
+
+    @property
+    def arm(self) -> bool:
+        return self.target in ("android", "ios")
+
+
+def package_mobile(
+    bundle: str | os.PathLike[str] | Bundle,
+    out: str | os.PathLike[str],
+    *,
+    target: str = "generic",
+    fixed_shapes: Mapping[str, int] | None = None,
+    optimization: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> MobileReport:
+    """Write the mobile bundle of ``bundle`` to ``out`` (atomically) and return its report.
+
+    ``target``: ``"android"`` (NNAPI + XNNPACK), ``"ios"`` (CoreML + XNNPACK) or ``"generic"``
+    (all three; dims stay dynamic unless ``fixed_shapes`` names them). ``fixed_shapes``: sizes by
+    dim name (``{"batch": 1, "seq": 16}``) overriding the defaults (see ``_mobile_shapes``).
+    ``optimization``: ``"basic"``, ``"extended"`` or ``"all"``; default per target as above.
+    ``progress`` is called with each component's name once it is done.
+    Raises InputError for bad options, BundleError if the source is unusable or a mobile component
+    does not reproduce its source.
+    """
+    if target not in TARGETS:
+        raise InputError(f"target (--target) must be one of {', '.join(TARGETS)}, found {target!r}")
+    if optimization is not None and optimization not in LEVELS:
+        raise InputError(f"optimization (--optimization) must be one of {', '.join(LEVELS)}, found {optimization!r}")
+    from mmedge.bundle import load_bundle
+
+    source = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    already = [c.name for c in source.manifest.components if c.format != "onnx"]
+    if already:
+        raise BundleError(
+            f"components {already} of {source.path} are already in ORT format; package the ONNX bundle they came from"
+        )
+    plan = plan_dims(source.manifest, fixed_shapes, fix_all=target != "generic")
+    settings = _Settings(target, optimization or DEFAULT_OPTIMIZATION[target], plan)
+    with staged_bundle(out) as stage, tempfile.TemporaryDirectory(prefix="mmedge-mobile-") as tmp:
+        results = _package_components(source, settings, (stage, Path(tmp)), progress)
+        components = {c.name: c for c, _ in results}
+        operators = write_operator_config(
+            stage / OPERATOR_CONFIG,
+            required_operators([stage / c.file for c in components.values()]),
+            [c.file for c in components.values()],
+        )
+        report = _report(source, Path(out), settings, [r for _, r in results], operators)
+        (stage / REPORT_JSON).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (stage / REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
+        _copy_assets(source, stage)
+        write_manifest(stage, _manifest(source.manifest, settings, components))
+    return report
+
+
+def _order(m: Manifest) -> list[Component]:
+    """Components so that each comes after every component feeding it."""
+    done: list[Component] = []
+    pending = list(m.components)
+    while pending:
+        ready = [
+            c
+            for c in pending
+            if all(e.source == RAW_INPUTS or e.source in {d.name for d in done} for e in m.edges_into(c.name))
+        ]
+        if not ready:
+            raise BundleError(f"the wiring has a cycle through {[c.name for c in pending]}; re-export the bundle")
+        done += ready
+        pending = [c for c in pending if c not in ready]
+    return done
+
+
+def _package_components(
+    source: Bundle, s: _Settings, dirs: tuple[Path, Path], progress: Callable[[str], None] | None
+) -> list[tuple[Component, ComponentReport]]:
+    """Fix, convert, verify and analyse every component; raise once if any fails verification."""
+    m = source.manifest
+    raw = probe_inputs(source, {i.name: concrete(i.shape, s.plan.probe, f"input {i.name!r}") for i in m.inputs})
+    values: dict[str, dict[str, Any]] = {}
+    results: list[tuple[Component, ComponentReport]] = []
+    for c in _order(m):
+        feeds = _feeds(m, c, raw, values, s.plan)
+        values[c.name] = run_model(
+            source.component_path(c.name), feeds, f"component {c.name!r}", level=s.level, target_arm=s.arm
+        )
+        fixed_io = {done.name: done.outputs for done, _ in results}
+        results.append(
+            _package_one(source, c, feeds=feeds, reference=values[c.name], s=s, dirs=dirs, fixed_io=fixed_io)
+        )
+        if progress is not None:
+            progress(c.name)
+    failed = [f"{r.name}: {r.verification.detail}" for _, r in results if not r.verification.passed]
+    if failed:
+        raise BundleError(
+            "mobile components do not reproduce their source (nothing was written):\n  - "
+            + "\n  - ".join(failed)
+            + "\nTry --optimization basic; if it persists, report it with the bundle attached."
+        )
+    return results
+
+
+def _feeds(
+    m: Manifest, c: Component, raw: Mapping[str, Any], values: Mapping[str, Any], plan: DimPlan
+) -> dict[str, Any]:
+    import numpy as np
+
+    edges = {e.input: e for e in m.edges_into(c.name)}
+    rng = np.random.default_rng(1)
+    feeds = {}
+    for t in c.inputs:
+        edge = edges.get(t.name)
+        if edge is None:  # fed by the runtime itself (a decoder's state): any valid tensor will do
+            feeds[t.name] = random_tensor(t.dtype, concrete(t.shape, plan.probe, f"{c.name}.{t.name}"), rng)
+        elif edge.source == RAW_INPUTS:
+            feeds[t.name] = raw[edge.output]
+        else:
+            feeds[t.name] = values[edge.source][edge.output]
+    return feeds
+
+
+def _package_one(
+    source: Bundle,
+    c: Component,
+    *,
+    feeds: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    s: _Settings,
+    dirs: tuple[Path, Path],
+    fixed_io: Mapping[str, Any],
+) -> tuple[Component, ComponentReport]:
+    """One component: fixed graph → ``.ort`` in the stage, verified and analysed."""
+    import onnx
+
+    stage, tmp = dirs
+    what = f"component {c.name!r}"
+    model = _fixed_model(source, c, reference, s.plan, fixed_io)
+    fixed, optimized_path = tmp / f"{c.name}.onnx", tmp / f"{c.name}.optimized.onnx"
+    onnx.save(model, str(fixed))
+    file = str(PurePosixPath(c.file).with_suffix(".ort"))
+    (stage / file).parent.mkdir(parents=True, exist_ok=True)
+    convert(fixed, stage / file, optimized_path, level=s.level, target_arm=s.arm)
+    verification = compare(
+        reference,
+        run_model(stage / file, feeds, what),
+        feeds,
+        detail=f"{file} vs {c.file} run with the same '{s.level}' optimisations, on one probe batch",
+    )
+    optimized = onnx.load(str(optimized_path))
+    eps = analyze(optimized, model, TARGETS[s.target], s.level)
+    mobile = dataclasses.replace(
+        c,
+        file=file,
+        format="ort",
+        inputs=graph_io(model, c.inputs, outputs=False),
+        outputs=graph_io(model, c.outputs, outputs=True),
+        optimizations=(*c.optimizations, f"ort-format:{s.level}"),
+        verification=(*c.verification, verification),
+        sha256="",
+        size_bytes=0,
+    )
+    report = ComponentReport(
+        name=c.name,
+        source_file=c.file,
+        mobile_file=file,
+        size_before=source.component_path(c.name).stat().st_size,
+        size_after=(stage / file).stat().st_size,
+        inputs={t.name: t.shape for t in mobile.inputs},
+        outputs={t.name: t.shape for t in mobile.outputs},
+        ops=dict(sorted(Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in optimized.graph.node).items())),
+        eps=eps,
+        blockers=blockers(eps),
+        verification=verification,
+    )
+    return mobile, report
+
+
+def _fixed_model(
+    source: Bundle, c: Component, reference: Mapping[str, Any], plan: DimPlan, fixed_io: Mapping[str, Any]
+) -> Any:
+    """The component's ONNX graph with the planned dims fixed on its inputs, and on its outputs
+    too once every input is fully fixed (their sizes are then those of the reference run)."""
+    import onnx
+
+    what = f"component {c.name!r}"
+    model = onnx.load(str(source.component_path(c.name)))
+    patterns = feeding_patterns(source.manifest, plan, c.name, fixed_io)
+    fix_inputs(model, patterns, what)
+    if all(isinstance(d, int) for shape in patterns.values() for d in shape):
+        fix_outputs(model, {name: value.shape for name, value in reference.items()}, what)
+    del model.graph.value_info[:]  # stale symbolic shapes: onnxruntime and the checks infer them again
+    return model
+
+
+def _report(
+    source: Bundle, out: Path, s: _Settings, reports: list[ComponentReport], operators: tuple[str, ...]
+) -> MobileReport:
+    import onnxruntime as ort
+
+    return MobileReport(
+        source=str(source.path),
+        out=str(out),
+        target=s.target,
+        optimization=s.level,
+        eps=TARGETS[s.target],
+        fixed_dims=dict(s.plan.fixed),
+        fixed_dim_origin=dict(s.plan.origin),
+        components=tuple(reports),
+        required_operators=operators,
+        onnxruntime_version=ort.__version__,
+    )
+
+
+def _kept_assets(m: Manifest) -> tuple[Asset, ...]:
+    return tuple(a for a in m.assets if a.name not in _NEW_ASSETS and a.file not in _NEW_ASSETS.values())
+
+
+def _copy_assets(source: Bundle, stage: Path) -> None:
+    for a in _kept_assets(source.manifest):
+        (stage / a.file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.path / a.file, stage / a.file)
+
+
+def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component]) -> Manifest:
+    """The source manifest with the mobile components, fixed raw-input shapes and the new assets."""
+    import onnxruntime as ort
+
+    inputs = tuple(
+        dataclasses.replace(
+            i, shape=s.plan.pattern(i.shape), example_shape=concrete(i.shape, s.plan.probe, f"input {i.name!r}")
+        )
+        for i in m.inputs
+    )
+    return dataclasses.replace(
+        m,
+        inputs=inputs,
+        components=tuple(components[c.name] for c in m.components),
+        assets=_kept_assets(m) + tuple(Asset(name, file) for name, file in _NEW_ASSETS.items()),
+        created_by={**m.created_by, "mobile_target": s.target, "ort_format": f"onnxruntime {ort.__version__}"},
+    )
