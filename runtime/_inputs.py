@@ -26,6 +26,11 @@ from mmedge.errors import InputError
 
 __all__ = ["Feeds", "InputRouter"]
 
+_RAW_HINTS = {
+    "image": "raw images go one at a time or in a list: (H, W, C) arrays, file paths or PIL images",
+    "audio": "raw waves go one at a time or in a list: 1-D arrays, (wave, sample_rate) or file paths",
+}
+
 
 @dataclass(frozen=True)
 class Feeds:
@@ -141,6 +146,10 @@ class InputRouter:
             problems.append(str(e))
             return None
         found = tensor_problems(f"input {spec.name!r}", spec.dtype, spec.shape, tensor)
+        if found and tensor is value and spec.modality in _RAW_HINTS:
+            found = [
+                f"{p} (an array of this rank is taken as the model tensor; {_RAW_HINTS[spec.modality]})" for p in found
+            ]
         if not found and spec.modality == "text":
             found = id_range_problems(f"input {spec.name!r}", tensor, self._vocab_size(spec))
         problems += found

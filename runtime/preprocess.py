@@ -183,13 +183,13 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int) -> np.n
     wave, rate = _wave_and_rate(item, pre, what)
     _check_rate(rate, what)
     wave = wave[None, :] if wave.ndim == 1 else wave
+    if wave.size == 0:
+        raise InputError(f"{what}: the waveform has no samples")
     if wave.shape[0] > wave.shape[1]:
         raise InputError(
             f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
             "which looks like (samples, channels); transpose it"
         )
-    if wave.shape[1] == 0:
-        raise InputError(f"{what}: the waveform has no samples")
     if pre.mono:
         wave = wave.mean(axis=0, keepdims=True)
     wave = resample(wave.astype(np.float64), rate, pre.sample_rate)

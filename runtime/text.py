@@ -138,13 +138,13 @@ def tokenize(items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec)
 
 def _ids(item: Any, name: str, index: int) -> list[int]:
     array = np.asarray(item)
+    if array.ndim == 1 and array.size == 0:
+        raise InputError(f"input {name!r}: item {index} has no token ids; pass at least one")
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise InputError(
             f"input {name!r}: item {index} must be a string or a 1-D sequence of int token ids, "
             f"found {type(item).__name__} of dtype {array.dtype} and shape {list(array.shape)}"
         )
-    if array.size == 0:
-        raise InputError(f"input {name!r}: item {index} has no token ids; pass at least one")
     return [int(i) for i in array]
 
 

@@ -1,0 +1,98 @@
+"""``mmedge run``: files and strings in, top-k labels (or embedding summaries) out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from mmedge.runtime import Pipeline
+from mmedge.runtime.run_cli import summarize
+from PIL import Image
+from tinybundle import LABELS
+
+from mmedge.bundle import OutputSpec
+from mmedge.cli import main
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
+    soundfile.write(tmp_path / "x.wav", rng.standard_normal(441).astype(np.float32) * 0.1, 44100, subtype="FLOAT")
+    np.save(tmp_path / "x.npy", rng.standard_normal(160).astype(np.float32))
+    return {"image": str(tmp_path / "cat.png"), "wav": str(tmp_path / "x.wav"), "npy": str(tmp_path / "x.npy")}
+
+
+def test_json_output_has_softmax_top_k_of_the_pipeline_logits(
+    tiny_bundle: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-i", f"image={files['image']}", "-i", "text=a bright dog", "-i", f"audio={files['wav']}"]
+    assert main(["run", str(tiny_bundle), *args, "--providers", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    with Pipeline(tiny_bundle, "cpu") as p:
+        logits = p.run({"image": files["image"], "text": "a bright dog", "audio": files["wav"]})["logits"][0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    top = result["outputs"]["logits"]["top_k"][0]
+    assert [t["label"] for t in top] == [LABELS[i] for i in np.argsort(-probs)]
+    np.testing.assert_allclose([t["probability"] for t in top], np.sort(probs)[::-1], rtol=1e-6)
+    assert result["providers_used"]["fusion_head"]["registered"] == ["CPUExecutionProvider"]
+
+
+def test_human_output_shows_a_table_per_logits_output(
+    tiny_bundle: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-i", f"image={files['image']}", "-i", "text=dog", "-i", f"audio={files['npy']}", "--top-k", "2"]
+    assert main(["run", str(tiny_bundle), *args]) == 0
+    err = capsys.readouterr().err
+    assert "logits" in err
+    assert sum(f"│ {label} " in err for label in LABELS) == 2
+    assert "fusion_head: CPU: 2" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["-i", "image"], "--input 'image' must look like NAME=VALUE", id="no-equals"),
+        pytest.param(["-i", "audio=missing.npy"], "array file missing.npy does not exist", id="missing-npy"),
+        pytest.param(["-i", "text=dog", "-i", "text=cat"], "--input 'text' is given twice", id="twice"),
+        pytest.param(["--top-k", "0"], "--top-k must be at least 1", id="top-k"),
+        pytest.param(["-i", "text=dog"], "missing input 'image'", id="missing-input"),
+        pytest.param(
+            ["-i", "text=dog", "--providers", "cuda"], "CUDAExecutionProvider is not available", id="provider"
+        ),
+        pytest.param(
+            ["-i", "text=dog", "--providers", "cpu,gpu"], "unknown execution provider 'gpu'", id="provider-list"
+        ),
+    ],
+)
+def test_mistakes_are_one_error_line(
+    tiny_bundle: Path, capsys: pytest.CaptureFixture[str], args: list, message: str
+) -> None:
+    assert main(["run", str(tiny_bundle), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_fallback_flag_runs_on_cpu(
+    tiny_bundle: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-i", f"image={files['image']}", "-i", "text=dog", "-i", f"audio={files['wav']}"]
+    assert main(["run", str(tiny_bundle), *args, "--providers", "cuda", "--fallback", "--json"]) == 0
+    placement = json.loads(capsys.readouterr().out)["providers_used"]["image_encoder"]
+    assert placement["fallbacks"][0].startswith("CUDAExecutionProvider is not available")
+
+
+def test_non_logits_outputs_are_summarised_by_shape_and_leading_values() -> None:
+    value = np.arange(24, dtype=np.float32).reshape(2, 12)
+    summary = summarize(OutputSpec("emb", "head", "emb", kind="embedding"), value, top_k=5)
+    assert summary == {
+        "kind": "embedding",
+        "dtype": "float32",
+        "shape": [2, 12],
+        "values": [list(range(8)), list(range(12, 20))],
+    }
