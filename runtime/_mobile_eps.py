@@ -19,7 +19,7 @@ from typing import Any
 
 from mmedge.runtime._mobile_ort import ort_tool
 
-__all__ = ["CPU_FIX", "EPS", "Blocker", "EPReport", "UnsupportedOp", "analyze", "blockers"]
+__all__ = ["EPS", "Blocker", "EPReport", "UnsupportedOp", "analyze", "blockers"]
 
 EPS = ("NNAPI", "CoreML", "XNNPACK")
 
@@ -35,7 +35,7 @@ _OP_FIXES = {
         "convolutional or transformer text encoder",
     ),
 }
-CPU_FIX = "none needed for correctness: the node runs on the CPU EP and the graph is split around it"
+_CPU_FIX = "none needed for correctness: the node runs on the CPU EP and the graph is split around it"
 _RANK_FIX = "express the op over a 4-D tensor [N, C, 1, L] in the model (e.g. Conv2d with kernel (1, k))"
 _CONST_FIX = "make the weights constant initializers (export with constant folding)"
 _CONTRIB_FIX = "package with --optimization basic: ORT fusions at '{level}' replace ONNX ops by com.microsoft ones"
@@ -101,6 +101,11 @@ class Blocker:
     nodes: int
     reason: str
     fix: str
+
+    @property
+    def actionable(self) -> bool:
+        """False when the CPU EP simply runs these nodes: nothing to fix, only offload lost."""
+        return self.fix != _CPU_FIX
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,15 +184,15 @@ def _known_chw(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
 def _unit_gemm(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
     attrs = {a.name: a for a in node.attribute}
     if any(name in attrs and attrs[name].f != 1.0 for name in ("alpha", "beta")):
-        return _Miss("only alpha = beta = 1 is supported", CPU_FIX)
+        return _Miss("only alpha = beta = 1 is supported", _CPU_FIX)
     if g.ranks.get(node.input[0], 3) > 2:
-        return _Miss("input A must have rank <= 2", CPU_FIX)
+        return _Miss("input A must have rank <= 2", _CPU_FIX)
     return None
 
 
 def _small_b(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
     if g.ranks.get(node.input[1], 3) > 2:
-        return _Miss("input B must have rank <= 2", CPU_FIX)
+        return _Miss("input B must have rank <= 2", _CPU_FIX)
     return None
 
 
@@ -198,7 +203,7 @@ def _fused_activation(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
         or producer.op_type not in ("Conv", "MaxPool", "AveragePool")
         or id(producer) not in table.taken
     ):
-        return _Miss("only fused into a preceding Conv/MaxPool/AveragePool that XNNPACK takes", CPU_FIX)
+        return _Miss("only fused into a preceding Conv/MaxPool/AveragePool that XNNPACK takes", _CPU_FIX)
     return None
 
 
@@ -209,7 +214,7 @@ def _qdq_member(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
         producer = g.producer.get(node.input[0])
         ops = [producer.op_type] if producer is not None else []
     if not ops or any(op not in _XNNPACK_QDQ_TARGETS for op in ops):
-        return _Miss("Q/DQ nodes are only taken inside a quantized Conv/Pool/Softmax group", CPU_FIX)
+        return _Miss("Q/DQ nodes are only taken inside a quantized Conv/Pool/Softmax group", _CPU_FIX)
     return None
 
 
@@ -301,7 +306,7 @@ def _fix_for(op: str, level: str) -> str:
         return _OP_FIXES[name]
     if domain == "com.microsoft" and level != "basic":
         return _CONTRIB_FIX.format(level=level)
-    return CPU_FIX
+    return _CPU_FIX
 
 
 def _tables() -> dict[str, dict[str, str]]:
@@ -386,5 +391,5 @@ def blockers(reports: Sequence[EPReport]) -> tuple[Blocker, ...]:
             add("rank > 5", _RANK_FIX, r.ep, r.rank_limited_nodes, "inputs with more than 5 dims")
     return tuple(
         Blocker(op=op, eps=tuple(eps), nodes=max(counts), reason="; ".join(reasons), fix=fix)
-        for (op, fix), (eps, counts, reasons) in sorted(merged.items(), key=lambda kv: (kv[0][1] == CPU_FIX, kv[0][0]))
+        for (op, fix), (eps, counts, reasons) in sorted(merged.items(), key=lambda kv: (kv[0][1] == _CPU_FIX, kv[0][0]))
     )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mmedge.runtime._mobile_eps import CPU_FIX, Blocker, EPReport
+from mmedge.runtime._mobile_eps import Blocker, EPReport
 
 from mmedge.bundle import Dim, Verification
 
@@ -71,6 +71,8 @@ class MobileReport:
             comp["dynamic_dims"] = list(c.dynamic_dims)
             for ep_dict, ep in zip(comp["eps"], c.eps, strict=True):
                 ep_dict["fully_supported"] = ep.fully_supported
+            for blocker_dict, blocker in zip(comp["blockers"], c.blockers, strict=True):
+                blocker_dict["actionable"] = blocker.actionable
         return data
 
     def to_markdown(self) -> str:
@@ -129,8 +131,8 @@ def _component_markdown(c: ComponentReport) -> list[str]:
         lines.append(
             f"| {ep.ep} | {ep.supported_nodes}/{ep.total_nodes} | {ep.partitions} | {sizes} | {ep.suitability} | {missing} |"
         )
-    to_fix = [b for b in c.blockers if b.fix != CPU_FIX]
-    on_cpu = [b for b in c.blockers if b.fix == CPU_FIX]
+    to_fix = [b for b in c.blockers if b.actionable]
+    on_cpu = [b for b in c.blockers if not b.actionable]
     if not c.blockers:
         return [*lines, "", "Every checked EP takes the whole component."]
     lines += ["", "What blocks full offload:", ""]
