@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("mmedge.runtime.bench_cli", "profile latency per component and end to end", ""),
     "mobile": ("mmedge.runtime.mobile_cli", "prepare a bundle for phones (.ort, fixed shapes, EP report)", ""),
     "inspect": ("mmedge.inspect", "print a bundle's components, IO, precision, sizes and hashes", ""),
-    "serve": ("mmedge.serve", "serve a bundle over HTTP (REST)", "serve"),
+    "serve": ("mmedge.serve.cli", "serve a bundle over HTTP (REST)", "serve"),
 }
 
 

@@ -1,0 +1,268 @@
+"""Request bodies → the inputs ``Pipeline.run`` takes, in a form the micro-batcher can merge.
+
+Every value becomes either a batch-major numpy tensor (merged by concatenation) or a list of raw
+items (merged end to end), each with its row count. The meaning of a value is exactly the
+runtime's: a numeric array with the input's full rank is the model tensor; one rank lower is a
+single raw item (token ids, an HWC image, a waveform at the bundle's rate); strings are text.
+Uploaded files are decoded here (Pillow, soundfile) after their headers are checked against the
+limits, so a decompression bomb or an hour of audio is refused before any work is queued.
+
+Problems raise :class:`RequestError` with the HTTP status to answer (400 unreadable body,
+413 over a limit, 422 valid syntax but unusable values).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mmedge.bundle import InputSpec, Manifest
+
+__all__ = ["IMAGE_FORMATS", "Limits", "ParsedInputs", "RequestError", "from_form", "from_json", "resolve"]
+
+# Decoders for untrusted uploads: common raster formats only (no EPS/PDF, which shell out).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+
+
+class RequestError(Exception):
+    """A client mistake, with the HTTP status that says which kind."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry."""
+
+    max_rows: int = 64  # items per request, over all of its inputs' batch axis
+    max_image_pixels: int = 16_000_000  # width x height of one uploaded image
+    max_audio_seconds: float = 600.0  # duration of one uploaded sound file
+
+
+@dataclass(frozen=True)
+class ParsedInputs:
+    """Inputs keyed by the bundle's input names, and the number of rows they hold."""
+
+    values: dict[str, Any]
+    rows: int
+
+
+def resolve(manifest: Manifest, key: str, allowed: tuple[InputSpec, ...]) -> InputSpec:
+    """The input a request field names: an input name, or a modality with exactly one input."""
+    by_name = {s.name: s for s in allowed}
+    if key in by_name:
+        return by_name[key]
+    same_modality = [s for s in allowed if s.modality == key]
+    if len(same_modality) == 1:
+        return same_modality[0]
+    names = ", ".join(by_name) or "none"
+    raise RequestError(422, f"unknown input {key!r}; this endpoint takes: {names}")
+
+
+def from_json(body: bytes, manifest: Manifest, allowed: tuple[InputSpec, ...], limits: Limits) -> ParsedInputs:
+    """Parse ``{"inputs": {name: value}}``."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RequestError(400, f"the body is not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise RequestError(400, "the JSON body is nested too deeply") from e
+    if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
+        raise RequestError(422, 'expected a JSON object {"inputs": {"<input name>": value, ...}}')
+    values: dict[str, tuple[Any, int]] = {}
+    for key, raw in data["inputs"].items():
+        spec = resolve(manifest, key, allowed)
+        if spec.name in values:
+            raise RequestError(422, f"input {spec.name!r} is given twice (by name and by modality)")
+        values[spec.name] = _json_value(spec, raw)
+    return _finish(values, allowed, limits)
+
+
+def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
+    """One JSON value as (tensor or raw item list, rows)."""
+    what = f"input {spec.name!r}"
+    if spec.modality == "text" and isinstance(raw, str):
+        return [raw], 1
+    if spec.modality == "text" and isinstance(raw, list) and raw and all(isinstance(v, str) for v in raw):
+        return list(raw), len(raw)
+    array = _numeric(raw, what, spec)
+    if isinstance(array, list):  # ragged token id lists: one raw item each
+        return array, len(array)
+    rank = len(spec.shape)
+    if array.ndim == rank:
+        return _cast(array, spec.dtype, what), array.shape[0]
+    if array.ndim == rank - 1:
+        return [_raw_item(spec, array, what)], 1
+    raise RequestError(
+        422,
+        f"{what}: expected a nested array of rank {rank} (a batch of {spec.dtype} {list(spec.shape)}) or "
+        f"{rank - 1} (one item), found rank {array.ndim}",
+    )
+
+
+def _numeric(raw: Any, what: str, spec: InputSpec) -> np.ndarray | list[np.ndarray]:
+    if isinstance(raw, bool) or not isinstance(raw, list | int | float):
+        raise RequestError(422, f"{what}: expected a nested array of numbers, found {type(raw).__name__}")
+    try:
+        array = np.asarray(raw)
+    except ValueError as e:  # ragged nesting
+        if spec.modality == "text" and isinstance(raw, list) and all(isinstance(r, list) for r in raw):
+            return [_id_list(r, what) for r in raw]
+        raise RequestError(422, f"{what}: the nested arrays have uneven lengths or are too deep ({e})") from e
+    if array.dtype.kind not in "iuf":
+        raise RequestError(
+            422, f"{what}: expected numbers only, found {array.dtype.name} values (mixed types or integers too large)"
+        )
+    if array.size == 0:
+        raise RequestError(422, f"{what}: is empty; pass at least one value")
+    return array
+
+
+def _id_list(raw: list, what: str) -> np.ndarray:
+    """One token id list of a ragged batch."""
+    try:
+        array = np.asarray(raw)
+    except ValueError as e:
+        raise RequestError(422, f"{what}: each item of a ragged batch must be a flat list of token ids") from e
+    if array.ndim != 1 or array.dtype.kind not in "iu" or array.size == 0:
+        raise RequestError(422, f"{what}: each item of a ragged batch must be a non-empty flat list of token ids")
+    return _cast(array, "int64", what)
+
+
+def _cast(array: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """JSON numbers to the tensor dtype, refusing lossy conversions."""
+    target = np.dtype(dtype)
+    if target.kind in "iub" and array.dtype.kind == "f":
+        raise RequestError(422, f"{what}: expected integers ({dtype}), found fractional numbers")
+    if target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise RequestError(422, f"{what}: values must fit {dtype} [{info.min}, {info.max}]")
+    if target.kind == "f" and array.size:
+        top = float(np.abs(array).max())
+        if top > float(np.finfo(target).max):
+            raise RequestError(422, f"{what}: values must fit {dtype}, found magnitude {top:g}")
+    return array.astype(target)
+
+
+def _raw_item(spec: InputSpec, array: np.ndarray, what: str) -> np.ndarray:
+    """One item without the batch axis, typed the way the runtime reads that modality."""
+    if spec.modality == "text":
+        return _cast(array, "int64", what)
+    if spec.modality == "image" and array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 255:
+        return array.astype(np.uint8)
+    if spec.modality in ("image", "audio"):
+        return _cast(array, "float32", what)
+    return _cast(array, spec.dtype, what)
+
+
+def from_form(
+    form: Mapping[str, list[Any]], manifest: Manifest, allowed: tuple[InputSpec, ...], limits: Limits
+) -> ParsedInputs:
+    """Parse multipart fields: files for image/audio inputs, strings for text, JSON arrays otherwise.
+
+    ``form`` maps each field name to all its values (a repeated field is a batch); file values
+    are ``(filename, bytes)`` pairs.
+    """
+    values: dict[str, tuple[Any, int]] = {}
+    for key, items in form.items():
+        spec = resolve(manifest, key, allowed)
+        if spec.name in values:
+            raise RequestError(422, f"input {spec.name!r} is given twice (by name and by modality)")
+        values[spec.name] = _form_value(spec, items, limits)
+    return _finish(values, allowed, limits)
+
+
+def _form_value(spec: InputSpec, items: list[Any], limits: Limits) -> tuple[Any, int]:
+    what = f"input {spec.name!r}"
+    files = [i for i in items if isinstance(i, tuple)]
+    if files and len(files) != len(items):
+        raise RequestError(422, f"{what}: mixes uploaded files and plain fields; send one kind")
+    if files:
+        if spec.modality == "image":
+            decoded = [_image(data, f"{what} file {name!r}", limits) for name, data in files]
+        elif spec.modality == "audio":
+            decoded = [_audio(data, f"{what} file {name!r}", limits) for name, data in files]
+        else:
+            raise RequestError(422, f"{what}: is {spec.modality}; send it as a field, not a file")
+        return decoded, len(decoded)
+    if spec.modality == "text":
+        return list(items), len(items)
+    if len(items) != 1:
+        raise RequestError(422, f"{what}: send one JSON array field (a batch is a nested array)")
+    try:
+        raw = json.loads(items[0])
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise RequestError(422, f"{what}: expected a file upload or a JSON array field ({e})") from e
+    return _json_value(spec, raw)
+
+
+def _image(data: bytes, what: str, limits: Limits) -> Any:
+    """Decode an uploaded image after checking its size from the header."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:
+        raise RequestError(415, "this server cannot read image files: install Pillow (mmedge[files])") from e
+    try:
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise RequestError(413, f"{what}: the image is too large ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise RequestError(422, f"{what}: not a readable image ({e})") from e
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise RequestError(
+            413, f"{what}: {width}x{height} pixels is over the limit of {limits.max_image_pixels:,} pixels"
+        )
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
+        raise RequestError(422, f"{what}: the image data is corrupt ({e})") from e
+    return image
+
+
+def _audio(data: bytes, what: str, limits: Limits) -> Any:
+    """Decode an uploaded sound file after checking its duration from the header."""
+    try:
+        import soundfile
+    except ImportError as e:
+        raise RequestError(415, "this server cannot read sound files: install soundfile (mmedge[files])") from e
+    from mmedge.runtime.preprocess import Audio
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            seconds = f.frames / f.samplerate if f.samplerate else float("inf")
+            if seconds > limits.max_audio_seconds:
+                raise RequestError(
+                    413, f"{what}: {seconds:.1f} s of audio is over the limit of {limits.max_audio_seconds:g} s"
+                )
+            wave = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
+        raise RequestError(422, f"{what}: not a readable sound file ({e})") from e
+    if wave.shape[0] == 0:
+        raise RequestError(422, f"{what}: the sound file has no samples")
+    return Audio(np.ascontiguousarray(wave.T), int(rate))
+
+
+def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], limits: Limits) -> ParsedInputs:
+    if not values:
+        raise RequestError(422, f"no inputs given; this endpoint takes: {', '.join(s.name for s in allowed)}")
+    rows = {name: n for name, (_, n) in values.items()}
+    largest = max(rows.values())
+    if largest > limits.max_rows:
+        raise RequestError(413, f"{largest} items in one request is over the limit of {limits.max_rows}")
+    missing = [s.name for s in allowed if s.default is None and s.name not in values]
+    if missing:
+        raise RequestError(422, f"missing required input(s): {', '.join(missing)}")
+    if len(set(rows.values())) > 1:
+        sizes = ", ".join(f"{k}: {n}" for k, n in rows.items())
+        raise RequestError(422, f"inputs have different batch sizes ({sizes}); send the same number of items")
+    return ParsedInputs({name: v for name, (v, _) in values.items()}, largest)

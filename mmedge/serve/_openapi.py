@@ -1,0 +1,133 @@
+"""OpenAPI fragments derived from the bundle's manifest, so the spec says what this model takes.
+
+Request bodies are parsed by hand (one route accepts JSON and multipart), so FastAPI cannot infer
+them; these schemas document exactly what :mod:`mmedge.serve._inputs` accepts: for each input a
+batch tensor (full rank, fixed dims pinned), one raw item (one rank lower), text as strings, and
+in multipart bodies image/audio as uploaded files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmedge.bundle import InputSpec, Manifest, TensorSpec
+
+__all__ = ["ERRORS", "form_schema", "input_schema", "output_schema", "request_body"]
+
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["detail"], "properties": {"detail": {}}},
+        }
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body cannot be parsed (not JSON, broken multipart)", **_ERROR},
+    413: {"description": "Over a size limit (body bytes, items, image pixels, audio seconds)", **_ERROR},
+    415: {"description": "Unsupported content type; send application/json or multipart/form-data", **_ERROR},
+    422: {"description": "The inputs do not fit the model (names, dtypes, shapes, values)", **_ERROR},
+    503: {"description": "OverloadedError (retry after the Retry-After header) or shutting down", **_ERROR},
+}
+
+
+def _nested(rank: int, leaf: dict[str, Any], dims: tuple[Any, ...] = (), max_rows: int | None = None) -> dict:
+    """A JSON schema for a ``rank``-deep nested array; int entries of ``dims`` pin that axis's length."""
+    schema = leaf
+    for axis in reversed(range(rank)):
+        schema = {"type": "array", "items": schema, "minItems": 1}
+        dim = dims[axis] if axis < len(dims) else None
+        if isinstance(dim, int):
+            schema["minItems"] = schema["maxItems"] = dim
+        elif axis == 0 and max_rows is not None:
+            schema["maxItems"] = max_rows
+    return schema
+
+
+def _leaf(dtype: str) -> dict[str, Any]:
+    if dtype.startswith(("int", "uint")):
+        return {"type": "integer"}
+    if dtype == "bool":
+        return {"type": "boolean"}
+    return {"type": "number"}
+
+
+def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
+    """Every JSON form one input accepts."""
+    rank = len(spec.shape)
+    forms: list[dict[str, Any]] = [
+        {**_nested(rank, _leaf(spec.dtype), spec.shape, max_rows), "title": f"batch of {spec.dtype} tensors"}
+    ]
+    if spec.modality == "text":
+        forms += [
+            {"type": "string", "minLength": 1, "title": "one text"},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": max_rows},
+            {**_nested(1, {"type": "integer", "minimum": 0}), "title": "one list of token ids"},
+        ]
+    elif rank > 1:
+        item = {"image": "one HWC image (uint8 pixels or floats in [0, 1])", "audio": "one waveform"}
+        forms.append({**_nested(rank - 1, _leaf(spec.dtype)), "title": item.get(spec.modality, "one item")})
+    return {"anyOf": forms, "description": f"{spec.modality} input, model tensor {spec.dtype} {list(spec.shape)}"}
+
+
+def _json_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
+    inputs = {
+        "type": "object",
+        "properties": {s.name: input_schema(s, max_rows) for s in specs},
+        "required": [s.name for s in specs if s.default is None],
+        "additionalProperties": False,
+    }
+    return {"type": "object", "required": ["inputs"], "properties": {"inputs": inputs}}
+
+
+def form_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
+    """Multipart fields: one (or repeated, for a batch) per input."""
+    properties: dict[str, Any] = {}
+    for s in specs:
+        if s.modality in ("image", "audio"):
+            one = {"type": "string", "format": "binary", "description": f"an {s.modality} file"}
+        elif s.modality == "text":
+            one = {"type": "string", "minLength": 1, "description": "a text"}
+        else:
+            one = {"type": "string", "description": f"a JSON nested array ({s.dtype} {list(s.shape)})"}
+        many = {"type": "array", "items": one, "minItems": 1, "maxItems": max_rows}
+        properties[s.name] = one if s.modality not in ("image", "audio", "text") else {"anyOf": [one, many]}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [s.name for s in specs if s.default is None],
+        "additionalProperties": False,
+    }
+
+
+def request_body(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
+    """The ``requestBody`` of an inference route."""
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _json_schema(specs, max_rows)},
+            "multipart/form-data": {"schema": form_schema(specs, max_rows)},
+        },
+    }
+
+
+def output_schema(manifest: Manifest, tensors: tuple[TensorSpec, ...], *, labels: bool) -> dict[str, Any]:
+    """The 200 response of an inference route: outputs as nested arrays, plus argmax labels."""
+    outputs = {t.name: _nested(len(t.shape), {"type": ["number", "null"]}) for t in tensors}
+    properties: dict[str, Any] = {
+        "model": {"type": "string", "const": manifest.model.name},
+        "outputs": {"type": "object", "properties": outputs, "required": list(outputs)},
+    }
+    if labels:
+        properties["labels"] = {
+            "type": "object",
+            "description": "for logits outputs with labels: the top label of each row",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        }
+    return {
+        "description": "Outputs, batch-major (always with the batch axis); NaN/Inf are null",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["model", "outputs"], "properties": properties}
+            }
+        },
+    }

@@ -1,0 +1,338 @@
+"""The HTTP API of a served bundle (FastAPI).
+
+Routes: ``POST /v1/predict`` (the whole model), ``POST /v1/encode/{modality}`` (one encoder; one
+route per encoder, so the OpenAPI spec gives each its exact inputs), ``GET /v1/model``,
+``GET /healthz``, ``GET /metrics`` (Prometheus) and the OpenAPI spec at ``/openapi.json``.
+
+Inference bodies are JSON ``{"inputs": {name: value}}`` or multipart (files for image/audio,
+fields for text). Every request goes through one :class:`MicroBatcher`; every client mistake is
+a 4xx with a message (400 unparsable, 413 too large, 415 content type, 422 unusable inputs,
+503 overloaded or shutting down), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException
+
+from mmedge import __version__
+from mmedge.bundle import InputSpec, Manifest, TensorSpec
+from mmedge.errors import InputError, MMEdgeError
+from mmedge.serve import _openapi
+from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json
+from mmedge.serve._metrics import Metrics
+from mmedge.serve._middleware import BodyLimit, RequestMetrics
+from mmedge.serve._timing import PipelineLike, TimedPipeline
+from mmedge.serve.batcher import BatchPolicy, MicroBatcher, OverloadedError, ShuttingDownError
+
+__all__ = ["ServeOptions", "batching_problem", "create_app", "encoder_routes"]
+
+log = logging.getLogger("mmedge.serve")
+
+PREDICT = "predict"  # batcher task of /v1/predict; encoders' tasks are ENCODE + component name
+ENCODE = "encode:"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything about serving except where (host/port/workers belong to the CLI)."""
+
+    batch: BatchPolicy = field(default_factory=BatchPolicy)
+    limits: Limits = field(default_factory=Limits)
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies are refused with 413
+
+
+def batching_problem(manifest: Manifest) -> str:
+    """Why requests of this bundle cannot be merged along axis 0 ('' when they can)."""
+    fixed = [i.name for i in manifest.inputs if not i.shape or not isinstance(i.shape[0], str)]
+    fixed += [
+        f"{c.name}.{t.name}"
+        for c in manifest.components
+        for t in c.outputs
+        if not t.shape or not isinstance(t.shape[0], str)
+    ]
+    return f"tensors without a symbolic batch axis: {', '.join(fixed)}" if fixed else ""
+
+
+def encoder_routes(manifest: Manifest) -> dict[str, tuple[str, tuple[InputSpec, ...]]]:
+    """``/v1/encode/{key}`` → (encoder component, its raw inputs); key = modality, or the component
+    name where several encoders share a modality."""
+    raw_by_target: dict[str, list[str]] = {}
+    from_components = set()
+    for e in manifest.wiring:
+        if e.source == "inputs":
+            raw_by_target.setdefault(e.target, []).append(e.output)
+        else:
+            from_components.add(e.target)
+    encoders = [c for c in manifest.components if c.role == "encoder" and c.name in raw_by_target]
+    encoders = [c for c in encoders if c.name not in from_components]
+    modalities = [c.modality for c in encoders]
+    routes = {}
+    for c in encoders:
+        key = c.modality if c.modality and modalities.count(c.modality) == 1 else c.name
+        routes[key] = (c.name, tuple(manifest.input(n) for n in dict.fromkeys(raw_by_target[c.name])))
+    return routes
+
+
+class _Server:
+    """Per-app state: the pipeline, its batcher, metrics and the routes' input tables."""
+
+    def __init__(self, pipeline: PipelineLike, options: ServeOptions) -> None:
+        self.manifest = pipeline.manifest
+        self.pipeline = pipeline
+        self.timed = TimedPipeline(pipeline)
+        self.batching_note = batching_problem(self.manifest)
+        policy = options.batch
+        if self.batching_note and policy.max_batch > 1:
+            log.warning("micro-batching is off for this bundle: %s", self.batching_note)
+            policy = replace(policy, max_batch=1)
+        self.options = replace(options, batch=policy)
+        self.metrics = Metrics()
+        self.batcher = MicroBatcher(self._run_batch, policy, on_batch=self.metrics.observe_batch)
+        self.encoders = encoder_routes(self.manifest)
+
+    def _run_batch(self, task: Hashable, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Runs in a batcher thread: the whole model, or one encoder (task ``encode:<component>``)."""
+        if task == PREDICT:
+            outputs, timings = self.timed.run(inputs)
+        else:
+            outputs, timings = self.timed.encode(str(task).removeprefix(ENCODE), inputs)
+        self.metrics.observe_components(timings)
+        return outputs
+
+    async def parse(self, request: Request, specs: tuple[InputSpec, ...]) -> ParsedInputs:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        limits = self.options.limits
+        if content_type == "application/json":
+            body = await request.body()
+            return await run_in_threadpool(from_json, body, self.manifest, specs, limits)
+        if content_type == "multipart/form-data":
+            fields = await _form_fields(request, len(specs) * limits.max_rows, self.options.max_body_bytes)
+            return await run_in_threadpool(from_form, fields, self.manifest, specs, limits)
+        raise RequestError(
+            415, f"unsupported content type {content_type or 'none'!r}; send application/json or multipart/form-data"
+        )
+
+    async def infer(self, request: Request, task: str, specs: tuple[InputSpec, ...]) -> JSONResponse:
+        parsed = await self.parse(request, specs)
+        self.metrics.queue_depth.set(self.batcher.queued + 1)
+        try:
+            outputs = await self.batcher.submit(task, parsed.values, parsed.rows)
+        finally:
+            self.metrics.queue_depth.set(self.batcher.queued)
+        body: dict[str, Any] = {
+            "model": self.manifest.model.name,
+            "outputs": {k: _jsonable(v) for k, v in outputs.items()},
+        }
+        if task == PREDICT:
+            body["labels"] = _top_labels(self.manifest, outputs)
+        return JSONResponse(body)
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        placement = getattr(self.pipeline, "providers_used", {})
+        return {
+            "name": m.model.name,
+            "mmedge": __version__,
+            "format_version": m.format_version,
+            "inputs": [
+                {
+                    "name": i.name,
+                    "modality": i.modality,
+                    "dtype": i.dtype,
+                    "shape": list(i.shape),
+                    "required": i.default is None,
+                    "preprocess": type(i.preprocess).__name__ if i.preprocess is not None else None,
+                }
+                for i in m.inputs
+            ],
+            "outputs": [{"name": o.name, "kind": o.kind, "labels": list(o.labels)} for o in m.outputs],
+            "components": [
+                {
+                    "name": c.name,
+                    "role": c.role,
+                    "modality": c.modality,
+                    "precision": c.precision,
+                    "providers": list(getattr(placement.get(c.name), "registered", ())),
+                }
+                for c in m.components
+            ],
+            "encode": sorted(self.encoders),
+            "batching": {
+                **asdict(self.options.batch),
+                "enabled": self.options.batch.max_batch > 1,
+                "note": self.batching_note,
+            },
+            "limits": {**asdict(self.options.limits), "max_body_bytes": self.options.max_body_bytes},
+            "component_timing": self.timed.note,
+        }
+
+
+async def _form_fields(request: Request, max_files: int, max_part: int) -> dict[str, list[Any]]:
+    """Multipart fields by name; file parts become ``(filename, bytes)``."""
+    fields: dict[str, list[Any]] = {}
+    async with request.form(max_files=max_files, max_fields=max_files, max_part_size=max_part) as form:
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                fields.setdefault(key, []).append(value)
+            else:
+                fields.setdefault(key, []).append((value.filename or key, await value.read()))
+    return fields
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    """Nested lists; NaN/Inf (not representable in JSON) become null."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return np.where(np.isfinite(array), array, None).tolist()
+    return array.tolist()
+
+
+def _top_labels(manifest: Manifest, outputs: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """For logits outputs with labels: the argmax label of each row."""
+    labels = {}
+    for o in manifest.outputs:
+        value = outputs.get(o.name)
+        if (
+            o.kind == "logits"
+            and o.labels
+            and value is not None
+            and value.ndim == 2
+            and value.shape[1] == len(o.labels)
+        ):
+            labels[o.name] = [o.labels[i] for i in np.nan_to_num(value, nan=-np.inf).argmax(axis=1)]
+    return labels
+
+
+def _tensors_of(manifest: Manifest, component: str | None) -> tuple[TensorSpec, ...]:
+    if component is not None:
+        return manifest.component(component).outputs
+    by_component = {c.name: {t.name: t for t in c.outputs} for c in manifest.components}
+    return tuple(replace(by_component[o.component][o.tensor], name=o.name) for o in manifest.outputs)
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def problem(_: Request, e: RequestError) -> JSONResponse:
+        return _error(e.status, str(e))
+
+    async def bad_input(_: Request, e: InputError) -> JSONResponse:
+        return _error(422, str(e))
+
+    async def overloaded(_: Request, e: OverloadedError) -> JSONResponse:
+        return _error(503, str(e), {"Retry-After": "1"})
+
+    async def shutting_down(_: Request, e: ShuttingDownError) -> JSONResponse:
+        return _error(503, str(e))
+
+    async def bad_multipart(_: Request, e: MultiPartException) -> JSONResponse:
+        status = 413 if "exceeded" in e.message.lower() or "too many" in e.message.lower() else 400
+        return _error(status, f"the multipart body cannot be used: {e.message}")
+
+    async def server_side(_: Request, e: MMEdgeError) -> JSONResponse:
+        log.error("inference failed on the server side: %s", e)
+        return _error(500, f"{type(e).__name__}: {e}")
+
+    for kind, handler in (
+        (RequestError, problem),
+        (InputError, bad_input),
+        (OverloadedError, overloaded),
+        (ShuttingDownError, shutting_down),
+        (MultiPartException, bad_multipart),
+        (MMEdgeError, server_side),
+    ):
+        app.add_exception_handler(kind, handler)
+
+
+def create_app(pipeline: PipelineLike, options: ServeOptions | None = None) -> FastAPI:
+    """A FastAPI app serving ``pipeline`` (a :class:`mmedge.runtime.Pipeline`).
+
+    The app starts its batcher on startup and, on shutdown, refuses new work (503), finishes what
+    was accepted, then stops its threads. It does not close ``pipeline``: the caller owns it.
+    """
+    server = _Server(pipeline, options or ServeOptions())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await server.batcher.start()
+        try:
+            yield
+        finally:
+            await server.batcher.close()
+            server.timed.close()
+
+    app = FastAPI(
+        title=f"mmedge: {server.manifest.model.name}",
+        version=__version__,
+        description="Inference on an mmedge bundle. Bodies: JSON {'inputs': {...}} or multipart (files for image/audio).",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    _install_error_handlers(app)
+    _add_routes(app, server)
+    app.add_middleware(BodyLimit, max_bytes=server.options.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=server.metrics)
+    return app
+
+
+def _add_routes(app: FastAPI, server: _Server) -> None:
+    manifest, max_rows = server.manifest, server.options.limits.max_rows
+    errors = {k: v for k, v in _openapi.ERRORS.items() if k != 503}
+
+    @app.get("/healthz", responses={503: _openapi.ERRORS[503]}, summary="Liveness and readiness")
+    async def healthz() -> JSONResponse:
+        if server.batcher.closing:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
+        return JSONResponse({"status": "ok", "queued": server.batcher.queued})
+
+    @app.get("/v1/model", summary="The served bundle: inputs, outputs, components, batching and limits")
+    async def model() -> dict[str, Any]:
+        return server.summary()
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    def inference_route(
+        path: str, task: str, specs: tuple[InputSpec, ...], component: str | None, summary: str
+    ) -> None:
+        tensors = _tensors_of(manifest, component)
+
+        async def endpoint(request: Request) -> JSONResponse:
+            return await server.infer(request, task, specs)
+
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            summary=summary,
+            name=task,
+            responses={
+                200: _openapi.output_schema(manifest, tensors, labels=component is None),
+                **errors,
+                503: _openapi.ERRORS[503],
+            },
+            openapi_extra={"requestBody": _openapi.request_body(specs, max_rows)},
+        )
+
+    inference_route("/v1/predict", PREDICT, manifest.inputs, None, "Run the whole model")
+    for key, (component, specs) in server.encoders.items():
+        inference_route(f"/v1/encode/{key}", ENCODE + component, specs, component, f"Run the {key} encoder only")

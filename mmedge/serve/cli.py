@@ -1,0 +1,203 @@
+"""``mmedge serve BUNDLE``: serve a bundle over HTTP with uvicorn.
+
+One process by default; ``--workers N`` starts N processes sharing the listening socket, each with
+its own Pipeline (and ``1/N`` of the CPU thread budget unless ``--threads`` says otherwise), with
+metrics summed over all of them. The bundle is checked before anything listens, so a broken
+bundle or a busy port is an ``ERROR`` line and exit code 1, not a traceback. SIGTERM or Ctrl-C
+shut down gracefully: stop accepting, finish in-flight requests (up to ``--graceful-timeout``),
+drain the batch queue, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from dataclasses import asdict
+from typing import Any
+
+from mmedge.console import console, print_json
+from mmedge.errors import MMEdgeError
+from mmedge.serve._inputs import Limits
+from mmedge.serve.app import ServeOptions, create_app
+from mmedge.serve.batcher import BatchPolicy
+
+__all__ = ["configure", "run", "worker_app"]
+
+CONFIG_ENV = "MMEDGE_SERVE_CONFIG"  # how the parent hands the configuration to --workers processes
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (printed)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    parser.add_argument("--providers", default="auto", help="execution providers: auto, cpu, cuda, ...")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker process")
+    parser.add_argument("--fallback", action="store_true", help="drop unavailable providers instead of failing")
+    batching = parser.add_argument_group("micro-batching")
+    batching.add_argument("--max-batch", type=int, default=16, help="rows merged into one pipeline call")
+    batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
+    batching.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 503")
+    batching.add_argument("--batch-threads", type=int, default=1, help="batches running at once per process")
+    batching.add_argument("--no-batching", action="store_true", help="one request per pipeline call")
+    limits = parser.add_argument_group("request limits")
+    limits.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body")
+    limits.add_argument("--max-items", type=int, default=64, help="most items (rows) in one request")
+    limits.add_argument("--max-image-pixels", type=int, default=16_000_000, help="largest uploaded image (w*h)")
+    limits.add_argument("--max-audio-seconds", type=float, default=600.0, help="longest uploaded sound file")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to finish requests on shutdown")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
+
+
+def _options(args: argparse.Namespace) -> ServeOptions:
+    policy = BatchPolicy(
+        max_batch=1 if args.no_batching else args.max_batch,
+        max_wait_ms=0.0 if args.no_batching else args.max_wait_ms,
+        max_queue=args.max_queue,
+        workers=args.batch_threads,
+    )
+    problems = policy.problems()
+    limits = Limits(args.max_items, args.max_image_pixels, args.max_audio_seconds)
+    problems += [f"--{k.replace('_', '-')} must be positive" for k, v in asdict(limits).items() if v <= 0]
+    if args.max_body_mb <= 0:
+        problems.append("--max-body-mb must be positive")
+    if args.workers < 1:
+        problems.append("--workers must be at least 1")
+    if problems:
+        raise MMEdgeError("invalid serve options: " + "; ".join(problems))
+    return ServeOptions(batch=policy, limits=limits, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise MMEdgeError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0 picks a free one) "
+            "or stop the process using it"
+        ) from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def _threads(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        return args.threads
+    from mmedge.runtime.pipeline import default_thread_budget
+
+    return max(1, default_thread_budget() // (args.workers * args.batch_threads))
+
+
+def run(args: argparse.Namespace) -> int:
+    options = _options(args)
+    settings = {
+        "bundle": args.bundle,
+        "providers": args.providers,
+        "threads": _threads(args),
+        "fallback": args.fallback,
+    }
+    if args.workers == 1:
+        from mmedge.runtime import Pipeline
+
+        pipeline = Pipeline(args.bundle, settings["providers"], threads=settings["threads"], fallback=args.fallback)
+        app: Any = create_app(pipeline, options)
+    else:
+        from mmedge.bundle import load_bundle
+
+        load_bundle(args.bundle)  # fail here, once, rather than in every worker
+        pipeline = None
+        app = "mmedge.serve.cli:worker_app"
+    sock = _listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    if args.json:
+        print_json({"url": url, "pid": os.getpid(), "workers": args.workers, "options": asdict(options)})
+    else:
+        console.print(f"serving {args.bundle} on {url} ({args.workers} worker(s)); docs at {url}/docs")
+    try:
+        stopped_by = _serve(app, sock, args, {**settings, "options": asdict(options)})
+    finally:
+        sock.close()
+        if pipeline is not None:
+            pipeline.close()
+    if not args.json:
+        console.print(f"stopped{f' by {stopped_by}' if stopped_by else ''}; in-flight requests were finished")
+    return 0
+
+
+def _serve(app: Any, sock: socket.socket, args: argparse.Namespace, settings: dict[str, Any]) -> str:
+    """Run uvicorn until a signal; returns the signal's name ('' if it stopped by itself)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        lifespan="on",
+    )
+    received: list[str] = []
+    previous = {s: signal.signal(s, lambda n, _: received.append(signal.Signals(n).name)) for s in _SIGNALS}
+    try:
+        if args.workers == 1:
+            server = uvicorn.Server(config)
+            server.run(sockets=[sock])
+            if not server.started:
+                raise MMEdgeError("the server failed to start; see the log above")
+        else:
+            _serve_workers(config, sock, settings)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return received[0] if received else ""
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _serve_workers(config: Any, sock: socket.socket, settings: dict[str, Any]) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    from mmedge.serve._metrics import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="mmedge-serve-metrics-")
+    saved = {k: os.environ.get(k) for k in (CONFIG_ENV, MULTIPROC_ENV)}
+    os.environ[CONFIG_ENV] = json.dumps(settings)
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process, configured by the parent through the environment."""
+    from mmedge.runtime import Pipeline
+
+    settings = json.loads(os.environ[CONFIG_ENV])
+    raw = settings["options"]
+    options = ServeOptions(
+        batch=BatchPolicy(**raw["batch"]), limits=Limits(**raw["limits"]), max_body_bytes=raw["max_body_bytes"]
+    )
+    pipeline = Pipeline(
+        settings["bundle"], settings["providers"], threads=settings["threads"], fallback=settings["fallback"]
+    )
+    return create_app(pipeline, options)
