@@ -76,9 +76,7 @@ class ComponentSession:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Outputs by name: numpy arrays, or OrtValues left on the device when IO binding is used."""
-        shapes = ", ".join(f"{k}: {_describe(v)}" for k, v in feeds.items())
-        context = f"component {self.component.name!r} failed on inputs ({shapes})"
-        with _run_boundary(context):
+        with _run_boundary(self.component.name, feeds):
             if self.device is not None:
                 return self._run_bound(feeds)
             values = self.session.run(list(self.output_names), {k: to_numpy(v) for k, v in feeds.items()})
@@ -111,7 +109,7 @@ def _describe(value: Any) -> str:
 
 
 @contextmanager
-def _run_boundary(context: str) -> Iterator[None]:
+def _run_boundary(component: str, feeds: Mapping[str, Any]) -> Iterator[None]:
     """Translate ORT run failures: a provider failure is a ProviderError, anything else an InputError."""
     try:
         yield
@@ -119,7 +117,8 @@ def _run_boundary(context: str) -> Iterator[None]:
         raise
     except Exception as e:
         target = ProviderError if type(e).__name__ in _PROVIDER_FAILURES else InputError
-        raise target(f"{context}: {_first_line(e)}") from e
+        shapes = ", ".join(f"{k}: {_describe(v)}" for k, v in feeds.items())
+        raise target(f"component {component!r} failed on inputs ({shapes}): {_first_line(e)}") from e
 
 
 def _first_line(error: BaseException) -> str:

@@ -97,16 +97,17 @@ class Pipeline:
             graph_optimization=graph_optimization,
             optimized_model_dir=Path(optimized_model_dir) if optimized_model_dir is not None else None,
         )
-        budget = threads or default_thread_budget()
-        self._threads = {c: max(1, budget // len(stage)) for stage in self._graph.full_plan for c in stage}
+        self._budget = threads or default_thread_budget()
+        self._threads = {c: max(1, self._budget // len(stage)) for stage in self._graph.full_plan for c in stage}
         self._sessions: dict[str, ComponentSession] = {}
         self._lock = threading.Lock()
         width = max((len(s) for s in self._graph.full_plan), default=1)
         self._pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="mmedge-encoder") if width > 1 else None
         self._closed = False
-        if not lazy:
-            for c in self._bundle.manifest.components:
-                self._session(c.name)
+        if not lazy:  # components no output depends on (a monolithic baseline, say) are never loaded
+            for stage in self._graph.full_plan:
+                for name in stage:
+                    self._session(name)
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -173,7 +174,8 @@ class Pipeline:
                 raise MMEdgeError("this Pipeline is closed; create a new one")
             session = self._sessions.get(name)
             if session is None:
-                session = open_session(self._bundle, name, self._plan, self._threads[name], self._settings)
+                threads = self._threads.get(name, self._budget)
+                session = open_session(self._bundle, name, self._plan, threads, self._settings)
                 self._sessions[name] = session
             return session
 

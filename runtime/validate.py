@@ -26,29 +26,30 @@ def describe(dtype: Any, shape: Sequence[Dim]) -> str:
 
 def tensor_problems(what: str, dtype: str, shape: Sequence[Dim], value: Any) -> list[str]:
     """Every way ``value`` differs from a tensor of ``dtype`` and symbolic ``shape``."""
-    expected = describe(dtype, shape)
     if not isinstance(value, np.ndarray):
-        return [f"{what}: expected a numpy array {expected}, found {type(value).__name__}"]
-    found = describe(value.dtype, value.shape)
+        return [f"{what}: expected a numpy array {describe(dtype, shape)}, found {type(value).__name__}"]
+
+    def mismatch(detail: str) -> list[str]:
+        return [f"{what}: expected {describe(dtype, shape)}, found {describe(value.dtype, value.shape)}{detail}"]
+
     if value.dtype != np.dtype(dtype):
-        return [
-            f"{what}: expected {expected}, found {found}; convert with x.astype(np.{dtype}) if the values are right"
-        ]
+        return mismatch(f"; convert with x.astype(np.{dtype}) if the values are right")
     if value.ndim != len(shape):
-        return [f"{what}: expected {expected}, found {found} (rank {value.ndim}, expected rank {len(shape)})"]
-    problems = [
-        f"{what}: expected {expected}, found {found} (dim {axis} must be {want})"
+        return mismatch(f" (rank {value.ndim}, expected rank {len(shape)})")
+    wrong = [
+        (axis, want)
         for axis, (want, got) in enumerate(zip(shape, value.shape, strict=True))
         if isinstance(want, int) and want != got
     ]
-    if not problems and value.size == 0:
-        problems.append(f"{what}: expected {expected}, found {found}, which is empty")
-    if not problems and value.dtype.kind == "f":
+    if wrong:
+        return mismatch(" (" + ", ".join(f"dim {axis} must be {want}" for axis, want in wrong) + ")")
+    if value.size == 0:
+        return mismatch(", which is empty")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
         bad = ~np.isfinite(value)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            problems.append(f"{what}: {int(bad.sum())} value(s) are NaN or Inf (first at index {first})")
-    return problems
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        return [f"{what}: {int(bad.sum())} value(s) are NaN or Inf (first at index {first})"]
+    return []
 
 
 def batch_problems(leading: Mapping[str, int]) -> list[str]:

@@ -49,7 +49,7 @@ CASES = [
     ),
     pytest.param(
         _with(image=np.zeros((1, 3, 4, 4), np.float32)),
-        "input 'image': expected float32 [batch, 3, 8, 8], found float32 [1, 3, 4, 4] (dim 2 must be 8)",
+        "input 'image': expected float32 [batch, 3, 8, 8], found float32 [1, 3, 4, 4] (dim 2 must be 8, dim 3 must be 8)",
         id="fixed-dim",
     ),
     pytest.param(
