@@ -104,7 +104,8 @@ class InputRouter:
             if key in self.raw_keys:
                 target, table = self.raw_keys[key], raw
             elif key in self.output_keys:
-                target, table = key, outputs
+                component, spec = self.output_keys[key]
+                target, table = f"{component}.{spec.name}", outputs
             else:
                 problems.append(f"unknown input {key!r}; {self.accepted_keys()}")
                 continue

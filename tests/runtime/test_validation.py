@@ -142,8 +142,15 @@ CASES = [
         id="batch-mismatch",
     ),
     pytest.param(
+        _with(
+            image_features=np.ones((2, 4), np.float32), **{"image_encoder.image_features": np.ones((2, 4), np.float32)}
+        ),
+        "input 'image_encoder.image_features' is given twice",
+        id="cached-twice",
+    ),
+    pytest.param(
         _with(image_features=np.zeros((2, 5), np.float32)),
-        "encoder output 'image_features': expected float32 [batch, 4], found float32 [2, 5] (dim 1 must be 4)",
+        "encoder output 'image_encoder.image_features': expected float32 [batch, 4], found float32 [2, 5] (dim 1 must be 4)",
         id="cached-shape",
     ),
     pytest.param(
