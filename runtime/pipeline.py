@@ -69,8 +69,9 @@ class Pipeline:
         fallback: if a requested provider is unavailable or fails, run on the next one instead of
             raising ProviderError; every drop is logged and shown in ``providers_used``.
         lazy: create each session on first use instead of now.
-        optimized_model_dir: where ORT saves each component's optimised graph (for inspection,
-            or to skip optimisation later: load it with the same providers).
+        optimized_model_dir: where ORT saves each component's optimised graph (for inspection, or
+            to skip optimisation later). At level "all" it may hold CPU-specific layouts: reuse it
+            only on the same kind of machine with the same providers.
         graph_optimization: ORT graph optimisation level: "all", "extended", "basic" or "disable".
         check_hashes: verify the sha256 of every file when loading from a directory.
         trace: for profiling (``mmedge bench``): called after each step of a call with ``(kind,
