@@ -39,6 +39,8 @@ _CPU_FIX = "none needed for correctness: the node runs on the CPU EP and the gra
 _RANK_FIX = "express the op over a 4-D tensor [N, C, 1, L] in the model (e.g. Conv2d with kernel (1, k))"
 _CONST_FIX = "make the weights constant initializers (export with constant folding)"
 _CONTRIB_FIX = "package with --optimization basic: ORT fusions at '{level}' replace ONNX ops by com.microsoft ones"
+_PAD_FIX = "pad in preprocessing, or with a constant in the model (for the mel front-end: pad_mode='constant')"
+_QDQ_COREML_FIX = "CoreML has no Q/DQ kernels: for iOS, package the FP32 bundle"
 _DYNAMIC_FIX = "fix the dims: --fixed-shapes NAME=N (or --target android / ios, which fix every dim)"
 
 # XNNPACK EP (onnxruntime/core/providers/xnnpack/detail/node_support_checker.cc): ONNX-domain ops
@@ -134,10 +136,17 @@ class _Graph:
         for n in graph.node:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
+        initializers = {i.name for i in graph.initializer}
+        # A DequantizeLinear of constants is a constant to the EPs: they take the QDQ group as a unit.
+        dequantized = {
+            n.output[0]
+            for n in graph.node
+            if n.op_type == "DequantizeLinear" and all(i in initializers for i in n.input if i)
+        }
         return cls(
             ranks={k: len(v) for k, v in shapes.items()},
             dims=shapes,
-            constants=frozenset(i.name for i in graph.initializer),
+            constants=frozenset(initializers | dequantized),
             producer=producer,
             consumers=consumers,
         )
@@ -169,7 +178,7 @@ def _constant(*indices: int, required: bool = False) -> Rule:
         for i in indices:
             name = node.input[i] if i < len(node.input) else ""
             if (name or required) and name not in g.constants:
-                return _Miss(f"input {i} ({name or 'absent'}) must be a constant initializer", _CONST_FIX)
+                return _Miss(f"input {i} must be a constant (an initializer, or a DequantizeLinear of one)", _CONST_FIX)
         return None
 
     return rule
@@ -207,15 +216,32 @@ def _fused_activation(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
     return None
 
 
-def _qdq_member(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
+def _qdq_member(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
+    """A Q/DQ node goes with the quantized op it belongs to, if XNNPACK takes that op."""
     if node.op_type == "DequantizeLinear":
-        ops = [c.op_type for c in g.consumers.get(node.output[0], [])]
+        targets = g.consumers.get(node.output[0], [])
+        taken = all(table.would_take(t) for t in targets)
     else:
         producer = g.producer.get(node.input[0])
-        ops = [producer.op_type] if producer is not None else []
-    if not ops or any(op not in _XNNPACK_QDQ_TARGETS for op in ops):
-        return _Miss("Q/DQ nodes are only taken inside a quantized Conv/Pool/Softmax group", _CPU_FIX)
+        targets = [producer] if producer is not None else []
+        taken = all(id(t) in table.taken for t in targets)
+    if not targets or not taken or any(t.op_type not in _XNNPACK_QDQ_TARGETS for t in targets):
+        return _Miss("Q/DQ nodes are only taken inside a quantized Conv/Pool/Softmax group it takes", _CPU_FIX)
     return None
+
+
+def _float_only(node: Any, g: _Graph, _: _OpTable) -> _Miss | None:
+    producer = g.producer.get(node.input[0])
+    if producer is not None and producer.op_type == "DequantizeLinear":
+        return _Miss("quantized (QDQ) Gemm/MatMul is not supported, only float", _CPU_FIX)
+    return None
+
+
+def _constant_pad(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
+    mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+    if mode != "constant":
+        return _Miss(f"only constant padding is supported, not {mode!r}", _PAD_FIX)
+    return _constant(1, 2)(node, g, table)
 
 
 _POOLS = ("AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool", "QLinearAveragePool")
@@ -224,6 +250,7 @@ _RULES: dict[str, dict[str, tuple[Rule, ...]]] = {
         "Conv": (_rank((4,), "2-D Conv"), _constant(1, 2)),
         "QLinearConv": (_rank((4,), "2-D Conv"), _constant(3, 8)),
         "Resize": (_rank((4,), "2-D Resize"),),
+        "Pad": (_constant_pad,),
         **dict.fromkeys(_POOLS, (_rank((4,), "2-D pooling"),)),
     },
     "CoreML": {
@@ -239,8 +266,8 @@ _RULES: dict[str, dict[str, tuple[Rule, ...]]] = {
         "MaxPool": (_rank((4,), "2-D pooling"),),
         "AveragePool": (_rank((4,), "2-D pooling"),),
         "Resize": (_rank((4,), "2-D Resize"),),
-        "Gemm": (_unit_gemm, _constant(1), _constant(2, required=True)),
-        "MatMul": (_constant(1), _small_b),
+        "Gemm": (_float_only, _unit_gemm, _constant(1), _constant(2, required=True)),
+        "MatMul": (_float_only, _constant(1), _small_b),
         "Relu": (_fused_activation,),
         "Clip": (_fused_activation, _constant(1, 2)),
         "DequantizeLinear": (_qdq_member,),
@@ -280,9 +307,13 @@ class _OpTable:
         self.misses[id(node)] = (op, miss)
         return False
 
+    def would_take(self, node: Any) -> bool:
+        """Whether the node passes this EP's table and rules (without recording anything)."""
+        return self._miss(f"{node.domain or 'ai.onnx'}:{node.op_type}", node) is None
+
     def _miss(self, op: str, node: Any) -> _Miss | None:
         if op not in self.table:
-            return _Miss("no kernel for this op", _fix_for(op, self.level))
+            return _Miss("no kernel for this op", _fix_for(op, self.level, self.ep))
         for rule in self.rules.get(node.op_type, ()) if not node.domain else ():
             miss = rule(node, self.graph, self)
             if miss is not None:
@@ -300,10 +331,12 @@ class _OpTable:
         return tuple(UnsupportedOp(op, n, reason, fix) for (op, reason, fix), n in sorted(grouped.items()))
 
 
-def _fix_for(op: str, level: str) -> str:
+def _fix_for(op: str, level: str, ep: str) -> str:
     domain, _, name = op.partition(":")
     if name in _OP_FIXES:
         return _OP_FIXES[name]
+    if ep == "CoreML" and name in ("QuantizeLinear", "DequantizeLinear"):
+        return _QDQ_COREML_FIX
     if domain == "com.microsoft" and level != "basic":
         return _CONTRIB_FIX.format(level=level)
     return _CPU_FIX
@@ -334,6 +367,9 @@ def _with_shapes(optimized: Any, fixed: Any) -> Any:
     graph.value_info.extend(v for v in before if v.name in produced and v.name not in known)
     if not graph.value_info:  # every node output is a graph output: those carry the shapes
         graph.value_info.extend(graph.output)
+    # ORT's checker looks up absent optional inputs (named "") as values and would count their
+    # nodes as having dynamic inputs; declare "" a fixed scalar.
+    graph.value_info.append(onnx.helper.make_tensor_value_info("", onnx.TensorProto.FLOAT, []))
     return inferred
 
 

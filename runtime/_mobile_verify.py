@@ -9,7 +9,7 @@ import numpy as np
 
 from mmedge.bundle import Bundle, Dim, InputSpec, Verification
 
-__all__ = ["ATOL", "RTOL", "compare", "probe_inputs", "random_tensor"]
+__all__ = ["ATOL", "RTOL", "compare", "max_abs_difference", "probe_inputs", "random_tensor"]
 
 # The reference runs the source graph with the conversion's own session settings, so the only
 # differences left are those of fixing shapes and of the ORT format: float32 rounding at most.
@@ -87,4 +87,12 @@ def compare(
         rtol=RTOL,
         shapes=(shapes,),
         detail="; ".join([detail, *problems]),
+    )
+
+
+def max_abs_difference(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
+    """The largest absolute difference over the outputs both runs have."""
+    return max(
+        (float(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)).max(initial=0.0)) for k in a if k in b),
+        default=0.0,
     )
