@@ -44,11 +44,20 @@ def _nested(rank: int, leaf: dict[str, Any], dims: tuple[Any, ...] = (), max_row
 
 
 def _leaf(dtype: str) -> dict[str, Any]:
-    if dtype.startswith(("int", "uint")):
-        return {"type": "integer"}
+    """A JSON number schema bounded by the dtype's range (values outside it are refused)."""
+    import numpy as np
+
     if dtype == "bool":
         return {"type": "boolean"}
-    return {"type": "number"}
+    if dtype.startswith(("int", "uint")):
+        info = np.iinfo(dtype)
+        return {"type": "integer", "minimum": int(info.min), "maximum": int(info.max)}
+    top = float(np.finfo(dtype).max)
+    return {"type": "number", "minimum": -top, "maximum": top}
+
+
+# One raw image item: uint8 pixels or floats in [0, 1].
+_PIXEL = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 255}, {"type": "number", "minimum": 0, "maximum": 1}]}
 
 
 def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
@@ -63,9 +72,11 @@ def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
             {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": max_rows},
             {**_nested(1, {"type": "integer", "minimum": 0}), "title": "one list of token ids"},
         ]
+    elif spec.modality == "image" and rank == 4:
+        forms.append({**_nested(3, _PIXEL), "title": "one HWC image (uint8 pixels or floats in [0, 1])"})
     elif rank > 1:
-        item = {"image": "one HWC image (uint8 pixels or floats in [0, 1])", "audio": "one waveform"}
-        forms.append({**_nested(rank - 1, _leaf(spec.dtype)), "title": item.get(spec.modality, "one item")})
+        title = "one waveform at the bundle's sample rate" if spec.modality == "audio" else "one item"
+        forms.append({**_nested(rank - 1, _leaf(spec.dtype)), "title": title})
     return {"anyOf": forms, "description": f"{spec.modality} input, model tensor {spec.dtype} {list(spec.shape)}"}
 
 
@@ -80,7 +91,8 @@ def _json_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
 
 
 def form_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
-    """Multipart fields: one (or repeated, for a batch) per input."""
+    """Multipart fields: image/audio as files, text as strings (repeat a field for a batch), and
+    any other input as one field holding a JSON nested array."""
     properties: dict[str, Any] = {}
     for s in specs:
         if s.modality in ("image", "audio"):
@@ -88,9 +100,9 @@ def form_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
         elif s.modality == "text":
             one = {"type": "string", "minLength": 1, "description": "a text"}
         else:
-            one = {"type": "string", "description": f"a JSON nested array ({s.dtype} {list(s.shape)})"}
-        many = {"type": "array", "items": one, "minItems": 1, "maxItems": max_rows}
-        properties[s.name] = one if s.modality not in ("image", "audio", "text") else {"anyOf": [one, many]}
+            properties[s.name] = {"type": "string", "description": f"a JSON nested array ({s.dtype} {list(s.shape)})"}
+            continue
+        properties[s.name] = {"type": "array", "items": one, "minItems": 1, "maxItems": max_rows}
     return {
         "type": "object",
         "properties": properties,

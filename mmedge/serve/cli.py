@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from dataclasses import asdict
 from typing import Any
@@ -107,33 +108,37 @@ def run(args: argparse.Namespace) -> int:
         "threads": _threads(args),
         "fallback": args.fallback,
     }
-    if args.workers == 1:
-        from mmedge.runtime import Pipeline
-
-        pipeline = Pipeline(args.bundle, settings["providers"], threads=settings["threads"], fallback=args.fallback)
-        app: Any = create_app(pipeline, options)
-    else:
-        from mmedge.bundle import load_bundle
-
-        load_bundle(args.bundle)  # fail here, once, rather than in every worker
-        pipeline = None
-        app = "mmedge.serve.cli:worker_app"
-    sock = _listen(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    if args.json:
-        print_json({"url": url, "pid": os.getpid(), "workers": args.workers, "options": asdict(options)})
-    else:
-        console.print(f"serving {args.bundle} on {url} ({args.workers} worker(s)); docs at {url}/docs")
+    sock = _listen(args.host, args.port)  # first: a busy port fails before minutes of model loading
+    pipeline = None
     try:
+        if args.workers == 1:
+            from mmedge.runtime import Pipeline
+
+            pipeline = Pipeline(args.bundle, args.providers, threads=settings["threads"], fallback=args.fallback)
+            app: Any = create_app(pipeline, options)
+        else:
+            from mmedge.bundle import load_bundle
+
+            load_bundle(args.bundle)  # fail here, once, rather than in every worker
+            app = "mmedge.serve.cli:worker_app"
+        _announce(args, sock, options)
         stopped_by = _serve(app, sock, args, {**settings, "options": asdict(options)})
     finally:
         sock.close()
         if pipeline is not None:
             pipeline.close()
-    if not args.json:
-        console.print(f"stopped{f' by {stopped_by}' if stopped_by else ''}; in-flight requests were finished")
+    console.print(f"stopped{f' by {stopped_by}' if stopped_by else ''}; in-flight requests were finished")
     return 0
+
+
+def _announce(args: argparse.Namespace, sock: socket.socket, options: ServeOptions) -> None:
+    """Say where the server listens (the port matters with --port 0); JSON goes out at once."""
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    if args.json:
+        print_json({"url": url, "pid": os.getpid(), "workers": args.workers, "options": asdict(options)})
+        sys.stdout.flush()
+    console.print(f"serving {args.bundle} on {url} ({args.workers} worker(s)); API docs at {url}/docs")
 
 
 def _serve(app: Any, sock: socket.socket, args: argparse.Namespace, settings: dict[str, Any]) -> str:
