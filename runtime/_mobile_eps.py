@@ -152,6 +152,11 @@ class _Graph:
         )
 
 
+def _key(node: Any) -> tuple[str, ...]:
+    """A node's identity: its output names (unique in an ONNX graph, unlike its optional name)."""
+    return tuple(node.output)
+
+
 @dataclass(frozen=True)
 class _Miss:
     reason: str
@@ -210,7 +215,7 @@ def _fused_activation(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
     if (
         producer is None
         or producer.op_type not in ("Conv", "MaxPool", "AveragePool")
-        or id(producer) not in table.taken
+        or _key(producer) not in table.taken
     ):
         return _Miss("only fused into a preceding Conv/MaxPool/AveragePool that XNNPACK takes", _CPU_FIX)
     return None
@@ -224,7 +229,7 @@ def _qdq_member(node: Any, g: _Graph, table: _OpTable) -> _Miss | None:
     else:
         producer = g.producer.get(node.input[0])
         targets = [producer] if producer is not None else []
-        taken = all(id(t) in table.taken for t in targets)
+        taken = all(_key(t) in table.taken for t in targets)
     if not targets or not taken or any(t.op_type not in _XNNPACK_QDQ_TARGETS for t in targets):
         return _Miss("Q/DQ nodes are only taken inside a quantized Conv/Pool/Softmax group it takes", _CPU_FIX)
     return None
@@ -293,18 +298,18 @@ class _OpTable:
     def __init__(self, ep: str, table: dict[str, str], graph: _Graph, level: str) -> None:
         self.ep, self.table, self.graph, self.level = ep, table, graph, level
         self.rules = _RULES.get(ep, {})
-        self.taken: set[int] = set()
-        self.misses: dict[int, tuple[str, _Miss]] = {}
+        self.taken: set[tuple[str, ...]] = set()
+        self.misses: dict[tuple[str, ...], tuple[str, _Miss]] = {}
         self.seen: set[str] = set()
 
     def is_op_supported(self, node: Any) -> bool:
         op = f"{node.domain or 'ai.onnx'}:{node.op_type}"
         miss = self._miss(op, node)
         if miss is None:
-            self.taken.add(id(node))
+            self.taken.add(_key(node))
             self.seen.add(op)
             return True
-        self.misses[id(node)] = (op, miss)
+        self.misses[_key(node)] = (op, miss)
         return False
 
     def would_take(self, node: Any) -> bool:

@@ -51,7 +51,8 @@ def ort_tool(name: str) -> ModuleType:
     return importlib.import_module(f"onnxruntime.tools.{name}")
 
 
-def _session_options(level: str, target_arm: bool) -> Any:
+def _session_options(level: str, target_arm: bool) -> tuple[Any, list[str] | None]:
+    """Session options of a conversion at ``level``, and the optimizers to leave out."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -63,16 +64,15 @@ def _session_options(level: str, target_arm: bool) -> Any:
     so.log_severity_level = 3  # errors only: conversion warnings are not the user's to act on
     # What the converter sets for --target_platform arm: QDQ fusions may keep int8 (ARM has fast int8 dot products).
     so.add_session_config_entry("session.qdqisint8allowed", "1" if target_arm else "0")
-    return so
+    return so, list(_DISABLED_AT_ALL) if level == "all" else None
 
 
 def convert(source: Path, ort_path: Path, optimized_onnx: Path, *, level: str, target_arm: bool) -> None:
     """Write ``source`` (ONNX) optimised at ``level`` to ``ort_path`` (ORT format) and ``optimized_onnx``."""
     import onnxruntime as ort
 
-    disabled = list(_DISABLED_AT_ALL) if level == "all" else None
     for path, fmt in ((ort_path, "ORT"), (optimized_onnx, "ONNX")):
-        so = _session_options(level, target_arm)
+        so, disabled = _session_options(level, target_arm)
         so.optimized_model_filepath = str(path)
         so.add_session_config_entry("session.save_model_format", fmt)
         with translated(BundleError, f"onnxruntime could not convert {source.name} to ORT format ({level})"):
@@ -95,7 +95,7 @@ def run_model(
         so, disabled = ort.SessionOptions(), None
         so.log_severity_level = 3
     else:
-        so, disabled = _session_options(level, target_arm), list(_DISABLED_AT_ALL) if level == "all" else None
+        so, disabled = _session_options(level, target_arm)
     with translated(BundleError, f"onnxruntime failed to run {what} ({path.name})"):
         session = ort.InferenceSession(
             str(path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled

@@ -41,7 +41,7 @@ from mmedge.runtime._mobile_shapes import (
 )
 from mmedge.runtime._mobile_verify import compare, max_abs_difference, probe_inputs, random_tensor
 
-from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, staged_bundle, write_manifest
+from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
 from mmedge.errors import BundleError, InputError
 
 __all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
@@ -86,8 +86,6 @@ def package_mobile(
         raise InputError(f"target (--target) must be one of {', '.join(TARGETS)}, found {target!r}")
     if optimization is not None and optimization not in LEVELS:
         raise InputError(f"optimization (--optimization) must be one of {', '.join(LEVELS)}, found {optimization!r}")
-    from mmedge.bundle import load_bundle
-
     source = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     already = [c.name for c in source.manifest.components if c.format != "onnx"]
     if already:
