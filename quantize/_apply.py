@@ -1,0 +1,169 @@
+"""Apply a :class:`~mmedge.quantize.recipes.Recipe` to one ONNX file with onnxruntime's tools.
+
+:func:`prepare` names every node (exclusion lists and the report need names) and runs
+``quant_pre_process`` (symbolic shape inference + basic graph optimisations: the quantizer
+only quantizes tensors whose shapes it knows). :func:`apply` then runs ``quantize_static``
+(QDQ), ``quantize_dynamic`` or the FP16 converter on the prepared file. Every onnxruntime
+exception is translated here into a :class:`QuantizationError` that names the component.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import onnx
+from mmedge.quantize.calibration import SampleReader
+from mmedge.quantize.recipes import Recipe, frontend_nodes
+
+from mmedge.errors import QuantizationError, translated
+
+__all__ = ["METHODS", "apply", "excluded_nodes", "prepare"]
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def prepare(component: str, source: Path, work: Path) -> Path:
+    """The named, pre-processed FP32 copy of ``source`` that every recipe starts from."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(source))
+    _name_nodes(model, component)
+    named = work / f"{component}.named.onnx"
+    onnx.save(model, str(named))
+    pre = work / f"{component}.pre.onnx"
+    with translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"):
+        quant_pre_process(str(named), str(pre))
+    model = onnx.load(str(pre))
+    if _name_nodes(model, component):  # the optimiser may add unnamed nodes
+        onnx.save(model, str(pre))
+    return pre
+
+
+def _name_nodes(model: onnx.ModelProto, component: str) -> bool:
+    """Give every unnamed node a unique, stable name; whether any was renamed."""
+    taken = {n.name for n in model.graph.node if n.name}
+    renamed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{component}/{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            renamed = True
+    return renamed
+
+
+def excluded_nodes(model: onnx.ModelProto, recipe: Recipe, fallback: Mapping[str, str]) -> dict[str, str]:
+    """Node name -> why it stays FP32: requested names, excluded op types, the spectral
+    front-end, and nodes kept by the accuracy fallback. Unknown requested names are an error."""
+    names = [n.name for n in model.graph.node]
+    unknown = sorted(set(recipe.exclude_nodes) - set(names))
+    if unknown:
+        raise QuantizationError(
+            f"recipe excludes nodes {unknown} that the graph does not have (after naming and "
+            f"pre-processing); it has e.g. {names[:5]}. Take names from the report or from Netron."
+        )
+    reasons = dict.fromkeys(recipe.exclude_nodes, "requested")
+    for n in model.graph.node:
+        if n.op_type in recipe.exclude_op_types:
+            reasons.setdefault(n.name, f"op type {n.op_type} kept FP32")
+    if recipe.keep_frontend_fp32:
+        for name in frontend_nodes(model):
+            reasons.setdefault(name, "spectral front-end (STFT/DFT, power, mel, log) kept FP32")
+    for name, why in fallback.items():
+        reasons.setdefault(name, why)
+    return reasons
+
+
+def apply(
+    recipe: Recipe,
+    prepared: Path,
+    out: Path,
+    *,
+    exclude: Sequence[str],
+    samples: SampleReader | None = None,
+    method: str = "minmax",
+    cache: Path | None = None,
+) -> None:
+    """Write ``prepared`` quantized by ``recipe`` to ``out``, keeping ``exclude`` nodes FP32.
+
+    Static recipes calibrate on ``samples`` (the component's own input dicts) with ``method``;
+    ``cache`` keeps the computed ranges so fallback rounds re-quantize without re-calibrating.
+    """
+    with translated(QuantizationError, f"quantizing {prepared.name.removesuffix('.pre.onnx')!r} ({recipe.mode})"):
+        if recipe.mode == "static":
+            _static(recipe, prepared, out, exclude=exclude, samples=samples, method=method, cache=cache)
+        elif recipe.mode == "dynamic":
+            _dynamic(recipe, prepared, out, exclude)
+        elif recipe.mode == "fp16":
+            _fp16(recipe, prepared, out, exclude)
+        else:
+            raise QuantizationError(f"recipe mode {recipe.mode!r} does not quantize; copy the FP32 file instead")
+
+
+def _static(
+    recipe: Recipe,
+    prepared: Path,
+    out: Path,
+    *,
+    exclude: Sequence[str],
+    samples: SampleReader | None,
+    method: str,
+    cache: Path | None,
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    if samples is None or not len(samples):
+        raise QuantizationError("static quantization needs calibration samples; none were given")
+    samples.rewind()
+    quantize_static(
+        str(prepared),
+        str(out),
+        samples,
+        quant_format=QuantFormat.QDQ,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        activation_type=_quant_type(recipe.activation_type),
+        weight_type=_quant_type(recipe.weight_type),
+        nodes_to_exclude=list(exclude),
+        calibrate_method={
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method],
+        calibration_cache_path=cache,
+    )
+
+
+def _dynamic(recipe: Recipe, prepared: Path, out: Path, exclude: Sequence[str]) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(
+        str(prepared),
+        str(out),
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        weight_type=_quant_type(recipe.weight_type),
+        nodes_to_exclude=list(exclude),
+    )
+
+
+def _fp16(recipe: Recipe, prepared: Path, out: Path, exclude: Sequence[str]) -> None:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    # keep_io_types: the component's IO stays float32, so the manifest and wiring do not change.
+    model = convert_float_to_float16(
+        onnx.load(str(prepared)),
+        keep_io_types=True,
+        node_block_list=list(exclude),
+        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *recipe.exclude_op_types],
+    )
+    onnx.save(model, str(out))
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]

@@ -1,0 +1,156 @@
+"""The working state of one ``quantize_bundle`` call: quantize components in wiring order.
+
+Chained calibration: a component is calibrated on the outputs of its upstream components *as
+quantized*, so the head's ranges are those it will see in the INT8 bundle, not the FP32
+ones. A change to one component (a fallback round) therefore re-quantizes it and everything
+downstream. Every quantized file gets a fresh name so that cached outputs never go stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from mmedge.quantize._apply import apply, excluded_nodes
+from mmedge.quantize._graph import Runner, downstream, fed_by_wiring, topological, upstream
+from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
+from mmedge.quantize.calibration import SampleReader
+from mmedge.quantize.recipes import Recipe, quantized_ops
+from mmedge.quantize.report import TensorComparison
+
+from mmedge.bundle import Manifest, OutputSpec
+
+__all__ = ["Chain", "OutputResult"]
+
+
+@dataclass(frozen=True)
+class OutputResult:
+    """One model output compared end to end."""
+
+    spec: OutputSpec
+    metric: str
+    agreement: float
+    comparison: TensorComparison
+    fp32: list[np.ndarray]
+    quantized: list[np.ndarray]
+
+
+@dataclass
+class Chain:
+    """Files, recipes and current quantized versions of every component."""
+
+    manifest: Manifest
+    fp32: dict[str, Path]  # the source bundle's files: the reference, and what fp32 recipes copy
+    prepared: dict[str, Path]  # named + pre-processed FP32 files the quantizers read
+    recipes: dict[str, Recipe]  # components absent here are copied unchanged (already quantized)
+    work: Path
+    method: str
+    calibration: Runner
+    holdout: Runner
+    versions: dict[str, Path] = field(default_factory=dict)  # current file of each component
+    excluded: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> why, per component
+    kept: dict[str, dict[str, str]] = field(default_factory=dict)  # fallback exclusions, node -> why
+    _models: dict[str, onnx.ModelProto] = field(default_factory=dict)
+    _counter: itertools.count = field(default_factory=itertools.count)
+
+    def quantizes(self, component: str) -> bool:
+        recipe = self.recipes.get(component)
+        return recipe is not None and recipe.mode != "fp32"
+
+    def model(self, component: str) -> onnx.ModelProto:
+        """The prepared FP32 graph of ``component`` (node names match the quantized files)."""
+        if component not in self._models:
+            self._models[component] = onnx.load(str(self.prepared[component]))
+        return self._models[component]
+
+    def build(self, component: str, extra: Mapping[str, str] | None = None) -> tuple[Path, dict[str, str]]:
+        """Quantize ``component`` against the current upstream versions; a new file and its exclusions.
+
+        ``extra`` are further nodes to keep FP32 (a fallback candidate), on top of ``kept``.
+        """
+        if not self.quantizes(component):
+            return self.fp32[component], {}
+        recipe = self.recipes[component]
+        exclude = excluded_nodes(self.model(component), recipe, {**self.kept.get(component, {}), **(extra or {})})
+        out = self.work / f"{component}.{next(self._counter)}.onnx"
+        samples = cache = None
+        if recipe.mode == "static":
+            samples = SampleReader(self.calibration.feeds(self.versions, component))
+            cache = self.work / f"{component}.{self._upstream_digest(component)}.ranges.json"
+        apply(
+            recipe,
+            self.prepared[component],
+            out,
+            exclude=list(exclude),
+            samples=samples,
+            method=self.method,
+            cache=cache,
+        )
+        if recipe.mode != "fp16" and not quantized_ops(onnx.load(str(out), load_external_data=False)):
+            out.unlink()  # the mode supports no op of this graph: keep the untouched FP32 file
+            return self.fp32[component], exclude
+        return out, exclude
+
+    def discard(self, path: Path) -> None:
+        """Forget a candidate file: its sessions and cached outputs, and the file if it is ours."""
+        self.calibration.release(path)
+        self.holdout.release(path)
+        if path.parent == self.work and path not in self.versions.values():
+            path.unlink(missing_ok=True)
+
+    def rebuild(self, start: str | None = None) -> None:
+        """Re-quantize ``start`` and everything downstream of it (everything when None), in order."""
+        affected = None if start is None else {start} | downstream(self.manifest, start)
+        for c in topological(self.manifest):
+            if affected is None or c.name in affected:
+                self.versions[c.name], self.excluded[c.name] = self.build(c.name)
+
+    def calibrated_on(self, component: str) -> str:
+        """Where ``component``'s calibration inputs came from, for the report."""
+        if not self.quantizes(component) or self.recipes[component].mode != "static":
+            return ""
+        sources = upstream(self.manifest, component)
+        if not sources:
+            return "raw inputs"
+        return "outputs of " + ", ".join(f"{u} ({'quantized' if self.quantizes(u) else 'FP32'})" for u in sources)
+
+    def evaluable(self) -> list[OutputSpec]:
+        """Model outputs whose component (and its upstream) can run from raw samples."""
+        return [o for o in self.manifest.outputs if _runnable(self.manifest, o.component)]
+
+    def end_to_end(self, versions: Mapping[str, Path], runner: Runner | None = None) -> list[OutputResult]:
+        """Every evaluable model output of ``versions`` against the FP32 bundle."""
+        runner = runner or self.holdout
+        results = []
+        for spec in self.evaluable():
+            ref = [o[spec.tensor] for o in runner.outputs(self.fp32, spec.component)]
+            test = [o[spec.tensor] for o in runner.outputs(versions, spec.component)]
+            comparison = compare(spec.tensor, ref, test)
+            metric = AGREEMENT_KINDS.get(spec.kind, "cosine")
+            value = comparison.cosine if metric == "cosine" else agreement(spec.kind, ref, test)
+            results.append(OutputResult(spec, metric, value, comparison, ref, test))
+        return results
+
+    def score(self, versions: Mapping[str, Path], runner: Runner | None = None) -> float:
+        """The fallback criterion: mean agreement of the discrete outputs (mean cosine if none)."""
+        results = self.end_to_end(versions, runner)
+        discrete = [r.agreement for r in results if r.metric != "cosine"] or [r.agreement for r in results]
+        return float(np.mean(discrete)) if discrete else math.nan
+
+    def only(self, component: str, path: Path | None = None) -> dict[str, Path]:
+        """FP32 everywhere except ``component`` (its current, or the given, quantized file)."""
+        return {**self.fp32, component: path or self.versions[component]}
+
+    def _upstream_digest(self, component: str) -> str:
+        key = tuple(self.calibration.key(self.versions, u) for u in upstream(self.manifest, component))
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+
+
+def _runnable(manifest: Manifest, component: str) -> bool:
+    return fed_by_wiring(manifest, component) and all(_runnable(manifest, u) for u in upstream(manifest, component))

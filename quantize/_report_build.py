@@ -1,0 +1,225 @@
+"""Turn a finished :class:`~mmedge.quantize._chain.Chain` into the report and the output bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from mmedge.quantize._chain import Chain
+from mmedge.quantize._graph import fed_by_wiring, upstream
+from mmedge.quantize._metrics import accuracy, compare
+from mmedge.quantize.recipes import QUANTIZED_OPS
+from mmedge.quantize.report import (
+    ComponentReport,
+    ExcludedNode,
+    FallbackRound,
+    OutputReport,
+    QuantizationReport,
+    TensorComparison,
+)
+
+from mmedge import __version__
+from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
+
+__all__ = ["build_report", "write_bundle"]
+
+# A component's Verification passes when each output's mean cosine with FP32 (FP32 inputs) is at
+# least this; the end-to-end criterion is min_agreement.
+COMPONENT_MIN_COSINE = 0.98
+
+
+def build_report(
+    chain: Chain,
+    src: Bundle,
+    out: str | os.PathLike[str],
+    *,
+    unchanged: Mapping[str, str],
+    labels: Any,
+    min_agreement: float,
+    rounds: Sequence[FallbackRound],
+    holdout_source: str,
+    notes: Sequence[str],
+) -> QuantizationReport:
+    """Measure the current versions against FP32 on the held-out samples and say what was done."""
+    m = src.manifest
+    components = tuple(_component_report(chain, c, unchanged.get(c.name)) for c in m.components)
+    outputs = tuple(_output_report(r, labels) for r in chain.end_to_end(chain.versions))
+    score = chain.score(chain.versions)
+    skipped = [c.name for c in m.components if not fed_by_wiring(m, c.name)]
+    extra = (
+        [f"not evaluated (inputs come from a generation loop, not the wiring): {', '.join(skipped)}"] if skipped else []
+    )
+    return QuantizationReport(
+        model=m.model.name,
+        source=str(src.path),
+        output=str(out),
+        method=chain.method,
+        min_agreement=min_agreement,
+        agreement=score,
+        met=bool(score >= min_agreement),
+        calibration_samples=len(chain.calibration.samples),
+        holdout_samples=len(chain.holdout.samples),
+        holdout_source=holdout_source,
+        components=components,
+        outputs=outputs,
+        fallback=tuple(rounds),
+        size_before=sum(c.size_bytes for c in m.components),
+        size_after=sum(c.size_after for c in components),
+        notes=(*notes, *extra),
+    )
+
+
+def _component_report(chain: Chain, c: Component, unchanged: str | None) -> ComponentReport:
+    path = chain.versions[c.name]
+    recipe = chain.recipes.get(c.name)
+    comparisons: tuple[TensorComparison, ...] = ()
+    if chain.quantizes(c.name) and fed_by_wiring(chain.manifest, c.name):
+        ref = chain.holdout.outputs(chain.fp32, c.name)
+        test = chain.holdout.outputs(chain.only(c.name), c.name)
+        comparisons = tuple(compare(t.name, [o[t.name] for o in ref], [o[t.name] for o in test]) for t in c.outputs)
+    ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    quant_ops = {op: k for op, k in sorted(ops.items()) if op in QUANTIZED_OPS}
+    precision, reason = (recipe.precision, recipe.reason) if recipe else (c.precision, unchanged or "")
+    if precision == "int8" and not quant_ops:
+        precision, reason = "fp32", f"{reason}; but no op of this graph is supported by that mode, so it stays FP32"
+    return ComponentReport(
+        name=c.name,
+        precision=precision,
+        recipe=recipe.record() if recipe else {},
+        reason=reason,
+        calibrated_on=chain.calibrated_on(c.name),
+        size_before=c.size_bytes,
+        size_after=path.stat().st_size,
+        excluded=tuple(ExcludedNode(n, why) for n, why in chain.excluded.get(c.name, {}).items()),
+        op_counts=quant_ops,
+        outputs=comparisons,
+    )
+
+
+def _output_report(result: Any, labels: Any) -> OutputReport:
+    fp32_acc = quant_acc = None
+    if labels is not None and result.spec.kind == "logits":
+        fp32_acc, quant_acc = accuracy(result.fp32, labels), accuracy(result.quantized, labels)
+    return OutputReport(
+        name=result.spec.name,
+        kind=result.spec.kind,
+        metric=result.metric,
+        agreement=result.agreement,
+        comparison=result.comparison,
+        fp32_accuracy=fp32_acc,
+        quantized_accuracy=quant_acc,
+    )
+
+
+def write_bundle(chain: Chain, src: Bundle, out: str | os.PathLike[str], report: QuantizationReport) -> None:
+    """Write the quantized bundle (components, assets, report, manifest) atomically to ``out``."""
+    import onnxruntime
+
+    m = src.manifest
+    by_name = {r.name: r for r in report.components}
+    with staged_bundle(out) as stage:
+        for c in m.components:
+            _copy(chain.versions[c.name], stage / c.file)
+        for a in m.assets:
+            _copy(src.path / a.file, stage / a.file)
+        report_files = report.write(stage)
+        components = tuple(_component_entry(chain, c, by_name[c.name], report) for c in m.components)
+        json_file, md_file = report_files
+        assets = (
+            *m.assets,
+            Asset(name="quantization_report", file=json_file),
+            Asset(name="quantization_report_md", file=md_file),
+        )
+        created_by = {**m.created_by, "mmedge.quantize": __version__, "onnxruntime": onnxruntime.__version__}
+        write_manifest(stage, dataclasses.replace(m, components=components, assets=assets, created_by=created_by))
+
+
+def _copy(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+
+
+def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: QuantizationReport) -> Component:
+    """The manifest entry of ``c`` after quantization: precision, recipe record, verification."""
+    recipe = chain.recipes.get(c.name)
+    if recipe is None:
+        return c  # already quantized in the source: copied as it was
+    record = {
+        "recipe": recipe.record(),
+        "method": chain.method if recipe.mode == "static" else None,
+        "calibration_samples": len(chain.calibration.samples) if recipe.mode == "static" else 0,
+        "calibrated_on": r.calibrated_on,
+        "excluded_nodes": {e.name: e.reason for e in r.excluded},
+        "fallback_rounds": [f.index for f in report.fallback if f.component == c.name],
+        "report": "quantization_report.json",
+    }
+    if r.precision == "fp32":
+        return dataclasses.replace(c, quantization=record)
+    return dataclasses.replace(
+        c,
+        precision=r.precision,
+        quantization=record,
+        optimizations=(*c.optimizations, "quant_pre_process"),
+        verification=(*c.verification, _verification(chain, c, r)),
+    )
+
+
+def _verification(chain: Chain, c: Component, r: ComponentReport) -> Verification:
+    if not r.outputs:
+        return Verification(
+            stage="quantize",
+            reference="fp32-bundle",
+            passed=False,
+            max_abs_error=0.0,
+            max_rel_error=0.0,
+            atol=0.0,
+            rtol=0.0,
+            detail="not evaluated: the component's inputs are not all fed by the wiring",
+        )
+    worst = min(r.outputs, key=lambda t: t.cosine)
+    feeds = chain.holdout.feeds(chain.fp32, c.name)
+    doubled, batch_ok = _doubled_batch(chain, c, feeds[0])
+    shapes = (*tuple(dict.fromkeys(tuple(np.shape(v) for v in f.values()) for f in feeds))[:3], doubled)
+    return Verification(
+        stage="quantize",
+        reference="fp32-bundle",
+        passed=all(t.cosine >= COMPONENT_MIN_COSINE for t in r.outputs),
+        max_abs_error=max(t.max_abs_error for t in r.outputs),
+        max_rel_error=max(t.max_rel_error for t in r.outputs),
+        atol=0.0,
+        rtol=0.0,
+        shapes=shapes,
+        dynamic_dims_ok=batch_ok,
+        detail=(
+            f"{len(feeds)} held-out samples, FP32 inputs from {', '.join(upstream(chain.manifest, c.name)) or 'raw inputs'}; "
+            f"worst output {worst.tensor!r}: cosine {worst.cosine:.5f} (pass >= {COMPONENT_MIN_COSINE}), SQNR {worst.sqnr_db:.1f} dB; "
+            f"batch doubled to {doubled}: {'same rows' if batch_ok else 'FAILED'}"
+        ),
+    )
+
+
+def _doubled_batch(
+    chain: Chain, c: Component, feed: Mapping[str, np.ndarray]
+) -> tuple[tuple[tuple[int, ...], ...], bool]:
+    """Run the quantized component on ``feed`` stacked twice along a symbolic batch dim: the
+    graph must accept the new size and give the same rows (duplicated rows keep the ranges of
+    dynamic quantization unchanged, so even dynamic INT8 must match). (input shapes, ok)."""
+    if not all(t.shape and isinstance(t.shape[0], str) for t in c.inputs):
+        return tuple(np.shape(v) for v in feed.values()), True  # no batch axis to vary
+    doubled = {k: np.concatenate([v, v]) for k, v in feed.items()}
+    path = chain.versions[c.name]
+    single, twice = chain.holdout.run(c.name, path, feed), chain.holdout.run(c.name, path, doubled)
+    ok = all(
+        twice[name].shape[0] == 2 * single[name].shape[0]
+        and np.allclose(twice[name], np.concatenate([single[name], single[name]]), rtol=1e-4, atol=1e-5)
+        for name in single
+        if np.ndim(single[name])
+    )
+    return tuple(v.shape for v in doubled.values()), ok

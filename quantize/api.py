@@ -1,0 +1,209 @@
+"""``quantize_bundle``: an FP32 bundle in, an INT8 bundle with an accuracy report out.
+
+Steps: load and check the bundle (an already-quantized bundle is refused); read and validate
+calibration and held-out samples; pre-process each component and pick its recipe; quantize in
+wiring order with chained calibration; measure against FP32 on the held-out samples; while
+agreement is below ``min_agreement``, keep the most damaging tensors FP32 (fallback rounds);
+write the bundle atomically with precision, recipe record, verification and report.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from mmedge.quantize._apply import METHODS, prepare
+from mmedge.quantize._chain import Chain
+from mmedge.quantize._graph import Runner
+from mmedge.quantize._report_build import build_report, write_bundle
+from mmedge.quantize.calibration import Sample, collect_samples
+from mmedge.quantize.fallback import fallback_round
+from mmedge.quantize.recipes import Recipe, quantized_ops, resolve_recipes
+from mmedge.quantize.report import QuantizationReport
+
+from mmedge.bundle import Bundle, load_bundle
+from mmedge.errors import QuantizationError
+
+__all__ = ["AccuracyWarning", "quantize_bundle"]
+
+HOLDOUT_FRACTION = 0.2  # of the calibration samples, when no holdout is given
+
+
+class AccuracyWarning(UserWarning):
+    """The quantized bundle misses the agreement target (the report says why)."""
+
+
+def quantize_bundle(
+    bundle: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    calibration: Any,
+    recipe: str | Recipe | Mapping[str, str | Recipe] = "auto",
+    method: str = "minmax",
+    holdout: Any = None,
+    labels: Any = None,
+    min_agreement: float = 0.99,
+    max_fallback_rounds: int = 4,
+    strict: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> QuantizationReport:
+    """Quantize the bundle at ``bundle`` into a new bundle at ``out`` and return the report.
+
+    ``calibration`` and ``holdout``: a directory of ``.npz`` files (one sample each, keys = raw
+    input names), an iterable of input dicts, or a ``CalibrationDataReader``. Without
+    ``holdout``, the last 20% of the calibration samples are held out (not calibrated on) for
+    the report. ``labels`` (one int per held-out example, in order) adds task accuracy.
+    ``recipe``: "auto", a mode ("static", "dynamic", "fp16", "fp32"), a :class:`Recipe`, or a
+    dict of those per component. ``method``: "minmax", "entropy" or "percentile". Below
+    ``min_agreement`` (end-to-end top-1 agreement with FP32), up to ``max_fallback_rounds``
+    rounds keep sensitive tensors FP32; if still below, an :class:`AccuracyWarning` is issued
+    (``strict=True``: a :class:`QuantizationError`, and nothing is written).
+    """
+    _check_options(method, min_agreement, max_fallback_rounds)
+    say = progress or (lambda _message: None)
+    src = load_bundle(bundle)
+    manifest = src.manifest
+    unchanged = _already_quantized(src)
+    _check_recipe_targets(recipe, unchanged)
+    say("reading calibration samples")
+    calib = collect_samples(calibration, manifest, "calibration")
+    held, calib, labels, holdout_note = _split_holdout(holdout, calib, labels, manifest)
+    with tempfile.TemporaryDirectory(prefix="mmedge-quantize-") as tmp:
+        work = Path(tmp)
+        prepared = {}
+        for c in manifest.components:
+            if c.name not in unchanged:
+                say(f"pre-processing {c.name}")
+                prepared[c.name] = prepare(c.name, src.component_path(c.name), work)
+        recipes = resolve_recipes(recipe, {name: onnx.load(str(p)) for name, p in prepared.items()})
+        fp32 = {c.name: src.component_path(c.name) for c in manifest.components}
+        chain = Chain(manifest, fp32, prepared, recipes, work, method, Runner(manifest, calib), Runner(manifest, held))
+        chain.versions = dict(fp32)
+        say("quantizing components (chained calibration)")
+        chain.rebuild()
+        rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
+        say("measuring against FP32")
+        report = build_report(
+            chain,
+            src,
+            out,
+            unchanged=unchanged,
+            labels=labels,
+            min_agreement=min_agreement,
+            rounds=rounds,
+            holdout_source=holdout_note,
+            notes=notes,
+        )
+        if strict and not report.met:
+            raise QuantizationError(_missed(report))
+        say(f"writing {out}")
+        write_bundle(chain, src, out, report)
+    if not report.met:
+        warnings.warn(_missed(report), AccuracyWarning, stacklevel=2)
+    return report
+
+
+def _check_options(method: str, min_agreement: float, max_fallback_rounds: int) -> None:
+    problems = []
+    if method not in METHODS:
+        problems.append(f"method {method!r} is not one of {METHODS}")
+    if not 0.0 <= min_agreement <= 1.0:
+        problems.append(f"min_agreement must be a fraction in [0, 1], got {min_agreement}")
+    if max_fallback_rounds < 0:
+        problems.append(f"max_fallback_rounds must be >= 0, got {max_fallback_rounds}")
+    if problems:
+        raise QuantizationError("; ".join(problems))
+
+
+def _already_quantized(src: Bundle) -> dict[str, str]:
+    """Components to copy unchanged (already INT8/FP16), with why; all of them is an error."""
+    found = {}
+    for c in src.manifest.components:
+        ops = quantized_ops(onnx.load(str(src.component_path(c.name)), load_external_data=False))
+        if c.precision != "fp32":
+            found[c.name] = f"already {c.precision} in the source bundle; copied unchanged"
+        elif ops:
+            found[c.name] = f"graph already has quantization ops ({', '.join(ops)}); copied unchanged"
+    if len(found) == len(src.manifest.components):
+        listing = "; ".join(f"{name}: {why.split(';')[0]}" for name, why in found.items())
+        raise QuantizationError(
+            f"bundle {src.path} is already quantized ({listing}). Quantize the FP32 bundle that `mmedge export` wrote."
+        )
+    return found
+
+
+def _check_recipe_targets(recipe: Any, unchanged: Mapping[str, str]) -> None:
+    if isinstance(recipe, Mapping):
+        clash = sorted(set(recipe) & set(unchanged))
+        if clash:
+            raise QuantizationError(
+                f"recipe given for {clash}, which cannot be quantized again ({unchanged[clash[0]].split(';')[0]}); "
+                "drop them from the recipe or quantize the FP32 bundle"
+            )
+
+
+def _split_holdout(
+    holdout: Any, calib: list[Sample], labels: Any, manifest: Any
+) -> tuple[list[Sample], list[Sample], Any, str]:
+    """(held-out samples, calibration samples, labels of the held-out examples, a note for the report)."""
+    if holdout is not None:
+        held = collect_samples(holdout, manifest, "holdout")
+        return held, calib, labels, f"{len(held)} held-out samples given by the caller"
+    if len(calib) < 2:
+        raise QuantizationError(
+            f"need at least 2 calibration samples to hold some out for the report, found {len(calib)}; "
+            "give more samples or pass holdout="
+        )
+    n_held = max(1, round(len(calib) * HOLDOUT_FRACTION))
+    cut = len(calib) - n_held
+    if labels is not None:
+        examples = sum(_examples(s) for s in calib[:cut])
+        labels = np.asarray(labels).reshape(-1)[examples:]
+    note = (
+        f"no holdout given: the last {n_held} of {len(calib)} calibration samples were held out and not calibrated on"
+    )
+    return calib[cut:], calib[:cut], labels, note
+
+
+def _examples(sample: Sample) -> int:
+    """Examples in one sample: its batch size (first dim of its first input)."""
+    first = next(iter(sample.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _fallback(
+    chain: Chain, min_agreement: float, max_rounds: int, say: Callable[[str], None]
+) -> tuple[list, list[str]]:
+    """Fallback rounds until the agreement target is met; the rounds and an explanation."""
+    score = chain.score(chain.versions)
+    rounds: list = []
+    if np.isnan(score):
+        return rounds, ["no model output can be computed from raw samples, so agreement was not measured"]
+    while score < min_agreement and len(rounds) < max_rounds:
+        say(f"fallback round {len(rounds) + 1}: agreement {score:.2%} < {min_agreement:.2%}")
+        done, why = fallback_round(chain, len(rounds) + 1, score)
+        if done is None:
+            return rounds, [f"fallback stopped at {score:.2%}: {why}"]
+        rounds.append(done)
+        score = done.agreement_after
+    if score < min_agreement:
+        return rounds, [
+            f"agreement {score:.2%} is still below {min_agreement:.2%} after {len(rounds)} fallback rounds (max_fallback_rounds)"
+        ]
+    if rounds:
+        return rounds, [f"{len(rounds)} fallback round(s) raised agreement to {score:.2%}"]
+    return rounds, []
+
+
+def _missed(report: QuantizationReport) -> str:
+    return (
+        f"quantized bundle agrees with FP32 on {report.agreement:.2%} of held-out predictions, below "
+        f"min_agreement {report.min_agreement:.2%}. " + " ".join(report.notes) + " Try method='entropy' or "
+        "'percentile', more calibration samples, more fallback rounds, or recipe='dynamic' for the worst component."
+    )

@@ -1,0 +1,133 @@
+"""``mmedge quantize BUNDLE --out DIR``: INT8 bundle + accuracy report from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from mmedge.quantize._apply import METHODS
+from mmedge.quantize.api import AccuracyWarning, quantize_bundle
+from mmedge.quantize.calibration import collect_samples, synthetic_calibration
+from mmedge.quantize.recipes import MODES
+from mmedge.quantize.report import REPORT_MD, QuantizationReport
+
+from mmedge.bundle import load_bundle
+from mmedge.console import console, human_bytes, print_json, table
+from mmedge.errors import QuantizationError
+
+__all__ = ["configure", "run"]
+
+SYNTHETIC = "synthetic"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="FP32 bundle directory (from `mmedge export`)")
+    parser.add_argument("--out", required=True, help="directory to write the quantized bundle to")
+    parser.add_argument(
+        "--calibration",
+        default=SYNTHETIC,
+        help="folder of .npz samples (one per file, keys = input names), or 'synthetic' for a reference model (default)",
+    )
+    parser.add_argument(
+        "--holdout", help="folder of .npz samples for the report (default: synthetic, or 20%% of --calibration)"
+    )
+    parser.add_argument(
+        "--recipe",
+        default="auto",
+        help=f"'auto', one of {MODES}, or per component: text_encoder=dynamic,fusion_head=static",
+    )
+    parser.add_argument("--method", default="minmax", choices=METHODS, help="calibration method (default minmax)")
+    parser.add_argument("--samples", type=int, default=200, help="calibration samples to use (default 200)")
+    parser.add_argument("--holdout-samples", type=int, default=200, help="synthetic held-out samples (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic samples")
+    parser.add_argument(
+        "--min-agreement", type=float, default=0.99, help="end-to-end top-1 agreement target (default 0.99)"
+    )
+    parser.add_argument("--max-rounds", type=int, default=4, help="accuracy fallback rounds at most (default 4)")
+    parser.add_argument("--strict", action="store_true", help="fail (write nothing) if the agreement target is missed")
+
+
+def parse_recipe(text: str) -> str | dict[str, str]:
+    """``auto`` / a mode, or ``comp=mode,comp=mode`` as a dict."""
+    if "=" not in text:
+        return text
+    recipes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, mode = part.partition("=")
+        if not sep or not name or not mode:
+            raise QuantizationError(f"--recipe part {part!r} is not COMPONENT=MODE (e.g. fusion_head=static)")
+        recipes[name.strip()] = mode.strip()
+    return recipes
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest = load_bundle(args.bundle).manifest
+    labels = None
+    if args.calibration == SYNTHETIC:
+        calibration = synthetic_calibration(manifest, args.samples, seed=args.seed)
+        holdout = synthetic_calibration(manifest, args.holdout_samples, seed=args.seed + 1)
+        labels = holdout.labels
+    else:
+        calibration = collect_samples(args.calibration, manifest, "calibration", limit=args.samples)
+        holdout = args.holdout
+    say = None if args.json else (lambda message: console.print(f"[dim]… {message}[/dim]"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AccuracyWarning)
+        report = quantize_bundle(
+            args.bundle,
+            args.out,
+            calibration=calibration,
+            holdout=holdout,
+            labels=labels,
+            recipe=parse_recipe(args.recipe),
+            method=args.method,
+            min_agreement=args.min_agreement,
+            max_fallback_rounds=args.max_rounds,
+            strict=args.strict,
+            progress=say,
+        )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        _summary(report)
+    for w in caught:
+        console.print(f"[yellow]WARNING[/yellow] {w.message}")
+    return 0
+
+
+def _summary(report: QuantizationReport) -> None:
+    rows = [
+        (
+            c.name,
+            c.precision,
+            c.recipe.get("mode", "unchanged"),
+            human_bytes(c.size_before),
+            human_bytes(c.size_after),
+            min((t.cosine for t in c.outputs), default=float("nan")),
+            len(c.excluded),
+        )
+        for c in report.components
+    ]
+    console.print(
+        table("Components", ["component", "precision", "recipe", "FP32", "quantized", "cosine", "kept FP32"], rows)
+    )
+    console.print(
+        table(
+            "End to end (held-out samples)",
+            ["output", "metric", "agreement", "FP32 accuracy", "quantized accuracy"],
+            [
+                (o.name, o.metric, o.agreement, _pct(o.fp32_accuracy), _pct(o.quantized_accuracy))
+                for o in report.outputs
+            ],
+        )
+    )
+    verdict = "[green]met[/green]" if report.met else "[red]NOT met[/red]"
+    console.print(
+        f"agreement {report.agreement:.2%} (target {report.min_agreement:.2%}: {verdict}); "
+        f"size {human_bytes(report.size_before)} → {human_bytes(report.size_after)} ({report.size_ratio:.0%}); "
+        f"{len(report.fallback)} fallback round(s). Report: {report.output}/{REPORT_MD}"
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"

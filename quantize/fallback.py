@@ -1,0 +1,152 @@
+"""Accuracy-aware fallback: keep the most damaging quantized tensors in FP32, one per round.
+
+One round: (1) find the component whose quantization alone (every other component FP32) costs
+the most end-to-end agreement; (2) list its candidates — for a static (QDQ) component every
+quantized activation, ranked by onnxruntime's ``qdq_loss_debug`` (the tensor before and after
+its QuantizeLinear/DequantizeLinear pair, scored by noise relative to the tensor's typical
+magnitude); for dynamic/FP16 components every node with weights, largest first; (3) re-quantize
+the component with each of the top candidates kept FP32 (calibration ranges are cached, so this
+is a graph rewrite) and measure; (4) keep the best one if it helps, and re-quantize downstream.
+
+Keeping a *tensor* FP32 means excluding its producer and all its consumers: excluding one node
+is not enough in QDQ, since a neighbour that is still quantized puts the Q/DQ pair back on the
+same tensor. Candidates are chosen on the calibration samples; the held-out samples are left
+to measure the result, so the report's agreement is not tuned on itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from mmedge.quantize._chain import Chain, OutputResult
+from mmedge.quantize._graph import downstream
+from mmedge.quantize._metrics import noise_ratio
+from mmedge.quantize.calibration import SampleReader
+from mmedge.quantize.report import FallbackRound
+
+from mmedge.errors import QuantizationError, translated
+
+__all__ = ["CANDIDATES_PER_ROUND", "Candidate", "candidates", "fallback_round"]
+
+CANDIDATES_PER_ROUND = 8  # measured per round; ranking keeps the right one near the top
+DEBUG_SAMPLES = 16  # calibration samples run through the QDQ debug graph for the ranking
+# Weighted ops quantize_dynamic rewrites (onnxruntime IntegerOpsRegistry; Gemm becomes MatMulInteger).
+DYNAMIC_OPS = frozenset({"Conv", "MatMul", "Gemm", "LSTM", "Gather", "Attention", "EmbedLayerNormalization"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Nodes to keep FP32 together: a tensor's producer and consumers, or one weighted node."""
+
+    tensor: str  # "" for a node-level candidate
+    nodes: tuple[str, ...]
+    rank: float  # higher = more suspicious (noise ratio, or weight size)
+
+
+def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRound | None, str]:
+    """Run one round; the round, or None and why no candidate could help."""
+    components = [c for c in chain.recipes if _affects_outputs(chain, c)]
+    if not components:
+        return None, "no quantized component can be evaluated end to end"
+    keys = {c: _key(chain.end_to_end(chain.only(c), chain.calibration)) for c in components}
+    worst = min(components, key=keys.__getitem__)
+    found = candidates(chain, worst)[:CANDIDATES_PER_ROUND]
+    if not found:
+        return None, f"{worst} has no quantized tensor or node left to keep FP32"
+    best, best_key, tried = None, keys[worst], []
+    for cand in found:
+        path, _ = chain.build(worst, extra=dict.fromkeys(cand.nodes, "fallback candidate"))
+        tried.append(path)
+        key = _key(chain.end_to_end(chain.only(worst, path), chain.calibration))
+        if key > best_key:
+            best, best_key = cand, key
+    for path in tried:
+        chain.discard(path)
+    if best is None:
+        return None, (
+            f"keeping any one of the {len(found)} most suspicious tensors of {worst} in FP32 did not improve "
+            f"agreement on the calibration samples (isolated agreement {keys[worst][0]:.2%})"
+        )
+    what = f"tensor {best.tensor!r}" if best.tensor else f"node {best.nodes[0]!r}"
+    why = f"fallback round {index}: keeping {what} FP32 raised {worst}'s isolated agreement {keys[worst][0]:.2%} → {best_key[0]:.2%}"
+    chain.kept.setdefault(worst, {}).update(dict.fromkeys(best.nodes, why))
+    chain.rebuild(worst)
+    after = chain.score(chain.versions)
+    round_ = FallbackRound(index, worst, best.tensor, best.nodes, before, after, len(found), "calibration samples")
+    return round_, why
+
+
+def _affects_outputs(chain: Chain, component: str) -> bool:
+    """Whether ``component`` is quantized and produces or feeds an evaluable model output."""
+    if not chain.quantizes(component):
+        return False
+    reach = {component} | downstream(chain.manifest, component)
+    return any(o.component in reach for o in chain.evaluable())
+
+
+def _key(results: Sequence[OutputResult]) -> tuple[float, float]:
+    """Order of merit: discrete agreement first, then SQNR of the outputs to break ties."""
+    discrete = [r.agreement for r in results if r.metric != "cosine"] or [r.agreement for r in results]
+    sqnr = [min(r.comparison.sqnr_db, 200.0) for r in results]
+    return float(np.mean(discrete)), float(np.mean(sqnr))
+
+
+def candidates(chain: Chain, component: str) -> list[Candidate]:
+    """What could be kept FP32 in ``component``, most suspicious first."""
+    model = chain.model(component)
+    done = set(chain.excluded.get(component, {}))
+    if chain.recipes[component].mode == "static":
+        return _tensor_candidates(chain, component, model, done)
+    return _node_candidates(model, done, DYNAMIC_OPS if chain.recipes[component].mode == "dynamic" else None)
+
+
+def _tensor_candidates(chain: Chain, component: str, model: onnx.ModelProto, done: set[str]) -> list[Candidate]:
+    """Quantized activations (kept FP32: producer and consumers excluded) and quantized weights
+    (kept FP32: the nodes reading them excluded), ranked by their quantization noise."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    qdq = chain.versions[component]
+    debug = chain.work / f"{component}.debug.onnx"
+    feeds = chain.calibration.feeds(chain.versions, component)[:DEBUG_SAMPLES]
+    with translated(QuantizationError, f"ranking the quantized tensors of {component!r} (qdq_loss_debug)"):
+        modify_model_output_intermediate_tensors(str(qdq), str(debug))
+        activations = create_activation_matching(collect_activations(str(debug), SampleReader(feeds)))
+        weights = create_weight_matching(str(chain.prepared[component]), str(qdq))
+    debug.unlink(missing_ok=True)
+    producers = {out: n.name for n in model.graph.node for out in n.output}
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i].append(n.name)
+
+    def candidate(tensor: str, nodes: Sequence[str | None], noise: float) -> Candidate | None:
+        kept = tuple(dict.fromkeys(n for n in nodes if n and n not in done))
+        return Candidate(tensor, kept, noise) if kept else None
+
+    found = [
+        candidate(t, (producers.get(t), *consumers.get(t, ())), noise_ratio(pair["pre_qdq"], pair["post_qdq"]))
+        for t, pair in activations.items()
+    ] + [
+        candidate(w, consumers.get(w, ()), noise_ratio([pair["float"]], [pair["dequantized"]]))
+        for w, pair in weights.items()
+    ]
+    return sorted((c for c in found if c is not None), key=lambda c: -c.rank)
+
+
+def _node_candidates(model: onnx.ModelProto, done: set[str], ops: frozenset[str] | None) -> list[Candidate]:
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    found = [
+        Candidate("", (n.name,), float(sum(sizes.get(i, 0) for i in n.input)))
+        for n in model.graph.node
+        if (ops is None or n.op_type in ops) and n.name not in done and any(i in sizes for i in n.input)
+    ]
+    return sorted(found, key=lambda c: -c.rank)

@@ -1,0 +1,238 @@
+"""The accuracy report of a quantized bundle: what was done to each component and what it cost.
+
+Written into the output bundle as ``quantization_report.json`` (machine-readable, the same
+dict as ``report.to_dict()``) and ``quantization_report.md`` (for people), both listed as
+bundle assets so they are hashed with the rest. Per component: recipe and why, nodes kept FP32
+and why, size before/after, and output error against FP32 with FP32 inputs (the component's
+own damage). End to end: top-1 agreement with the FP32 bundle and, given labels, task accuracy
+of both. Then the fallback rounds and, if the agreement target was missed, why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REPORT_JSON",
+    "REPORT_MD",
+    "ComponentReport",
+    "ExcludedNode",
+    "FallbackRound",
+    "OutputReport",
+    "QuantizationReport",
+    "TensorComparison",
+]
+
+REPORT_JSON = "quantization_report.json"
+REPORT_MD = "quantization_report.md"
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    """One tensor of the quantized bundle against the same tensor of the FP32 bundle."""
+
+    tensor: str
+    cosine: float  # mean over examples of the cosine similarity of the flattened tensor
+    min_cosine: float  # worst example
+    max_abs_error: float
+    max_rel_error: float  # max abs error / max |FP32 value|
+    sqnr_db: float  # signal-to-quantization-noise ratio over all examples
+
+
+@dataclass(frozen=True)
+class ExcludedNode:
+    """A node kept in FP32, and why."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    """What quantization did to one component."""
+
+    name: str
+    precision: str  # after quantization: int8, fp16 or fp32
+    recipe: Mapping[str, Any]  # Recipe.record(), or {} for a component that was copied unchanged
+    reason: str  # why this recipe
+    calibrated_on: str  # "raw inputs", "outputs of the quantized ...", or "" (no calibration)
+    size_before: int
+    size_after: int
+    excluded: tuple[ExcludedNode, ...]
+    op_counts: Mapping[str, int]  # quantization ops in the output graph (QuantizeLinear, MatMulInteger, ...)
+    outputs: tuple[TensorComparison, ...]  # with FP32 inputs: this component's own error
+
+
+@dataclass(frozen=True)
+class OutputReport:
+    """One model output end to end: quantized bundle against FP32 bundle on held-out samples."""
+
+    name: str
+    kind: str  # the OutputSpec kind: logits, scores, token_ids, embedding, other
+    metric: str  # "top1" (argmax agrees), "exact" (token ids equal) or "cosine" (no discrete prediction)
+    agreement: float  # fraction of matching predictions (for "cosine": the mean cosine)
+    comparison: TensorComparison
+    fp32_accuracy: float | None = None  # with labels
+    quantized_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class FallbackRound:
+    """One accuracy-aware fallback step: which tensor was kept FP32 and what it bought."""
+
+    index: int
+    component: str
+    tensor: str  # the activation kept in float ("" for a node-level exclusion)
+    nodes: tuple[str, ...]  # the nodes excluded from quantization for it
+    agreement_before: float
+    agreement_after: float
+    candidates: int  # how many candidates were measured this round
+    measured_on: str  # which samples chose the candidate
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """The whole report; ``to_dict()`` is what ``quantization_report.json`` holds."""
+
+    model: str
+    source: str  # the FP32 bundle
+    output: str  # the quantized bundle
+    method: str  # calibration method
+    min_agreement: float
+    agreement: float  # end-to-end, the criterion of the fallback
+    met: bool
+    calibration_samples: int
+    holdout_samples: int
+    holdout_source: str  # where the held-out samples came from
+    components: tuple[ComponentReport, ...]
+    outputs: tuple[OutputReport, ...]
+    fallback: tuple[FallbackRound, ...]
+    size_before: int
+    size_after: int
+    notes: tuple[str, ...] = ()  # explanations: holdout split, fallback outcome, skipped evaluation
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_after / self.size_before if self.size_before else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _finite(dataclasses.asdict(self))
+        d["size_ratio"] = self.size_ratio
+        return d
+
+    def to_markdown(self) -> str:
+        return _markdown(self)
+
+    def write(self, directory: Path) -> tuple[str, str]:
+        """Write the JSON and Markdown files into ``directory``; their file names."""
+        (directory / REPORT_JSON).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (directory / REPORT_MD).write_text(self.to_markdown(), encoding="utf-8")
+        return REPORT_JSON, REPORT_MD
+
+
+def _finite(x: Any) -> Any:
+    """JSON has no inf/NaN: write them as strings a reader can still parse with float()."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows), ""]
+
+
+def _markdown(r: QuantizationReport) -> str:
+    verdict = "met" if r.met else "NOT met"
+    lines = [
+        f"# Quantization report: {r.model}",
+        "",
+        f"- source: `{r.source}` → `{r.output}`",
+        f"- size: {_mb(r.size_before)} → {_mb(r.size_after)} ({r.size_ratio:.0%} of FP32)",
+        f"- end-to-end agreement with FP32: **{r.agreement:.2%}** (target {r.min_agreement:.2%}: {verdict})",
+        f"- calibration: {r.method}, {r.calibration_samples} samples; held out: {r.holdout_samples} samples ({r.holdout_source})",
+        "",
+        "## Components",
+        "",
+        *_table(
+            ["component", "precision", "recipe", "size before", "size after", "kept FP32", "calibrated on"],
+            [
+                [
+                    c.name,
+                    c.precision,
+                    c.recipe.get("mode", "unchanged"),
+                    _mb(c.size_before),
+                    _mb(c.size_after),
+                    len(c.excluded),
+                    c.calibrated_on or "-",
+                ]
+                for c in r.components
+            ],
+        ),
+        "Why each recipe:",
+        "",
+        *(f"- **{c.name}**: {c.reason}" for c in r.components),
+        "",
+        "## Component outputs vs FP32 (FP32 inputs)",
+        "",
+        *_table(
+            ["component", "tensor", "cosine", "min cosine", "max abs error", "SQNR dB"],
+            [
+                [c.name, t.tensor, t.cosine, t.min_cosine, t.max_abs_error, t.sqnr_db]
+                for c in r.components
+                for t in c.outputs
+            ],
+        ),
+        "## End to end",
+        "",
+        *_table(
+            ["output", "metric", "agreement", "cosine", "FP32 accuracy", "INT8 accuracy"],
+            [
+                [o.name, o.metric, o.agreement, o.comparison.cosine, _opt(o.fp32_accuracy), _opt(o.quantized_accuracy)]
+                for o in r.outputs
+            ],
+        ),
+    ]
+    if r.fallback:
+        lines += [
+            "## Accuracy fallback",
+            "",
+            *_table(
+                ["round", "component", "tensor kept FP32", "nodes", "agreement before", "after"],
+                [
+                    [f.index, f.component, f.tensor or "-", ", ".join(f.nodes), f.agreement_before, f.agreement_after]
+                    for f in r.fallback
+                ],
+            ),
+        ]
+    excluded = [(c.name, e) for c in r.components for e in c.excluded]
+    if excluded:
+        lines += [
+            "## Nodes kept FP32",
+            "",
+            *_table(["component", "node", "why"], [[c, e.name, e.reason] for c, e in excluded]),
+        ]
+    if r.notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in r.notes), ""]
+    return "\n".join(lines)
+
+
+def _opt(x: float | None) -> Any:
+    return "-" if x is None else x

@@ -1,0 +1,63 @@
+"""Accuracy-aware fallback: a planted sensitive node is found, kept FP32, and agreement recovers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmedge.quantize import AccuracyWarning, quantize_bundle
+
+from mmedge.bundle import load_bundle
+from mmedge.errors import QuantizationError
+
+Samples = Callable[..., list[dict[str, np.ndarray]]]
+PLANTED = "planted_outlier"
+
+
+def test_fallback_keeps_the_planted_node_fp32(planted_bundle: Path, tmp_path: Path, tiny_samples: Samples) -> None:
+    report = quantize_bundle(
+        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+    )
+    head = next(c for c in report.components if c.name == "fusion_head")
+    kept = {e.name: e.reason for e in head.excluded}
+    assert PLANTED in kept
+    assert kept[PLANTED].startswith("fallback round 1: keeping tensor 'm' FP32")
+    (first, *_) = report.fallback
+    assert (first.component, first.tensor) == ("fusion_head", "m")
+    assert set(first.nodes) == {PLANTED, "classifier"}  # producer and consumer of the damaged tensor
+    assert first.agreement_before < 0.5
+    assert report.met
+    assert report.agreement >= 0.99
+    record = load_bundle(tmp_path / "out").manifest.component("fusion_head").quantization
+    assert PLANTED in record["excluded_nodes"]
+    assert record["fallback_rounds"] == [first.index]
+
+
+def test_without_fallback_the_planted_node_destroys_agreement(
+    planted_bundle: Path, tmp_path: Path, tiny_samples: Samples
+) -> None:
+    with pytest.warns(AccuracyWarning, match=r"below min_agreement 99\.00%.*after 0 fallback rounds"):
+        report = quantize_bundle(
+            planted_bundle,
+            tmp_path / "out",
+            calibration=tiny_samples(24),
+            holdout=tiny_samples(12, seed=1),
+            max_fallback_rounds=0,
+        )
+    assert not report.met
+    assert report.agreement < 0.5
+    assert report.fallback == ()
+    assert "after 0 fallback rounds" in report.notes[-1]
+    assert load_bundle(tmp_path / "out").manifest.component("fusion_head").precision == "int8"  # still written
+
+
+def test_strict_refuses_to_write_a_bundle_that_misses_the_target(
+    planted_bundle: Path, tmp_path: Path, tiny_samples: Samples
+) -> None:
+    with pytest.raises(QuantizationError, match="below min_agreement"):
+        quantize_bundle(
+            planted_bundle, tmp_path / "out", calibration=tiny_samples(24), max_fallback_rounds=0, strict=True
+        )
+    assert not (tmp_path / "out").exists()
