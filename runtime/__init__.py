@@ -2,12 +2,51 @@
 
 ``Pipeline`` loads a bundle (one ORT session per component), preprocesses raw inputs (image
 files, PIL images, waveforms, strings) as the manifest says, runs the encoders concurrently and
-the fusion head, and reports which execution providers ran what. Nothing here imports torch.
+the fusion head, and reports which execution providers ran what. ``bench`` measures latency per
+component and end to end against other variants. Nothing here imports torch.
 """
 
+from mmedge.runtime._bench_types import (
+    Attribution,
+    BatchResult,
+    BenchProgress,
+    BenchReport,
+    BenchSettings,
+    Comparison,
+    ComponentLatency,
+    Hotspots,
+    LatencyStats,
+    MachineInfo,
+    OpTime,
+    Part,
+    Startup,
+    VariantResult,
+)
 from mmedge.runtime._session import ComponentPlacement
+from mmedge.runtime.bench import bench
 from mmedge.runtime.pipeline import Pipeline
 from mmedge.runtime.preprocess import Audio
 from mmedge.runtime.providers import ProviderPlan, resolve_providers
 
-__all__ = ["Audio", "ComponentPlacement", "Pipeline", "ProviderPlan", "resolve_providers"]
+__all__ = [
+    "Attribution",
+    "Audio",
+    "BatchResult",
+    "BenchProgress",
+    "BenchReport",
+    "BenchSettings",
+    "Comparison",
+    "ComponentLatency",
+    "ComponentPlacement",
+    "Hotspots",
+    "LatencyStats",
+    "MachineInfo",
+    "OpTime",
+    "Part",
+    "Pipeline",
+    "ProviderPlan",
+    "Startup",
+    "VariantResult",
+    "bench",
+    "resolve_providers",
+]

@@ -1,0 +1,197 @@
+"""Drive one worker process per variant and interleave their runs so drift hits all equally.
+
+Workers are started one after another (so each cold start runs alone), then every round runs
+each variant once, in an order rotated by one each round: a slow minute of the machine, a
+thermal dip or a noisy neighbour lands on every variant alike. Only one worker computes at a
+time; the others wait on their pipe. Ctrl-C (KeyboardInterrupt) stops the rounds and keeps
+what was measured; the report is then marked partial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mmedge.runtime._bench_stats import Sample
+from mmedge.runtime._bench_types import BenchProgress
+
+import mmedge.errors
+from mmedge.errors import MMEdgeError
+
+__all__ = ["Measurement", "Plan", "VariantSpec", "Worker", "measure"]
+
+Progress = Callable[[BenchProgress], None]
+_STDERR_TAIL = 2000  # characters of a crashed worker's stderr shown in the error
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a worker loads: ``spec`` is sent to it as JSON; ``module`` is the worker's ``-m`` module."""
+
+    name: str
+    kind: str
+    source: str
+    module: str
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The schedule: rounds per batch size (or a time budget), warm-up and profiling."""
+
+    batch_sizes: tuple[int, ...]
+    iterations: int
+    warmup: int
+    time_budget_s: float | None
+    profile_runs: int  # 0: no profiling
+
+
+@dataclass
+class Measurement:
+    """What the rounds produced so far; filled in place so an interruption loses nothing."""
+
+    ready: dict[str, dict[str, Any]] = field(default_factory=dict)
+    samples: dict[str, dict[int, list[Sample]]] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    hotspots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    partial: bool = False
+
+
+class Worker:
+    """One variant's process and the line protocol to it (see ``_bench_worker``)."""
+
+    def __init__(self, variant: VariantSpec, inputs: Mapping[int, Path], scratch: Path) -> None:
+        self.name = variant.name
+        self._stderr: IO[str] = tempfile.TemporaryFile("w+", dir=scratch, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._pending = False
+        t_spawn = time.monotonic_ns()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", variant.module],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # the terminal's Ctrl-C goes to the coordinator only
+        )
+        config = {"spec": dict(variant.spec), "inputs": {str(b): str(p) for b, p in inputs.items()}, "t_spawn": t_spawn}
+        self.ready = self._exchange(config)
+
+    def request(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        if self._pending:  # a reply left unread by an interruption
+            self._reply()
+        return self._exchange(command)
+
+    def close(self) -> None:
+        """Ask the worker to exit (kill it if it does not within 10 s) and release the pipes."""
+        with contextlib.suppress(OSError):
+            self._proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
+            self._proc.stdin.flush()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def _exchange(self, message: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except OSError as e:
+            raise self._crashed() from e
+        self._pending = True
+        reply = self._reply()
+        if "error" in reply:
+            kind = getattr(mmedge.errors, reply.get("type", ""), MMEdgeError)
+            kind = kind if isinstance(kind, type) and issubclass(kind, MMEdgeError) else MMEdgeError
+            raise kind(f"variant {self.name!r}: {reply['error']}")
+        return reply
+
+    def _reply(self) -> dict[str, Any]:
+        line = self._proc.stdout.readline()
+        self._pending = False
+        if not line:
+            raise self._crashed()
+        return json.loads(line)
+
+    def _crashed(self) -> MMEdgeError:
+        code = self._proc.wait()
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-_STDERR_TAIL:].strip()
+        return MMEdgeError(f"the benchmark process of variant {self.name!r} exited with code {code}:\n{tail}")
+
+
+def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: Progress) -> None:
+    """Warm-up and timed rounds per batch size, then memory and hot spots; fills ``into``."""
+    for w in workers:
+        into.samples[w.name] = {}
+    try:
+        for batch in plan.batch_sizes:
+            _rounds(workers, batch, count=plan.warmup, budget_s=None, into=None, progress=progress, phase="warmup")
+            for w in workers:
+                into.samples[w.name][batch] = []
+            _rounds(
+                workers,
+                batch,
+                count=plan.iterations,
+                budget_s=plan.time_budget_s,
+                into=into,
+                progress=progress,
+                phase="measure",
+            )
+    except KeyboardInterrupt:
+        into.partial = True
+    _collect_memory(workers, into)
+    if plan.profile_runs and not into.partial:
+        try:
+            for i, w in enumerate(workers):
+                progress(BenchProgress("profile", plan.batch_sizes[0], i, len(workers), i / len(workers), w.name))
+                reply = w.request({"cmd": "profile", "batch": plan.batch_sizes[0], "runs": plan.profile_runs})
+                into.hotspots[w.name] = reply["hotspots"]
+        except KeyboardInterrupt:
+            into.partial = True
+
+
+def _rounds(
+    workers: Sequence[Worker],
+    batch: int,
+    *,
+    count: int,
+    budget_s: float | None,
+    into: Measurement | None,
+    progress: Progress,
+    phase: str,
+) -> None:
+    """Run every worker once per round, rotating the order; ``budget_s`` replaces ``count`` when set."""
+    start = time.monotonic()
+    done = 0
+    while (done < count) if budget_s is None else (done == 0 or time.monotonic() - start < budget_s):
+        shift = done % len(workers)
+        for w in (*workers[shift:], *workers[:shift]):
+            reply = w.request({"cmd": "run", "batch": batch})
+            if into is not None:
+                into.samples[w.name][batch].append(Sample.from_json(reply))
+        done += 1
+        fraction = done / count if budget_s is None else min(1.0, (time.monotonic() - start) / budget_s)
+        progress(BenchProgress(phase, batch, done, count if budget_s is None else None, fraction))
+
+
+def _collect_memory(workers: Sequence[Worker], into: Measurement) -> None:
+    """Peak RSS of each worker (before profiling); a worker interrupted mid-reply may not answer."""
+    for w in workers:
+        try:
+            into.peak_rss[w.name] = int(w.request({"cmd": "memory"})["peak_rss_bytes"])
+        except (MMEdgeError, ValueError, KeyboardInterrupt):
+            into.notes.setdefault(w.name, []).append("peak RSS not measured (interrupted)")

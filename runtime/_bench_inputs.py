@@ -1,0 +1,110 @@
+"""The model tensors every variant of a benchmark runs on: identical arrays for all of them.
+
+Synthetic inputs follow the manifest: each symbolic dim takes its ``example_shape`` size, the
+batch dim the requested batch size; floats are standard normal, token ids uniform over the
+vocabulary (seeded, so two runs see the same data). Given arrays (or an ``.npz``) are cycled
+along the batch axis to reach each batch size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime.text import load_tokenizer
+
+from mmedge.bundle import Bundle, InputSpec
+from mmedge.errors import InputError
+
+__all__ = ["BenchInputs", "bench_inputs", "load_npz", "save_npz"]
+
+BenchInputs = Mapping[int, Mapping[str, np.ndarray]]  # batch size → input name → tensor
+_FALLBACK_VOCAB = 2  # ids 0 and 1 exist in every vocabulary (pad, unk)
+
+
+def bench_inputs(
+    bundle: Bundle, batch_sizes: Sequence[int], given: Mapping[str, Any] | str | os.PathLike[str] | None, seed: int
+) -> dict[int, dict[str, np.ndarray]]:
+    """The tensors for each batch size: synthetic (``given=None``), or ``given`` arrays / ``.npz`` cycled."""
+    specs = bundle.manifest.inputs
+    if given is None:
+        return {b: {s.name: _synthetic(bundle, s, b, seed, i) for i, s in enumerate(specs)} for b in batch_sizes}
+    arrays = load_npz(Path(given)) if isinstance(given, str | os.PathLike) else dict(given)
+    missing = [s.name for s in specs if s.name not in arrays and s.default is None]
+    unknown = [k for k in arrays if k not in {s.name for s in specs}]
+    if missing or unknown:
+        raise InputError(
+            f"benchmark inputs must be model tensors keyed by input name ({', '.join(s.name for s in specs)}); "
+            f"missing {missing}, unknown {unknown}"
+        )
+    tensors = {k: np.asarray(v) for k, v in arrays.items()}
+    for name, t in tensors.items():
+        if t.ndim == 0 or t.shape[0] == 0:
+            raise InputError(f"benchmark input {name!r} has shape {list(t.shape)}; it needs a non-empty batch axis")
+    return {b: {k: _cycle(t, b) for k, t in tensors.items()} for b in batch_sizes}
+
+
+def _synthetic(bundle: Bundle, spec: InputSpec, batch: int, seed: int, index: int) -> np.ndarray:
+    shape = _shape(spec, batch)
+    rng = np.random.default_rng([seed, index])
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    high = _vocab_size(bundle, spec) if spec.modality == "text" else _FALLBACK_VOCAB
+    return rng.integers(0, high, shape).astype(dtype)
+
+
+def _shape(spec: InputSpec, batch: int) -> tuple[int, ...]:
+    shape = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            if axis == 0 and dim != batch:
+                raise InputError(
+                    f"input {spec.name!r} has a fixed batch dim of {dim}, so it cannot be benchmarked at batch "
+                    f"{batch}; pass batch sizes of {dim} only"
+                )
+            shape.append(dim)
+        elif axis == 0:
+            shape.append(batch)
+        elif axis < len(spec.example_shape):
+            shape.append(spec.example_shape[axis])
+        else:
+            raise InputError(
+                f"input {spec.name!r}: dim {axis} ({dim!r}) is symbolic and the bundle records no example_shape "
+                "to size it; pass inputs (an .npz of model tensors, --inputs)"
+            )
+    return tuple(shape)
+
+
+def _vocab_size(bundle: Bundle, spec: InputSpec) -> int:
+    """Token ids must index the embedding table; the vocabulary says how big it is."""
+    try:
+        tokenizer = load_tokenizer(bundle, spec)
+    except ImportError:  # a Hugging Face tokenizer without the `tokenizers` package
+        tokenizer = None
+    return tokenizer.vocab_size if tokenizer is not None else _FALLBACK_VOCAB
+
+
+def _cycle(tensor: np.ndarray, batch: int) -> np.ndarray:
+    return np.ascontiguousarray(tensor[np.arange(batch) % tensor.shape[0]])
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` file, with a clear error if it is missing or not an npz."""
+    if not path.is_file():
+        raise InputError(f"inputs file {path} does not exist; pass an .npz of model tensors keyed by input name")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path} is not a readable .npz file ({e}); save inputs with numpy.savez") from e
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path

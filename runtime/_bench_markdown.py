@@ -1,0 +1,75 @@
+"""A benchmark report as Markdown: what ran where, headline latency, ratios, and where time goes."""
+
+from __future__ import annotations
+
+from mmedge.runtime._bench_tables import (
+    Table,
+    attribution_table,
+    components_table,
+    hotspot_table,
+    latency_table,
+    primary_batch,
+    ratio_table,
+    startup_table,
+    throughput_table,
+)
+from mmedge.runtime._bench_types import BenchReport, MachineInfo
+
+from mmedge.console import human_bytes
+
+__all__ = ["machine_line", "markdown", "render_markdown_table"]
+
+TOP_OPS_MARKDOWN = 10
+
+
+def render_markdown_table(table: Table, *, heading: str = "###") -> str:
+    def row(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + " |"
+    lines = [f"{heading} {table.title}", "", row(table.columns), align, *(row(r) for r in table.rows)]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(m: MachineInfo) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
+    flags = " ".join(m.flags) or "none detected"
+    return (
+        f"{m.cpu} ({m.arch}; {flags}); {m.physical_cores} physical / {m.logical_cores} logical cores, "
+        f"{m.usable_cores} usable; {human_bytes(m.memory_bytes)} RAM; {m.os}; Python {m.python}; {versions}"
+    )
+
+
+def markdown(report: BenchReport) -> str:
+    s = report.settings
+    batch = primary_batch(report)
+    budget = f"a {s.time_budget_s:g} s budget" if s.time_budget_s else f"{s.iterations} timed rounds"
+    title = f"# mmedge bench: {report.subject}" + (" (PARTIAL: interrupted)" if report.partial else "")
+    intro = [
+        title,
+        "",
+        f"- **When**: {report.created_at}, {report.duration_s:.0f} s",
+        f"- **Machine**: {machine_line(report.machine)}",
+        f"- **Run**: {s.threads} threads, providers {', '.join(s.providers)}, batch sizes "
+        f"{', '.join(map(str, s.batch_sizes))}; {s.warmup} warm-up rounds then {budget} per batch size, "
+        f"{s.schedule}; inputs {s.inputs}",
+        "- **Method**: every variant in its own fresh process, same input tensors; ratios are between "
+        "medians of this one run. Cold start = process start to first result.",
+        "",
+    ]
+    tables = [latency_table(report, batch)]
+    if report.comparisons:
+        tables.append(ratio_table(report))
+    tables += [startup_table(report)]
+    if len(s.batch_sizes) > 1:
+        tables.append(throughput_table(report))
+    tables += [components_table(report, batch), attribution_table(report, batch)]
+    if any(v.hotspots for v in report.variants):
+        tables.append(hotspot_table(report, TOP_OPS_MARKDOWN))
+    body = "\n".join(render_markdown_table(t) for t in tables)
+    return "\n".join(intro) + "\n" + body + _notes(report)
+
+
+def _notes(report: BenchReport) -> str:
+    lines = [f"- {v.name}: {note}" for v in report.variants for note in v.notes]
+    return "\n### Notes\n\n" + "\n".join(lines) + "\n" if lines else ""

@@ -1,0 +1,73 @@
+"""From raw per-iteration timings (nanoseconds) to the statistics of a :class:`BatchResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._bench_types import Attribution, BatchResult, ComponentLatency, LatencyStats, Part
+
+__all__ = ["Sample", "batch_result", "latency_stats"]
+
+NS_PER_MS = 1e6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run of one variant: end to end, its attributed parts, and each component's busy time."""
+
+    e2e_ns: int
+    parts: tuple[tuple[str, str, int], ...] = ()  # (name, kind, ns) in pipeline order
+    busy: Mapping[str, int] = field(default_factory=dict)  # component → ns inside it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"e2e_ns": self.e2e_ns, "parts": [list(p) for p in self.parts], "busy": dict(self.busy)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+        parts = tuple((str(n), str(k), int(ns)) for n, k, ns in data["parts"])
+        return cls(int(data["e2e_ns"]), parts, {str(k): int(v) for k, v in data["busy"].items()})
+
+
+def latency_stats(ns: Sequence[int]) -> LatencyStats:
+    """Mean, percentiles, min/max and standard deviation in milliseconds."""
+    a = np.asarray(ns, dtype=np.float64) / NS_PER_MS
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return LatencyStats(
+        count=len(a),
+        mean_ms=float(a.mean()),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        min_ms=float(a.min()),
+        max_ms=float(a.max()),
+        std_ms=float(a.std()),
+    )
+
+
+def batch_result(batch: int, samples: Sequence[Sample]) -> BatchResult:
+    """Statistics of ``samples`` (at least one) taken at batch size ``batch``."""
+    latency = latency_stats([s.e2e_ns for s in samples])
+    names = list(dict.fromkeys(name for s in samples for name in s.busy))
+    components = tuple(
+        ComponentLatency(name, latency_stats([s.busy[name] for s in samples if name in s.busy])) for name in names
+    )
+    throughput = batch / (latency.p50_ms / 1e3) if latency.p50_ms > 0 else 0.0
+    return BatchResult(batch, latency, throughput, components, attribution(samples))
+
+
+def attribution(samples: Sequence[Sample]) -> Attribution:
+    """Mean time of each part; means add up, so parts sum to the mean end-to-end time when complete."""
+    n = len(samples)
+    totals: dict[tuple[str, str], int] = {}
+    for s in samples:
+        for name, kind, ns in s.parts:
+            totals[(name, kind)] = totals.get((name, kind), 0) + ns
+    e2e = sum(s.e2e_ns for s in samples) / n / NS_PER_MS
+    parts = tuple(
+        Part(name, kind, total / n / NS_PER_MS, (total / n / NS_PER_MS) / e2e if e2e > 0 else 0.0)
+        for (name, kind), total in totals.items()
+    )
+    return Attribution(parts, e2e, e2e - sum(p.mean_ms for p in parts))

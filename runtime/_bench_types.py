@@ -1,0 +1,266 @@
+"""The results of ``mmedge bench`` as frozen dataclasses, and their stable JSON form.
+
+A :class:`BenchReport` holds one :class:`VariantResult` per model variant (the bundle under
+test, bundles to compare with, the monolithic ONNX, PyTorch eager), each with per-batch latency
+statistics, per-component times, the end-to-end attribution, start-up costs, memory, size and
+per-op hot spots. ``to_dict`` is versioned by ``SCHEMA_VERSION``: bump it when a key changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmedge.errors import MMEdgeError
+
+__all__ = [
+    "MODEL_PART",
+    "SCHEMA_VERSION",
+    "Attribution",
+    "BatchResult",
+    "BenchProgress",
+    "BenchReport",
+    "BenchSettings",
+    "Comparison",
+    "ComponentLatency",
+    "Hotspots",
+    "LatencyStats",
+    "MachineInfo",
+    "OpTime",
+    "Part",
+    "Startup",
+    "VariantResult",
+]
+
+SCHEMA_VERSION = 1
+KINDS = ("split", "monolithic", "torch")  # VariantResult.kind
+PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
+MODEL_PART = "model"  # the one component of a variant that is a single graph (monolithic ONNX, torch profile)
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """What a long benchmark is doing, passed to the ``progress`` callback after each step."""
+
+    phase: str  # "load", "warmup", "measure" or "profile"
+    batch: int | None
+    done: int  # steps of this phase done: variants loaded or profiled, rounds run
+    total: int | None  # None when a time budget, not a count, ends the phase
+    fraction: float  # of this phase, 0..1
+    variant: str = ""  # the variant being loaded or profiled
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Distribution of one timed quantity over the measured iterations, in milliseconds."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+
+
+@dataclass(frozen=True)
+class ComponentLatency:
+    """Time spent inside one component (an ONNX session, or a PyTorch submodule) per run."""
+
+    name: str
+    latency: LatencyStats
+
+
+@dataclass(frozen=True)
+class Part:
+    """One slice of the end-to-end time (mean over the iterations)."""
+
+    name: str  # "preprocess", a component name, "copies" or "postprocess"
+    kind: str  # one of PART_KINDS
+    mean_ms: float
+    share: float  # of the mean end-to-end time, 0..1
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Where the end-to-end time goes. Parts are measured, not derived from the total.
+
+    Encoders that run concurrently share their stage's wall time in proportion to their busy
+    time, so the parts add up to the end-to-end time; ``unattributed_ms`` is what no part
+    covers (call overhead), so ``coverage`` close to 1 means the breakdown is complete.
+    """
+
+    parts: tuple[Part, ...]
+    end_to_end_ms: float  # mean
+    unattributed_ms: float
+
+    @property
+    def attributed_ms(self) -> float:
+        return sum(p.mean_ms for p in self.parts)
+
+    @property
+    def coverage(self) -> float:
+        return self.attributed_ms / self.end_to_end_ms if self.end_to_end_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Measurements of one variant at one batch size."""
+
+    batch: int
+    latency: LatencyStats  # end to end
+    throughput_per_s: float  # items per second at the median latency
+    components: tuple[ComponentLatency, ...]
+    attribution: Attribution
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One operator type's share of a component's kernel time (from the profiler)."""
+
+    op: str
+    ms_per_run: float
+    calls_per_run: float
+    share: float  # of the component's total kernel time
+
+
+@dataclass(frozen=True)
+class Hotspots:
+    """The top operator types of one component by time."""
+
+    component: str
+    ops: tuple[OpTime, ...]
+    kernel_ms_per_run: float  # all ops of the component, not only the top ones
+    runs: int  # profiled runs the numbers are averaged over
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What it costs to get the first result, each step in its own fresh process."""
+
+    cold_start_ms: float  # process start → first result
+    process_ms: float  # interpreter start and mmedge imports
+    import_ms: float  # importing the inference framework (onnxruntime or torch)
+    load_ms: float  # building sessions / the model and loading weights
+    first_run_ms: float  # the first inference (allocations, lazy initialisation)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One model variant: how it was run and everything measured about it."""
+
+    name: str
+    kind: str  # one of KINDS
+    source: str  # bundle directory, ONNX file, or PyTorch model spec
+    precision: str  # "fp32", "int8", "mixed", ...
+    providers: tuple[str, ...]
+    size_bytes: int  # model files on disk
+    peak_rss_bytes: int  # peak resident memory of its process, before profiling
+    startup: Startup | None
+    batches: tuple[BatchResult, ...]
+    hotspots: tuple[Hotspots, ...] = ()
+    notes: tuple[str, ...] = ()  # fallbacks and anything else a reader must know
+
+    def at(self, batch: int) -> BatchResult | None:
+        """The result at batch size ``batch``, or None if it was not measured."""
+        return next((b for b in self.batches if b.batch == batch), None)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The subject variant against one other variant at one batch size."""
+
+    baseline: str
+    batch: int
+    speedup: float | None  # baseline p50 / subject p50: > 1 means the subject is faster
+    memory_ratio: float | None  # subject peak RSS / baseline peak RSS (None: not measured)
+    size_ratio: float | None  # subject size / baseline size
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What the numbers were measured on; INT8 speed depends on the CPU's instruction sets."""
+
+    cpu: str
+    arch: str
+    flags: tuple[str, ...]  # the SIMD features that matter to inference kernels
+    physical_cores: int
+    logical_cores: int
+    usable_cores: int  # this process's CPU affinity
+    memory_bytes: int
+    os: str
+    python: str
+    versions: Mapping[str, str] = field(default_factory=dict)  # mmedge, onnxruntime, numpy, torch, ...
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How the benchmark was run."""
+
+    iterations: int
+    warmup: int
+    time_budget_s: float | None
+    threads: int
+    batch_sizes: tuple[int, ...]
+    inputs: str  # "synthetic (seed N)" or the .npz path
+    providers: tuple[str, ...]
+    profile: bool
+    schedule: str = "interleaved round-robin, rotated each round"
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Everything one ``bench`` call measured; ``partial`` if it was interrupted."""
+
+    subject: str  # name of the variant the comparisons are about
+    variants: tuple[VariantResult, ...]
+    comparisons: tuple[Comparison, ...]
+    machine: MachineInfo
+    settings: BenchSettings
+    created_at: str  # ISO 8601, UTC
+    duration_s: float
+    partial: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+    def variant(self, name: str) -> VariantResult:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise MMEdgeError(
+            f"no variant named {name!r} in the report; it has: {', '.join(v.name for v in self.variants)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form; its keys are stable for a given ``schema_version``."""
+        return _plain(self)
+
+    def to_markdown(self) -> str:
+        """A Markdown report: headline table, ratios, components, attribution, hot spots, machine."""
+        from mmedge.runtime._bench_markdown import markdown
+
+        return markdown(self)
+
+    def write_chart(self, path: str | Path, *, batch: int | None = None) -> Path:
+        """Write a PNG bar chart of latency per component per variant (needs matplotlib)."""
+        from mmedge.runtime._bench_chart import write_chart
+
+        return write_chart(self, Path(path), batch=batch)
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses → dicts (computed properties of Attribution included), tuples → lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Attribution):
+            out["attributed_ms"] = value.attributed_ms
+            out["coverage"] = value.coverage
+        return out
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

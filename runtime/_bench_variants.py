@@ -1,0 +1,162 @@
+"""The onnxruntime variants a benchmark worker runs: a split bundle (``Pipeline``) or one ONNX file.
+
+A split bundle is timed through ``Pipeline.run`` with its ``trace`` hook, which records when
+preprocessing, each component's session, the whole execution and postprocessing start and end;
+:func:`pipeline_sample` turns those spans into the attribution. Hot spots come from separate
+sessions with ORT profiling on, built with the same options as the pipeline's, so profiling
+never slows down the timed runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._bench_profile import hotspots, ort_op_totals
+from mmedge.runtime._bench_stats import Sample
+from mmedge.runtime._bench_types import MODEL_PART, Hotspots
+from mmedge.runtime._graph import Graph
+from mmedge.runtime._session import SessionSettings, session_options
+from mmedge.runtime.pipeline import Pipeline
+from mmedge.runtime.providers import resolve_providers
+
+from mmedge.bundle import RAW_INPUTS, load_bundle
+from mmedge.errors import BundleError, InputError
+
+__all__ = ["OnnxRunner", "PipelineRunner", "import_onnxruntime", "load_variant", "pipeline_sample"]
+
+Span = tuple[str, str, int, int]  # (kind, name, start_ns, end_ns) as Pipeline's trace reports them
+
+
+def import_onnxruntime() -> None:
+    import onnxruntime  # noqa: F401 - timed on its own: the framework's import cost
+
+
+def load_variant(spec: Mapping[str, Any]) -> PipelineRunner | OnnxRunner:
+    if spec["kind"] == "split":
+        return PipelineRunner(spec)
+    if spec["kind"] == "monolithic":
+        return OnnxRunner(spec)
+    raise BundleError(f"unknown benchmark variant kind {spec['kind']!r}")
+
+
+def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[str]]) -> Sample:
+    """Attribute one ``Pipeline.run`` to preprocess, each component, copies between them and postprocess.
+
+    Components of one stage run concurrently: the stage's wall time (first start to last end)
+    is shared among them in proportion to their busy times. ``copies`` is the rest of the
+    execution: gathering each component's inputs from earlier outputs and handing work to threads.
+    """
+    single = {kind: end - start for kind, _, start, end in spans if kind != "component"}
+    inside = {name: (start, end) for kind, name, start, end in spans if kind == "component"}
+    parts: list[tuple[str, str, int]] = [("preprocess", "preprocess", single.get("preprocess", 0))]
+    windows = 0
+    for stage in plan:
+        ran = [(c, inside[c]) for c in stage if c in inside]
+        if not ran:
+            continue
+        window = max(end for _, (_, end) in ran) - min(start for _, (start, _) in ran)
+        busy = sum(end - start for _, (start, end) in ran) or 1
+        parts += [(c, "component", window * (end - start) // busy) for c, (start, end) in ran]
+        windows += window
+    parts += [("copies", "copies", max(0, single.get("execute", 0) - windows))]
+    parts += [("postprocess", "postprocess", single.get("postprocess", 0))]
+    busy = {c: inside[c][1] - inside[c][0] for stage in plan for c in stage if c in inside}
+    return Sample(e2e_ns, tuple(parts), busy)
+
+
+class PipelineRunner:
+    """A split bundle run through :class:`Pipeline`, as a user would."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self._spans: list[Span] = []
+        self._threads = int(spec["threads"])
+        self._providers = spec["providers"]
+        self.pipe = Pipeline(spec["path"], self._providers, threads=self._threads, trace=self._record)
+        self._plan = Graph(self.pipe.manifest).full_plan
+        self._path = Path(spec["path"])
+        placement = self.pipe.providers_used.values()
+        self.precision = "+".join(sorted({c.precision for c in self.pipe.manifest.components}))
+        self.providers = tuple(dict.fromkeys(p for c in placement for p in c.registered))
+        self.size_bytes = sum(c.size_bytes for c in self.pipe.manifest.components)
+        self.notes = tuple(f"{c.component}: {note}" for c in placement for note in c.fallbacks)
+
+    def _record(self, kind: str, name: str, start: int, end: int) -> None:
+        self._spans.append((kind, name, start, end))  # list.append is atomic: encoder threads call this too
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Sample:
+        self._spans.clear()
+        start = time.perf_counter_ns()
+        self.pipe.run(feeds)
+        e2e = time.perf_counter_ns() - start
+        return pipeline_sample(e2e, list(self._spans), self._plan)
+
+    def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
+        """Run each component ``runs`` times in profiled sessions, fed like the pipeline feeds it."""
+        manifest = self.pipe.manifest
+        found = []
+        with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:
+            values: dict[str, dict[str, np.ndarray]] = {}
+            for stage in self._plan:
+                for name in stage:
+                    threads = max(1, self._threads // len(stage))  # the Pipeline's split of the budget
+                    session = _profiled_session(
+                        self._path / manifest.component(name).file, name, threads, tmp, self._providers
+                    )
+                    feed = {
+                        e.input: feeds[e.output] if e.source == RAW_INPUTS else values[e.source][e.output]
+                        for e in manifest.edges_into(name)
+                    }
+                    for _ in range(runs):
+                        out = session.run(None, feed)
+                    values[name] = dict(zip((o.name for o in session.get_outputs()), out, strict=True))
+                    found.append(hotspots(name, *ort_op_totals(Path(session.end_profiling()))))
+        return found
+
+
+class OnnxRunner:
+    """One ONNX file (the monolithic export) in one session with the pipeline's session options."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self._path = Path(spec["path"])
+        self._threads = int(spec["threads"])
+        self._providers = spec["providers"]
+        plan = resolve_providers(self._providers)
+        options = session_options(MODEL_PART, self._threads, SessionSettings())
+        self.session = ort.InferenceSession(str(self._path), options, providers=list(plan.providers))
+        expected = [i.name for i in load_bundle(spec["bundle"], check_hashes=False).manifest.inputs]
+        found = [i.name for i in self.session.get_inputs()]
+        if sorted(found) != sorted(expected):
+            raise InputError(f"{self._path.name} takes inputs {found}, but the bundle's inputs are {expected}")
+        self.precision = spec.get("precision", "fp32")
+        self.providers = tuple(self.session.get_providers())
+        self.size_bytes = self._path.stat().st_size
+        self.notes = plan.fallbacks
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Sample:
+        start = time.perf_counter_ns()
+        self.session.run(None, dict(feeds))
+        e2e = time.perf_counter_ns() - start
+        return Sample(e2e, ((MODEL_PART, "component", e2e),), {MODEL_PART: e2e})
+
+    def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
+        with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:
+            session = _profiled_session(self._path, MODEL_PART, self._threads, tmp, self._providers)
+            for _ in range(runs):
+                session.run(None, dict(feeds))
+            return [hotspots(MODEL_PART, *ort_op_totals(Path(session.end_profiling())))]
+
+
+def _profiled_session(path: Path, name: str, threads: int, directory: str, providers: Any) -> Any:
+    import onnxruntime as ort
+
+    options = session_options(name, threads, SessionSettings())
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(directory) / name)
+    return ort.InferenceSession(str(path), options, providers=list(resolve_providers(providers).providers))

@@ -1,0 +1,146 @@
+"""The process one benchmark variant runs in, driven by the coordinator over a pipe.
+
+Each variant lives in its own fresh process so that its start-up time and peak memory are its
+own, and so that the runtime's process never imports torch. The coordinator writes one JSON
+line per command on stdin and reads one JSON line per reply on the original stdout (library
+output written to stdout is redirected to stderr so it cannot corrupt the protocol):
+
+* first line: ``{"spec": {...}, "inputs": {batch: npz path}, "t_spawn": ns}`` → ``{"ready": ...}``
+  after importing the framework, loading the model and running it once (the cold start);
+* ``{"cmd": "run", "batch": b}`` → one :class:`Sample`;
+* ``{"cmd": "memory"}`` → peak RSS so far; ``{"cmd": "profile", "batch": b, "runs": n}`` → hot spots;
+* ``{"cmd": "exit"}`` or end of input → the process exits.
+
+Terminal Ctrl-C is ignored here: the coordinator decides when to stop and collects what was
+measured first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+from mmedge.runtime._bench_inputs import load_npz
+from mmedge.runtime._bench_profile import hotspots_to_json
+from mmedge.runtime._bench_stats import Sample
+from mmedge.runtime._bench_types import Hotspots
+
+from mmedge.errors import MMEdgeError
+
+__all__ = ["Runner", "peak_rss_bytes", "serve"]
+
+Feeds = Mapping[str, np.ndarray]
+
+
+class Runner(Protocol):
+    """A loaded model variant that the worker times."""
+
+    precision: str
+    providers: tuple[str, ...]
+    size_bytes: int
+    notes: tuple[str, ...]
+
+    def run(self, feeds: Feeds) -> Sample: ...
+
+    def profile(self, feeds: Feeds, runs: int) -> list[Hotspots]: ...
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def serve(import_framework: Callable[[], None], load: Callable[[Mapping[str, Any]], Runner]) -> int:
+    """Run the worker protocol until the coordinator says exit; returns the process exit code."""
+    t_main = time.monotonic_ns()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    config = json.loads(sys.stdin.readline())
+    try:
+        runner, feeds, ready = _start(config, t_main, import_framework, load)
+    except Exception as e:  # noqa: BLE001 - every failure must reach the coordinator as a message
+        _send(out, _error(e))
+        return 1
+    _send(out, ready)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "exit":
+            break
+        try:
+            _send(out, _dispatch(runner, feeds, command))
+        except Exception as e:  # noqa: BLE001
+            _send(out, _error(e))
+    return 0
+
+
+def _start(
+    config: Mapping[str, Any], t_main: int, import_framework: Callable[[], None], load: Callable[..., Runner]
+) -> tuple[Runner, dict[int, Feeds], dict[str, Any]]:
+    t0 = time.monotonic_ns()
+    feeds = {int(b): load_npz(Path(p)) for b, p in config["inputs"].items()}
+    t1 = time.monotonic_ns()
+    import_framework()
+    t2 = time.monotonic_ns()
+    runner = load(config["spec"])
+    t3 = time.monotonic_ns()
+    runner.run(feeds[min(feeds)])
+    t4 = time.monotonic_ns()
+    ready = {
+        "ready": True,
+        # process start → first result, without the benchmark's own input loading
+        "cold_start_ns": t4 - config["t_spawn"] - (t1 - t0),
+        "process_ns": t_main - config["t_spawn"],
+        "import_ns": t2 - t1,
+        "load_ns": t3 - t2,
+        "first_run_ns": t4 - t3,
+        "precision": runner.precision,
+        "providers": list(runner.providers),
+        "size_bytes": runner.size_bytes,
+        "notes": list(runner.notes),
+    }
+    return runner, feeds, ready
+
+
+def _dispatch(runner: Runner, feeds: Mapping[int, Feeds], command: Mapping[str, Any]) -> dict[str, Any]:
+    kind = command["cmd"]
+    if kind == "run":
+        return runner.run(feeds[int(command["batch"])]).to_json()
+    if kind == "memory":
+        return {"peak_rss_bytes": peak_rss_bytes()}
+    if kind == "profile":
+        found = runner.profile(feeds[int(command["batch"])], int(command["runs"]))
+        return {"hotspots": [hotspots_to_json(h) for h in found]}
+    raise MMEdgeError(f"unknown benchmark worker command {kind!r}")
+
+
+def _error(e: BaseException) -> dict[str, Any]:
+    kind = type(e).__name__ if isinstance(e, MMEdgeError) else "MMEdgeError"
+    text = str(e) if isinstance(e, MMEdgeError) else f"{type(e).__name__}: {e}"
+    return {"error": text, "type": kind}
+
+
+def _send(out: IO[str], message: Mapping[str, Any]) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def _main() -> int:
+    from mmedge.runtime._bench_variants import import_onnxruntime, load_variant
+
+    return serve(import_onnxruntime, load_variant)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,264 @@
+"""``bench``: latency, throughput, start-up, memory, size and hot spots of a bundle and its rivals.
+
+Every variant (this bundle, bundles to compare, the monolithic ONNX a bundle carries, PyTorch
+eager) runs in its own fresh process on the same input tensors with the same thread budget;
+runs are interleaved round-robin so machine drift hits every variant equally, and ratios are
+taken between medians of the same run. Torch is only imported in the PyTorch variant's process.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mmedge.runtime._bench_coord import Measurement, Plan, VariantSpec, Worker, measure
+from mmedge.runtime._bench_inputs import bench_inputs, save_npz
+from mmedge.runtime._bench_machine import machine_info
+from mmedge.runtime._bench_plan import check_same_inputs, variant_specs
+from mmedge.runtime._bench_profile import hotspots_from_json
+from mmedge.runtime._bench_stats import batch_result
+from mmedge.runtime._bench_types import (
+    BenchProgress,
+    BenchReport,
+    BenchSettings,
+    Comparison,
+    MachineInfo,
+    Startup,
+    VariantResult,
+)
+from mmedge.runtime.pipeline import default_thread_budget
+from mmedge.runtime.providers import ProviderRequest
+
+from mmedge.bundle import Bundle, load_bundle
+
+__all__ = ["bench"]
+
+
+def bench(
+    bundle: str | os.PathLike[str] | Bundle,
+    *,
+    compare: Sequence[str | os.PathLike[str] | Bundle] = (),
+    torch_model: str | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
+    batch_sizes: Sequence[int] = (1,),
+    iterations: int = 50,
+    warmup: int = 5,
+    time_budget_s: float | None = None,
+    threads: int | None = None,
+    providers: ProviderRequest = "cpu",
+    monolithic: bool = True,
+    profile: bool = True,
+    profile_runs: int = 10,
+    seed: int = 0,
+    progress: Callable[[BenchProgress], None] | None = None,
+) -> BenchReport:
+    """Measure ``bundle`` against ``compare`` bundles, monolithic ONNX and PyTorch eager in one run.
+
+    Args:
+        bundle: the bundle under test; ratios in the report are about it.
+        compare: other bundles (e.g. the FP32 bundle an INT8 one came from); same inputs required.
+        torch_model: add PyTorch eager: a reference model name (``"TriModalNet"``) or
+            ``"package.module:Class"`` built without arguments; ``checkpoint`` loads its weights.
+        inputs: model tensors by input name, or an ``.npz`` of them (cycled to each batch size);
+            default: seeded synthetic tensors of the manifest's example shapes.
+        batch_sizes: measure latency and throughput at each of these.
+        iterations: timed rounds per batch size (each round runs every variant once), after
+            ``warmup`` untimed rounds. With ``time_budget_s`` the rounds run until that many
+            seconds (split evenly over the batch sizes) are spent, instead of ``iterations``.
+        threads: CPU threads every variant may use (default: physical cores).
+        providers: execution providers of the ONNX variants (default CPU, like PyTorch here).
+        monolithic: include the whole-model ONNX of bundles that carry one.
+        profile: after timing, profile ``profile_runs`` runs per variant for per-op hot spots.
+        progress: called after each step; raising KeyboardInterrupt there (or Ctrl-C) stops the
+            benchmark and returns what was measured, marked ``partial``.
+    """
+    _check_options(
+        batch_sizes=batch_sizes,
+        iterations=iterations,
+        warmup=warmup,
+        time_budget_s=time_budget_s,
+        threads=threads,
+        profile_runs=profile_runs,
+    )
+    subject = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    others = [b if isinstance(b, Bundle) else load_bundle(b) for b in compare]
+    check_same_inputs(subject, others)
+    budget = threads or default_thread_budget()
+    variants = variant_specs(
+        subject,
+        others,
+        torch_model=torch_model,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        threads=budget,
+        providers=providers,
+        monolithic=monolithic,
+    )
+    sizes = tuple(dict.fromkeys(batch_sizes))
+    plan = Plan(
+        batch_sizes=sizes,
+        iterations=iterations,
+        warmup=warmup,
+        time_budget_s=time_budget_s / len(sizes) if time_budget_s is not None else None,
+        profile_runs=profile_runs if profile else 0,
+    )
+    settings = BenchSettings(
+        iterations=iterations,
+        warmup=warmup,
+        time_budget_s=time_budget_s,
+        threads=budget,
+        batch_sizes=sizes,
+        inputs=f"synthetic (seed {seed})"
+        if inputs is None
+        else str(inputs)
+        if isinstance(inputs, str | os.PathLike)
+        else "given arrays",
+        providers=(providers,) if isinstance(providers, str) else tuple(str(p) for p in providers),
+        profile=profile,
+    )
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.monotonic()
+    tensors = bench_inputs(subject, sizes, inputs, seed)
+    into = _run(variants, tensors, plan, progress or (lambda _event: None))
+    return _report(
+        variants,
+        into=into,
+        machine=machine_info(),
+        settings=settings,
+        created_at=created_at,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _check_options(
+    *,
+    batch_sizes: Sequence[int],
+    iterations: int,
+    warmup: int,
+    time_budget_s: float | None,
+    threads: int | None,
+    profile_runs: int,
+) -> None:
+    problems = []
+    if not batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in batch_sizes):
+        problems.append(f"batch_sizes must be positive ints, found {list(batch_sizes)}")
+    if iterations < 1:
+        problems.append(f"iterations must be at least 1, found {iterations}")
+    if warmup < 0:
+        problems.append(f"warmup must be 0 or more, found {warmup}")
+    if time_budget_s is not None and time_budget_s <= 0:
+        problems.append(f"time_budget_s must be positive, found {time_budget_s}")
+    if threads is not None and threads < 1:
+        problems.append(f"threads must be at least 1, found {threads}")
+    if profile_runs < 1:
+        problems.append(f"profile_runs must be at least 1, found {profile_runs}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _run(
+    variants: Sequence[VariantSpec],
+    tensors: Mapping[int, Mapping[str, np.ndarray]],
+    plan: Plan,
+    progress: Callable[[BenchProgress], None],
+) -> Measurement:
+    """Start a worker per variant (one at a time, so cold starts do not overlap), then measure."""
+    into = Measurement()
+    with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:
+        scratch = Path(tmp)
+        paths = {b: save_npz(scratch / f"inputs-{b}.npz", t) for b, t in tensors.items()}
+        workers: list[Worker] = []
+        try:
+            for i, v in enumerate(variants):
+                progress(BenchProgress("load", None, i, len(variants), i / len(variants), v.name))
+                workers.append(Worker(v, paths, scratch))
+                into.ready[v.name] = workers[-1].ready
+            measure(workers, plan, into, progress)
+        except KeyboardInterrupt:
+            into.partial = True
+        finally:
+            for w in workers:
+                w.close()
+    return into
+
+
+def _report(
+    variants: Sequence[VariantSpec],
+    *,
+    into: Measurement,
+    machine: MachineInfo,
+    settings: BenchSettings,
+    created_at: str,
+    duration_s: float,
+) -> BenchReport:
+    results = tuple(_variant(v, into) for v in variants if v.name in into.ready)
+    subject = variants[0].name
+    return BenchReport(
+        subject=subject,
+        variants=results,
+        comparisons=_comparisons(results, subject),
+        machine=machine,
+        settings=settings,
+        created_at=created_at,
+        duration_s=duration_s,
+        partial=into.partial,
+    )
+
+
+def _variant(v: VariantSpec, into: Measurement) -> VariantResult:
+    ready: dict[str, Any] = into.ready[v.name]
+    ms = {k: ready[f"{k}_ns"] / 1e6 for k in ("cold_start", "process", "import", "load", "first_run")}
+    return VariantResult(
+        name=v.name,
+        kind=v.kind,
+        source=v.source,
+        precision=ready["precision"],
+        providers=tuple(ready["providers"]),
+        size_bytes=int(ready["size_bytes"]),
+        peak_rss_bytes=into.peak_rss.get(v.name, 0),
+        startup=Startup(
+            cold_start_ms=ms["cold_start"],
+            process_ms=ms["process"],
+            import_ms=ms["import"],
+            load_ms=ms["load"],
+            first_run_ms=ms["first_run"],
+        ),
+        batches=tuple(batch_result(b, s) for b, s in into.samples.get(v.name, {}).items() if s),
+        hotspots=tuple(hotspots_from_json(h) for h in into.hotspots.get(v.name, [])),
+        notes=tuple(ready["notes"]) + tuple(into.notes.get(v.name, ())),
+    )
+
+
+def _comparisons(results: Sequence[VariantResult], subject: str) -> tuple[Comparison, ...]:
+    """The subject against every other variant, at every batch size both were measured at."""
+    main = next((r for r in results if r.name == subject), None)
+    if main is None:
+        return ()
+    out = []
+    for other in results:
+        if other is main:
+            continue
+        for mine in main.batches:
+            theirs = other.at(mine.batch)
+            if theirs is None:
+                continue
+            out.append(
+                Comparison(
+                    baseline=other.name,
+                    batch=mine.batch,
+                    speedup=_ratio(theirs.latency.p50_ms, mine.latency.p50_ms),
+                    memory_ratio=_ratio(main.peak_rss_bytes, other.peak_rss_bytes),
+                    size_ratio=_ratio(main.size_bytes, other.size_bytes),
+                )
+            )
+    return tuple(out)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 and a > 0 else None

@@ -1,0 +1,183 @@
+"""``mmedge bench BUNDLE [--compare OTHER ...] [--torch MODEL]``: latency per component and end to end.
+
+Prints readable tables (stderr), the report as JSON (``--json``, stdout), and writes a Markdown
+report and a PNG chart on request. Ctrl-C stops the measurement and prints what was measured so
+far (marked partial; exit code 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mmedge.runtime._bench_markdown import machine_line
+from mmedge.runtime._bench_tables import (
+    Table,
+    attribution_table,
+    components_table,
+    hotspot_table,
+    latency_table,
+    primary_batch,
+    ratio_table,
+    startup_table,
+    throughput_table,
+)
+from mmedge.runtime._bench_types import BenchProgress, BenchReport
+from mmedge.runtime.bench import bench
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from mmedge.console import console, print_json, progress
+from mmedge.errors import InputError
+
+__all__ = ["configure", "run", "write_outputs"]
+
+TOP_OPS_TERMINAL = 5
+INTERRUPTED = 130
+_NUMERIC = re.compile(r"^[\d—.]")  # cells that start like a number are right-aligned
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="bundle directory to measure (ratios are about it)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="BUNDLE",
+        help="other bundles to run in the same benchmark",
+    )
+    parser.add_argument(
+        "--torch", metavar="MODEL", help="add PyTorch eager: a reference model (TriModalNet) or package.module:Class"
+    )
+    parser.add_argument("--checkpoint", help="weights for --torch (state_dict: .pt or .safetensors)")
+    parser.add_argument(
+        "--inputs", help=".npz of model tensors keyed by input name (default: seeded synthetic tensors)"
+    )
+    parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8 (default 1)")
+    parser.add_argument("--iterations", type=int, default=50, help="timed rounds per batch size (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
+    parser.add_argument("--time-budget", type=float, help="seconds of timed rounds in all, instead of --iterations")
+    parser.add_argument("--threads", type=int, help="CPU threads for every variant (default: physical cores)")
+    parser.add_argument(
+        "--providers", default="cpu", help="providers of the ONNX variants: cpu (default), auto, cuda, ..."
+    )
+    parser.add_argument("--no-monolithic", action="store_true", help="skip the monolithic ONNX a bundle carries")
+    parser.add_argument("--no-profile", action="store_true", help="skip per-op hot spots (ORT / torch profiler)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report")
+    parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (needs matplotlib: mmedge[bench])")
+    parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png into DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    batch_sizes = _batch_sizes(args.batch_sizes)
+    providers = args.providers if "," not in args.providers else [p.strip() for p in args.providers.split(",")]
+    with _progress_bar(enabled=not args.json) as report_progress:
+        report = bench(
+            args.bundle,
+            compare=args.compare,
+            torch_model=args.torch,
+            checkpoint=args.checkpoint,
+            inputs=args.inputs,
+            batch_sizes=batch_sizes,
+            iterations=args.iterations,
+            warmup=args.warmup,
+            time_budget_s=args.time_budget,
+            threads=args.threads,
+            providers=providers,
+            monolithic=not args.no_monolithic,
+            profile=not args.no_profile,
+            seed=args.seed,
+            progress=report_progress,
+        )
+    written = write_outputs(report, Path(args.out) if args.out else None, args.markdown, args.chart)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        show(report)
+    for path in written:
+        console.print(f"wrote {escape(str(path))}")
+    if report.partial:
+        console.print("[yellow]interrupted: the tables show what was measured before Ctrl-C[/yellow]")
+        return INTERRUPTED
+    return 0
+
+
+def write_outputs(report: BenchReport, out: Path | None, markdown: str | None, chart: str | None) -> list[Path]:
+    """Write the requested files; ``out`` is a directory that gets bench.json, bench.md and bench.png."""
+    written = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        written.append(out / "bench.json")
+        markdown = markdown or str(out / "bench.md")
+        chart = chart or str(out / "bench.png")
+    if markdown:
+        Path(markdown).write_text(report.to_markdown(), encoding="utf-8")
+        written.append(Path(markdown))
+    if chart:
+        written.append(report.write_chart(chart))
+    return written
+
+
+def show(report: BenchReport) -> None:
+    """The report as terminal tables on stderr."""
+    batch = primary_batch(report)
+    console.print(f"[bold]{escape(report.subject)}[/bold] on {escape(machine_line(report.machine))}")
+    tables = [latency_table(report, batch)]
+    if report.comparisons:
+        tables.append(ratio_table(report))
+    tables.append(startup_table(report))
+    if len(report.settings.batch_sizes) > 1:
+        tables.append(throughput_table(report))
+    tables += [components_table(report, batch), attribution_table(report, batch)]
+    if any(v.hotspots for v in report.variants):
+        tables.append(hotspot_table(report, TOP_OPS_TERMINAL))
+    for t in tables:
+        console.print(_rich(t))
+    for v in report.variants:
+        for note in v.notes:
+            console.print(f"[yellow]{escape(v.name)}: {escape(note)}[/yellow]")
+
+
+def _rich(table: Table) -> RichTable:
+    t = RichTable(title=table.title, title_justify="left")
+    for i, column in enumerate(table.columns):
+        numeric = i > 0 and all(_NUMERIC.match(row[i]) for row in table.rows)
+        t.add_column(column, justify="right" if numeric else "left", overflow="fold")
+    for row in table.rows:
+        t.add_row(*(escape(c) for c in row))
+    return t
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError as e:
+        raise InputError(f"--batch-sizes must be comma-separated integers like 1,2,4,8, found {text!r}") from e
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--batch-sizes must be positive integers, found {text!r}")
+    return sizes
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Any]:
+    """A progress callback drawing one bar that follows bench's phases."""
+    with progress(enabled=enabled) as bar:
+        task = bar.add_task("starting", total=1, status="")
+
+        def update(event: BenchProgress) -> None:
+            where = event.variant or (f"batch {event.batch}" if event.batch is not None else "")
+            if event.total is None:  # a time budget: show percent of it
+                bar.update(task, total=100, completed=round(event.fraction * 100), status="% of the time budget")
+            else:
+                bar.update(task, total=event.total, completed=event.done, status="")
+            bar.update(task, description=f"{event.phase} {escape(where)}")
+
+        yield update

@@ -1,0 +1,101 @@
+"""``bench`` on the tiny bundle: every field filled, a stable JSON schema, attribution that adds
+up, and the Markdown report and PNG chart. No timing assertions besides the attribution sum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mmedge.runtime import BenchReport, bench
+from PIL import Image
+from tinybundle import tiny_manifest
+
+SCHEMA_FILE = Path(__file__).with_name("expected_schema.json")
+FREE_FORM = ("machine.versions",)  # keys are package names, not schema
+BATCHES = (1, 3)
+COMPONENTS = tuple(c.name for c in tiny_manifest().components)
+
+
+@pytest.fixture(scope="module")
+def report(mono_bundle: Path) -> BenchReport:
+    """One small benchmark of the tiny bundle against its monolithic model, shared by the tests."""
+    return bench(mono_bundle, batch_sizes=BATCHES, iterations=20, warmup=2, threads=1, profile_runs=3)
+
+
+def key_paths(value: Any, path: str = "") -> set[str]:
+    """Every key path of a JSON value; list items are ``[]``, free-form dicts are leaves."""
+    if isinstance(value, dict) and path not in FREE_FORM:
+        return {p for k, v in value.items() for p in key_paths(v, f"{path}.{k}" if path else k)}
+    if isinstance(value, list):  # an empty list still counts as a list
+        return {p for item in value for p in key_paths(item, f"{path}[]")} or {f"{path}[]"}
+    return {path}
+
+
+def test_every_variant_has_every_field(report: BenchReport) -> None:
+    assert [v.name for v in report.variants] == ["split FP32", "monolithic FP32"]
+    assert not report.partial
+    for v in report.variants:
+        assert [b.batch for b in v.batches] == list(BATCHES)
+        assert all(b.latency.count == 20 for b in v.batches)
+        assert all(b.latency.min_ms <= b.latency.p50_ms <= b.latency.p90_ms <= b.latency.p99_ms for b in v.batches)
+        assert all(b.throughput_per_s > 0 for b in v.batches)
+        assert v.size_bytes > 0
+        assert v.peak_rss_bytes > 0
+        assert v.startup is not None
+        assert v.startup.cold_start_ms > v.startup.load_ms > 0
+        assert v.startup.first_run_ms > 0
+        assert v.providers == ("CPUExecutionProvider",)
+    split, mono = report.variants
+    assert [c.name for c in split.batches[0].components] == list(COMPONENTS)
+    assert [h.component for h in split.hotspots] == list(COMPONENTS)
+    assert {o.op for o in split.hotspots[1].ops} >= {"Conv"}
+    assert [h.component for h in mono.hotspots] == ["model"]
+    assert all(h.runs == 3 and h.kernel_ms_per_run > 0 for h in (*split.hotspots, *mono.hotspots))
+    assert [(c.baseline, c.batch) for c in report.comparisons] == [("monolithic FP32", b) for b in BATCHES]
+    assert report.machine.physical_cores > 0
+    assert "onnxruntime" in report.machine.versions
+    assert report.settings.threads == 1
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_split_attribution_sums_to_the_end_to_end_time(report: BenchReport, batch: int) -> None:
+    result = report.variant("split FP32").at(batch)
+    assert result is not None
+    a = result.attribution
+    assert [p.name for p in a.parts] == ["preprocess", *COMPONENTS, "copies", "postprocess"]
+    assert all(p.mean_ms >= 0 for p in a.parts)
+    assert a.attributed_ms == pytest.approx(a.end_to_end_ms, rel=0.05)
+    assert sum(p.share for p in a.parts) == pytest.approx(a.coverage, rel=1e-9)
+
+
+def test_json_schema_is_stable(report: BenchReport) -> None:
+    """The report's key paths are the committed list: a change here must bump SCHEMA_VERSION."""
+    data = json.loads(json.dumps(report.to_dict()))
+    expected = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert data["schema_version"] == expected["schema_version"]
+    assert sorted(key_paths(data)) == expected["keys"]
+
+
+def test_markdown_report_has_every_section(report: BenchReport) -> None:
+    text = report.to_markdown()
+    for heading in (
+        "End-to-end latency, batch 1",
+        "against each baseline",
+        "Start-up",
+        "Throughput",
+        "Per component",
+        "Where the time goes",
+        "Hot spots",
+    ):
+        assert heading in text
+    assert "| split FP32 |" in text
+    assert report.machine.cpu in text
+
+
+def test_chart_is_a_png(report: BenchReport, tmp_path: Path) -> None:
+    path = report.write_chart(tmp_path / "charts" / "bench.png", batch=3)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] > 1000
