@@ -169,7 +169,7 @@ def _draw(
 def _random_shapes(rng: np.random.Generator, shape_bits: np.ndarray, size: int) -> np.ndarray:
     """Circles or squares of random bright colour, size and position (fully inside the image)."""
     n = len(shape_bits)
-    radii = rng.uniform(0.15, 0.3, size=n) * size
+    radii = rng.uniform(0.2, 0.35, size=n) * size
     centres = rng.uniform(radii[:, None], size - radii[:, None], size=(n, 2))
     colours = rng.uniform(100, 255, size=(n, 3))
     return _draw(rng, size, kinds=[SHAPES[b] for b in shape_bits], colours=colours, centres=centres, radii=radii)
