@@ -1,4 +1,5 @@
-"""Serve a bundle over HTTP: ``mmedge serve BUNDLE`` or :func:`create_app` in your own ASGI server.
+"""Serve a bundle over HTTP: ``mmedge serve BUNDLE``, or :func:`app_for_bundle` / :func:`create_app`
+in your own ASGI server.
 
 Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart, prometheus-client). Requests are
 merged into batches by :class:`MicroBatcher` (see :class:`BatchPolicy`); limits per request are
@@ -6,7 +7,7 @@ merged into batches by :class:`MicroBatcher` (see :class:`BatchPolicy`); limits 
 """
 
 from mmedge.serve._inputs import Limits
-from mmedge.serve.app import ServeOptions, create_app
+from mmedge.serve.app import PipelineLike, ServeOptions, app_for_bundle, create_app
 from mmedge.serve.batcher import BatchPolicy, BatchRecord, MicroBatcher, OverloadedError, ShuttingDownError
 
 __all__ = [
@@ -15,7 +16,9 @@ __all__ = [
     "Limits",
     "MicroBatcher",
     "OverloadedError",
+    "PipelineLike",
     "ServeOptions",
     "ShuttingDownError",
+    "app_for_bundle",
     "create_app",
 ]

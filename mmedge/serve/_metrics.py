@@ -8,7 +8,6 @@ aggregates every worker, so a scrape sees the whole server whichever worker answ
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -37,7 +36,8 @@ class Metrics:
         )
         self.component_seconds = Histogram(
             "mmedge_component_seconds",
-            "Inference latency per component (encoders, head; 'pipeline' = one whole pipeline call)",
+            "Latency per component (encoders, head) and per pipeline step (preprocess, execute, "
+            "postprocess; 'pipeline' = one whole pipeline call)",
             ["component"],
             buckets=_SECONDS,
             registry=r,
@@ -66,9 +66,10 @@ class Metrics:
         if record.split:
             self.batch_splits.inc()
 
-    def observe_components(self, seconds: Mapping[str, float]) -> None:
-        for component, value in seconds.items():
-            self.component_seconds.labels(component).observe(value)
+    def trace(self, kind: str, name: str, start_ns: int, end_ns: int) -> None:
+        """``Pipeline(trace=...)`` hook: a component's run, or a whole step (preprocess, ...)."""
+        label = name if kind == "component" else kind
+        self.component_seconds.labels(label).observe((end_ns - start_ns) / 1e9)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -13,10 +13,11 @@ a 4xx with a message (400 unparsable, 413 too large, 415 content type, 422 unusa
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Hashable
+import os
+from collections.abc import AsyncIterator, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -31,15 +32,25 @@ from mmedge.serve import _openapi
 from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json
 from mmedge.serve._metrics import Metrics
 from mmedge.serve._middleware import BodyLimit, RequestMetrics
-from mmedge.serve._timing import PipelineLike, TimedPipeline
 from mmedge.serve.batcher import BatchPolicy, MicroBatcher, OverloadedError, ShuttingDownError
 
-__all__ = ["ServeOptions", "batching_problem", "create_app", "encoder_routes"]
+__all__ = ["PipelineLike", "ServeOptions", "app_for_bundle", "batching_problem", "create_app", "encoder_routes"]
 
 log = logging.getLogger("mmedge.serve")
 
 PREDICT = "predict"  # batcher task of /v1/predict; encoders' tasks are ENCODE + component name
 ENCODE = "encode:"
+
+
+class PipelineLike(Protocol):
+    """What serving needs from :class:`mmedge.runtime.Pipeline`."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]: ...
+
+    def encode(self, name: str, x: Any) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -86,28 +97,25 @@ def encoder_routes(manifest: Manifest) -> dict[str, tuple[str, tuple[InputSpec, 
 class _Server:
     """Per-app state: the pipeline, its batcher, metrics and the routes' input tables."""
 
-    def __init__(self, pipeline: PipelineLike, options: ServeOptions) -> None:
+    def __init__(self, pipeline: PipelineLike, options: ServeOptions, metrics: Metrics, *, traced: bool) -> None:
         self.manifest = pipeline.manifest
         self.pipeline = pipeline
-        self.timed = TimedPipeline(pipeline)
+        self.traced = traced
         self.batching_note = batching_problem(self.manifest)
         policy = options.batch
         if self.batching_note and policy.max_batch > 1:
             log.warning("micro-batching is off for this bundle: %s", self.batching_note)
             policy = replace(policy, max_batch=1)
         self.options = replace(options, batch=policy)
-        self.metrics = Metrics()
+        self.metrics = metrics
         self.batcher = MicroBatcher(self._run_batch, policy, on_batch=self.metrics.observe_batch)
         self.encoders = encoder_routes(self.manifest)
 
     def _run_batch(self, task: Hashable, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
         """Runs in a batcher thread: the whole model, or one encoder (task ``encode:<component>``)."""
         if task == PREDICT:
-            outputs, timings = self.timed.run(inputs)
-        else:
-            outputs, timings = self.timed.encode(str(task).removeprefix(ENCODE), inputs)
-        self.metrics.observe_components(timings)
-        return outputs
+            return self.pipeline.run(inputs)
+        return self.pipeline.encode(str(task).removeprefix(ENCODE), inputs)
 
     async def parse(self, request: Request, specs: tuple[InputSpec, ...]) -> ParsedInputs:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -173,7 +181,7 @@ class _Server:
                 "note": self.batching_note,
             },
             "limits": {**asdict(self.options.limits), "max_body_bytes": self.options.max_body_bytes},
-            "component_timing": self.timed.note,
+            "component_timing": self.traced,
         }
 
 
@@ -256,12 +264,37 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(pipeline: PipelineLike, options: ServeOptions | None = None) -> FastAPI:
-    """A FastAPI app serving ``pipeline`` (a :class:`mmedge.runtime.Pipeline`).
+    """A FastAPI app serving ``pipeline`` (a :class:`mmedge.runtime.Pipeline`), which the caller owns.
 
     The app starts its batcher on startup and, on shutdown, refuses new work (503), finishes what
-    was accepted, then stops its threads. It does not close ``pipeline``: the caller owns it.
+    was accepted, then stops its threads. Latency is timed per pipeline call; for the
+    per-component histograms use :func:`app_for_bundle`, which wires the Pipeline's trace hook.
     """
-    server = _Server(pipeline, options or ServeOptions())
+    return _build(pipeline, options or ServeOptions(), Metrics(), owned=False)
+
+
+def app_for_bundle(
+    bundle: str | os.PathLike[str],
+    options: ServeOptions | None = None,
+    *,
+    providers: Any = "auto",
+    threads: int | None = None,
+    fallback: bool = False,
+) -> FastAPI:
+    """A FastAPI app serving the bundle at ``bundle`` with its own Pipeline, closed on shutdown.
+
+    The Pipeline reports every step to ``/metrics``: each component's latency, preprocessing and
+    postprocessing. Raises BundleError (before anything listens) if the bundle cannot be loaded.
+    """
+    from mmedge.runtime import Pipeline
+
+    metrics = Metrics()
+    pipeline = Pipeline(bundle, providers, threads=threads, fallback=fallback, trace=metrics.trace)
+    return _build(pipeline, options or ServeOptions(), metrics, owned=True)
+
+
+def _build(pipeline: PipelineLike, options: ServeOptions, metrics: Metrics, *, owned: bool) -> FastAPI:
+    server = _Server(pipeline, options, metrics, traced=owned)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -270,7 +303,8 @@ def create_app(pipeline: PipelineLike, options: ServeOptions | None = None) -> F
             yield
         finally:
             await server.batcher.close()
-            server.timed.close()
+            if owned:
+                pipeline.close()
 
     app = FastAPI(
         title=f"mmedge: {server.manifest.model.name}",

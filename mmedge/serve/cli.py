@@ -24,7 +24,7 @@ from typing import Any
 from mmedge.console import console, print_json
 from mmedge.errors import MMEdgeError
 from mmedge.serve._inputs import Limits
-from mmedge.serve.app import ServeOptions, create_app
+from mmedge.serve.app import ServeOptions, app_for_bundle
 from mmedge.serve.batcher import BatchPolicy
 
 __all__ = ["configure", "run", "worker_app"]
@@ -109,13 +109,11 @@ def run(args: argparse.Namespace) -> int:
         "fallback": args.fallback,
     }
     sock = _listen(args.host, args.port)  # first: a busy port fails before minutes of model loading
-    pipeline = None
     try:
         if args.workers == 1:
-            from mmedge.runtime import Pipeline
-
-            pipeline = Pipeline(args.bundle, args.providers, threads=settings["threads"], fallback=args.fallback)
-            app: Any = create_app(pipeline, options)
+            app: Any = app_for_bundle(
+                args.bundle, options, providers=args.providers, threads=settings["threads"], fallback=args.fallback
+            )
         else:
             from mmedge.bundle import load_bundle
 
@@ -125,8 +123,6 @@ def run(args: argparse.Namespace) -> int:
         stopped_by = _serve(app, sock, args, {**settings, "options": asdict(options)})
     finally:
         sock.close()
-        if pipeline is not None:
-            pipeline.close()
     console.print(f"stopped{f' by {stopped_by}' if stopped_by else ''}; in-flight requests were finished")
     return 0
 
@@ -195,14 +191,15 @@ def _serve_workers(config: Any, sock: socket.socket, settings: dict[str, Any]) -
 
 def worker_app() -> Any:
     """The app of one ``--workers`` process, configured by the parent through the environment."""
-    from mmedge.runtime import Pipeline
-
     settings = json.loads(os.environ[CONFIG_ENV])
     raw = settings["options"]
     options = ServeOptions(
         batch=BatchPolicy(**raw["batch"]), limits=Limits(**raw["limits"]), max_body_bytes=raw["max_body_bytes"]
     )
-    pipeline = Pipeline(
-        settings["bundle"], settings["providers"], threads=settings["threads"], fallback=settings["fallback"]
+    return app_for_bundle(
+        settings["bundle"],
+        options,
+        providers=settings["providers"],
+        threads=settings["threads"],
+        fallback=settings["fallback"],
     )
-    return create_app(pipeline, options)

@@ -15,7 +15,7 @@ import uvicorn
 from mmedge.runtime import Pipeline
 from tinybundle import build_tiny_bundle
 
-from mmedge.serve import ServeOptions, create_app
+from mmedge.serve import ServeOptions, app_for_bundle
 
 START_TIMEOUT_S = 20.0
 
@@ -62,8 +62,9 @@ def pipeline(tiny_dir: Path) -> Iterator[Pipeline]:
 
 
 @pytest.fixture(scope="module")
-def base_url(pipeline: Pipeline, serve_app: Callable) -> Iterator[str]:
-    with serve_app(create_app(pipeline, ServeOptions())) as url:
+def base_url(tiny_dir: Path, serve_app: Callable) -> Iterator[str]:
+    """The tiny bundle served by its own traced Pipeline, as `mmedge serve` does."""
+    with serve_app(app_for_bundle(tiny_dir, ServeOptions(), providers="cpu", threads=1)) as url:
         yield url
 
 

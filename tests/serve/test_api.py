@@ -112,7 +112,7 @@ def test_model_summary_describes_the_bundle(client: httpx.Client) -> None:
     assert summary["outputs"] == [{"name": "logits", "kind": "logits", "labels": list(LABELS)}]
     assert summary["encode"] == ["audio", "image", "text"]
     assert summary["batching"]["enabled"] is True
-    assert summary["component_timing"] == "per component"
+    assert summary["component_timing"] is True
     assert all(c["providers"] == ["CPUExecutionProvider"] for c in summary["components"])
 
 
@@ -132,7 +132,8 @@ def test_metrics_count_requests_and_time_each_component(client: httpx.Client) ->
     text = client.get("/metrics").text
     assert re.search(r'mmedge_requests_total\{route="/v1/predict",status="200"\} [1-9]', text)
     assert re.search(r'mmedge_requests_total\{route="/v1/predict",status="400"\} [1-9]', text)
-    for component in ("text_encoder", "image_encoder", "audio_encoder", "fusion_head", "pipeline"):
+    steps = ("text_encoder", "image_encoder", "audio_encoder", "fusion_head", "preprocess", "execute", "pipeline")
+    for component in steps:
         assert re.search(rf'mmedge_component_seconds_count\{{component="{component}"\}} [1-9]', text), component
     assert 'mmedge_request_seconds_bucket{le="0.0005",route="/v1/predict"}' in text
 
@@ -299,7 +300,9 @@ def test_unbatchable_bundle_serves_with_batching_off_and_says_why(pipeline: Pipe
         pipeline.manifest, inputs=(dataclasses.replace(text, shape=(1, "seq")), *others)
     )
     with serve_app(create_app(fixed, ServeOptions())) as url:
-        batching = httpx.get(f"{url}/v1/model").json()["batching"]
+        summary = httpx.get(f"{url}/v1/model").json()
+    batching = summary["batching"]
+    assert summary["component_timing"] is False  # a caller-built Pipeline has no trace hook wired
     assert batching["enabled"] is False
     assert batching["max_batch"] == 1
     assert "text" in batching["note"]
