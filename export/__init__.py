@@ -1,1 +1,22 @@
-"""Placeholder: filled in by its issue."""
+"""Export a trained multimodal PyTorch model to a verified, split ONNX bundle.
+
+``export_model`` splits the model into one ONNX graph per encoder plus a fusion head, exports
+each with the dynamo or TorchScript exporter (whichever verifies), checks every graph against
+PyTorch on two input shapes, and writes the bundle atomically with its manifest.
+"""
+
+from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
+from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Tolerance, VerificationRow
+from mmedge.export.api import AUDIO_FRONTENDS, export_model
+
+__all__ = [
+    "AUDIO_FRONTENDS",
+    "DEFAULT_OPSET",
+    "CheckpointReport",
+    "EncoderSpec",
+    "ExportResult",
+    "Tolerance",
+    "VerificationRow",
+    "export_model",
+    "load_checkpoint",
+]

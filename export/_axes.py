@@ -1,0 +1,126 @@
+"""Symbolic dimensions: which axes are dynamic, a second input that moves them, and output axes.
+
+Raw inputs get ``batch`` on axis 0; text inputs ``seq`` on axis 1 and audio inputs ``samples`` on
+their last axis; image sizes stay fixed. Every check also runs a *second* input in which each
+symbol has another size, because an exporter that silently bakes a size in is only caught by
+feeding it a different one. Axes of intermediate tensors (encoder outputs) are read off the two
+PyTorch runs: an axis whose size moved is dynamic, named after the symbol that moved with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mmedge.errors import ExportError
+
+__all__ = ["Axes", "input_axes", "observed_axes", "second_inputs", "symbol_sizes", "symbolic_shape"]
+
+Axes = dict[str, dict[int, str]]  # tensor name -> axis -> symbol
+_SEQUENCE_SYMBOL = {"text": "seq", "audio": "samples"}
+
+
+def input_axes(inputs: Mapping[str, Any], modalities: Mapping[str, str], dynamic: bool) -> tuple[Axes, list[str]]:
+    """Dynamic axes of the raw inputs, plus notes on any axis assumed for inputs of modality "other"."""
+    if not dynamic:
+        return {name: {} for name in inputs}, []
+    axes: Axes = {}
+    for name, t in inputs.items():
+        axes[name] = {0: "batch"} if t.dim() >= 1 else {}
+        symbol = _SEQUENCE_SYMBOL.get(modalities[name])
+        if symbol and t.dim() >= 2:
+            axes[name][1 if symbol == "seq" else t.dim() - 1] = symbol
+    notes = _align_other_inputs(inputs, modalities, axes)
+    return axes, notes
+
+
+def _align_other_inputs(inputs: Mapping[str, Any], modalities: Mapping[str, str], axes: Axes) -> list[str]:
+    """Give an "other" input (e.g. an attention mask) the seq/samples symbol of a length it matches."""
+    lengths: dict[int, set[str]] = {}
+    for name, per_axis in axes.items():
+        for axis, symbol in per_axis.items():
+            if symbol != "batch":
+                lengths.setdefault(int(inputs[name].shape[axis]), set()).add(symbol)
+    notes = []
+    for name, t in inputs.items():
+        if modalities[name] != "other":
+            continue
+        for axis in range(1, t.dim()):
+            symbols = lengths.get(int(t.shape[axis]), set())
+            if len(symbols) == 1:
+                (symbol,) = symbols
+                axes[name][axis] = symbol
+                notes.append(
+                    f"input {name!r} axis {axis} has the example length of {symbol!r}, so it is exported as "
+                    f"dynamic {symbol!r}; give it a preprocess entry or another example length if that is wrong"
+                )
+    return notes
+
+
+def symbol_sizes(tensors: Mapping[str, Any], axes: Axes) -> dict[str, int]:
+    """The size of each symbol in these tensors; raises if two tensors disagree on one."""
+    sizes: dict[str, int] = {}
+    for name, per_axis in axes.items():
+        for axis, symbol in per_axis.items():
+            size = int(tensors[name].shape[axis])
+            if sizes.setdefault(symbol, size) != size:
+                raise ExportError(
+                    f"the example inputs disagree on dimension {symbol!r}: input {name!r} axis {axis} is {size}, "
+                    f"another input has {sizes[symbol]}. Give all inputs the same {symbol!r} size."
+                )
+    return sizes
+
+
+def _other_size(symbol: str, size: int) -> int:
+    if symbol == "batch":
+        return size + 1
+    return size - max(1, size // 4) if size >= 4 else size + 2  # shorter stays within any max length
+
+
+def second_inputs(inputs: Mapping[str, Any], axes: Axes, modalities: Mapping[str, str]) -> dict[str, Any]:
+    """Inputs like the examples with every symbol resized and float image/audio values perturbed.
+
+    Rows and steps are taken cyclically from the example (so ids stay in the vocabulary and masks
+    stay masks), starting one row later so the batch differs from the example's.
+    """
+    import torch
+
+    sizes = symbol_sizes(inputs, axes)
+    new = {symbol: _other_size(symbol, size) for symbol, size in sizes.items()}
+    gen = torch.Generator().manual_seed(1)
+    out = {}
+    for name, t in inputs.items():
+        x = t
+        for axis, symbol in axes[name].items():
+            offset = 1 if symbol == "batch" else 0
+            index = (torch.arange(new[symbol]) + offset) % t.shape[axis]
+            x = x.index_select(axis, index)
+        if x.is_floating_point() and modalities[name] in ("image", "audio"):
+            x = x + 0.05 * x.std().nan_to_num(1.0) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        elif not axes[name]:
+            x = x.roll(1, dims=0) if x.dim() else x  # same shape: other values
+        out[name] = x.contiguous()
+    return out
+
+
+def observed_axes(
+    name: str, shapes: tuple[tuple[int, ...], tuple[int, ...]], sizes: tuple[Mapping[str, int], Mapping[str, int]]
+) -> dict[int, str]:
+    """Axes of a tensor whose size differs between the two runs, named after the symbol that moved alike."""
+    first, second = shapes
+    if len(first) != len(second):
+        raise ExportError(
+            f"{name!r} has rank {len(first)} on the example input but rank {len(second)} on an input of another "
+            "shape; an exported graph needs a fixed rank. Make the module return the same rank for any size."
+        )
+    axes = {}
+    for axis, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a == b:
+            continue
+        moved = [s for s in sizes[0] if (sizes[0][s], sizes[1].get(s)) == (a, b)]
+        axes[axis] = moved[0] if moved else f"{name}_dim{axis}"
+    return axes
+
+
+def symbolic_shape(shape: tuple[int, ...], axes: Mapping[int, str]) -> tuple[int | str, ...]:
+    return tuple(axes.get(i, int(d)) for i, d in enumerate(shape))

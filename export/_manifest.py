@@ -1,0 +1,161 @@
+"""Pieces of the bundle manifest that come from the model rather than from the export itself:
+input specs with preprocessing metadata, the vocabulary asset, model outputs with labels, provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmedge.export._axes import symbolic_shape
+
+from mmedge.bundle import (
+    AudioPreprocess,
+    ImagePreprocess,
+    InputSpec,
+    ModelInfo,
+    OutputSpec,
+    TensorSpec,
+    TextPreprocess,
+)
+from mmedge.errors import ExportError
+
+__all__ = [
+    "VOCAB_FILE",
+    "created_by",
+    "dtype_name",
+    "input_specs",
+    "model_info",
+    "output_specs",
+    "resolve_preprocess",
+    "tensor_spec",
+    "write_vocab",
+]
+
+VOCAB_FILE = "vocab.txt"
+_PREPROCESS_TYPES = (TextPreprocess, ImagePreprocess, AudioPreprocess)
+_KIND_BY_NAME = {"logits": "logits", "embedding": "embedding", "embeddings": "embedding", "features": "embedding"}
+
+
+def dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def tensor_spec(name: str, t: Any, axes: Mapping[int, str]) -> TensorSpec:
+    return TensorSpec(name=name, dtype=dtype_name(t), shape=symbolic_shape(tuple(t.shape), axes))
+
+
+def resolve_preprocess(
+    given: Mapping[str, Any] | None, model: Any, inputs: Mapping[str, Any], vocab: Sequence[str] | None
+) -> dict[str, Any]:
+    """Preprocessing per raw input (argument, else ``model.preprocess``), checked against the examples.
+
+    Text inputs without a vocabulary file get the bundle's ``vocab.txt`` when a vocabulary is given.
+    """
+    source = given if given is not None else getattr(model, "preprocess", None) or {}
+    if not isinstance(source, Mapping):
+        raise ExportError(f"preprocess must map input names to preprocessing specs, found {type(source).__name__}")
+    unknown = sorted(set(source) - set(inputs))
+    if unknown:
+        raise ExportError(
+            f"preprocess names {unknown}, which are not inputs of the model; its inputs are {list(inputs)}"
+        )
+    resolved: dict[str, Any] = {}
+    for name, given_spec in source.items():
+        spec = given_spec
+        if not isinstance(spec, _PREPROCESS_TYPES):
+            raise ExportError(
+                f"preprocess[{name!r}] is a {type(spec).__name__}; use mmedge.bundle.{{Text,Image,Audio}}Preprocess"
+            )
+        if isinstance(spec, ImagePreprocess) and tuple(inputs[name].shape[-2:]) != tuple(spec.size):
+            raise ExportError(
+                f"preprocess[{name!r}].size is {tuple(spec.size)} but the example image is "
+                f"{tuple(inputs[name].shape[-2:])}; export with an example of the size the runtime will feed"
+            )
+        if isinstance(spec, TextPreprocess) and vocab and spec.vocab_file is None and spec.tokenizer_file is None:
+            spec = dataclasses.replace(spec, vocab_file=VOCAB_FILE)
+        resolved[name] = spec
+    return resolved
+
+
+def write_vocab(directory: Path, vocab: Sequence[str]) -> str:
+    """Write one token per line (line index = id) and return the file name."""
+    bad = [t for t in vocab if not isinstance(t, str) or "\n" in t or "\r" in t]
+    if bad:
+        raise ExportError(f"vocabulary tokens must be strings without line breaks; found {bad[:3]}")
+    (directory / VOCAB_FILE).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return VOCAB_FILE
+
+
+def input_specs(
+    inputs: Mapping[str, Any],
+    modalities: Mapping[str, str],
+    axes: Mapping[str, Mapping[int, str]],
+    preprocess: Mapping[str, Any],
+) -> tuple[tuple[InputSpec, ...], list[str]]:
+    """One InputSpec per raw input, and a warning for each media input without preprocessing."""
+    specs, warnings = [], []
+    for name, t in inputs.items():
+        if modalities[name] != "other" and name not in preprocess:
+            warnings.append(
+                f"input {name!r} ({modalities[name]}) has no preprocessing metadata; the runtime will only accept "
+                "ready tensors for it (pass preprocess={...} or set model.preprocess)"
+            )
+        spec = tensor_spec(name, t, axes[name])
+        specs.append(
+            InputSpec(
+                name=name,
+                modality=modalities[name],
+                dtype=spec.dtype,
+                shape=spec.shape,
+                example_shape=tuple(int(d) for d in t.shape),
+                preprocess=preprocess.get(name),
+            )
+        )
+    return tuple(specs), warnings
+
+
+def output_specs(
+    component: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None
+) -> tuple[tuple[OutputSpec, ...], list[str]]:
+    """Model outputs: a single output is logits; otherwise the kind follows the name."""
+    specs, warnings = [], []
+    for t in outputs:
+        kind = "logits" if len(outputs) == 1 else _KIND_BY_NAME.get(t.name.lower(), "other")
+        attached: tuple[str, ...] = ()
+        if kind == "logits" and labels:
+            if t.shape and t.shape[-1] == len(labels):
+                attached = tuple(labels)
+            else:
+                warnings.append(
+                    f"output {t.name!r} has {t.shape[-1] if t.shape else 1} classes but {len(labels)} labels were given; labels not attached"
+                )
+        specs.append(OutputSpec(name=t.name, component=component, tensor=t.name, kind=kind, labels=attached))
+    return tuple(specs), warnings
+
+
+def model_info(model: Any, given: ModelInfo | None) -> ModelInfo:
+    if given is not None:
+        return given
+    cls = type(model)
+    return ModelInfo(name=cls.__name__, class_path=f"{cls.__module__}:{cls.__qualname__}")
+
+
+def created_by(opset: int) -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    from mmedge import __version__
+
+    return {
+        "mmedge": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": str(opset),
+    }

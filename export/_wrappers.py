@@ -1,0 +1,112 @@
+"""The modules that are actually exported: one encoder, the head, or the whole model.
+
+Each wrapper takes flat positional tensors (one per ONNX graph input) and returns a flat tuple
+(one per ONNX graph output), so both exporters see the same simple signature.
+
+The head is "``forward`` with the encoders replaced by stubs that return given tensors": the
+user's own ``forward`` runs unchanged, so whatever it does between and after the encoders (a
+mask, a fusion, a decoder) is exported as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from mmedge.export._capture import Call, Raw
+from mmedge.export._tree import rebuild, tensors
+from torch import nn
+
+__all__ = ["EncoderModule", "HeadModule", "MonolithicModule", "stubbed"]
+
+
+class EncoderModule(nn.Module):
+    """``forward(*raw inputs)`` = the encoder called exactly as ``forward`` called it, flattened."""
+
+    def __init__(self, encoder: Any, call: Call, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.call = call
+        self.input_names = tuple(input_names)
+
+    def forward(self, *xs: Any) -> tuple[Any, ...]:
+        given = dict(zip(self.input_names, xs, strict=True))
+        args = [given[a.name] if isinstance(a, Raw) else a for a in self.call.args]
+        kwargs = {k: given[v.name] if isinstance(v, Raw) else v for k, v in self.call.kwargs.items()}
+        return tuple(tensors(self.encoder(*args, **kwargs)))
+
+
+class _Stub(nn.Module):
+    """Stands in for an encoder inside the head: returns whatever it was last given."""
+
+    def __init__(self, replaced: str) -> None:
+        super().__init__()
+        self.replaced = replaced
+        self.value: Any = None
+
+    def forward(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.value
+
+
+@contextmanager
+def stubbed(model: Any, paths: Sequence[str]) -> Iterator[dict[str, _Stub]]:
+    """Replace the submodules at ``paths`` by stubs for the duration of the block."""
+    originals: list[tuple[Any, str, Any]] = []
+    stubs: dict[str, _Stub] = {}
+    try:
+        for path in paths:
+            parent_path, _, leaf = path.rpartition(".")
+            parent = model.get_submodule(parent_path) if parent_path else model
+            originals.append((parent, leaf, getattr(parent, leaf)))
+            stubs[path] = _Stub(path)
+            setattr(parent, leaf, stubs[path])
+        yield stubs
+    finally:
+        for parent, leaf, module in reversed(originals):
+            setattr(parent, leaf, module)
+
+
+class HeadModule(nn.Module):
+    """``forward(*head inputs)`` = the model's ``forward`` with every encoder stubbed out.
+
+    ``inputs`` names the graph inputs (encoder output names and raw input names); every other
+    value ``forward`` needs comes from ``constants`` (the example tensors), which is safe because
+    usage detection has shown that the head never touches them.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        stubs: Mapping[str, _Stub],
+        templates: Mapping[str, tuple[Any, tuple[str, ...]]],
+        raw_names: Sequence[str],
+        inputs: Sequence[str],
+        constants: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.stubs = dict(stubs)
+        self.templates = dict(templates)  # encoder path -> (output as captured, its flat tensor names)
+        self.raw_names = tuple(raw_names)
+        self.inputs = tuple(inputs)
+        self.constants = dict(constants)
+
+    def forward(self, *xs: Any) -> tuple[Any, ...]:
+        values = {**self.constants, **dict(zip(self.inputs, xs, strict=True))}
+        for path, (template, names) in self.templates.items():
+            self.stubs[path].value = rebuild(template, [values[n] for n in names])
+        return tuple(tensors(self.model(**{n: values[n] for n in self.raw_names})))
+
+
+class MonolithicModule(nn.Module):
+    """``forward(*raw inputs)`` = the whole model, outputs flattened."""
+
+    def __init__(self, model: Any, raw_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.raw_names = tuple(raw_names)
+
+    def forward(self, *xs: Any) -> tuple[Any, ...]:
+        return tuple(tensors(self.model(**dict(zip(self.raw_names, xs, strict=True)))))

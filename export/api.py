@@ -1,0 +1,245 @@
+"""``export_model``: a user's PyTorch model → a verified split ONNX bundle.
+
+The model runs twice in PyTorch (the example inputs, then a second input with every dynamic
+dimension resized); those runs are the reference for every check. Then each encoder, the fusion
+head (``forward`` with encoders stubbed out) and optionally the monolithic model are exported,
+verified on both inputs, and the whole chain encoders → head is verified against the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmedge.export import _manifest as mf
+from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
+from mmedge.export._capture import capture
+from mmedge.export._context import Ctx, Part, Progress, Runs
+from mmedge.export._split import Split, input_modalities, plan_split
+from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
+from mmedge.export._verify import record
+
+from mmedge.bundle import (
+    MODALITIES,
+    RAW_INPUTS,
+    Asset,
+    Edge,
+    Manifest,
+    ModelInfo,
+    load_bundle,
+    staged_bundle,
+    write_manifest,
+)
+from mmedge.errors import ExportError, translated
+
+__all__ = ["AUDIO_FRONTENDS", "export_model"]
+
+AUDIO_FRONTENDS = ("keep", "conv")
+
+
+def export_model(
+    model: Any,
+    example_inputs: Mapping[str, Any],
+    encoders: Mapping[str, str] | None = None,
+    *,
+    out: str | os.PathLike[str],
+    opset: int | None = None,
+    dynamic: bool = True,
+    monolithic: bool = False,
+    preprocess: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    vocab: Sequence[str] | None = None,
+    tolerance: Tolerance | None = None,
+    audio_frontend: str = "keep",
+    modalities: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    model_info: ModelInfo | None = None,
+) -> ExportResult:
+    """Export ``model`` as a split ONNX bundle in ``out`` and verify it against PyTorch.
+
+    ``example_inputs`` maps ``forward``'s argument names to example tensors; ``encoders`` maps a
+    modality ("text", "image", "audio") to the dotted path of the submodule encoding it, or is
+    None to detect direct children called on exactly one raw input. Each encoder becomes
+    ``<modality>_encoder.onnx`` and the rest of ``forward`` ``fusion_head.onnx``. ``preprocess``,
+    ``labels`` and ``vocab`` default to the model's attributes of those names.
+    ``audio_frontend="conv"`` replaces torchaudio MelSpectrograms by an equivalent convolution.
+    ``modalities`` overrides the detected modality of raw inputs (it decides their dynamic axes:
+    ``seq`` for text, ``samples`` for audio). ``progress(step, status)`` is called as work proceeds.
+    Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
+    """
+    tol = tolerance or Tolerance()
+    opset = _check_options(opset, audio_frontend, tol)
+    from mmedge.export._components import check_chain, export_encoder, export_head, export_monolithic
+
+    report = progress or (lambda _step, _status: None)
+    work = _working_copy(model)
+    inputs = _check_inputs(work, example_inputs)
+    vocab = vocab if vocab is not None else getattr(model, "vocab", None)
+    labels = labels if labels is not None else getattr(model, "labels", None)
+    pre = mf.resolve_preprocess(preprocess, model, inputs, vocab)
+    report("split", "running forward")
+    given = _check_modalities(modalities, inputs)
+    split = plan_split(work, inputs, encoders, pre, given)
+    modalities = {**input_modalities(inputs, split.encoders, pre), **given}
+    axes, notes = input_axes(inputs, modalities, dynamic)
+    runs = _two_runs(work, split, inputs, axes, modalities)
+    specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
+    report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
+    with staged_bundle(out) as stage:
+        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes])
+        parts = [export_encoder(ctx, spec, split.calls[spec.path]) for spec in specs]
+        head = export_head(ctx, specs, parts)
+        chain = check_chain(ctx, parts, head)
+        feeds = [runs.numpy(r, list(inputs)) for r in (0, 1)]
+        head = head.with_record(record(chain, feeds, tol, "pytorch-chain", "encoders → fusion_head vs model.forward"))
+        mono = export_monolithic(ctx, head) if monolithic else None
+        meta = _Meta(model, model_info, modalities, pre, vocab, labels)
+        write_manifest(stage, _manifest(ctx, meta, parts, head, mono))
+    components = [*parts, head]
+    exporters = {p.component.name: p.component.exporter for p in components}
+    rows = [r for p in components for r in p.rows] + list(chain)
+    if mono is not None:
+        exporters["monolithic"] = mono.component.exporter
+        rows += list(mono.rows)
+    return ExportResult(
+        path=Path(out),
+        bundle=load_bundle(out),
+        encoders=specs,
+        auto_split=split.auto,
+        exporters=exporters,
+        verification=tuple(rows),
+        warnings=tuple(ctx.warnings),
+    )
+
+
+def _check_options(opset: int | None, audio_frontend: str, tol: Tolerance) -> int:
+    if audio_frontend not in AUDIO_FRONTENDS:
+        raise ExportError(f"audio_frontend must be one of {AUDIO_FRONTENDS}, found {audio_frontend!r}")
+    if not isinstance(tol, Tolerance) or tol.atol < 0 or tol.rtol < 0:
+        raise ExportError(f"tolerance must be a Tolerance with non-negative atol and rtol, found {tol!r}")
+    opset = DEFAULT_OPSET if opset is None else opset
+    if not isinstance(opset, int) or not 13 <= opset <= 20:
+        raise ExportError(f"opset must be an integer from 13 to 20 (the range both exporters support), found {opset!r}")
+    return opset
+
+
+def _check_modalities(modalities: Mapping[str, str] | None, inputs: Mapping[str, Any]) -> dict[str, str]:
+    given = dict(modalities or {})
+    problems = [f"{n!r} is not an input" for n in given if n not in inputs]
+    problems += [f"{n!r}: {m!r} is not one of {MODALITIES}" for n, m in given.items() if m not in MODALITIES]
+    if problems:
+        raise ExportError("modalities: " + "; ".join(problems))
+    return given
+
+
+def _working_copy(model: Any) -> Any:
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"model must be a torch.nn.Module, found {type(model).__name__}")
+    with translated(ExportError, f"cannot copy {type(model).__name__} for export (copy.deepcopy failed)"):
+        return copy.deepcopy(model).eval()
+
+
+def _check_inputs(model: Any, example_inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The example inputs in ``forward``'s argument order, after checking names and types."""
+    import torch
+
+    if not isinstance(example_inputs, Mapping) or not example_inputs:
+        raise ExportError("example_inputs must be a non-empty dict of forward's argument names to tensors")
+    params = inspect.signature(model.forward).parameters
+    kinds = {p.kind for p in params.values()}
+    problems = [
+        f"{n!r} is a {type(t).__name__}, not a tensor"
+        for n, t in example_inputs.items()
+        if not isinstance(t, torch.Tensor)
+    ]
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        problems += [
+            f"{n!r} is not an argument of forward{inspect.signature(model.forward)}"
+            for n in example_inputs
+            if n not in params
+        ]
+    problems += [
+        f"forward's required argument {n!r} has no example"
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and n not in example_inputs
+    ]
+    if problems:
+        raise ExportError(f"example_inputs do not fit {type(model).__name__}.forward: " + "; ".join(problems))
+    order = [n for n in params if n in example_inputs] + [n for n in example_inputs if n not in params]
+    return {n: example_inputs[n] for n in order}
+
+
+def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modalities: Mapping[str, str]) -> Runs:
+    second = second_inputs(inputs, axes, modalities)
+    shapes = ", ".join(f"{n}={list(t.shape)}" for n, t in second.items())
+    try:
+        cap = capture(work, second, list(split.calls))
+    except ExportError as e:
+        raise ExportError(
+            f"the model fails on a second input of other sizes ({shapes}), which is how dynamic axes are verified: "
+            f"{e}. If the model only works at the example sizes, export with dynamic=False."
+        ) from e.__cause__
+    calls2 = {}
+    for path, first in split.calls.items():
+        found = cap.calls[path]
+        if len(found) != 1 or found[0].raw_inputs != first.raw_inputs:
+            raise ExportError(
+                f"submodule {path!r} is called differently for inputs of other sizes ({shapes}); encoders must be called once, on raw inputs"
+            )
+        calls2[path] = found[0]
+    return Runs(
+        inputs=(inputs, second),
+        calls=(split.calls, calls2),
+        outputs=(split.output, cap.output),
+        sizes=(symbol_sizes(inputs, axes), symbol_sizes(second, axes)),
+    )
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What the manifest says about the model beyond its components."""
+
+    model: Any
+    given: ModelInfo | None
+    modalities: Mapping[str, str]
+    preprocess: Mapping[str, Any]
+    vocab: Sequence[str] | None
+    labels: Sequence[str] | None
+
+
+def _manifest(ctx: Ctx, meta: _Meta, parts: Sequence[Part], head: Part, mono: Part | None) -> Manifest:
+    wiring = [Edge(RAW_INPUTS, t.name, p.component.name, t.name) for p in parts for t in p.component.inputs]
+    producers = {t.name: p.component.name for p in parts for t in p.component.outputs}
+    wiring += [
+        Edge(producers.get(t.name, RAW_INPUTS), t.name, head.component.name, t.name) for t in head.component.inputs
+    ]
+    consumed = {e.output for e in wiring if e.source == RAW_INPUTS}
+    unused = [n for n in ctx.runs.inputs[0] if n not in consumed]
+    ctx.warnings.extend(f"input {n!r} is used by no component; it is left out of the bundle" for n in unused)
+    raw = {n: t for n, t in ctx.runs.inputs[0].items() if n in consumed}
+    pre = {n: p for n, p in meta.preprocess.items() if n in consumed}
+    inputs, warnings = mf.input_specs(raw, meta.modalities, ctx.axes, pre)
+    outputs, label_warnings = mf.output_specs(head.component.name, head.component.outputs, meta.labels)
+    ctx.warnings.extend(warnings + label_warnings)
+    assets = [a for p in (*parts, head, *([mono] if mono else [])) for a in p.assets]
+    if meta.vocab:
+        assets.append(Asset(name="vocab", file=mf.write_vocab(ctx.stage, meta.vocab)))
+    return Manifest(
+        model=mf.model_info(meta.model, meta.given),
+        inputs=inputs,
+        components=(*(p.component for p in parts), head.component),
+        wiring=tuple(wiring),
+        outputs=outputs,
+        assets=tuple(assets),
+        created_by=mf.created_by(ctx.opset),
+    )
