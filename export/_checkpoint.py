@@ -1,0 +1,147 @@
+"""Load trained weights into a model safely and say exactly what did not fit.
+
+``.pt/.pth/.bin/.ckpt`` files are read with ``torch.load(weights_only=True)``: a pickle that
+carries code (anything but tensors and plain containers) is refused *before* it can run.
+``.safetensors`` files cannot carry code at all. Missing, unexpected and mis-shaped keys are
+listed by name, because a half-loaded model exports and verifies perfectly — against itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmedge._hashing import sha256_file
+from mmedge.errors import ExportError
+
+__all__ = ["CHECKPOINT_SUFFIXES", "CheckpointReport", "load_checkpoint"]
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+_LISTED = 20  # keys listed per problem; the count says how many more
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What loading a checkpoint did."""
+
+    path: Path
+    sha256: str
+    format: str  # "torch" or "safetensors"
+    loaded: int  # tensors copied into the model
+    missing: tuple[str, ...] = ()  # model keys the checkpoint lacks (left as initialised)
+    unexpected: tuple[str, ...] = ()  # checkpoint keys the model lacks (ignored)
+    mismatched: tuple[str, ...] = ()  # "key: checkpoint [..] vs model [..]"
+    notes: tuple[str, ...] = ()  # unwrapping done, e.g. {"state_dict": ...} or a "module." prefix
+
+
+def _read(path: Path) -> tuple[str, Any]:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return "safetensors", load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ExportError(
+                f"{path} is not a valid safetensors file ({e}); re-save it with safetensors.torch.save_file"
+            ) from e
+    try:
+        return "torch", torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ExportError(
+            f"refused to load {path}: it contains pickled Python objects other than tensors (possibly code), and "
+            "mmedge only loads checkpoints with torch.load(weights_only=True), which never runs them. If you trust "
+            "the file, re-save just the weights: torch.save(model.state_dict(), 'weights.pt'), or convert it to .safetensors."
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(
+            f"{path} is not a readable PyTorch checkpoint ({first}); it is truncated, corrupted or not a torch.save file"
+        ) from e
+
+
+def _unwrap(data: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The state_dict inside ``data``: itself, or under a "state_dict"/"model" key, minus a DataParallel prefix."""
+    import torch
+
+    notes = []
+    if isinstance(data, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(data.get(key), Mapping):
+                data = data[key]
+                notes.append(f"weights read from the checkpoint's {key!r} entry")
+                break
+    if not isinstance(data, Mapping):
+        raise ExportError(f"{path} holds a {type(data).__name__}, not a state_dict; save model.state_dict()")
+    bad = [str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ExportError(f"{path}: entries {bad[:_LISTED]} are not tensors; save model.state_dict() only")
+    state = dict(data)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        notes.append("removed the 'module.' prefix that DataParallel adds")
+    return state, notes
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = True) -> CheckpointReport:
+    """Load ``path`` into ``model`` and report what fitted.
+
+    Raises :class:`ExportError` for an unreadable or unsafe file, for any shape mismatch, and
+    (when ``strict``) for missing or unexpected keys, listing them by name.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} does not exist")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise ExportError(
+            f"checkpoint {path.name} has suffix {path.suffix!r}; use one of {', '.join(CHECKPOINT_SUFFIXES)}"
+        )
+    fmt, data = _read(path)
+    state, notes = _unwrap(data, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = [f"shape mismatches: {_listed(mismatched)}"] if mismatched else []
+    if strict and missing:
+        problems.append(f"missing from the checkpoint: {_listed(missing)}")
+    if strict and unexpected:
+        problems.append(f"not in the model: {_listed(unexpected)}")
+    if problems:
+        raise ExportError(
+            f"checkpoint {path.name} does not fit {type(model).__name__}:\n  - "
+            + "\n  - ".join(problems)
+            + "\nCheck that the "
+            "model is built with the configuration it was trained with (--config), or load non-strictly to skip missing/unexpected keys."
+        )
+    with torch.no_grad():
+        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return CheckpointReport(
+        path=path,
+        sha256=sha256_file(path),
+        format=fmt,
+        loaded=len(state) - len(unexpected),
+        missing=tuple(missing),
+        unexpected=tuple(unexpected),
+        mismatched=tuple(mismatched),
+        notes=tuple(notes),
+    )
