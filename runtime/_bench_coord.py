@@ -84,7 +84,11 @@ class Worker:
             start_new_session=True,  # the terminal's Ctrl-C goes to the coordinator only
         )
         config = {"spec": dict(variant.spec), "inputs": {str(b): str(p) for b, p in inputs.items()}, "t_spawn": t_spawn}
-        self.ready = self._exchange(config)
+        try:
+            self.ready = self._exchange(config)
+        except BaseException:
+            self.close()
+            raise
 
     def request(self, command: Mapping[str, Any]) -> dict[str, Any]:
         if self._pending:  # a reply left unread by an interruption

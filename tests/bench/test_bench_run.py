@@ -1,0 +1,144 @@
+"""``mmedge bench`` end to end on the tiny bundle: the CLI, Ctrl-C, errors from worker processes,
+the PyTorch variant, and runtime processes that never import torch."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mmedge.runtime import BenchProgress, bench, bench_cli
+from tinybundle import tiny_manifest
+
+from mmedge.cli import main
+from mmedge.errors import InputError
+
+FAST = ["--iterations", "2", "--warmup", "0", "--threads", "1"]
+COMPONENTS = [c.name for c in tiny_manifest().components]
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "torchaudio"):
+            raise ImportError(f"a benchmark runtime process imported {name}")
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def _interrupt_after(rounds: int) -> Callable[[BenchProgress], None]:
+    def progress(event: BenchProgress) -> None:
+        if event.phase == "measure" and event.done == rounds:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_cli_prints_json_and_writes_report_files(
+    mono_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert (
+        main(["bench", str(mono_bundle), *FAST, "--batch-sizes", "1,2", "--no-profile", "--json", "--out", str(out)])
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert [v["name"] for v in data["variants"]] == ["split FP32", "monolithic FP32"]
+    assert [b["batch"] for b in data["variants"][0]["batches"]] == [1, 2]
+    assert json.loads((out / "bench.json").read_text(encoding="utf-8"))["variants"] == data["variants"]
+    assert "# mmedge bench: split FP32" in (out / "bench.md").read_text(encoding="utf-8")
+    assert (out / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_shows_tables(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(tiny_bundle), *FAST]) == 0
+    err = capsys.readouterr().err
+    for title in ("End-to-end latency, batch 1", "Start-up", "Per component", "Where the time goes", "Hot spots"):
+        assert title in err
+    assert "image_encoder" in err
+
+
+def test_interrupt_returns_what_was_measured(tiny_bundle: Path) -> None:
+    report = bench(tiny_bundle, batch_sizes=(1, 2), iterations=10, warmup=0, threads=1, progress=_interrupt_after(3))
+    assert report.partial
+    (variant,) = report.variants
+    assert [(b.batch, b.latency.count) for b in variant.batches] == [(1, 3)]
+    assert variant.hotspots == ()
+    assert variant.peak_rss_bytes > 0
+    assert "PARTIAL" in report.to_markdown()
+
+
+def test_cli_interrupt_prints_partial_tables_and_exits_130(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = bench_cli.bench
+
+    def interrupted(*args: Any, progress: Callable[[BenchProgress], None], **kwargs: Any) -> Any:
+        def both(event: BenchProgress) -> None:
+            progress(event)
+            _interrupt_after(2)(event)
+
+        return real(*args, progress=both, **kwargs)
+
+    monkeypatch.setattr(bench_cli, "bench", interrupted)
+    assert main(["bench", str(tiny_bundle), "--iterations", "10", "--threads", "1", "--warmup", "0"]) == 130
+    err = capsys.readouterr().err
+    assert "End-to-end latency" in err
+    assert "interrupted" in err
+
+
+def test_a_failing_variant_raises_its_typed_error(tiny_bundle: Path, tmp_path: Path) -> None:
+    arrays = {
+        "text": np.ones((1, 6), np.int64),
+        "image": np.zeros((1, 3, 8, 8), np.float64),
+        "audio": np.zeros((1, 160), np.float32),
+    }
+    with pytest.raises(InputError, match=r"variant 'split FP32': .*image"):
+        bench(tiny_bundle, inputs=arrays, iterations=1, threads=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param({"torch_model": "not a model!"}, InputError, "reference model name", id="torch-spec"),
+        pytest.param({"batch_sizes": (0,)}, ValueError, "batch_sizes must be positive", id="batch"),
+        pytest.param({"iterations": 0}, ValueError, "iterations must be at least 1", id="iterations"),
+    ],
+)
+def test_bad_options_fail_before_any_process_starts(tiny_bundle: Path, kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        bench(tiny_bundle, **kwargs)
+
+
+def test_runtime_processes_never_import_torch(
+    mono_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker starts with a guard (sitecustomize) that makes importing torch fail."""
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH, encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    report = bench(mono_bundle, iterations=1, warmup=0, threads=1, profile_runs=1)
+    assert [v.name for v in report.variants] == ["split FP32", "monolithic FP32"]
+
+
+def test_pytorch_variant_is_timed_per_encoder(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    report = bench(
+        tiny_bundle, torch_model="tiny_torch_model:TinyTorch", iterations=3, warmup=1, threads=1, profile_runs=2
+    )
+    torch_variant = report.variant("PyTorch eager FP32")
+    batch = torch_variant.at(1)
+    assert batch is not None
+    assert [c.name for c in batch.components] == COMPONENTS
+    assert batch.attribution.attributed_ms == pytest.approx(batch.attribution.end_to_end_ms)
+    assert torch_variant.startup is not None
+    assert torch_variant.startup.import_ms > 0
+    assert torch_variant.size_bytes > 0
+    (hot,) = torch_variant.hotspots
+    assert any(o.op.startswith("aten::") for o in hot.ops)
+    assert [c.baseline for c in report.comparisons] == ["PyTorch eager FP32"]
