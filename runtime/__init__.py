@@ -24,6 +24,7 @@ from mmedge.runtime._bench_types import (
 )
 from mmedge.runtime._session import ComponentPlacement
 from mmedge.runtime.bench import bench
+from mmedge.runtime.mobile import MobileReport, package_mobile
 from mmedge.runtime.pipeline import Pipeline
 from mmedge.runtime.preprocess import Audio
 from mmedge.runtime.providers import ProviderPlan, resolve_providers
@@ -41,6 +42,7 @@ __all__ = [
     "Hotspots",
     "LatencyStats",
     "MachineInfo",
+    "MobileReport",
     "OpTime",
     "Part",
     "Pipeline",
@@ -48,5 +50,6 @@ __all__ = [
     "Startup",
     "VariantResult",
     "bench",
+    "package_mobile",
     "resolve_providers",
 ]
