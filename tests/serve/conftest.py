@@ -23,7 +23,7 @@ START_TIMEOUT_S = 20.0
 @contextmanager
 def serving(app: object) -> Iterator[str]:
     """Serve ``app`` on a free loopback port; yields the base URL; always stops the server."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))

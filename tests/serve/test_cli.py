@@ -149,3 +149,15 @@ def test_serving_never_imports_torch(tiny_dir: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr or "torch was imported"
+
+
+def test_listening_socket_is_tcp_so_replies_skip_nagle_delays() -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is TCP; without it every response
+    # written in two parts waits ~40 ms for a delayed ACK.
+    from mmedge.serve.cli import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
