@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,13 @@ def _read(path: Path) -> tuple[str, Any]:
     try:
         return "torch", torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only names the global it blocked
+        if found is None:
+            raise ExportError(
+                f"{path} is not a readable PyTorch checkpoint; it is corrupted or not a torch.save file"
+            ) from e
         raise ExportError(
-            f"refused to load {path}: it contains pickled Python objects other than tensors (possibly code), and "
+            f"refused to load {path}: it references {found.group(1)}, a pickled Python object other than tensors (possibly code), and "
             "mmedge only loads checkpoints with torch.load(weights_only=True), which never runs them. If you trust "
             "the file, re-save just the weights: torch.save(model.state_dict(), 'weights.pt'), or convert it to .safetensors."
         ) from e

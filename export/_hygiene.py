@@ -78,7 +78,9 @@ def finalize(
     _apply_renames(graph, {**renamed_out, **renamed_in})
     try:
         if external_data:
-            onnx.save_model(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
+            data = path.with_name(f"{path.name}.data")
+            data.unlink(missing_ok=True)  # the exporter's copy: onnx would append to it, not replace it
+            onnx.save_model(model, str(path), save_as_external_data=True, location=data.name, size_threshold=0)
             onnx.checker.check_model(str(path), full_check=True)
             return (*OPTIMIZATIONS[:1], "external_data")
         onnx.checker.check_model(model, full_check=True)

@@ -44,6 +44,7 @@ class VerificationRow:
     max_rel_error: float  # max of |onnx - torch| / (|torch| + atol)
     passed: bool
     shapes: tuple[tuple[int, ...], ...] = ()  # the PyTorch output shape of each run
+    dynamic_dims_ok: bool = True  # False when a run was rejected or gave another shape: a dimension got fixed
     detail: str = ""  # why it failed: shape mismatch, a run onnxruntime rejected, ...
 
 

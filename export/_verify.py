@@ -70,13 +70,16 @@ def compare(
     """One output compared on every run: the worst errors and what went wrong, if anything."""
     max_abs = max_rel = 0.0
     problems = []
+    shapes_ok = True
     for run, (ref, got) in enumerate(zip(refs, gots, strict=True)):
         label = _RUN_NAMES[run] if run < len(_RUN_NAMES) else f"run {run + 1}"
         if isinstance(got, str):
+            shapes_ok = False
             problems.append(f"onnxruntime failed on the {label} (a dimension is probably fixed): {got}")
             continue
         value = got[output]
         if value.shape != ref.shape:
+            shapes_ok = False
             problems.append(
                 f"shape {list(value.shape)} on the {label}, PyTorch gives {list(ref.shape)} (a dynamic dimension was fixed)"
             )
@@ -94,6 +97,7 @@ def compare(
         max_rel_error=max_rel,
         passed=not problems,
         shapes=tuple(tuple(int(d) for d in r.shape) for r in refs),
+        dynamic_dims_ok=shapes_ok,
         detail="; ".join(problems),
     )
 
@@ -127,6 +131,6 @@ def record(
         atol=tol.atol,
         rtol=tol.rtol,
         shapes=tuple(tuple(tuple(int(d) for d in a.shape) for a in feed.values()) for feed in feeds),
-        dynamic_dims_ok=not any("dimension" in r.detail for r in rows),
+        dynamic_dims_ok=all(r.dynamic_dims_ok for r in rows),
         detail=detail or "; ".join(f"{r.output}: {r.detail}" for r in rows if r.detail),
     )

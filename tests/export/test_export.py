@@ -296,3 +296,33 @@ def test_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Path) -
     assert "Conv" in ops
     assert all(r.passed for r in result.verification)
     assert isinstance(model.audio_encoder.mel, torchaudio.transforms.MelSpectrogram)  # swapped in a copy only
+
+
+def test_nested_encoder_path_and_external_data_over_the_protobuf_limit(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Nested(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoders = nn.ModuleDict({"text": tiny.MeanText()})
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, text: Tensor) -> Tensor:
+            return self.head(self.encoders["text"](text))
+
+    monkeypatch.setattr(exporters, "PROTOBUF_LIMIT", 64)  # pretend every component is over 2 GB
+    model = Nested()
+    ids = torch.randint(0, tiny.VOCAB, (2, 5))
+    result = export_model(model, {"text": ids}, {"text": "encoders.text"}, out=tmp_path / "b")
+    m = result.manifest
+    assert result.encoders[0].path == "encoders.text"
+    assert m.asset("text_encoder_weights").file == "text_encoder.onnx.data"
+    assert m.asset("fusion_head_weights").file == "fusion_head.onnx.data"
+    assert "external_data" in m.component("text_encoder").optimizations
+    embedding = model.encoders["text"].embedding.weight.detach().numpy()
+    assert embedding.tobytes() in (result.path / "text_encoder.onnx.data").read_bytes()
+    assert embedding.tobytes() not in (result.path / "text_encoder.onnx").read_bytes()
+    np.testing.assert_allclose(
+        _run_chain(result.path, {"text": ids[:1, :3]})["logits"], model(ids[:1, :3]).detach().numpy(), atol=LOGITS_ATOL
+    )
+    assert isinstance(model.encoders["text"], tiny.MeanText)

@@ -1,0 +1,208 @@
+"""``export.toml``: how to build the user's model and its example inputs without writing Python.
+
+```toml
+[model]                       # keyword arguments of the model's config dataclass or constructor
+image_size = 32
+
+[inputs.text]                 # optional when the model has example_inputs(batch)
+shape = [2, 16]
+dtype = "int64"
+high = 500                    # integer inputs are drawn from [low, high); default: len(model.vocab)
+modality = "text"             # optional: decides the dynamic axes
+[inputs.text.preprocess]      # optional: fields of mmedge.bundle.TextPreprocess / ImagePreprocess / AudioPreprocess
+max_length = 16
+
+[encoders]                    # optional: modality = "dotted.submodule.path"; omitted = detect
+text = "text_encoder"
+
+[export]                      # optional defaults for the command-line flags
+opset = 18
+monolithic = true
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
+from mmedge.errors import ExportError
+
+__all__ = ["ExportConfig", "build_model", "example_inputs", "load_config", "resolve_class"]
+
+_SECTIONS = {"model", "inputs", "encoders", "export"}
+_EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch"}
+_INPUT_KEYS = {"shape", "dtype", "low", "high", "modality", "preprocess"}
+_PREPROCESS = {"text": TextPreprocess, "image": ImagePreprocess, "audio": AudioPreprocess}
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """One ``[inputs.<name>]`` table."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    low: int = 0
+    high: int | None = None
+    modality: str | None = None
+    preprocess: Any = None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """A parsed ``export.toml``."""
+
+    model: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, InputConfig] = field(default_factory=dict)
+    encoders: Mapping[str, str] | None = None
+    export: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: str | Path | None) -> ExportConfig:
+    """Parse and check an export TOML file; ``None`` gives the empty config."""
+    if path is None:
+        return ExportConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ExportError(f"cannot read config {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ExportError(f"config {path} is not valid TOML: {e}") from e
+    _unknown(path, "top-level section", set(data) - _SECTIONS, _SECTIONS)
+    _unknown(path, "[export] key", set(data.get("export", {})) - _EXPORT_KEYS, _EXPORT_KEYS)
+    encoders = data.get("encoders")
+    if encoders is not None and not all(isinstance(v, str) for v in encoders.values()):
+        raise ExportError(f'{path}: [encoders] values must be submodule paths (strings), e.g. text = "text_encoder"')
+    inputs = {name: _input(path, name, spec) for name, spec in data.get("inputs", {}).items()}
+    return ExportConfig(model=data.get("model", {}), inputs=inputs, encoders=encoders, export=data.get("export", {}))
+
+
+def _unknown(path: Path, what: str, found: set[str], allowed: set[str]) -> None:
+    if found:
+        raise ExportError(f"{path}: unknown {what} {sorted(found)}; allowed: {sorted(allowed)}")
+
+
+def _input(path: Path, name: str, spec: Mapping[str, Any]) -> InputConfig:
+    _unknown(path, f"key in [inputs.{name}]", set(spec) - _INPUT_KEYS, _INPUT_KEYS)
+    if "shape" not in spec:
+        raise ExportError(f"{path}: [inputs.{name}] needs a shape, e.g. shape = [2, 16]")
+    modality = spec.get("modality")
+    pre = spec.get("preprocess")
+    if pre is not None:
+        if modality not in _PREPROCESS:
+            raise ExportError(
+                f'{path}: [inputs.{name}.preprocess] needs modality = "text", "image" or "audio" in [inputs.{name}]'
+            )
+        pre = _dataclass_from(_PREPROCESS[modality], pre, f"[inputs.{name}.preprocess]")
+    return InputConfig(
+        shape=tuple(spec["shape"]),
+        dtype=spec.get("dtype", "float32"),
+        low=spec.get("low", 0),
+        high=spec.get("high"),
+        modality=modality,
+        preprocess=pre,
+    )
+
+
+def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from TOML values, turning lists into the tuples its fields expect."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ExportError(f"{where}: {cls.__name__} has no field(s) {unknown}; it has {sorted(fields)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError) as e:
+        raise ExportError(f"{where}: cannot build {cls.__name__}: {e}") from e
+
+
+def resolve_class(spec: str) -> type:
+    """``package.module:ClassName``, or the name of a reference model such as ``TriModalNet``."""
+    if ":" not in spec:
+        from mmedge.models import REFERENCE_MODELS
+
+        if spec in REFERENCE_MODELS:
+            return REFERENCE_MODELS[spec]
+        raise ExportError(f"--model {spec!r}: give package.module:ClassName, or one of {', '.join(REFERENCE_MODELS)}")
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ExportError(
+            f"--model {spec!r}: cannot import {module_name!r} ({e}); is it installed or on PYTHONPATH?"
+        ) from e
+    cls = getattr(module, attr, None)
+    if not isinstance(cls, type):
+        raise ExportError(f"--model {spec!r}: {module_name} has no class {attr!r}")
+    return cls
+
+
+def _config_class(cls: type) -> type | None:
+    """The dataclass type of the constructor's single ``config`` argument, if it has one."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):
+        return None
+    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    if len(params) != 1 or params[0] not in hints:
+        return None
+    hint = hints[params[0]]
+    options = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
+    return next((t for t in options if dataclasses.is_dataclass(t)), None)
+
+
+def build_model(cls: type, kwargs: Mapping[str, Any]) -> Any:
+    """``cls(config_dataclass(**kwargs))`` when the constructor takes one config dataclass, else ``cls(**kwargs)``."""
+    config_cls = _config_class(cls)
+    try:
+        if config_cls is not None:
+            return cls(_dataclass_from(config_cls, kwargs, "[model]"))
+        return cls(**kwargs)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"cannot build {cls.__name__} from [model] {dict(kwargs)}: {type(e).__name__}: {e}") from e
+
+
+def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, Any]:
+    """Example tensors from ``[inputs]``, else from ``model.example_inputs(batch)``."""
+    import torch
+
+    if not config.inputs:
+        if not callable(getattr(model, "example_inputs", None)):
+            raise ExportError(
+                f"{type(model).__name__} has no example_inputs(batch) method; describe its inputs in the config, "
+                'e.g. [inputs.text] shape = [2, 16], dtype = "int64"'
+            )
+        return dict(model.example_inputs(batch))
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for name, spec in config.inputs.items():
+        dtype = getattr(torch, spec.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ExportError(f'[inputs.{name}] dtype {spec.dtype!r} is not a torch dtype such as "float32" or "int64"')
+        if dtype.is_floating_point:
+            out[name] = torch.randn(spec.shape, generator=gen, dtype=dtype)
+            continue
+        high = spec.high if spec.high is not None else len(getattr(model, "vocab", ()) or ())
+        if high <= spec.low:
+            raise ExportError(
+                f"[inputs.{name}] needs high = <exclusive upper bound> for its {spec.dtype} values (e.g. the vocabulary size)"
+            )
+        out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
+    return out

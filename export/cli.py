@@ -1,0 +1,177 @@
+"""``mmedge export``: build the user's model, load its checkpoint safely, export and verify a bundle.
+
+mmedge export --model mypkg.models:MyNet --checkpoint ckpt.safetensors --config export.toml --out bundle/
+mmedge export --model TriModalNet --out bundle/ --monolithic --audio-frontend conv
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
+
+from mmedge.bundle import ModelInfo
+from mmedge.console import console, print_json, progress, table
+from mmedge.errors import ExportError
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="package.module:ClassName, or a reference model (TextImageNet, TriModalNet, ...)"
+    )
+    parser.add_argument(
+        "--checkpoint", help="weights: .pt/.pth/.bin/.ckpt (loaded with weights_only=True) or .safetensors"
+    )
+    parser.add_argument("--config", help="export.toml: [model] kwargs, [inputs.<name>] specs, [encoders], [export]")
+    parser.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--monolithic", action="store_true", default=None, help="also write the whole model as model.onnx"
+    )
+    parser.add_argument("--static", action="store_true", default=None, help="fix every dimension to the example shapes")
+    parser.add_argument(
+        "--audio-frontend", choices=("keep", "conv"), help="conv: replace torchaudio MelSpectrogram (STFT)"
+    )
+    parser.add_argument("--atol", type=float, help=f"absolute tolerance of verification (default {Tolerance().atol:g})")
+    parser.add_argument("--rtol", type=float, help=f"relative tolerance of verification (default {Tolerance().rtol:g})")
+    parser.add_argument("--batch", type=int, help="batch size of generated example inputs (default 2)")
+    parser.add_argument(
+        "--encoder", action="append", default=[], metavar="MODALITY=PATH", help="an encoder, e.g. text=text_encoder"
+    )
+    parser.add_argument(
+        "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
+    )
+
+
+def _option(args: argparse.Namespace, export: dict[str, Any], name: str, default: Any) -> Any:
+    value = getattr(args, name)
+    return value if value is not None else export.get(name, default)
+
+
+def _encoders(args: argparse.Namespace, configured: dict[str, str] | None) -> dict[str, str] | None:
+    if not args.encoder:
+        return configured
+    pairs = [e.partition("=") for e in args.encoder]
+    bad = [e for e, (_, sep, path) in zip(args.encoder, pairs, strict=True) if not sep or not path]
+    if bad:
+        raise ExportError(f"--encoder {bad[0]!r}: write MODALITY=PATH, e.g. --encoder text=text_encoder")
+    return {key: path for key, _, path in pairs}
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, str], None]]:
+    """A progress callback showing one line per component with its latest status."""
+    with progress(enabled) as p:
+        tasks: dict[str, Any] = {}
+
+        def update(step: str, status: str) -> None:
+            done = status.startswith("verified") or (step == "split" and "=" in status)
+            if step not in tasks:
+                tasks[step] = p.add_task(step, total=1, status=status)
+            p.update(tasks[step], status=status, completed=1 if done else 0)
+
+        yield update
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmedge.export._checkpoint import load_checkpoint
+    from mmedge.export._config import build_model, example_inputs, load_config, resolve_class
+    from mmedge.export.api import export_model
+
+    config = load_config(args.config)
+    encoders = _encoders(args, config.encoders)
+    cls = resolve_class(args.model)
+    model = build_model(cls, config.model)
+    ckpt = load_checkpoint(model, args.checkpoint, strict=not args.non_strict) if args.checkpoint else None
+    export = dict(config.export)
+    inputs = example_inputs(model, config, _option(args, export, "batch", 2))
+    preprocess = {
+        **(getattr(model, "preprocess", None) or {}),
+        **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
+    }
+    info = ModelInfo(
+        name=cls.__name__,
+        class_path=f"{cls.__module__}:{cls.__qualname__}",
+        checkpoint_sha256=ckpt.sha256 if ckpt else "",
+    )
+    with _progress(enabled=not args.json) as update:
+        result = export_model(
+            model,
+            inputs,
+            encoders,
+            out=args.out,
+            opset=_option(args, export, "opset", None),
+            dynamic=not (args.static or not export.get("dynamic", True)),
+            monolithic=bool(_option(args, export, "monolithic", False)),
+            preprocess=preprocess,
+            tolerance=Tolerance(
+                atol=_option(args, export, "atol", Tolerance().atol),
+                rtol=_option(args, export, "rtol", Tolerance().rtol),
+            ),
+            audio_frontend=_option(args, export, "audio_frontend", "keep"),
+            modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
+            progress=update,
+            model_info=info,
+        )
+    warnings = [*(_ckpt_warnings(ckpt) if ckpt else []), *result.warnings]
+    if args.json:
+        print_json(_summary(result, ckpt, warnings))
+    else:
+        _print(result, warnings)
+    return 0
+
+
+def _ckpt_warnings(report: Any) -> list[str]:
+    lines = [*report.notes]
+    if report.missing:
+        lines.append(
+            f"checkpoint lacks {len(report.missing)} model keys (left as initialised): {', '.join(report.missing[:10])}"
+        )
+    if report.unexpected:
+        lines.append(
+            f"checkpoint has {len(report.unexpected)} keys the model lacks (ignored): {', '.join(report.unexpected[:10])}"
+        )
+    return lines
+
+
+def _summary(result: ExportResult, ckpt: Any, warnings: list[str]) -> dict[str, Any]:
+    return {
+        "bundle": str(result.path),
+        "encoders": [dataclasses.asdict(e) for e in result.encoders],
+        "auto_split": result.auto_split,
+        "exporters": dict(result.exporters),
+        "verification": [dataclasses.asdict(r) for r in result.verification],
+        "checkpoint": {**dataclasses.asdict(ckpt), "path": str(ckpt.path)} if ckpt else None,
+        "warnings": warnings,
+    }
+
+
+def _print(result: ExportResult, warnings: list[str]) -> None:
+    rows = [
+        (
+            r.component,
+            r.output,
+            result.exporters.get(r.component, ""),
+            r.max_abs_error,
+            r.max_rel_error,
+            " / ".join(map(str, r.shapes)),
+            "ok" if r.passed else "FAIL",
+        )
+        for r in result.verification
+    ]
+    console.print(
+        table(
+            "Verification vs PyTorch (example input / second input)",
+            ["component", "output", "exporter", "max abs", "max rel", "shapes", ""],
+            rows,
+        )
+    )
+    for w in warnings:
+        console.print(f"[yellow]note[/yellow] {w}")
+    console.print(f"[green]wrote[/green] {result.path} ({', '.join(c.name for c in result.manifest.components)})")
