@@ -3,11 +3,14 @@
 ``export_model`` splits the model into one ONNX graph per encoder plus a fusion head, exports
 each with the dynamo or TorchScript exporter (whichever verifies), checks every graph against
 PyTorch on two input shapes, and writes the bundle atomically with its manifest.
+``export_captioner`` does the same for an image captioner: image encoder, decoder init and a
+one-token decoder step that the runtime loops (``Pipeline.generate``).
 """
 
 from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
 from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Tolerance, VerificationRow
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
+from mmedge.export.decoder import export_captioner
 
 __all__ = [
     "AUDIO_FRONTENDS",
@@ -17,6 +20,7 @@ __all__ = [
     "ExportResult",
     "Tolerance",
     "VerificationRow",
+    "export_captioner",
     "export_model",
     "load_checkpoint",
 ]

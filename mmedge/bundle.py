@@ -31,6 +31,7 @@ __all__ = [
     "Bundle",
     "Component",
     "Edge",
+    "GenerationSpec",
     "ImagePreprocess",
     "InputSpec",
     "Manifest",
@@ -195,6 +196,30 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class GenerationSpec:
+    """How the runtime generates a token sequence with a decoder component, one token per step.
+
+    Before the first step, every input of ``decoder`` except ``token_input`` takes its value from
+    the wiring (for a captioner: the LSTM state an init component computes from the image
+    feature), and the token fed is ``bos_id``. After each step the next token is chosen from
+    ``logits_output`` and fed back through ``token_input``, and each ``state`` output replaces
+    its paired input. Wired inputs that are not state keep their value for the whole sequence
+    (an encoder memory, say). A sequence ends with ``eos_id`` or after ``max_length`` tokens.
+    Every state tensor has one axis named "batch", the axis beam search reorders.
+    """
+
+    decoder: str  # the component run once per token (role "decoder")
+    token_input: str  # its integer [batch, 1] input: the previous token
+    logits_output: str  # its [batch, vocab] output: the next token's logits
+    state: tuple[tuple[str, str], ...]  # (input, output) pairs of the decoder carried to the next step
+    bos_id: int
+    eos_id: int
+    pad_id: int = 0
+    max_length: int = 32  # most tokens generated per sequence after <bos>, <eos> included
+    vocab: str = "vocab"  # the asset with one token per line (line index = id) that decodes ids to text
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Where the bundle came from."""
 
@@ -215,6 +240,7 @@ class Manifest:
     assets: tuple[Asset, ...] = ()
     created_by: Mapping[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    generation: GenerationSpec | None = None  # set for bundles that generate sequences (captioning)
 
     def component(self, name: str) -> Component:
         for c in self.components:
@@ -264,6 +290,8 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     for spec_dict, spec in zip(d["inputs"], manifest.inputs, strict=True):
         if spec.preprocess is not None:
             spec_dict["preprocess"] = {"kind": spec.modality, **spec_dict["preprocess"]}
+    if manifest.generation is None:
+        del d["generation"]  # manifests of other bundles stay as they were
     return d
 
 
@@ -288,6 +316,7 @@ def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
             assets=tuple(Asset(**a) for a in data.get("assets", ())),
             created_by=dict(data.get("created_by", {})),
             format_version=version,
+            generation=_generation_from_dict(data["generation"]) if data.get("generation") is not None else None,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(
@@ -351,6 +380,13 @@ def _component_from_dict(d: Mapping[str, Any]) -> Component:
     )
 
 
+def _generation_from_dict(d: Mapping[str, Any]) -> GenerationSpec:
+    pairs = tuple(tuple(p) for p in d.get("state", ()))
+    if any(len(p) != 2 or not all(isinstance(n, str) for n in p) for p in pairs):
+        raise ValueError(f"generation.state must be [input, output] name pairs, found {d.get('state')!r}")
+    return GenerationSpec(**{**d, "state": pairs})
+
+
 def _consistency_problems(m: Manifest) -> list[str]:
     """Every internal inconsistency of a manifest, as readable lines."""
     problems: list[str] = []
@@ -399,6 +435,56 @@ def _consistency_problems(m: Manifest) -> list[str]:
             problems.append(f"output {o.name!r} reads unknown tensor {o.component}.{o.tensor}")
         if o.kind not in OUTPUT_KINDS:
             problems.append(f"output {o.name!r}: kind {o.kind!r} is not one of {OUTPUT_KINDS}")
+    if m.generation is not None:
+        problems += _generation_problems(m, m.generation)
+    return problems
+
+
+def _generation_problems(m: Manifest, g: GenerationSpec) -> list[str]:
+    """Whether the generation spec names real tensors of a decoder and every decoder input is fed."""
+    where = "generation"
+    decoder = next((c for c in m.components if c.name == g.decoder), None)
+    if decoder is None:
+        return [f"{where}: decoder {g.decoder!r} is not a component"]
+    problems = (
+        []
+        if decoder.role == "decoder"
+        else [f"{where}: component {g.decoder!r} has role {decoder.role!r}, not 'decoder'"]
+    )
+    ins, outs = {t.name: t for t in decoder.inputs}, {t.name: t for t in decoder.outputs}
+    token, logits = ins.get(g.token_input), outs.get(g.logits_output)
+    if token is None or token.dtype not in ("int64", "int32") or len(token.shape) != 2:
+        problems.append(
+            f"{where}: token_input {g.token_input!r} must be an int64/int32 [batch, 1] input of {g.decoder!r}"
+        )
+    if logits is None or len(logits.shape) != 2:
+        problems.append(f"{where}: logits_output {g.logits_output!r} must be a [batch, vocab] output of {g.decoder!r}")
+    for i, o in g.state:
+        if i not in ins or o not in outs:
+            problems.append(f"{where}: state pair ({i!r}, {o!r}) must be an input and an output of {g.decoder!r}")
+        elif (ins[i].dtype, len(ins[i].shape)) != (outs[o].dtype, len(outs[o].shape)):
+            problems.append(f"{where}: state input {i!r} and output {o!r} differ in dtype or rank")
+        elif ins[i].shape.count("batch") != 1:
+            problems.append(
+                f"{where}: state input {i!r} must have exactly one axis named 'batch', found {list(ins[i].shape)}"
+            )
+    wired = {e.input for e in m.edges_into(g.decoder)}
+    if g.token_input in wired:
+        problems.append(f"{where}: token_input {g.token_input!r} is fed by the wiring; the generation loop feeds it")
+    problems += [
+        f"{where}: input {t.name!r} of {g.decoder!r} is neither the token input nor fed by the wiring"
+        for t in decoder.inputs
+        if t.name != g.token_input and t.name not in wired
+    ]
+    vocab = logits.shape[-1] if logits is not None and logits.shape else None
+    for name in ("bos_id", "eos_id", "pad_id"):
+        value = getattr(g, name)
+        if not isinstance(value, int) or value < 0 or (isinstance(vocab, int) and value >= vocab):
+            problems.append(f"{where}: {name} {value!r} is not a token id of the {vocab or '?'}-token vocabulary")
+    if not isinstance(g.max_length, int) or g.max_length < 1:
+        problems.append(f"{where}: max_length must be a positive int, found {g.max_length!r}")
+    if g.vocab not in {a.name for a in m.assets}:
+        problems.append(f"{where}: vocab asset {g.vocab!r} is not among the assets; re-export with the vocabulary")
     return problems
 
 
