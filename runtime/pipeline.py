@@ -35,6 +35,7 @@ from mmedge.runtime._session import (
     open_session,
     to_numpy,
 )
+from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.providers import ProviderRequest, resolve_providers
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
@@ -99,6 +100,7 @@ class Pipeline:
             raise ValueError(f"threads must be a positive int or None, found {threads!r}")
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         self._graph = Graph(self._bundle.manifest)
+        self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
         self._router = InputRouter(self._bundle, self._graph)
         self._plan = resolve_providers(providers, fallback=fallback)
         for message in self._plan.fallbacks:
@@ -140,10 +142,42 @@ class Pipeline:
         raw items (a batch); precomputed encoder outputs (from :meth:`encode`) may replace an
         encoder's inputs. Raises InputError listing every problem before anything runs.
         """
+        if self._generator is not None:
+            raise InputError(
+                "this bundle generates sequences with a decoder (role: decoder): call "
+                "Pipeline.generate(inputs) (or `mmedge run`, which prints the caption) instead of run()"
+            )
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
         values = self._timed("execute", "", self._execute, feeds, targets)
         return self._timed("postprocess", "", self._outputs, values)
+
+    def generate(
+        self, inputs: Any, *, max_len: int | None = None, strategy: str = "greedy", beam_size: int = 4
+    ) -> Generation:
+        """Generate one sequence per item (a caption per image) with the bundle's decoder.
+
+        ``inputs`` is the value of the bundle's raw input (one image, or a list of them: a batch)
+        or a dict as :meth:`run` takes. ``strategy`` is "greedy" or "beam" (``beam_size``
+        hypotheses per item, see :mod:`mmedge.decoding` for scoring and lengths); ``max_len``
+        defaults to the bundle's ``max_length``. Components before the decoder run once, then the
+        decoder once per token. Raises InputError for a bundle without a decoder.
+        """
+        if self._generator is None:
+            raise no_decoder_error(self._bundle)
+        decoder = self._generator.spec.decoder
+        targets = self._graph.upstream(decoder)
+        given = self._generator.inputs(inputs, self._graph.raw_inputs(self._graph.needed(targets)))
+        feeds = self._timed("preprocess", "", self._router.resolve, given, targets)
+        values = self._timed("execute", "", self._execute, feeds, targets)
+        session = self._session(decoder)
+        return self._generator.run(
+            lambda feed: self._timed("component", decoder, session.run, feed),
+            self._inputs_of(decoder, feeds.raw, values),
+            max_len=max_len,
+            strategy=strategy,
+            beam_size=beam_size,
+        )
 
     def encode(self, name: str, x: Any) -> dict[str, np.ndarray]:
         """Run one encoder: ``name`` is a modality, raw input or component name.
