@@ -35,23 +35,46 @@ CONFIG_ENV = "MMEDGE_SERVE_CONFIG"  # how the parent hands the configuration to 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle directory")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (printed)")
-    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="TCP port; 0 picks a free one (printed) (default %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default %(default)s)"
+    )
     parser.add_argument("--providers", default="auto", help="execution providers: auto, cpu, cuda, ...")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker process")
     parser.add_argument("--fallback", action="store_true", help="drop unavailable providers instead of failing")
     batching = parser.add_argument_group("micro-batching")
-    batching.add_argument("--max-batch", type=int, default=16, help="rows merged into one pipeline call")
-    batching.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for company")
-    batching.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 503")
-    batching.add_argument("--batch-threads", type=int, default=1, help="batches running at once per process")
+    batching.add_argument(
+        "--max-batch", type=int, default=16, help="rows merged into one pipeline call (default %(default)s)"
+    )
+    batching.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a request waits for company (default %(default)s)"
+    )
+    batching.add_argument(
+        "--max-queue", type=int, default=256, help="waiting requests beyond this get 503 (default %(default)s)"
+    )
+    batching.add_argument(
+        "--batch-threads", type=int, default=1, help="batches running at once per process (default %(default)s)"
+    )
     batching.add_argument("--no-batching", action="store_true", help="one request per pipeline call")
     limits = parser.add_argument_group("request limits")
-    limits.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body")
-    limits.add_argument("--max-items", type=int, default=64, help="most items (rows) in one request")
-    limits.add_argument("--max-image-pixels", type=int, default=16_000_000, help="largest uploaded image (w*h)")
-    limits.add_argument("--max-audio-seconds", type=float, default=600.0, help="longest uploaded sound file")
-    parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to finish requests on shutdown")
+    limits.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (default %(default)s)")
+    limits.add_argument(
+        "--max-items", type=int, default=64, help="most items (rows) in one request (default %(default)s)"
+    )
+    limits.add_argument(
+        "--max-image-pixels", type=int, default=16_000_000, help="largest uploaded image (w*h) (default %(default)s)"
+    )
+    limits.add_argument(
+        "--max-audio-seconds", type=float, default=600.0, help="longest uploaded sound file (default %(default)s)"
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to finish requests on shutdown (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
 
@@ -65,7 +88,12 @@ def _options(args: argparse.Namespace) -> ServeOptions:
     )
     problems = policy.problems()
     limits = Limits(args.max_items, args.max_image_pixels, args.max_audio_seconds)
-    problems += [f"--{k.replace('_', '-')} must be positive" for k, v in asdict(limits).items() if v <= 0]
+    flags = {
+        "max_rows": "--max-items",
+        "max_image_pixels": "--max-image-pixels",
+        "max_audio_seconds": "--max-audio-seconds",
+    }
+    problems += [f"{flags[k]} must be positive" for k, v in asdict(limits).items() if v <= 0]
     if args.max_body_mb <= 0:
         problems.append("--max-body-mb must be positive")
     if args.workers < 1:

@@ -112,7 +112,7 @@ def test_workers_share_the_port_and_metrics_sum_over_them(tiny_dir: Path) -> Non
         pytest.param(["{missing}"], "does not exist", id="no-bundle"),
         pytest.param(["{tiny}", "--max-batch", "0"], "max_batch must be at least 1", id="bad-batch"),
         pytest.param(["{tiny}", "--workers", "0"], "--workers must be at least 1", id="bad-workers"),
-        pytest.param(["{tiny}", "--max-items", "0"], "--max-rows must be positive", id="bad-limit"),
+        pytest.param(["{tiny}", "--max-items", "0"], "--max-items must be positive", id="bad-limit"),
         pytest.param(["{tiny}", "--workers", "2", "--port", "{busy}"], "cannot listen on", id="busy-port"),
         pytest.param(["{tampered}"], "sha256", id="tampered-bundle"),
     ],

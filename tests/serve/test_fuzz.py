@@ -22,10 +22,10 @@ from schemathesis.checks import (
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = [
-    pytest.param("/v1/predict", "POST", 40, id="predict"),
-    pytest.param("/v1/encode/text", "POST", 20, id="encode-text"),
-    pytest.param("/v1/encode/image", "POST", 20, id="encode-image"),
-    pytest.param("/v1/encode/audio", "POST", 20, id="encode-audio"),
+    pytest.param("/v1/predict", "POST", 80, id="predict"),
+    pytest.param("/v1/encode/text", "POST", 40, id="encode-text"),
+    pytest.param("/v1/encode/image", "POST", 40, id="encode-image"),
+    pytest.param("/v1/encode/audio", "POST", 40, id="encode-audio"),
     pytest.param("/v1/model", "GET", 3, id="model"),
     pytest.param("/healthz", "GET", 3, id="healthz"),
     pytest.param("/metrics", "GET", 3, id="metrics"),
