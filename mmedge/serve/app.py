@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException
 
 from mmedge import __version__
-from mmedge.bundle import InputSpec, Manifest, TensorSpec
+from mmedge.bundle import RAW_INPUTS, InputSpec, Manifest, TensorSpec
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.serve import _openapi
 from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json
@@ -80,7 +80,7 @@ def encoder_routes(manifest: Manifest) -> dict[str, tuple[str, tuple[InputSpec, 
     raw_by_target: dict[str, list[str]] = {}
     from_components = set()
     for e in manifest.wiring:
-        if e.source == "inputs":
+        if e.source == RAW_INPUTS:
             raw_by_target.setdefault(e.target, []).append(e.output)
         else:
             from_components.add(e.target)
