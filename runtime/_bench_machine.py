@@ -37,6 +37,7 @@ def machine_info() -> MachineInfo:
         os=platform.platform(),
         python=platform.python_version(),
         versions=_versions(),
+        load_average=tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
     )
 
 

@@ -17,7 +17,7 @@ from mmedge.runtime._bench_types import BenchReport, MachineInfo
 
 from mmedge.console import human_bytes
 
-__all__ = ["machine_line", "markdown", "render_markdown_table"]
+__all__ = ["busy_warning", "machine_line", "markdown", "render_markdown_table"]
 
 TOP_OPS_MARKDOWN = 10
 
@@ -40,6 +40,13 @@ def machine_line(m: MachineInfo) -> str:
     )
 
 
+def busy_warning(m: MachineInfo) -> str:
+    return (
+        f"the machine was busy when the run started (load average {m.load_average[0]:.1f} on {m.usable_cores} "
+        "usable cores): absolute times are inflated and noisy; the interleaved ratios are less affected"
+    )
+
+
 def markdown(report: BenchReport) -> str:
     s = report.settings
     batch = primary_batch(report)
@@ -55,6 +62,7 @@ def markdown(report: BenchReport) -> str:
         f"{s.schedule}; inputs {s.inputs}",
         "- **Method**: every variant in its own fresh process, same input tensors; ratios are between "
         "medians of this one run. Cold start = process start to first result.",
+        *([f"- **Warning**: {busy_warning(report.machine)}"] if report.machine.busy else []),
         "",
     ]
     tables = [latency_table(report, batch)]

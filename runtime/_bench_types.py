@@ -195,6 +195,12 @@ class MachineInfo:
     os: str
     python: str
     versions: Mapping[str, str] = field(default_factory=dict)  # mmedge, onnxruntime, numpy, torch, ...
+    load_average: tuple[float, ...] = ()  # 1, 5 and 15 minute load when the run started (where the OS tells)
+
+    @property
+    def busy(self) -> bool:
+        """Other work was competing for the CPU: absolute numbers are noisy (interleaved ratios less so)."""
+        return bool(self.load_average) and self.load_average[0] > max(1, self.usable_cores) * 0.5
 
 
 @dataclass(frozen=True)

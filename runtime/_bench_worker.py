@@ -53,7 +53,17 @@ class Runner(Protocol):
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size.
+
+    On Linux ``ru_maxrss`` survives fork and exec, so a worker started by a big parent (one that
+    trained a model, say) would report the parent's peak; ``VmHWM`` belongs to the address space
+    the exec created. Elsewhere ``ru_maxrss`` it is (bytes on macOS, KiB on other systems).
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

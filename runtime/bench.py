@@ -125,11 +125,12 @@ def bench(
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     tensors = bench_inputs(subject, sizes, inputs, seed)
+    machine = machine_info()  # before the run: its load average is the other work on the machine
     into = _run(variants, tensors, plan, progress or (lambda _event: None))
     return _report(
         variants,
         into=into,
-        machine=machine_info(),
+        machine=machine,
         settings=settings,
         created_at=created_at,
         duration_s=time.monotonic() - started,

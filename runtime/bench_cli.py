@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime._bench_markdown import machine_line
+from mmedge.runtime._bench_markdown import busy_warning, machine_line
 from mmedge.runtime._bench_tables import (
     Table,
     attribution_table,
@@ -141,6 +141,8 @@ def show(report: BenchReport) -> None:
         tables.append(hotspot_table(report, TOP_OPS_TERMINAL))
     for t in tables:
         console.print(_rich(t))
+    if report.machine.busy:
+        console.print(f"[yellow]{escape(busy_warning(report.machine))}[/yellow]")
     for v in report.variants:
         for note in v.notes:
             console.print(f"[yellow]{escape(v.name)}: {escape(note)}[/yellow]")

@@ -142,3 +142,11 @@ def test_pytorch_variant_is_timed_per_encoder(tiny_bundle: Path, monkeypatch: py
     (hot,) = torch_variant.hotspots
     assert any(o.op.startswith("aten::") for o in hot.ops)
     assert [c.baseline for c in report.comparisons] == ["PyTorch eager FP32"]
+
+
+def test_peak_rss_is_the_workers_own_not_its_parents(tiny_bundle: Path) -> None:
+    """Linux keeps ru_maxrss across fork and exec; a big parent must not inflate the worker's peak."""
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB, touched, in this (the parent) process
+    report = bench(tiny_bundle, iterations=1, warmup=0, threads=1, profile=False)
+    assert ballast.sum() > 0
+    assert 0 < report.variants[0].peak_rss_bytes < 300 * 2**20
