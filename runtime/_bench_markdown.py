@@ -7,6 +7,7 @@ from mmedge.runtime._bench_tables import (
     attribution_table,
     components_table,
     hotspot_table,
+    is_numeric,
     latency_table,
     primary_batch,
     ratio_table,
@@ -20,13 +21,19 @@ from mmedge.console import human_bytes
 __all__ = ["busy_warning", "machine_line", "markdown", "render_markdown_table"]
 
 TOP_OPS_MARKDOWN = 10
+ATTRIBUTION_LEGEND = (
+    "\n*preprocess*: input checks and preprocessing; a component: time inside its session (encoders that run "
+    "concurrently share their stage's wall time by busy time); *copies*: gathering each component's inputs "
+    "from earlier outputs and handing work to encoder threads; *postprocess*: collecting the outputs. "
+    "Measured, not derived: the sum row shows how much of the end-to-end time they cover.\n"
+)
 
 
 def render_markdown_table(table: Table, *, heading: str = "###") -> str:
     def row(cells: tuple[str, ...]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + " |"
+    align = "| " + " | ".join("---:" if is_numeric(table, i) else "---" for i in range(len(table.columns))) + " |"
     lines = [f"{heading} {table.title}", "", row(table.columns), align, *(row(r) for r in table.rows)]
     return "\n".join(lines) + "\n"
 
@@ -74,7 +81,9 @@ def markdown(report: BenchReport) -> str:
     tables += [components_table(report, batch), attribution_table(report, batch)]
     if any(v.hotspots for v in report.variants):
         tables.append(hotspot_table(report, TOP_OPS_MARKDOWN))
-    body = "\n".join(render_markdown_table(t) for t in tables)
+    body = "\n".join(
+        render_markdown_table(t) + (ATTRIBUTION_LEGEND if t.title.startswith("Where") else "") for t in tables
+    )
     return "\n".join(intro) + "\n" + body + _notes(report)
 
 

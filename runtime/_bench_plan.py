@@ -64,6 +64,8 @@ def variant_specs(
             name = _unique(f"monolithic {_label([precision])}", b, names)
             spec = {"kind": "monolithic", "path": str(path), "bundle": str(b.path), "precision": precision, **common}
             variants.append(VariantSpec(name, "monolithic", str(path), RUNTIME_WORKER, spec))
+    if torch_model is None and checkpoint is not None:
+        raise InputError("a checkpoint was given without a PyTorch model; pass torch_model (--torch) too")
     if torch_model is not None:
         _check_torch_spec(torch_model, checkpoint)
         spec = {

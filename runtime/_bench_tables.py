@@ -6,6 +6,7 @@ the terminal show the same numbers with the same rounding.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ __all__ = [
     "fmt_ms",
     "fmt_ratio",
     "hotspot_table",
+    "is_numeric",
     "latency_table",
     "primary_batch",
     "ratio_table",
@@ -28,6 +30,7 @@ __all__ = [
 ]
 
 MISSING = "—"
+_NUMERIC = re.compile(r"^[\d—.]")  # cells that start like a number
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+
+
+def is_numeric(table: Table, column: int) -> bool:
+    """Whether a column holds numbers (right-aligned); the first column never does."""
+    return column > 0 and all(_NUMERIC.match(row[column]) for row in table.rows)
 
 
 def fmt_ms(ms: float | None) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from mmedge.runtime._bench_tables import (
     attribution_table,
     components_table,
     hotspot_table,
+    is_numeric,
     latency_table,
     primary_batch,
     ratio_table,
@@ -39,7 +39,6 @@ __all__ = ["configure", "run", "write_outputs"]
 
 TOP_OPS_TERMINAL = 5
 INTERRUPTED = 130
-_NUMERIC = re.compile(r"^[\d—.]")  # cells that start like a number are right-aligned
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -121,8 +120,10 @@ def write_outputs(report: BenchReport, out: Path | None, markdown: str | None, c
     if markdown:
         Path(markdown).write_text(report.to_markdown(), encoding="utf-8")
         written.append(Path(markdown))
-    if chart:
+    if chart and any(v.batches for v in report.variants):
         written.append(report.write_chart(chart))
+    elif chart:
+        console.print("[yellow]no chart: nothing was measured before the interruption[/yellow]")
     return written
 
 
@@ -151,8 +152,7 @@ def show(report: BenchReport) -> None:
 def _rich(table: Table) -> RichTable:
     t = RichTable(title=table.title, title_justify="left")
     for i, column in enumerate(table.columns):
-        numeric = i > 0 and all(_NUMERIC.match(row[i]) for row in table.rows)
-        t.add_column(column, justify="right" if numeric else "left", overflow="fold")
+        t.add_column(column, justify="right" if is_numeric(table, i) else "left", overflow="fold")
     for row in table.rows:
         t.add_row(*(escape(c) for c in row))
     return t

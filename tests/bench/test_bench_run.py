@@ -108,6 +108,7 @@ def test_a_failing_variant_raises_its_typed_error(tiny_bundle: Path, tmp_path: P
         pytest.param({"torch_model": "not a model!"}, InputError, "reference model name", id="torch-spec"),
         pytest.param({"batch_sizes": (0,)}, ValueError, "batch_sizes must be positive", id="batch"),
         pytest.param({"iterations": 0}, ValueError, "iterations must be at least 1", id="iterations"),
+        pytest.param({"checkpoint": "model.pt"}, InputError, "without a PyTorch model", id="checkpoint-alone"),
     ],
 )
 def test_bad_options_fail_before_any_process_starts(tiny_bundle: Path, kwargs: dict, error: type, message: str) -> None:
@@ -150,3 +151,15 @@ def test_peak_rss_is_the_workers_own_not_its_parents(tiny_bundle: Path) -> None:
     report = bench(tiny_bundle, iterations=1, warmup=0, threads=1, profile=False)
     assert ballast.sum() > 0
     assert 0 < report.variants[0].peak_rss_bytes < 300 * 2**20
+
+
+def test_a_time_budget_replaces_the_iteration_count(tiny_bundle: Path) -> None:
+    events: list[BenchProgress] = []
+    report = bench(
+        tiny_bundle, iterations=1, warmup=0, time_budget_s=0.3, threads=1, profile=False, progress=events.append
+    )
+    measured = [e for e in events if e.phase == "measure"]
+    assert all(e.total is None for e in measured)
+    assert measured[-1].fraction == pytest.approx(1.0)
+    assert report.variants[0].batches[0].latency.count == len(measured) > 1
+    assert report.settings.time_budget_s == 0.3
