@@ -3,7 +3,9 @@ up, and the Markdown report and PNG chart. No timing assertions besides the attr
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,33 @@ def test_chart_is_a_png(report: BenchReport, tmp_path: Path) -> None:
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.size[0] > 1000
+
+
+def _run_standard() -> Any:
+    path = Path(__file__).parents[2] / "benchmarks" / "run_standard.py"
+    spec = importlib.util.spec_from_file_location("run_standard", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("scale", "status", "margin"), [(0.5, "PASS", 1.0), (2.0, "MISS", -0.5)])
+def test_standard_targets_report_pass_or_miss_with_margins(
+    report: BenchReport, scale: float, status: str, margin: float
+) -> None:
+    std = _run_standard()
+    probe = std.Target("x", "mono vs split", "monolithic FP32", "split FP32", "latency", at_least=1.0)
+    value = probe.value(report)
+    mono, split = report.variant("monolithic FP32").at(1), report.variant("split FP32").at(1)
+    assert value == pytest.approx(mono.latency.p50_ms / split.latency.p50_ms)
+    result = std.Target("x", "", "monolithic FP32", "split FP32", "latency", at_least=value * scale).check(report)
+    assert (result["status"], result["margin"]) == (status, pytest.approx(margin))
+    assert result["value_from_min_latency"] == pytest.approx(mono.latency.min_ms / split.latency.min_ms)
+    memory = std.Target("m", "", "split FP32", "monolithic FP32", "rss", at_most=value).check(report)
+    assert memory["value"] == pytest.approx(
+        report.variant("split FP32").peak_rss_bytes / report.variant("monolithic FP32").peak_rss_bytes
+    )
+    assert memory["value_from_min_latency"] is None
