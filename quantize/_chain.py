@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from mmedge.quantize._apply import apply, excluded_nodes
+from mmedge.quantize._generation import caption_spec, compare_captions
 from mmedge.quantize._graph import Runner, downstream, fed_by_wiring, topological, upstream
 from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
 from mmedge.quantize.calibration import SampleReader
@@ -121,14 +122,22 @@ class Chain:
         return "outputs of " + ", ".join(f"{u} ({'quantized' if self.quantizes(u) else 'FP32'})" for u in sources)
 
     def evaluable(self) -> list[OutputSpec]:
-        """Model outputs whose component (and its upstream) can run from raw samples."""
-        return [o for o in self.manifest.outputs if _runnable(self.manifest, o.component)]
+        """Model outputs whose component (and its upstream) can run from raw samples, and the
+        generated caption of a bundle with a decoder (scored by whole-caption exact match)."""
+        caption = caption_spec(self.manifest)
+        runnable = [o for o in self.manifest.outputs if _runnable(self.manifest, o.component)]
+        return runnable + ([caption] if caption else [])
 
     def end_to_end(self, versions: Mapping[str, Path], runner: Runner | None = None) -> list[OutputResult]:
         """Every evaluable model output of ``versions`` against the FP32 bundle."""
         runner = runner or self.holdout
         results = []
         for spec in self.evaluable():
+            if spec == caption_spec(self.manifest):
+                results.append(
+                    OutputResult(spec, "exact", *compare_captions(self.manifest, runner, self.fp32, versions))
+                )
+                continue
             ref = [o[spec.tensor] for o in runner.outputs(self.fp32, spec.component)]
             test = [o[spec.tensor] for o in runner.outputs(versions, spec.component)]
             comparison = compare(spec.tensor, ref, test)

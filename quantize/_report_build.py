@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 from mmedge.quantize._chain import Chain
+from mmedge.quantize._generation import CAPTION, caption_spec
 from mmedge.quantize._graph import fed_by_wiring, upstream
 from mmedge.quantize._metrics import accuracy, compare
 from mmedge.quantize.recipes import QUANTIZED_OPS
@@ -53,9 +54,14 @@ def build_report(
     outputs = tuple(_output_report(r, labels) for r in chain.end_to_end(chain.versions))
     score = chain.score(chain.versions)
     skipped = [c.name for c in m.components if not fed_by_wiring(m, c.name)]
-    extra = (
-        [f"not evaluated (inputs come from a generation loop, not the wiring): {', '.join(skipped)}"] if skipped else []
-    )
+    extra = []
+    if skipped and caption_spec(m) is not None:
+        extra = [
+            f"{', '.join(skipped)}: no per-component error (inputs come from the generation loop); the "
+            f"{CAPTION!r} output measures it end to end: greedy captions equal to FP32's, token for token"
+        ]
+    elif skipped:
+        extra = [f"not evaluated (inputs come from a generation loop, not the wiring): {', '.join(skipped)}"]
     return QuantizationReport(
         model=m.model.name,
         source=str(src.path),
