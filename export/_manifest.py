@@ -36,7 +36,16 @@ __all__ = [
 
 VOCAB_FILE = "vocab.txt"
 _PREPROCESS_TYPES = (TextPreprocess, ImagePreprocess, AudioPreprocess)
-_KIND_BY_NAME = {"logits": "logits", "embedding": "embedding", "embeddings": "embedding", "features": "embedding"}
+_KIND_BY_NAME = {
+    "logits": "logits",
+    "embedding": "embedding",
+    "embeddings": "embedding",
+    "features": "embedding",
+    "scores": "scores",
+    "similarity": "scores",
+    "logits_per_image": "scores",
+    "logits_per_text": "scores",
+}
 
 
 def dtype_name(t: Any) -> str:
@@ -120,10 +129,10 @@ def input_specs(
 def output_specs(
     component: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None
 ) -> tuple[tuple[OutputSpec, ...], list[str]]:
-    """Model outputs: a single output is logits; otherwise the kind follows the name."""
+    """Model outputs: the kind follows a known name; otherwise a single output is logits."""
     specs, warnings = [], []
     for t in outputs:
-        kind = "logits" if len(outputs) == 1 else _KIND_BY_NAME.get(t.name.lower(), "other")
+        kind = _KIND_BY_NAME.get(t.name.lower(), "logits" if len(outputs) == 1 else "other")
         attached: tuple[str, ...] = ()
         if kind == "logits" and labels:
             if t.shape and t.shape[-1] == len(labels):

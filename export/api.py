@@ -60,6 +60,7 @@ def export_model(
     modalities: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     model_info: ModelInfo | None = None,
+    tokenizer: Any = None,
 ) -> ExportResult:
     """Export ``model`` as a split ONNX bundle in ``out`` and verify it against PyTorch.
 
@@ -71,6 +72,9 @@ def export_model(
     ``audio_frontend="conv"`` replaces torchaudio MelSpectrograms by an equivalent convolution.
     ``modalities`` overrides the detected modality of raw inputs (it decides their dynamic axes:
     ``seq`` for text, ``samples`` for audio). ``progress(step, status)`` is called as work proceeds.
+    ``tokenizer`` (a ``tokenizers.Tokenizer`` or transformers fast tokenizer) is saved in the
+    bundle as ``tokenizer.json`` so the runtime takes strings; an ``attention_mask`` input is
+    then derived from the same strings (see :mod:`mmedge.export._hf_tokenizer`).
     Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
     """
     tol = tolerance or Tolerance()
@@ -85,6 +89,12 @@ def export_model(
     pre = mf.resolve_preprocess(preprocess, model, inputs, vocab)
     report("split", "running forward")
     given = _check_modalities(modalities, inputs)
+    text = None
+    if tokenizer is not None:
+        from mmedge.export._hf_tokenizer import text_setup
+
+        text = text_setup(tokenizer, pre, given, inputs)
+        pre, given = text.preprocess, text.modalities
     split = plan_split(work, inputs, encoders, pre, given)
     modalities = {**input_modalities(inputs, split.encoders, pre), **given}
     axes, notes = input_axes(inputs, modalities, dynamic)
@@ -99,7 +109,7 @@ def export_model(
         feeds = [runs.numpy(r, list(inputs)) for r in (0, 1)]
         head = head.with_record(record(chain, feeds, tol, "pytorch-chain", "encoders → fusion_head vs model.forward"))
         mono = export_monolithic(ctx, head) if monolithic else None
-        meta = _Meta(model, model_info, modalities, pre, vocab, labels)
+        meta = _Meta(model, model_info, modalities, pre, vocab, labels, text.tokenizer if text else None)
         write_manifest(stage, _manifest(ctx, meta, parts, head, mono))
     components = [*parts, head]
     exporters = {p.component.name: p.component.exporter for p in components}
@@ -215,6 +225,7 @@ class _Meta:
     preprocess: Mapping[str, Any]
     vocab: Sequence[str] | None
     labels: Sequence[str] | None
+    tokenizer: Any = None  # a tokenizers.Tokenizer saved as tokenizer.json
 
 
 def _manifest(ctx: Ctx, meta: _Meta, parts: Sequence[Part], head: Part, mono: Part | None) -> Manifest:
@@ -234,6 +245,10 @@ def _manifest(ctx: Ctx, meta: _Meta, parts: Sequence[Part], head: Part, mono: Pa
     assets = [a for p in (*parts, head, *([mono] if mono else [])) for a in p.assets]
     if meta.vocab:
         assets.append(Asset(name="vocab", file=mf.write_vocab(ctx.stage, meta.vocab)))
+    if meta.tokenizer is not None:
+        from mmedge.export._hf_tokenizer import write_tokenizer
+
+        assets.append(write_tokenizer(ctx.stage, meta.tokenizer))
     return Manifest(
         model=mf.model_info(meta.model, meta.given),
         inputs=inputs,

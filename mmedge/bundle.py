@@ -103,6 +103,9 @@ class TextPreprocess:
     vocab_file: str | None = None  # one token per line, line index = id
     tokenizer_file: str | None = None  # a Hugging Face `tokenizers` JSON file
     lowercase: bool = True
+    # The raw input that takes this text's attention mask (1 = token, 0 = padding); the runtime
+    # derives it from the same strings or id lists, so callers give only the text.
+    mask_input: str | None = None
 
 
 Preprocess = ImagePreprocess | AudioPreprocess | TextPreprocess
@@ -399,6 +402,12 @@ def _consistency_problems(m: Manifest) -> list[str]:
             problems.append(f"input {i.name!r}: modality {i.modality!r} is not one of {MODALITIES}")
         if i.dtype not in DTYPES:
             problems.append(f"input {i.name!r}: dtype {i.dtype!r} is not one of {DTYPES}")
+    raw_names = {i.name for i in m.inputs}
+    problems += [
+        f"input {i.name!r}: mask_input {i.preprocess.mask_input!r} is not an input of the bundle"
+        for i in m.inputs
+        if isinstance(i.preprocess, TextPreprocess) and i.preprocess.mask_input not in (None, *raw_names)
+    ]
     components = {c.name: c for c in m.components}
     for c in m.components:
         for attr, allowed in (("role", ROLES), ("precision", PRECISIONS), ("format", FORMATS)):
