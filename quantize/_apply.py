@@ -9,6 +9,8 @@ exception is translated here into a :class:`QuantizationError` that names the co
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -113,28 +115,30 @@ def _static(
     method: str,
     cache: Path | None,
 ) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-
     if samples is None or not len(samples):
         raise QuantizationError("static quantization needs calibration samples; none were given")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
     samples.rewind()
-    quantize_static(
-        str(prepared),
-        str(out),
-        samples,
-        quant_format=QuantFormat.QDQ,
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        activation_type=_quant_type(recipe.activation_type),
-        weight_type=_quant_type(recipe.weight_type),
-        nodes_to_exclude=list(exclude),
-        calibrate_method={
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[method],
-        calibration_cache_path=cache,
-    )
+    # The histogram calibrators print progress to stdout, which belongs to `--json` output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(
+            str(prepared),
+            str(out),
+            samples,
+            quant_format=QuantFormat.QDQ,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=_quant_type(recipe.activation_type),
+            weight_type=_quant_type(recipe.weight_type),
+            nodes_to_exclude=list(exclude),
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+            calibration_cache_path=cache,
+        )
 
 
 def _dynamic(recipe: Recipe, prepared: Path, out: Path, exclude: Sequence[str]) -> None:

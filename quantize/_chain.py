@@ -79,7 +79,7 @@ class Chain:
             return self.fp32[component], {}
         recipe = self.recipes[component]
         exclude = excluded_nodes(self.model(component), recipe, {**self.kept.get(component, {}), **(extra or {})})
-        out = self.work / f"{component}.{next(self._counter)}.onnx"
+        out = self.new_path(component)
         samples = cache = None
         if recipe.mode == "static":
             samples = SampleReader(self.calibration.feeds(self.versions, component))
@@ -97,6 +97,10 @@ class Chain:
             out.unlink()  # the mode supports no op of this graph: keep the untouched FP32 file
             return self.fp32[component], exclude
         return out, exclude
+
+    def new_path(self, component: str) -> Path:
+        """A fresh file name for a version of ``component`` (cached outputs are keyed by path)."""
+        return self.work / f"{component}.{next(self._counter)}.onnx"
 
     def discard(self, path: Path) -> None:
         """Forget a candidate file: its sessions and cached outputs, and the file if it is ours."""

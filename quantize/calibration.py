@@ -67,7 +67,9 @@ def collect_samples(
     ``get_next()``. Inputs the manifest gives a ``default`` may be omitted. Raises
     :class:`QuantizationError` naming the sample, the input, and expected vs found.
     """
-    if isinstance(source, str | os.PathLike):
+    if isinstance(source, SampleReader):
+        raw = source.samples[:limit]  # replayable: do not drain it
+    elif isinstance(source, str | os.PathLike):
         raw = _read_directory(Path(source), what, limit)
     elif hasattr(source, "get_next"):
         raw = _drain(source, limit)

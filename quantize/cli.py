@@ -89,13 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        _summary(report)
+        show_report(report)
     for w in caught:
         console.print(f"[yellow]WARNING[/yellow] {w.message}")
     return 0
 
 
-def _summary(report: QuantizationReport) -> None:
+def show_report(report: QuantizationReport) -> None:
+    """Per-component and end-to-end tables of a quantization report, on stderr (also used by the demo)."""
     rows = [
         (
             c.name,

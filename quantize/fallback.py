@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from mmedge.quantize._chain import Chain, OutputResult
 from mmedge.quantize._graph import downstream
 from mmedge.quantize._metrics import noise_ratio
+from mmedge.quantize._surgery import dequantized_weights, without_quantization
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.report import FallbackRound
 
@@ -33,7 +35,7 @@ from mmedge.errors import QuantizationError, translated
 __all__ = ["CANDIDATES_PER_ROUND", "Candidate", "candidates", "fallback_round"]
 
 CANDIDATES_PER_ROUND = 8  # measured per round; ranking keeps the right one near the top
-DEBUG_SAMPLES = 16  # calibration samples run through the QDQ debug graph for the ranking
+DEBUG_SAMPLES = 4  # calibration samples run through the QDQ debug graph (it outputs every tensor)
 # Weighted ops quantize_dynamic rewrites (onnxruntime IntegerOpsRegistry; Gemm becomes MatMulInteger).
 DYNAMIC_OPS = frozenset({"Conv", "MatMul", "Gemm", "LSTM", "Gather", "Attention", "EmbedLayerNormalization"})
 
@@ -59,7 +61,7 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
         return None, f"{worst} has no quantized tensor or node left to keep FP32"
     best, best_key, tried = None, keys[worst], []
     for cand in found:
-        path, _ = chain.build(worst, extra=dict.fromkeys(cand.nodes, "fallback candidate"))
+        path = _candidate_file(chain, worst, cand)
         tried.append(path)
         key = _key(chain.end_to_end(chain.only(worst, path), chain.calibration))
         if key > best_key:
@@ -78,6 +80,17 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
     after = chain.score(chain.versions)
     round_ = FallbackRound(index, worst, best.tensor, best.nodes, before, after, len(found), "calibration samples")
     return round_, why
+
+
+def _candidate_file(chain: Chain, component: str, cand: Candidate) -> Path:
+    """``component`` with ``cand``'s nodes out of quantization: a rewired copy of the QDQ graph
+    for static recipes (milliseconds), a fresh quantization for the others (no calibration)."""
+    if chain.recipes[component].mode != "static":
+        return chain.build(component, extra=dict.fromkeys(cand.nodes, "fallback candidate"))[0]
+    edited = without_quantization(onnx.load(str(chain.versions[component])), chain.model(component), cand.nodes)
+    path = chain.new_path(component)
+    onnx.save(edited, str(path))
+    return path
 
 
 def _affects_outputs(chain: Chain, component: str) -> bool:
@@ -110,7 +123,6 @@ def _tensor_candidates(chain: Chain, component: str, model: onnx.ModelProto, don
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         create_activation_matching,
-        create_weight_matching,
         modify_model_output_intermediate_tensors,
     )
 
@@ -120,7 +132,7 @@ def _tensor_candidates(chain: Chain, component: str, model: onnx.ModelProto, don
     with translated(QuantizationError, f"ranking the quantized tensors of {component!r} (qdq_loss_debug)"):
         modify_model_output_intermediate_tensors(str(qdq), str(debug))
         activations = create_activation_matching(collect_activations(str(debug), SampleReader(feeds)))
-        weights = create_weight_matching(str(chain.prepared[component]), str(qdq))
+    weights = dequantized_weights(onnx.load(str(qdq)), model)
     debug.unlink(missing_ok=True)
     producers = {out: n.name for n in model.graph.node for out in n.output}
     consumers: dict[str, list[str]] = defaultdict(list)
@@ -136,10 +148,12 @@ def _tensor_candidates(chain: Chain, component: str, model: onnx.ModelProto, don
         candidate(t, (producers.get(t), *consumers.get(t, ())), noise_ratio(pair["pre_qdq"], pair["post_qdq"]))
         for t, pair in activations.items()
     ] + [
-        candidate(w, consumers.get(w, ()), noise_ratio([pair["float"]], [pair["dequantized"]]))
-        for w, pair in weights.items()
+        candidate(w, consumers.get(w, ()), noise_ratio([fp32], [int8])) for w, (fp32, int8) in weights.items()
     ]
-    return sorted((c for c in found if c is not None), key=lambda c: -c.rank)
+    unique: dict[frozenset[str], Candidate] = {}  # a weight and a tensor may name the same nodes: measure them once
+    for c in sorted((c for c in found if c is not None), key=lambda c: -c.rank):
+        unique.setdefault(frozenset(c.nodes), c)
+    return list(unique.values())
 
 
 def _node_candidates(model: onnx.ModelProto, done: set[str], ops: frozenset[str] | None) -> list[Candidate]:

@@ -183,14 +183,25 @@ def resolve_recipes(
 
 def _one(choice: str | Recipe, model: onnx.ModelProto, component: str) -> Recipe:
     if isinstance(choice, Recipe):
-        return choice if choice.reason else dataclasses.replace(choice, reason="given by the caller")
-    if choice == "auto":
-        return choose_recipe(model)
-    if choice in MODES:
-        return Recipe.for_mode(choice, f"{choice} requested for {component}")
-    raise QuantizationError(
-        f"recipe for {component!r} is {choice!r}; expected 'auto', one of {MODES}, or a mmedge.quantize.Recipe"
-    )
+        recipe = choice if choice.reason else dataclasses.replace(choice, reason="given by the caller")
+    elif choice == "auto":
+        recipe = choose_recipe(model)
+    elif choice in MODES:
+        recipe = Recipe.for_mode(choice, f"{choice} requested for {component}")
+    else:
+        raise QuantizationError(
+            f"recipe for {component!r} is {choice!r}; expected 'auto', one of {MODES}, or a mmedge.quantize.Recipe"
+        )
+    recurrent = sorted({n.op_type for n in model.graph.node} & RECURRENT_OPS)
+    if recipe.mode == "fp16" and recurrent:
+        # onnxruntime 1.32 has no FP16 kernels for them on CPU, and its full graph optimisation
+        # of the converted graph (Casts around the LSTM) crashes the process at session creation.
+        raise QuantizationError(
+            f"fp16 is not supported for {component!r}: it has {', '.join(recurrent)}, which onnxruntime cannot "
+            f"run in FP16. Give it another recipe, e.g. recipe={{{component!r}: 'dynamic'}} "
+            f"(CLI: --recipe {component}=dynamic)"
+        )
+    return recipe
 
 
 def _constant_outputs(model: onnx.ModelProto) -> set[str]:
