@@ -67,7 +67,8 @@ def collect_samples(
     ``get_next()``. Inputs the manifest gives a ``default`` may be omitted. Raises
     :class:`QuantizationError` naming the sample, the input, and expected vs found.
     """
-    if isinstance(source, SampleReader):
+    # Not isinstance: CalibrationDataReader's __subclasshook__ claims any object with get_next().
+    if SampleReader in type(source).__mro__:
         raw = source.samples[:limit]  # replayable: do not drain it
     elif isinstance(source, str | os.PathLike):
         raw = _read_directory(Path(source), what, limit)
