@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "BundleError",
+    "ConfigError",
     "ExportError",
     "InputError",
     "MMEdgeError",
@@ -43,6 +44,10 @@ class InputError(MMEdgeError):
 
 class ProviderError(MMEdgeError):
     """An execution provider was asked for but cannot be used."""
+
+
+class ConfigError(MMEdgeError, ValueError):
+    """An option passed to an mmedge API is invalid (a ValueError too, so ``except ValueError`` still works)."""
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from mmedge.runtime.pipeline import default_thread_budget
 from mmedge.runtime.providers import ProviderRequest
 
 from mmedge.bundle import Bundle, load_bundle
+from mmedge.errors import ConfigError
 
 __all__ = ["bench"]
 
@@ -160,7 +161,7 @@ def _check_options(
     if profile_runs < 1:
         problems.append(f"profile_runs must be at least 1, found {profile_runs}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def _run(

@@ -39,7 +39,7 @@ from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.providers import ProviderRequest, resolve_providers
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
-from mmedge.errors import InputError, MMEdgeError
+from mmedge.errors import ConfigError, InputError, MMEdgeError
 
 __all__ = ["Pipeline", "default_thread_budget"]
 
@@ -95,9 +95,9 @@ class Pipeline:
         trace: Trace | None = None,
     ) -> None:
         if graph_optimization not in GRAPH_OPTIMIZATION:
-            raise ValueError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, found {graph_optimization!r}")
+            raise ConfigError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, found {graph_optimization!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, found {threads!r}")
+            raise ConfigError(f"threads must be a positive int or None, found {threads!r}")
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         self._graph = Graph(self._bundle.manifest)
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
