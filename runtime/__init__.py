@@ -24,6 +24,7 @@ from mmedge.runtime._bench_types import (
 )
 from mmedge.runtime._session import ComponentPlacement
 from mmedge.runtime.bench import bench
+from mmedge.runtime.limits import InputLimits
 from mmedge.runtime.mobile import MobileReport, package_mobile
 from mmedge.runtime.pipeline import Pipeline
 from mmedge.runtime.preprocess import Audio
@@ -40,6 +41,7 @@ __all__ = [
     "ComponentLatency",
     "ComponentPlacement",
     "Hotspots",
+    "InputLimits",
     "LatencyStats",
     "MachineInfo",
     "MobileReport",

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 from mmedge.runtime._graph import Graph
-from mmedge.runtime.preprocess import prepare
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
+from mmedge.runtime.preprocess import check_array, prepare
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
 from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, tensor_problems
 
@@ -43,9 +44,10 @@ class Feeds:
 class InputRouter:
     """Maps user keys to inputs, prepares raw values, validates everything against the manifest."""
 
-    def __init__(self, bundle: Bundle, graph: Graph) -> None:
+    def __init__(self, bundle: Bundle, graph: Graph, limits: InputLimits = DEFAULT_LIMITS) -> None:
         self._bundle = bundle
         self._graph = graph
+        self.limits = limits
         manifest = bundle.manifest
         self._specs = {i.name: i for i in manifest.inputs}
         self.raw_keys: dict[str, str] = {i.name: i.name for i in manifest.inputs}
@@ -127,7 +129,8 @@ class InputRouter:
         for key, value in given.items():
             component, spec = self.output_keys[key]
             by_component.setdefault(component, {})[spec.name] = value
-            found = tensor_problems(f"encoder output {key!r}", spec.dtype, spec.shape, value)
+            what = f"encoder output {key!r}"
+            found = self._oversize(what, value) or tensor_problems(what, spec.dtype, spec.shape, value)
             problems += found
             bad |= {component} if found else set()
         for component, values in by_component.items():
@@ -140,9 +143,19 @@ class InputRouter:
                 )
         return {c: v for c, v in by_component.items() if c not in bad}
 
+    def _oversize(self, what: str, value: Any) -> list[str]:
+        """The size limit an array breaks, as a problem line (checked before its values are scanned)."""
+        if not isinstance(value, np.ndarray):
+            return []
+        try:
+            check_array(what, value, self.limits)
+        except InputError as e:
+            return [str(e)]
+        return []
+
     def _prepare(self, spec: InputSpec, value: Any, problems: list[str]) -> np.ndarray | None:
         try:
-            tensor = prepare(spec, value, lambda: self.tokenizer(spec.name))
+            tensor = prepare(spec, value, lambda: self.tokenizer(spec.name), self.limits)
         except InputError as e:
             problems.append(str(e))
             return None

@@ -43,7 +43,7 @@ def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+def resample(wave: np.ndarray, rate_in: int, rate_out: int, *, max_samples: int | None = None) -> np.ndarray:
     """Band-limited resampling of ``(..., samples)`` from ``rate_in`` to ``rate_out`` Hz.
 
     Each output sample is the windowed-sinc interpolation of the input at its time, with the
@@ -51,9 +51,11 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     Samples outside the signal count as zero. Output ``j`` sits at input time ``j * down / up``
     (the reduced rate ratio), so its filter depends only on ``j % up``: the ``up`` filters are
     computed once (polyphase) unless the ratio is unusual enough to make that table large.
+    ``max_samples`` stops after that many output samples (the caller crops the rest anyway), so
+    upsampling a long wave costs no more than its kept part.
     """
     if rate_in == rate_out:
-        return wave
+        return wave if max_samples is None else wave[..., :max_samples]
     g = math.gcd(rate_in, rate_out)
     up, down = rate_out // g, rate_in // g
     cutoff = _ROLLOFF * min(1.0, up / down)  # relative to the input's Nyquist frequency
@@ -65,7 +67,7 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         else None
     )
     n_in = wave.shape[-1]
-    n_out = round(n_in * up / down)
+    n_out = round(n_in * up / down) if max_samples is None else min(round(n_in * up / down), max_samples)
     out = np.empty((*wave.shape[:-1], n_out), dtype=np.float32)
     for start in range(0, n_out, _CHUNK):
         j = np.arange(start, min(start + _CHUNK, n_out))

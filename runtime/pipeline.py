@@ -36,6 +36,7 @@ from mmedge.runtime._session import (
     to_numpy,
 )
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.providers import ProviderRequest, resolve_providers
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
@@ -79,6 +80,8 @@ class Pipeline:
             name, start_ns, end_ns)`` from ``time.perf_counter_ns``; kind is "preprocess",
             "component" (name = the component; called from encoder threads too), "execute" (all
             components) or "postprocess". None (the default) costs nothing.
+        limits: the largest batch, array and string a call accepts (:class:`InputLimits`); larger
+            values are refused with InputError before any work is done.
     """
 
     def __init__(
@@ -93,15 +96,18 @@ class Pipeline:
         graph_optimization: str = "all",
         check_hashes: bool = True,
         trace: Trace | None = None,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         if graph_optimization not in GRAPH_OPTIMIZATION:
             raise ConfigError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, found {graph_optimization!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive int or None, found {threads!r}")
+        if not isinstance(limits, InputLimits):
+            raise ConfigError(f"limits must be an InputLimits, found {type(limits).__name__}")
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         self._graph = Graph(self._bundle.manifest)
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
-        self._router = InputRouter(self._bundle, self._graph)
+        self._router = InputRouter(self._bundle, self._graph, limits)
         self._plan = resolve_providers(providers, fallback=fallback)
         for message in self._plan.fallbacks:
             log.warning("provider fallback: %s", message)

@@ -15,6 +15,8 @@ form, and a Python ``list`` of raw items is a batch.
 * other — arrays without the batch axis are single items.
 
 Reading files needs Pillow / soundfile (``pip install 'mmedge[files]'``), imported only then.
+Every value is measured against :class:`~mmedge.runtime.limits.InputLimits` before it is
+decoded or converted (files by their headers).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from mmedge.runtime._signal import resample, resize
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.text import Tokenizer, pad_ids, sequence_length, tokenize
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
@@ -47,24 +50,45 @@ class Audio:
     sample_rate: int
 
 
-def prepare(spec: InputSpec, value: Any, tokenizer: Callable[[], Tokenizer | None]) -> np.ndarray:
+def prepare(
+    spec: InputSpec,
+    value: Any,
+    tokenizer: Callable[[], Tokenizer | None],
+    limits: InputLimits = DEFAULT_LIMITS,
+) -> np.ndarray:
     """The batched model tensor for one input; ``tokenizer`` is called only if strings need it."""
+    what = f"input {spec.name!r}"
     if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
+        check_array(what, value, limits)
         return value
     items = _items(spec, value)
     if not items:
-        raise InputError(f"input {spec.name!r}: got an empty list; pass at least one item")
+        raise InputError(f"{what}: got an empty list; pass at least one item")
+    limits.check_batch(what, len(items))
     if spec.modality == "text":
-        ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec)
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                limits.check_text(f"{what} item {i}", len(item))
+        ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec, limits)
         pad = getattr(spec.preprocess, "pad_id", 0)
         return pad_ids(ids, sequence_length(spec), pad, spec.dtype)
     if spec.modality == "image":
         pre = _recipe(spec, ImagePreprocess)
-        return np.stack([_image(item, pre, spec, i) for i, item in enumerate(items)])
+        return np.stack([_image(item, pre, spec, i, limits) for i, item in enumerate(items)])
     if spec.modality == "audio":
         pre = _recipe(spec, AudioPreprocess)
-        return np.stack([_audio(item, pre, spec, i) for i, item in enumerate(items)])
+        return np.stack([_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            limits.check_elements(f"{what} item {i}", item.size, f"array of shape {list(item.shape)}")
     return _stack_arrays(items, spec)
+
+
+def check_array(what: str, value: np.ndarray, limits: InputLimits) -> None:
+    """Refuse a ready tensor over the batch or element limit (before it is validated or copied)."""
+    if value.ndim:
+        limits.check_batch(what, value.shape[0])
+    limits.check_elements(what, value.size, f"array of shape {list(value.shape)}")
 
 
 def _items(spec: InputSpec, value: Any) -> list[Any]:
@@ -101,13 +125,15 @@ def _stack_arrays(items: list[Any], spec: InputSpec) -> np.ndarray:
 # images
 
 
-def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int) -> np.ndarray:
+def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits: InputLimits) -> np.ndarray:
     """One raw image → ``(C, H, W)`` (or ``(H, W, C)`` for NHWC) normalised float32."""
     channels = _channels(spec, pre)
     what = f"input {spec.name!r} item {index}"
     if isinstance(item, str | os.PathLike):
-        item = _open_image(Path(item), what)
+        item = _open_image(Path(item), what, limits)
     if type(item).__module__.startswith("PIL."):
+        width, height = item.size
+        limits.check_elements(what, width * height * channels, f"image of {width}×{height} pixels")
         item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
     if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
         found = f"array of shape {list(item.shape)}" if isinstance(item, np.ndarray) else type(item).__name__
@@ -115,9 +141,9 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int) -> np.n
             f"{what}: expected an image file path, a PIL image or an (H, W, C) array, found {found}; "
             f"a batch goes in a list, and a ready tensor must be {spec.dtype} {list(spec.shape)}"
         )
+    limits.check_elements(what, item.size, f"image array of shape {list(item.shape)}")
     pixels = _unit_range(item if item.ndim == 3 else item[:, :, None], pre, what)
-    pixels = _match_channels(pixels, channels, what)
-    pixels = resize(pixels, pre.size)
+    pixels = _match_channels(resize(pixels, pre.size), channels, what)  # resized first: a gray image stays 1 channel
     mean = np.asarray(pre.mean, np.float32)
     std = np.asarray(pre.std, np.float32)
     out = (pixels - mean) / std
@@ -130,7 +156,7 @@ def _channels(spec: InputSpec, pre: ImagePreprocess) -> int:
     return dim if isinstance(dim, int) else len(pre.mean)
 
 
-def _open_image(path: Path, what: str) -> Any:
+def _open_image(path: Path, what: str, limits: InputLimits) -> Any:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
@@ -139,6 +165,9 @@ def _open_image(path: Path, what: str) -> Any:
         raise InputError(f"{what}: image file {path} does not exist")
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+            limits.check_elements(what, width * height * bands, f"image file {path} of {width}×{height} pixels")
             image.load()
             return image
     except (UnidentifiedImageError, OSError) as e:
@@ -177,11 +206,12 @@ def _match_channels(pixels: np.ndarray, channels: int, what: str) -> np.ndarray:
 # audio
 
 
-def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int) -> np.ndarray:
+def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits: InputLimits) -> np.ndarray:
     """One raw waveform → float32 of the input's length, mono if the recipe says so."""
     what = f"input {spec.name!r} item {index}"
-    wave, rate = _wave_and_rate(item, pre, what)
+    wave, rate = _wave_and_rate(item, pre, what, limits)
     _check_rate(rate, what)
+    limits.check_elements(what, wave.size, f"wave of shape {list(wave.shape)}")
     wave = wave[None, :] if wave.ndim == 1 else wave
     if wave.size == 0:
         raise InputError(f"{what}: the waveform has no samples")
@@ -191,18 +221,18 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int) -> np.n
             "which looks like (samples, channels); transpose it"
         )
     if pre.mono:
-        wave = wave.mean(axis=0, keepdims=True)
-    wave = resample(wave.astype(np.float64), rate, pre.sample_rate)
+        wave = wave.mean(axis=0, keepdims=True, dtype=np.float64)
     length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
+    wave = resample(wave.astype(np.float64, copy=False), rate, pre.sample_rate, max_samples=length)
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = kept
     return fitted[0] if pre.mono else fitted
 
 
-def _wave_and_rate(item: Any, pre: AudioPreprocess, what: str) -> tuple[np.ndarray, Any]:
+def _wave_and_rate(item: Any, pre: AudioPreprocess, what: str, limits: InputLimits) -> tuple[np.ndarray, Any]:
     if isinstance(item, str | os.PathLike):
-        return _read_sound(Path(item), what)
+        return _read_sound(Path(item), what, limits)
     if isinstance(item, tuple) and len(item) == 2:
         item = Audio(*item)
     wave, rate = (item.wave, item.sample_rate) if isinstance(item, Audio) else (item, pre.sample_rate)
@@ -231,7 +261,7 @@ def _check_rate(rate: Any, what: str) -> None:
         )
 
 
-def _read_sound(path: Path, what: str) -> tuple[np.ndarray, int]:
+def _read_sound(path: Path, what: str, limits: InputLimits) -> tuple[np.ndarray, int]:
     try:
         import soundfile
     except ImportError as e:
@@ -239,7 +269,10 @@ def _read_sound(path: Path, what: str) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise InputError(f"{what}: sound file {path} does not exist")
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as f:
+            limits.check_elements(what, f.frames * f.channels, f"sound file {path} of {f.frames} frames")
+            data = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
     except (RuntimeError, TypeError) as e:  # LibsndfileError is a RuntimeError
         raise InputError(f"{what}: {path} is not a readable sound file ({e})") from e
     return data.T, int(rate)

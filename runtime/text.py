@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 
 from mmedge.bundle import Bundle, InputSpec, TextPreprocess
 from mmedge.errors import BundleError, InputError
@@ -118,7 +119,9 @@ def sequence_length(spec: InputSpec) -> int:
     raise InputError(f"input {spec.name!r} has no text preprocessing in the bundle; pass an int64 tensor")
 
 
-def tokenize(items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec) -> list[list[int]]:
+def tokenize(
+    items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec, limits: InputLimits = DEFAULT_LIMITS
+) -> list[list[int]]:
     """Each item (a string, or a sequence of ids) as a list of ids; empty items are errors."""
     out: list[list[int]] = []
     for index, item in enumerate(items):
@@ -131,18 +134,23 @@ def tokenize(items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec)
             if not ids:
                 raise InputError(f"input {spec.name!r}: item {index} is empty text ({item!r}); pass at least one word")
         else:
-            ids = _ids(item, spec.name, index)
+            ids = _ids(item, spec, index, limits)
         out.append(ids)
     return out
 
 
-def _ids(item: Any, name: str, index: int) -> list[int]:
+def _ids(item: Any, spec: InputSpec, index: int, limits: InputLimits) -> list[int]:
+    what = f"input {spec.name!r}: item {index}"
+    if isinstance(item, np.ndarray):
+        limits.check_elements(what, item.size, f"array of shape {list(item.shape)}")
+    elif isinstance(item, Sequence) and not isinstance(item, str | bytes):
+        limits.check_elements(what, len(item), f"a sequence of {len(item)} ids")
     array = np.asarray(item)
     if array.ndim == 1 and array.size == 0:
-        raise InputError(f"input {name!r}: item {index} has no token ids; pass at least one")
+        raise InputError(f"{what} has no token ids; pass at least one")
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise InputError(
-            f"input {name!r}: item {index} must be a string or a 1-D sequence of int token ids, "
+            f"{what} must be a string or a 1-D sequence of int token ids, "
             f"found {type(item).__name__} of dtype {array.dtype} and shape {list(array.shape)}"
         )
     return [int(i) for i in array]
