@@ -74,10 +74,10 @@ def prepare(
         return pad_ids(ids, sequence_length(spec), pad, spec.dtype)
     if spec.modality == "image":
         pre = _recipe(spec, ImagePreprocess)
-        return np.stack([_image(item, pre, spec, i, limits) for i, item in enumerate(items)])
+        return _stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)])
     if spec.modality == "audio":
         pre = _recipe(spec, AudioPreprocess)
-        return np.stack([_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
+        return _stacked(what, [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
     for i, item in enumerate(items):
         if isinstance(item, np.ndarray):
             limits.check_elements(f"{what} item {i}", item.size, f"array of shape {list(item.shape)}")
@@ -106,6 +106,17 @@ def _recipe(spec: InputSpec, kind: type) -> Any:
             f"cannot be converted; pass a {spec.dtype} tensor of shape {list(spec.shape)}"
         )
     return spec.preprocess
+
+
+def _stacked(what: str, tensors: list[np.ndarray]) -> np.ndarray:
+    """The batch of preprocessed items; they differ only if the model leaves the channel count open."""
+    shapes = sorted({t.shape for t in tensors})
+    if len(shapes) > 1:
+        raise InputError(
+            f"{what}: items have different shapes after preprocessing {[list(s) for s in shapes]}; "
+            "give every item of a batch the same number of channels"
+        )
+    return np.stack(tensors)
 
 
 def _stack_arrays(items: list[Any], spec: InputSpec) -> np.ndarray:
@@ -142,6 +153,8 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
             f"a batch goes in a list, and a ready tensor must be {spec.dtype} {list(spec.shape)}"
         )
     limits.check_elements(what, item.size, f"image array of shape {list(item.shape)}")
+    if item.size == 0:
+        raise InputError(f"{what}: the image has no pixels (shape {list(item.shape)})")
     pixels = _unit_range(item if item.ndim == 3 else item[:, :, None], pre, what)
     pixels = _match_channels(resize(pixels, pre.size), channels, what)  # resized first: a gray image stays 1 channel
     mean = np.asarray(pre.mean, np.float32)
@@ -161,8 +174,7 @@ def _open_image(path: Path, what: str, limits: InputLimits) -> Any:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
         raise InputError(f"{what}: reading image files needs Pillow: {_FILES_HINT} (or pass an array)") from e
-    if not path.is_file():
-        raise InputError(f"{what}: image file {path} does not exist")
+    _check_file(path, what, "image")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -170,8 +182,20 @@ def _open_image(path: Path, what: str, limits: InputLimits) -> Any:
             limits.check_elements(what, width * height * bands, f"image file {path} of {width}×{height} pixels")
             image.load()
             return image
-    except (UnidentifiedImageError, OSError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"{what}: {path} declares an image too large to decode safely ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # Pillow's plugins raise all of these
         raise InputError(f"{what}: {path} is not a readable image ({e})") from e
+
+
+def _check_file(path: Path, what: str, kind: str) -> None:
+    """A readable regular file at ``path``, or an InputError saying why not."""
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte
+        raise InputError(f"{what}: {kind} file name {str(path)[:80]!r} is not a usable path ({e})") from e
+    if not is_file:
+        raise InputError(f"{what}: {kind} file {str(path)[:200]} does not exist (or is not a file)")
 
 
 def _unit_range(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.ndarray:
@@ -220,14 +244,24 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
             f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
             "which looks like (samples, channels); transpose it"
         )
-    if pre.mono:
-        wave = wave.mean(axis=0, keepdims=True, dtype=np.float64)
+    wave = wave.mean(axis=0, keepdims=True, dtype=np.float64) if pre.mono else _match_audio_channels(wave, spec, what)
     length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
     wave = resample(wave.astype(np.float64, copy=False), rate, pre.sample_rate, max_samples=length)
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = kept
     return fitted[0] if pre.mono else fitted
+
+
+def _match_audio_channels(wave: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
+    """A multi-channel wave with the model's channel count: a mono wave is copied to every channel."""
+    want = spec.shape[1] if len(spec.shape) == 3 else None
+    have = wave.shape[0]
+    if not isinstance(want, int) or have == want:
+        return wave
+    if have == 1:
+        return np.repeat(wave, want, axis=0)
+    raise InputError(f"{what}: the model takes {want}-channel audio, found {have} channels")
 
 
 def _wave_and_rate(item: Any, pre: AudioPreprocess, what: str, limits: InputLimits) -> tuple[np.ndarray, Any]:
@@ -266,13 +300,12 @@ def _read_sound(path: Path, what: str, limits: InputLimits) -> tuple[np.ndarray,
         import soundfile
     except ImportError as e:
         raise InputError(f"{what}: reading sound files needs soundfile: {_FILES_HINT} (or pass an array)") from e
-    if not path.is_file():
-        raise InputError(f"{what}: sound file {path} does not exist")
+    _check_file(path, what, "sound")
     try:
         with soundfile.SoundFile(str(path)) as f:
             limits.check_elements(what, f.frames * f.channels, f"sound file {path} of {f.frames} frames")
             data = f.read(dtype="float32", always_2d=True)
             rate = f.samplerate
-    except (RuntimeError, TypeError) as e:  # LibsndfileError is a RuntimeError
+    except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
         raise InputError(f"{what}: {path} is not a readable sound file ({e})") from e
     return data.T, int(rate)

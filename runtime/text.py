@@ -145,13 +145,22 @@ def _ids(item: Any, spec: InputSpec, index: int, limits: InputLimits) -> list[in
         limits.check_elements(what, item.size, f"array of shape {list(item.shape)}")
     elif isinstance(item, Sequence) and not isinstance(item, str | bytes):
         limits.check_elements(what, len(item), f"a sequence of {len(item)} ids")
-    array = np.asarray(item)
+    try:
+        array = np.asarray(item)
+    except (ValueError, TypeError, OverflowError) as e:  # ragged nesting, objects numpy cannot convert
+        raise InputError(f"{what} must be a string or a 1-D sequence of int token ids ({e})") from e
     if array.ndim == 1 and array.size == 0:
         raise InputError(f"{what} has no token ids; pass at least one")
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise InputError(
             f"{what} must be a string or a 1-D sequence of int token ids, "
             f"found {type(item).__name__} of dtype {array.dtype} and shape {list(array.shape)}"
+        )
+    bounds = np.iinfo(spec.dtype) if np.dtype(spec.dtype).kind in "iu" else None
+    if bounds is not None and (int(array.min()) < bounds.min or int(array.max()) > bounds.max):
+        raise InputError(
+            f"{what} has token ids from {int(array.min())} to {int(array.max())}, outside {spec.dtype}; "
+            "ids must index the bundle's vocabulary"
         )
     return [int(i) for i in array]
 
