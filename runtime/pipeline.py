@@ -38,6 +38,7 @@ from mmedge.runtime._session import (
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.providers import ProviderRequest, resolve_providers
+from mmedge.runtime.validate import describe, nonfinite_problems
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
 from mmedge.errors import ConfigError, InputError, MMEdgeError
@@ -82,6 +83,9 @@ class Pipeline:
             components) or "postprocess". None (the default) costs nothing.
         limits: the largest batch, array and string a call accepts (:class:`InputLimits`); larger
             values are refused with InputError before any work is done.
+
+    A call never returns NaN or Inf in a float output: when finite inputs drive the model out of
+    its numeric range, it raises InputError naming the inputs instead.
     """
 
     def __init__(
@@ -156,7 +160,7 @@ class Pipeline:
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
         values = self._timed("execute", "", self._execute, feeds, targets)
-        return self._timed("postprocess", "", self._outputs, values)
+        return self._timed("postprocess", "", self._outputs, values, feeds)
 
     def generate(
         self, inputs: Any, *, max_len: int | None = None, strategy: str = "greedy", beam_size: int = 4
@@ -198,7 +202,9 @@ class Pipeline:
         if not isinstance(inputs, Mapping):
             raise InputError(f"{component!r} takes several inputs ({', '.join(raw_names)}); pass a dict of them")
         feeds = self._router.resolve(inputs, [component])
-        return {k: to_numpy(v) for k, v in self._execute(feeds, [component])[component].items()}
+        outputs = {k: to_numpy(v) for k, v in self._execute(feeds, [component])[component].items()}
+        _check_finite(outputs, feeds)
+        return outputs
 
     def close(self) -> None:
         """Release the sessions and the encoder thread pool; the Pipeline cannot run afterwards."""
@@ -246,8 +252,10 @@ class Pipeline:
             values.update(zip(stage, results, strict=True))
         return values
 
-    def _outputs(self, values: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        return {o.name: to_numpy(values[o.component][o.tensor]) for o in self.manifest.outputs}
+    def _outputs(self, values: Mapping[str, Mapping[str, Any]], feeds: Feeds) -> dict[str, np.ndarray]:
+        outputs = {o.name: to_numpy(values[o.component][o.tensor]) for o in self.manifest.outputs}
+        _check_finite(outputs, feeds)
+        return outputs
 
     def _timed(self, kind: str, name: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, reported to the trace hook when there is one."""
@@ -283,3 +291,16 @@ class Pipeline:
         if self._graph.upstream(component):
             raise InputError(f"{component!r} is fed by other components, so it is not an encoder; use run()")
         return component
+
+
+def _check_finite(outputs: Mapping[str, np.ndarray], feeds: Feeds) -> None:
+    """Refuse NaN/Inf outputs: inputs were checked finite, so values out of the model's range caused them."""
+    problems = [p for name, value in outputs.items() for p in nonfinite_problems(f"output {name!r}", value)]
+    if problems:
+        fed = [f"{name}: {describe(t.dtype, t.shape)}" for name, t in feeds.raw.items()]
+        fed += [f"{c} outputs" for c in feeds.provided]
+        raise InputError(
+            f"the model computed NaN or Inf from finite inputs ({', '.join(fed)}): {'; '.join(problems)}. "
+            "Some input values are outside the range the model works in (audio beyond [-1, 1], "
+            "un-normalised image tensors, extreme encoder outputs); check how they are scaled"
+        )

@@ -16,7 +16,7 @@ import numpy as np
 from mmedge.bundle import Dim
 from mmedge.errors import InputError
 
-__all__ = ["batch_problems", "describe", "id_range_problems", "raise_problems", "tensor_problems"]
+__all__ = ["batch_problems", "describe", "id_range_problems", "nonfinite_problems", "raise_problems", "tensor_problems"]
 
 
 def describe(dtype: Any, shape: Sequence[Dim]) -> str:
@@ -45,11 +45,16 @@ def tensor_problems(what: str, dtype: str, shape: Sequence[Dim], value: Any) -> 
         return mismatch(" (" + ", ".join(f"dim {axis} must be {want}" for axis, want in wrong) + ")")
     if value.size == 0:
         return mismatch(", which is empty")
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        bad = ~np.isfinite(value)
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        return [f"{what}: {int(bad.sum())} value(s) are NaN or Inf (first at index {first})"]
-    return []
+    return nonfinite_problems(what, value)
+
+
+def nonfinite_problems(what: str, value: np.ndarray) -> list[str]:
+    """One problem if a float array holds NaN or Inf, saying how many and where the first is."""
+    if value.dtype.kind != "f" or np.isfinite(value).all():
+        return []
+    bad = ~np.isfinite(value)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return [f"{what}: {int(bad.sum())} value(s) are NaN or Inf (first at index {first})"]
 
 
 def batch_problems(leading: Mapping[str, int]) -> list[str]:
