@@ -20,7 +20,7 @@ from mmedge.runtime._graph import Graph
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.preprocess import check_array, prepare
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
-from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, tensor_problems
+from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, short_repr, tensor_problems
 
 from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
 from mmedge.errors import InputError
@@ -109,7 +109,7 @@ class InputRouter:
                 component, spec = self.output_keys[key]
                 target, table = f"{component}.{spec.name}", outputs
             else:
-                problems.append(f"unknown input {key!r}; {self.accepted_keys()}")
+                problems.append(f"unknown input {short_repr(key)}; {self.accepted_keys()}")
                 continue
             if target in table:
                 problems.append(f"input {target!r} is given twice (as {key!r} and another key); give it once")

@@ -38,7 +38,7 @@ from mmedge.runtime._session import (
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.providers import ProviderRequest, resolve_providers
-from mmedge.runtime.validate import describe, nonfinite_problems
+from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
 from mmedge.errors import ConfigError, InputError, MMEdgeError
@@ -276,6 +276,8 @@ class Pipeline:
 
     def _encoder_for(self, name: str) -> str:
         components = {c.name for c in self.manifest.components}
+        if not isinstance(name, str):
+            raise InputError(f"encode takes a modality, input or component name (a str), found {type(name).__name__}")
         if name in components:
             component = name
         elif name in self._router.raw_keys:
@@ -285,7 +287,7 @@ class Pipeline:
             component = consumers[0]
         else:
             raise InputError(
-                f"nothing to encode named {name!r}; use a modality or input ({', '.join(self._router.raw_keys)}) "
+                f"nothing to encode named {short_repr(name)}; use a modality or input ({', '.join(self._router.raw_keys)}) "
                 f"or a component ({', '.join(sorted(components))})"
             )
         if self._graph.upstream(component):

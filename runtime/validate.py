@@ -8,6 +8,7 @@ fix, and the message says how.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,12 +17,31 @@ import numpy as np
 from mmedge.bundle import Dim
 from mmedge.errors import InputError
 
-__all__ = ["batch_problems", "describe", "id_range_problems", "nonfinite_problems", "raise_problems", "tensor_problems"]
+__all__ = [
+    "batch_problems",
+    "describe",
+    "id_range_problems",
+    "nonfinite_problems",
+    "raise_problems",
+    "short_repr",
+    "tensor_problems",
+]
+
+_LISTED = 20  # problems listed in one error; the count says how many more
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
 
 
 def describe(dtype: Any, shape: Sequence[Dim]) -> str:
     """``float32 [batch, 3, 8, 8]``: how dtypes and shapes appear in every message."""
-    return f"{np.dtype(dtype).name} [{', '.join(str(d) for d in shape)}]"
+    dtype = np.dtype(dtype)
+    order = {"<": "little-endian ", ">": "big-endian "}.get(dtype.byteorder, "") if not dtype.isnative else ""
+    return f"{order}{dtype.name} [{', '.join(str(d) for d in shape)}]"
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to about 80 characters, for user-given keys and values in messages."""
+    return _REPR.repr(value)
 
 
 def tensor_problems(what: str, dtype: str, shape: Sequence[Dim], value: Any) -> list[str]:
@@ -77,8 +97,10 @@ def id_range_problems(what: str, ids: np.ndarray, vocab_size: int | None) -> lis
 
 
 def raise_problems(problems: Sequence[str]) -> None:
-    """Raise one InputError listing every problem, if there are any."""
+    """Raise one InputError listing every problem (the first 20 of many), if there are any."""
     if len(problems) == 1:
         raise InputError(problems[0])
     if problems:
-        raise InputError(f"{len(problems)} problems with the inputs:\n  - " + "\n  - ".join(problems))
+        more = [f"... and {len(problems) - _LISTED} more"] if len(problems) > _LISTED else []
+        listed = "\n  - ".join([*problems[:_LISTED], *more])
+        raise InputError(f"{len(problems)} problems with the inputs:\n  - {listed}")
