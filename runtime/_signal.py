@@ -14,7 +14,8 @@ __all__ = ["resample", "resize"]
 _ZERO_CROSSINGS = 16
 _KAISER_BETA = 8.6
 _ROLLOFF = 0.95
-_CHUNK = 4096
+_CHUNK = 4096  # outputs per chunk, fewer when a chunk would exceed _CHUNK_ENTRIES (input reads x taps)
+_CHUNK_ENTRIES = 2**22  # 32 MiB per float64 temporary, whatever the rate ratio
 _MAX_PHASES = 8192  # above this many distinct filters, compute them per chunk instead
 
 
@@ -61,16 +62,17 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int, *, max_samples: int 
     cutoff = _ROLLOFF * min(1.0, up / down)  # relative to the input's Nyquist frequency
     half_width = _ZERO_CROSSINGS / cutoff  # in input samples
     offsets = np.arange(-math.ceil(half_width), math.ceil(half_width) + 1)
-    table = (
-        _phase_weights(np.arange(up), up, down, offsets=offsets, cutoff=cutoff, half_width=half_width)
-        if up <= _MAX_PHASES
-        else None
-    )
     n_in = wave.shape[-1]
     n_out = round(n_in * up / down) if max_samples is None else min(round(n_in * up / down), max_samples)
+    table = (  # worth it only when phases repeat: a short wave at an odd rate needs fewer filters than up
+        _phase_weights(np.arange(up), up, down, offsets=offsets, cutoff=cutoff, half_width=half_width)
+        if up <= min(_MAX_PHASES, n_out)
+        else None
+    )
     out = np.empty((*wave.shape[:-1], n_out), dtype=np.float32)
-    for start in range(0, n_out, _CHUNK):
-        j = np.arange(start, min(start + _CHUNK, n_out))
+    chunk = max(1, min(_CHUNK, _CHUNK_ENTRIES // (len(offsets) * max(1, math.prod(wave.shape[:-1])))))
+    for start in range(0, n_out, chunk):
+        j = np.arange(start, min(start + chunk, n_out))
         index = ((j * down) // up)[:, None] + offsets
         weights = (
             table[j % up]
