@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._generation import CAPTION, caption_spec
@@ -28,6 +27,8 @@ from mmedge.quantize.report import (
 
 from mmedge import __version__
 from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
+from mmedge.errors import QuantizationError
+from mmedge.verify import Numerics, raise_failures, verify_component
 
 __all__ = ["build_report", "write_bundle"]
 
@@ -137,6 +138,17 @@ def write_bundle(chain: Chain, src: Bundle, out: str | os.PathLike[str], report:
             _copy(src.path / a.file, stage / a.file)
         report_files = report.write(stage)
         components = tuple(_component_entry(chain, c, by_name[c.name], report) for c in m.components)
+        raise_failures(
+            "quantize",
+            {
+                c.name: c.verification[-1]
+                for c, old in zip(components, m.components, strict=True)
+                if c.verification != old.verification
+            },
+            QuantizationError,
+            dims_only=True,
+            fix="Nothing was written. Keep that component FP32 (recipe={name: 'fp32'}) and report the bundle.",
+        )
         json_file, md_file = report_files
         assets = (
             *m.assets,
@@ -191,41 +203,29 @@ def _verification(chain: Chain, c: Component, r: ComponentReport) -> Verificatio
         )
     worst = min(r.outputs, key=lambda t: t.cosine)
     feeds = chain.holdout.feeds(chain.fp32, c.name)
-    doubled, batch_ok = _doubled_batch(chain, c, feeds[0])
-    shapes = (*tuple(dict.fromkeys(tuple(np.shape(v) for v in f.values()) for f in feeds))[:3], doubled)
+    # The shared check: every symbolic dim must still take another size (numbers only reported here).
+    dims = verify_component(
+        chain.versions[c.name],
+        chain.fp32[c.name],
+        c,
+        feeds[:1],
+        stage="quantize",
+        reference_name="fp32-bundle",
+        numerics=Numerics(min_cosine=COMPONENT_MIN_COSINE),
+    )
     return Verification(
         stage="quantize",
         reference="fp32-bundle",
-        passed=all(t.cosine >= COMPONENT_MIN_COSINE for t in r.outputs),
+        passed=all(t.cosine >= COMPONENT_MIN_COSINE for t in r.outputs) and dims.dynamic_dims_ok,
         max_abs_error=max(t.max_abs_error for t in r.outputs),
         max_rel_error=max(t.max_rel_error for t in r.outputs),
         atol=0.0,
         rtol=0.0,
-        shapes=shapes,
-        dynamic_dims_ok=batch_ok,
+        shapes=dims.shapes,
+        dynamic_dims_ok=dims.dynamic_dims_ok,
         detail=(
             f"{len(feeds)} held-out samples, FP32 inputs from {', '.join(upstream(chain.manifest, c.name)) or 'raw inputs'}; "
             f"worst output {worst.tensor!r}: cosine {worst.cosine:.5f} (pass >= {COMPONENT_MIN_COSINE}), SQNR {worst.sqnr_db:.1f} dB; "
-            f"batch doubled to {doubled}: {'same rows' if batch_ok else 'FAILED'}"
+            f"shape check: {dims.detail}"
         ),
     )
-
-
-def _doubled_batch(
-    chain: Chain, c: Component, feed: Mapping[str, np.ndarray]
-) -> tuple[tuple[tuple[int, ...], ...], bool]:
-    """Run the quantized component on ``feed`` stacked twice along a symbolic batch dim: the
-    graph must accept the new size and give the same rows (duplicated rows keep the ranges of
-    dynamic quantization unchanged, so even dynamic INT8 must match). (input shapes, ok)."""
-    if not all(t.shape and isinstance(t.shape[0], str) for t in c.inputs):
-        return tuple(np.shape(v) for v in feed.values()), True  # no batch axis to vary
-    doubled = {k: np.concatenate([v, v]) for k, v in feed.items()}
-    path = chain.versions[c.name]
-    single, twice = chain.holdout.run(c.name, path, feed), chain.holdout.run(c.name, path, doubled)
-    ok = all(
-        twice[name].shape[0] == 2 * single[name].shape[0]
-        and np.allclose(twice[name], np.concatenate([single[name], single[name]]), rtol=1e-4, atol=1e-5)
-        for name in single
-        if np.ndim(single[name])
-    )
-    return tuple(v.shape for v in doubled.values()), ok
