@@ -1,15 +1,14 @@
-"""Probe inputs for a bundle and the numerical comparison of a mobile component with its source."""
+"""Probe inputs for a bundle, and the tolerance a mobile component is verified with (``mmedge.verify``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import Bundle, Dim, InputSpec, Verification
+from mmedge.bundle import Bundle, InputSpec
 
-__all__ = ["ATOL", "RTOL", "compare", "max_abs_difference", "probe_inputs", "random_tensor"]
+__all__ = ["ATOL", "RTOL", "max_abs_difference", "probe_inputs", "random_tensor"]
 
 # The reference runs the source graph with the conversion's own session settings, so the only
 # differences left are those of fixing shapes and of the ORT format: float32 rounding at most.
@@ -46,48 +45,6 @@ def probe_inputs(bundle: Bundle, shapes: Mapping[str, tuple[int, ...]], seed: in
         high = _id_bound(bundle, spec) if spec.modality == "text" else 2
         out[spec.name] = random_tensor(spec.dtype, shapes[spec.name], rng, high=high, modality=spec.modality)
     return out
-
-
-def compare(
-    reference: Mapping[str, np.ndarray],
-    actual: Mapping[str, np.ndarray],
-    feeds: Mapping[str, Any],
-    *,
-    detail: str,
-) -> Verification:
-    """Every output of ``actual`` against ``reference`` within ATOL/RTOL, as a Verification.
-
-    ``max_rel_error`` is relative to the largest reference magnitude of each output, so outputs
-    near zero do not make it meaningless.
-    """
-    max_abs = max_rel = 0.0
-    problems = []
-    for name, want in reference.items():
-        have = actual[name]
-        if have.shape != want.shape:
-            problems.append(f"{name}: shape {list(have.shape)}, source {list(want.shape)}")
-            continue
-        a, b = have.astype(np.float64), want.astype(np.float64)
-        both_nan = np.isnan(a) & np.isnan(b)
-        diff = np.where(both_nan, 0.0, np.abs(a - b))
-        worst = float("inf") if np.isnan(diff).any() else float(diff.max(initial=0.0))  # NaN on one side only
-        max_abs = max(max_abs, worst)
-        max_rel = max(max_rel, worst / max(float(np.nanmax(np.abs(b), initial=0.0)), 1e-12))
-        bad = ~np.isclose(a, b, atol=ATOL, rtol=RTOL, equal_nan=True)
-        if bad.any():
-            problems.append(f"{name}: {int(bad.sum())}/{bad.size} values differ, max abs error {worst:.3g}")
-    shapes: tuple[tuple[Dim, ...], ...] = tuple(tuple(np.shape(v)) for v in feeds.values())
-    return Verification(
-        stage="mobile",
-        reference="source-bundle",
-        passed=not problems,
-        max_abs_error=max_abs,
-        max_rel_error=max_rel,
-        atol=ATOL,
-        rtol=RTOL,
-        shapes=(shapes,),
-        detail="; ".join([detail, *problems]),
-    )
 
 
 def max_abs_difference(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:

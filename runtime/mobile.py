@@ -39,10 +39,11 @@ from mmedge.runtime._mobile_shapes import (
     parse_fixed_shapes,
     plan_dims,
 )
-from mmedge.runtime._mobile_verify import compare, max_abs_difference, probe_inputs, random_tensor
+from mmedge.runtime._mobile_verify import ATOL, RTOL, max_abs_difference, probe_inputs, random_tensor
 
 from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
 from mmedge.errors import BundleError, InputError
+from mmedge.verify import Numerics, raise_failures, verify_component
 
 __all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
 
@@ -146,13 +147,12 @@ def _package_components(
         )
         if progress is not None:
             progress(c.name)
-    failed = [f"{r.name}: {r.verification.detail}" for _, r in results if not r.verification.passed]
-    if failed:
-        raise BundleError(
-            "mobile components do not reproduce their source (nothing was written):\n  - "
-            + "\n  - ".join(failed)
-            + "\nTry --optimization basic; if it persists, report it with the bundle attached."
-        )
+    raise_failures(
+        "mobile",
+        {r.name: r.verification for _, r in results},
+        BundleError,
+        fix="Nothing was written. Try --optimization basic; if it persists, report it with the bundle attached.",
+    )
     return results
 
 
@@ -196,13 +196,6 @@ def _package_one(
     file = str(PurePosixPath(c.file).with_suffix(".ort"))
     (stage / file).parent.mkdir(parents=True, exist_ok=True)
     convert(fixed, stage / file, optimized_path, level=s.level, target_arm=s.arm)
-    actual = run_model(stage / file, feeds, what)
-    verification = compare(
-        reference, actual, feeds, detail=f"{file} vs {c.file} run with the same '{s.level}' optimisations"
-    )
-    as_pipeline_runs_it = run_model(source.component_path(c.name), feeds, what)  # onnxruntime's defaults
-    optimized = onnx.load(str(optimized_path))
-    eps = analyze(optimized, model, TARGETS[s.target], s.level)
     mobile = dataclasses.replace(
         c,
         file=file,
@@ -210,10 +203,26 @@ def _package_one(
         inputs=graph_io(model, c.inputs, outputs=False),
         outputs=graph_io(model, c.outputs, outputs=True),
         optimizations=(*c.optimizations, f"ort-format:{s.level}"),
-        verification=(*c.verification, verification),
         sha256="",
         size_bytes=0,
     )
+    # The shared check, against the source run with the conversion's own settings; dims the mobile
+    # manifest still declares symbolic (target "generic") are tried at a second size.
+    verification = verify_component(
+        lambda feed: run_model(stage / file, feed, what),
+        lambda feed: run_model(source.component_path(c.name), feed, what, level=s.level, target_arm=s.arm),
+        mobile,
+        [feeds],
+        stage="mobile",
+        reference_name="source-bundle",
+        numerics=Numerics(atol=ATOL, rtol=RTOL),
+        note=f"{file} vs {c.file} run with the same '{s.level}' optimisations",
+    )
+    mobile = dataclasses.replace(mobile, verification=(*c.verification, verification))
+    actual = run_model(stage / file, feeds, what)
+    as_pipeline_runs_it = run_model(source.component_path(c.name), feeds, what)  # onnxruntime's defaults
+    optimized = onnx.load(str(optimized_path))
+    eps = analyze(optimized, model, TARGETS[s.target], s.level)
     report = ComponentReport(
         name=c.name,
         source_file=c.file,
