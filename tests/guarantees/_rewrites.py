@@ -50,6 +50,6 @@ def keep_rows(model: onnx.ModelProto, tensor: str, rows: int = 2) -> onnx.ModelP
     g.initializer.extend(consts)
     for node in g.node:
         node.input[:] = [sliced if i == tensor else i for i in node.input]
-    producer = next(i for i, n in enumerate(g.node) if tensor in n.output)
-    g.node.insert(producer + 1, helper.make_node("Slice", [tensor, *(c.name for c in consts)], [sliced]))
+    producer = next((i + 1 for i, n in enumerate(g.node) if tensor in n.output), 0)  # 0: a graph input
+    g.node.insert(producer, helper.make_node("Slice", [tensor, *(c.name for c in consts)], [sliced]))
     return out
