@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_summary(result, ckpt, warnings))
     else:
-        _print(result, warnings)
+        show_result(result, warnings)
     return 0
 
 
@@ -152,7 +152,8 @@ def _summary(result: ExportResult, ckpt: Any, warnings: list[str]) -> dict[str, 
     }
 
 
-def _print(result: ExportResult, warnings: list[str]) -> None:
+def show_result(result: ExportResult, warnings: list[str]) -> None:
+    """The verification table and notes of an export, on stderr (also used by the demo)."""
     rows = [
         (
             r.component,

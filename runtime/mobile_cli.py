@@ -9,10 +9,14 @@ full offload, with the fix.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from mmedge.console import console, human_bytes, print_json, progress, table
+
+if TYPE_CHECKING:
+    from mmedge.runtime.mobile import MobileReport
 
 __all__ = ["configure", "run"]
 
@@ -56,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_dict())
         return 0
+    show_report(report)
+    return 0
+
+
+def show_report(report: MobileReport) -> None:
+    """Sizes, verification and EP coverage per component, then the fixes, on stderr."""
     rows = [
         (
             c.name,
@@ -77,4 +87,3 @@ def run(args: argparse.Namespace) -> int:
                     f"{escape(c.name)}: [bold]{escape(b.op)}[/bold] ({escape(', '.join(b.eps))}) -> {escape(b.fix)}"
                 )
     console.print(f"wrote {escape(report.out)}: required_operators.config, mobile_report.md, mobile_report.json")
-    return 0
