@@ -49,6 +49,8 @@ def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        if (e.name or "").startswith("mmedge"):
+            raise MMEdgeError(f"`mmedge {name}` is missing from this install ({e.name}); reinstall mmedge") from e
         hint = f"pip install 'mmedge[{extra}]'" if extra else "reinstall mmedge"
         raise MMEdgeError(f"`mmedge {name}` needs a package that is not installed ({e.name}): {hint}") from e
     parser = argparse.ArgumentParser(prog=f"mmedge {name}", description=help_text)
