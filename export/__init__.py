@@ -11,16 +11,21 @@ from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
 from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Tolerance, VerificationRow
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
 from mmedge.export.decoder import export_captioner
+from mmedge.export.hf import FUSE_MODES, FusionResult, FusionTrial, optimize_transformers
 
 __all__ = [
     "AUDIO_FRONTENDS",
     "DEFAULT_OPSET",
+    "FUSE_MODES",
     "CheckpointReport",
     "EncoderSpec",
     "ExportResult",
+    "FusionResult",
+    "FusionTrial",
     "Tolerance",
     "VerificationRow",
     "export_captioner",
     "export_model",
     "load_checkpoint",
+    "optimize_transformers",
 ]

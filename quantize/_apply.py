@@ -35,7 +35,9 @@ def prepare(component: str, source: Path, work: Path) -> Path:
     onnx.save(model, str(named))
     pre = work / f"{component}.pre.onnx"
     with translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"):
-        quant_pre_process(str(named), str(pre))
+        # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
+        # broadcast against seq), which strict symbolic inference refuses.
+        quant_pre_process(str(named), str(pre), auto_merge=True)
     model = onnx.load(str(pre))
     if _name_nodes(model, component):  # the optimiser may add unnamed nodes
         onnx.save(model, str(pre))
