@@ -79,7 +79,7 @@ def _components(ax: Any, variants: list[VariantResult], batch: int, colours: dic
             ax.bar_label(bars, labels=[fmt_ms(y) for y in ys], fontsize=7.5, padding=2)
     ax.set_xticks(range(len(groups)), [g.replace("_", " ") for g in groups])
     ax.set_ylim(0, max((y for xs, ys in placed.values() for y in ys), default=1) * 1.15)
-    ax.set_ylabel("ms (time inside the component)")
+    ax.set_ylabel("ms inside the component (concurrent encoders overlap)")
     ax.set_title("Per component", fontsize=11)
     ax.legend(fontsize=8, frameon=False)
     _style(ax)
