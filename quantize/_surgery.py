@@ -33,7 +33,11 @@ def dequantized_weights(qdq: onnx.ModelProto, fp32: onnx.ModelProto) -> dict[str
             continue
         q = numpy_helper.to_array(inits[name]).astype(np.float64)
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-        zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 else np.zeros_like(scale)
+        zero = (
+            numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+            if len(node.input) > 2
+            else np.zeros_like(scale)
+        )
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         if scale.ndim == 1 and scale.size > 1:  # per channel: broadcast along the axis
             shape = [1] * q.ndim
@@ -90,7 +94,9 @@ def _drop_dead(graph: onnx.GraphProto) -> None:
     outputs = {o.name for o in graph.output}
     while True:
         read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & read]
+        dead = [
+            n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & read
+        ]
         if not dead:
             break
         for n in dead:

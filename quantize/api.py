@@ -69,8 +69,15 @@ def quantize_bundle(
     say = progress or (lambda _message: None)
     src = load_bundle(bundle)
     manifest = src.manifest
-    unchanged = _already_quantized(src)
+    originals = {
+        c.name: onnx.load(str(src.component_path(c.name)), load_external_data=False) for c in manifest.components
+    }
+    unchanged = _already_quantized(src, originals)
     _check_recipe_targets(recipe, unchanged)
+    # Fail on a bad recipe now, not after minutes of work; auto choices are made again below on
+    # the pre-processed graphs (constants folded).
+    resolve_recipes(recipe, {name: m for name, m in originals.items() if name not in unchanged})
+    del originals
     say("reading calibration samples")
     calib = collect_samples(calibration, manifest, "calibration")
     held, calib, labels, holdout_note = _split_holdout(holdout, calib, labels, manifest)
@@ -121,11 +128,11 @@ def _check_options(method: str, min_agreement: float, max_fallback_rounds: int) 
         raise QuantizationError("; ".join(problems))
 
 
-def _already_quantized(src: Bundle) -> dict[str, str]:
+def _already_quantized(src: Bundle, models: Mapping[str, onnx.ModelProto]) -> dict[str, str]:
     """Components to copy unchanged (already INT8/FP16), with why; all of them is an error."""
     found = {}
     for c in src.manifest.components:
-        ops = quantized_ops(onnx.load(str(src.component_path(c.name)), load_external_data=False))
+        ops = quantized_ops(models[c.name])
         if c.precision != "fp32":
             found[c.name] = f"already {c.precision} in the source bundle; copied unchanged"
         elif ops:

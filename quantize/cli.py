@@ -126,7 +126,8 @@ def show_report(report: QuantizationReport) -> None:
     console.print(
         f"agreement {report.agreement:.2%} (target {report.min_agreement:.2%}: {verdict}); "
         f"size {human_bytes(report.size_before)} → {human_bytes(report.size_after)} ({report.size_ratio:.0%}); "
-        f"{len(report.fallback)} fallback round(s). Report: {report.output}/{REPORT_MD}"
+        f"{len(report.fallback)} fallback round(s). Report: {report.output}/{REPORT_MD}",
+        soft_wrap=True,  # one line: the report path stays copyable
     )
 
 

@@ -147,9 +147,7 @@ def _tensor_candidates(chain: Chain, component: str, model: onnx.ModelProto, don
     found = [
         candidate(t, (producers.get(t), *consumers.get(t, ())), noise_ratio(pair["pre_qdq"], pair["post_qdq"]))
         for t, pair in activations.items()
-    ] + [
-        candidate(w, consumers.get(w, ()), noise_ratio([fp32], [int8])) for w, (fp32, int8) in weights.items()
-    ]
+    ] + [candidate(w, consumers.get(w, ()), noise_ratio([fp32], [int8])) for w, (fp32, int8) in weights.items()]
     unique: dict[frozenset[str], Candidate] = {}  # a weight and a tensor may name the same nodes: measure them once
     for c in sorted((c for c in found if c is not None), key=lambda c: -c.rank):
         unique.setdefault(frozenset(c.nodes), c)

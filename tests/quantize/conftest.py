@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def _torch_modules():
 def _export(module, args: tuple, path: Path, *, inputs: list[str], outputs: list[str], dynamic: dict) -> None:
     import torch
 
-    with torch.no_grad():
+    # The TorchScript exporter on purpose: it keeps the LSTM's sequence axis dynamic (dynamo fixes it).
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
         torch.onnx.export(
             module,
             args,
@@ -276,7 +279,7 @@ def torch_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_torch_bundle(tmp_path_factory.mktemp("torch") / "bundle")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def torch_samples() -> Callable[[int, int], list[dict[str, np.ndarray]]]:
     """``torch_samples(n, seed)``: one-example samples for the torch bundle, sequence lengths vary."""
     return _torch_samples

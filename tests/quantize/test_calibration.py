@@ -168,3 +168,9 @@ def test_one_sample_cannot_be_split_into_a_holdout(tiny_bundle: Path, tiny_sampl
 def test_synthetic_needs_a_reference_model(tiny_bundle: Path) -> None:
     with pytest.raises(QuantizationError, match=r"no synthetic data for model 'tiny'.*TriModalNet"):
         synthetic_calibration(load_bundle(tiny_bundle).manifest, 4)
+
+
+def test_a_sample_reader_is_replayed_not_drained(tiny_bundle: Path, tiny_samples: Samples) -> None:
+    reader = SampleReader(tiny_samples(3))
+    manifest = load_bundle(tiny_bundle).manifest
+    assert len(collect_samples(reader, manifest)) == len(collect_samples(reader, manifest)) == 3
