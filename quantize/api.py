@@ -25,7 +25,7 @@ from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round
 from mmedge.quantize.recipes import Recipe, quantized_ops, resolve_recipes
-from mmedge.quantize.report import QuantizationReport
+from mmedge.quantize.report import FallbackRound, QuantizationReport
 
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import QuantizationError
@@ -186,10 +186,10 @@ def _examples(sample: Sample) -> int:
 
 def _fallback(
     chain: Chain, min_agreement: float, max_rounds: int, say: Callable[[str], None]
-) -> tuple[list, list[str]]:
+) -> tuple[list[FallbackRound], list[str]]:
     """Fallback rounds until the agreement target is met; the rounds and an explanation."""
     score = chain.score(chain.versions)
-    rounds: list = []
+    rounds: list[FallbackRound] = []
     if np.isnan(score):
         return rounds, ["no model output can be computed from raw samples, so agreement was not measured"]
     while score < min_agreement and len(rounds) < max_rounds:

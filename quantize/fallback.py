@@ -2,11 +2,13 @@
 
 One round: (1) find the component whose quantization alone (every other component FP32) costs
 the most end-to-end agreement; (2) list its candidates — for a static (QDQ) component every
-quantized activation, ranked by onnxruntime's ``qdq_loss_debug`` (the tensor before and after
+quantized activation, ranked with onnxruntime's ``qdq_loss_debug`` (the tensor before and after
 its QuantizeLinear/DequantizeLinear pair, scored by noise relative to the tensor's typical
-magnitude); for dynamic/FP16 components every node with weights, largest first; (3) re-quantize
-the component with each of the top candidates kept FP32 (calibration ranges are cached, so this
-is a graph rewrite) and measure; (4) keep the best one if it helps, and re-quantize downstream.
+magnitude), and every quantized weight, ranked by its INT8 round trip; for dynamic/FP16
+components every node with weights, largest first; (3) measure the top candidates, each kept
+FP32 — for QDQ by rewiring the quantized graph (milliseconds), otherwise by re-quantizing;
+(4) keep the best one if it helps: re-quantize the component with those nodes excluded, and
+everything downstream (chained calibration), and measure again.
 
 Keeping a *tensor* FP32 means excluding its producer and all its consumers: excluding one node
 is not enough in QDQ, since a neighbour that is still quantized puts the Q/DQ pair back on the
