@@ -3,7 +3,9 @@
 A VALUE ending in ``.npy`` is loaded as an array (a model tensor, or one raw item without the
 batch axis); any other VALUE is a file path for image and audio inputs and the text itself for
 text inputs. Logits outputs print their top-k labels with softmax probabilities; other outputs
-print their shape and first values.
+print their shape and first values. A bundle with a decoder (an image captioner) prints the
+generated text of each item instead (``--strategy``, ``--beam-size``, ``--max-len``); with
+``--json`` it writes ``{"captions": [{"text", "token_ids", "score"}, ...], "providers_used"}``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from rich.markup import escape
 
 from mmedge.bundle import OutputSpec
 from mmedge.console import console, print_json, table
+from mmedge.decoding import STRATEGIES, Generation
 from mmedge.errors import InputError
 
-__all__ = ["configure", "run", "summarize"]
+__all__ = ["captions", "configure", "run", "summarize"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU thread budget (default: physical cores)")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per logits output (default 5)")
     parser.add_argument("--no-hash-check", action="store_true", help="skip sha256 checks (faster on big bundles)")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default=None, help="bundles with a decoder: greedy (default) or beam search"
+    )
+    parser.add_argument("--beam-size", type=int, default=None, help="hypotheses per item of beam search (default 4)")
+    parser.add_argument("--max-len", type=int, default=None, help="most tokens to generate (default: the bundle's)")
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -89,22 +97,53 @@ def run(args: argparse.Namespace) -> int:
     with Pipeline(
         args.bundle, providers, threads=args.threads, fallback=args.fallback, check_hashes=not args.no_hash_check
     ) as pipe:
-        outputs = pipe.run(inputs)
-        results = {o.name: summarize(o, outputs[o.name], args.top_k) for o in pipe.manifest.outputs}
+        generative = pipe.manifest.generation is not None
+        if generative:
+            results: Any = captions(
+                pipe.generate(
+                    inputs,
+                    max_len=args.max_len,
+                    strategy=args.strategy or "greedy",
+                    beam_size=4 if args.beam_size is None else args.beam_size,
+                )
+            )
+        else:
+            _check_no_generation_options(args)
+            outputs = pipe.run(inputs)
+            results = {o.name: summarize(o, outputs[o.name], args.top_k) for o in pipe.manifest.outputs}
         placement = {
             name: {"registered": list(p.registered), "nodes": dict(p.nodes), "fallbacks": list(p.fallbacks)}
             for name, p in pipe.providers_used.items()
         }
     if args.json:
-        print_json({"outputs": results, "providers_used": placement})
+        print_json({"captions" if generative else "outputs": results, "providers_used": placement})
         return 0
-    for name, result in results.items():
-        _show(name, result)
+    if generative:
+        for item, caption in enumerate(results):
+            title = f"caption (item {item})" if len(results) > 1 else "caption"
+            console.print(f"{title}: [bold]{escape(caption['text'])}[/bold]")
+    else:
+        for name, result in results.items():
+            _show(name, result)
     for name, p in placement.items():
         nodes = ", ".join(f"{ep.removesuffix('ExecutionProvider')}: {n}" for ep, n in p["nodes"].items())
         notes = f"  [yellow]{escape('; '.join(p['fallbacks']))}[/yellow]" if p["fallbacks"] else ""
         console.print(f"{escape(name)}: {escape(nodes or ', '.join(p['registered']))}{notes}")
     return 0
+
+
+def captions(generation: Generation) -> list[dict[str, Any]]:
+    """What to show of each generated sequence: its text, token ids and log-probability."""
+    return [
+        {"text": text, "token_ids": list(ids), "score": score}
+        for text, ids, score in zip(generation.text, generation.token_ids, generation.scores, strict=True)
+    ]
+
+
+def _check_no_generation_options(args: argparse.Namespace) -> None:
+    given = [f"--{n.replace('_', '-')}" for n in ("strategy", "beam_size", "max_len") if getattr(args, n) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} only apply to bundles with a decoder; {args.bundle} has none")
 
 
 def _show(name: str, result: dict[str, Any]) -> None:
