@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmedge.errors import ExportError
+from mmedge.verify import other_size
 
 __all__ = ["Axes", "input_axes", "observed_axes", "second_inputs", "symbol_sizes", "symbolic_shape"]
 
@@ -71,12 +72,6 @@ def symbol_sizes(tensors: Mapping[str, Any], axes: Axes) -> dict[str, int]:
     return sizes
 
 
-def _other_size(symbol: str, size: int) -> int:
-    if symbol == "batch":
-        return size + 1
-    return size - max(1, size // 4) if size >= 4 else size + 2  # shorter stays within any max length
-
-
 def second_inputs(inputs: Mapping[str, Any], axes: Axes, modalities: Mapping[str, str]) -> dict[str, Any]:
     """Inputs like the examples with every symbol resized and float image/audio values perturbed.
 
@@ -86,7 +81,7 @@ def second_inputs(inputs: Mapping[str, Any], axes: Axes, modalities: Mapping[str
     import torch
 
     sizes = symbol_sizes(inputs, axes)
-    new = {symbol: _other_size(symbol, size) for symbol, size in sizes.items()}
+    new = {symbol: other_size(symbol, size) for symbol, size in sizes.items()}
     gen = torch.Generator().manual_seed(1)
     out = {}
     for name, t in inputs.items():

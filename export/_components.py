@@ -11,7 +11,7 @@ from mmedge.export._context import Ctx, Part, model_prefix, raise_failed
 from mmedge.export._exporters import Exported, ExportJob, export_verified
 from mmedge.export._tree import flatten
 from mmedge.export._types import EncoderSpec, VerificationRow
-from mmedge.export._verify import compare, numpy_of, record, run_onnx, verify_onnx
+from mmedge.export._verify import compare, numpy_of, run_onnx, verify_onnx
 
 from mmedge.bundle import Asset, Component
 from mmedge.errors import ExportError
@@ -81,7 +81,6 @@ def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> Part:
         opset=ctx.opset,
         output_structure=structure,
         optimizations=(*exported.optimizations, *swapped),
-        verification=(record(exported.rows, feeds, ctx.tol, "pytorch"),),
     )
     return Part(component, exported.rows, features, call.output, out_axes, _assets(spec.name, file, exported))
 
@@ -140,7 +139,6 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Part]) -
         opset=ctx.opset,
         output_structure=structure,
         optimizations=exported.optimizations,
-        verification=(record(exported.rows, feeds, ctx.tol, "pytorch"),),
     )
     return Part(component, exported.rows, assets=_assets(HEAD, file, exported))
 

@@ -15,6 +15,7 @@ from mmedge.export._types import Tolerance, VerificationRow
 
 from mmedge.bundle import Verification
 from mmedge.errors import ExportError
+from mmedge.verify import compare_arrays
 
 __all__ = ["compare", "numpy_of", "record", "run_onnx", "verify_onnx"]
 
@@ -49,21 +50,6 @@ def run_onnx(path: Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict
     return results
 
 
-def _errors(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> tuple[float, float, bool]:
-    if not np.issubdtype(ref.dtype, np.floating):
-        mismatched = int(np.count_nonzero(ref != got))
-        return float(mismatched > 0), float(mismatched > 0), mismatched == 0
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-    diff = np.abs(got64 - ref64)
-    diff[np.isnan(ref64) & np.isnan(got64)] = 0.0
-    diff[np.isnan(ref64) ^ np.isnan(got64)] = np.inf
-    if diff.size == 0:
-        return 0.0, 0.0, True
-    ok = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(np.nan_to_num(ref64))))
-    rel = diff / (np.abs(np.nan_to_num(ref64)) + tol.atol)
-    return float(diff.max()), float(rel.max()), ok
-
-
 def compare(
     component: str, output: str, refs: Sequence[np.ndarray], gots: Sequence[dict[str, np.ndarray] | str], tol: Tolerance
 ) -> VerificationRow:
@@ -84,7 +70,7 @@ def compare(
                 f"shape {list(value.shape)} on the {label}, PyTorch gives {list(ref.shape)} (a dynamic dimension was fixed)"
             )
             continue
-        abs_err, rel_err, ok = _errors(ref, value, tol)
+        abs_err, rel_err, ok = compare_arrays(ref, value, tol.atol, tol.rtol)
         max_abs, max_rel = max(max_abs, abs_err), max(max_rel, rel_err)
         if not ok:
             problems.append(

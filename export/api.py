@@ -21,6 +21,7 @@ from mmedge.export import _manifest as mf
 from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, Part, Progress, Runs
+from mmedge.export._guarantee import verify_export
 from mmedge.export._split import Split, input_modalities, plan_split
 from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
 from mmedge.export._verify import record
@@ -106,6 +107,7 @@ def export_model(
         parts = [export_encoder(ctx, spec, split.calls[spec.path]) for spec in specs]
         head = export_head(ctx, specs, parts)
         chain = check_chain(ctx, parts, head)
+        parts, head = verify_export(ctx, parts, head)
         feeds = [runs.numpy(r, list(inputs)) for r in (0, 1)]
         head = head.with_record(record(chain, feeds, tol, "pytorch-chain", "encoders → fusion_head vs model.forward"))
         mono = export_monolithic(ctx, head) if monolithic else None

@@ -10,7 +10,42 @@ from guarantees._rewrites import keep_rows
 from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
-from mmedge.errors import BundleError, QuantizationError
+from mmedge.errors import BundleError, ExportError, QuantizationError
+
+
+def test_export_rewrite_before_the_manifest_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph pass between export and write_manifest (hashes stay consistent) that fixes the batch."""
+    from guarantees._models import CleanNet
+    from mmedge.export import _components, export_model
+
+    check_chain = _components.check_chain
+
+    def chain_then_rewrite(ctx, parts, head):
+        rows = check_chain(ctx, parts, head)
+        path = ctx.stage / "text_encoder.onnx"
+        onnx.save(keep_rows(onnx.load(str(path)), "text", rows=2), str(path))
+        return rows
+
+    monkeypatch.setattr(_components, "check_chain", chain_then_rewrite)
+    net = CleanNet()
+    with pytest.raises(
+        ExportError, match=r"(?s)stage 'export' broke 1 component.*'text_encoder' \(a dynamic dim was lost\)"
+    ):
+        export_model(net, net.example_inputs(2), out=tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_records_the_shared_check(tmp_path: Path) -> None:
+    from guarantees._models import CleanNet
+    from mmedge.export import export_model
+
+    net = CleanNet()
+    m = export_model(net, net.example_inputs(2), out=tmp_path / "bundle").manifest
+    text = m.component("text_encoder")
+    assert [(v.stage, v.reference, v.passed) for v in text.verification] == [("export", "pytorch", True)]
+    assert text.verification[0].shapes == (((2, 6),), ((3, 5),))
+    head = m.component("fusion_head")
+    assert [v.reference for v in head.verification] == ["pytorch", "pytorch-chain"]
 
 
 def test_quantize_that_fixes_a_batch_is_caught_and_nothing_is_written(
