@@ -4,13 +4,16 @@
 each with the dynamo or TorchScript exporter (whichever verifies), checks every graph against
 PyTorch on two input shapes, and writes the bundle atomically with its manifest.
 ``export_captioner`` does the same for an image captioner: image encoder, decoder init and a
-one-token decoder step that the runtime loops (``Pipeline.generate``).
+one-token decoder step that the runtime loops (``Pipeline.generate``). ``diagnose`` (``mmedge
+doctor``) lists the patterns that break export or mobile EPs, per component, with their fixes;
+``export_model`` runs the same pre-flight first.
 """
 
 from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
 from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Tolerance, VerificationRow
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
 from mmedge.export.decoder import export_captioner
+from mmedge.export.doctor import DoctorReport, Finding, diagnose
 from mmedge.export.hf import FUSE_MODES, FusionResult, FusionTrial, optimize_transformers
 
 __all__ = [
@@ -18,12 +21,15 @@ __all__ = [
     "DEFAULT_OPSET",
     "FUSE_MODES",
     "CheckpointReport",
+    "DoctorReport",
     "EncoderSpec",
     "ExportResult",
+    "Finding",
     "FusionResult",
     "FusionTrial",
     "Tolerance",
     "VerificationRow",
+    "diagnose",
     "export_captioner",
     "export_model",
     "load_checkpoint",

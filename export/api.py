@@ -25,6 +25,7 @@ from mmedge.export._guarantee import verify_export
 from mmedge.export._split import Split, input_modalities, plan_split
 from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
 from mmedge.export._verify import record
+from mmedge.export.doctor import preflight, raise_errors, report_for
 
 from mmedge.bundle import (
     MODALITIES,
@@ -96,14 +97,18 @@ def export_model(
 
         text = text_setup(tokenizer, pre, given, inputs)
         pre, given = text.preprocess, text.modalities
-    split = plan_split(work, inputs, encoders, pre, given)
+    with preflight(work, inputs) as recorded:  # the split's forward pass is also the pre-flight's
+        split = plan_split(work, inputs, encoders, pre, given)
+    doctor = report_for(model, recorded, split, inputs, audio_frontend)
+    raise_errors(doctor)
     modalities = {**input_modalities(inputs, split.encoders, pre), **given}
     axes, notes = input_axes(inputs, modalities, dynamic)
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
     with staged_bundle(out) as stage:
-        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes])
+        found = [f.line() for f in doctor.findings if f.severity != "info"]
+        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes, *found])
         parts = [export_encoder(ctx, spec, split.calls[spec.path]) for spec in specs]
         head = export_head(ctx, specs, parts)
         chain = check_chain(ctx, parts, head)
