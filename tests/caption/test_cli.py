@@ -1,0 +1,87 @@
+"""``mmedge run`` on a captioner prints the caption; generation never imports torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mmedge.runtime import Pipeline
+from PIL import Image
+
+from mmedge.cli import main
+
+
+@pytest.fixture(scope="module")
+def image_files(trained, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    paths = [folder / f"{i}.png" for i in range(2)]
+    for path, raw in zip(paths, trained.held_out.raw_images, strict=False):
+        Image.fromarray(raw).save(path)
+    return paths
+
+
+@pytest.mark.slow
+def test_run_prints_the_caption(trained, image_files: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(trained.bundle), "-i", f"image={image_files[0]}"]) == 0
+    err = capsys.readouterr().err
+    assert f"caption: {trained.held_out.captions[0]}\n" in err
+    assert "decoder_step: CPU" in err
+
+
+@pytest.mark.slow
+def test_run_json_has_text_ids_and_scores_of_the_chosen_strategy(
+    trained, image_files: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-i", f"image={image_files[1]}", "--strategy", "beam", "--beam-size", "3", "--json"]
+    assert main(["run", str(trained.bundle), *args]) == 0
+    (caption,) = json.loads(capsys.readouterr().out)["captions"]
+    with Pipeline(trained.bundle, "cpu") as pipe:
+        want = pipe.generate(str(image_files[1]), strategy="beam", beam_size=3)
+    assert caption["text"] == want.text[0]
+    assert tuple(caption["token_ids"]) == want.token_ids[0]
+    assert caption["score"] == pytest.approx(want.scores[0], abs=1e-6)
+
+
+def test_generation_options_on_a_classifier_are_an_error(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["-i", "text=dog", "-i", "image=x.png", "--strategy", "beam", "--max-len", "3"]
+    assert main(["run", str(tiny_bundle), *args]) == 1
+    assert "--strategy, --max-len only apply to bundles with a decoder" in capsys.readouterr().err
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "torchaudio"):
+                raise ImportError(f"the runtime tried to import {name}")
+
+    sys.meta_path.insert(0, NoTorch())
+    from mmedge.cli import main
+    from mmedge.runtime import Pipeline
+
+    bundle, image = sys.argv[1], sys.argv[2]
+    with Pipeline(bundle, "cpu") as pipe:
+        assert pipe.generate([image, image], strategy="beam", beam_size=2).text[0], "empty caption"
+    assert main(["run", bundle, "-i", f"image={image}", "--json"]) == 0
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "torchaudio"))
+    sys.exit(f"torch was imported: {loaded}" if loaded else 0)
+    """
+)
+
+
+@pytest.mark.slow
+def test_generation_never_imports_torch(trained, image_files: list[Path]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(trained.bundle), str(image_files[0])],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
