@@ -39,6 +39,7 @@ from mmedge.bundle import (
     write_manifest,
 )
 from mmedge.errors import ExportError
+from mmedge.verify import Numerics, verify_component
 
 __all__ = ["FUSE_MODES", "FusionResult", "FusionTrial", "optimize_transformers"]
 
@@ -243,44 +244,11 @@ def _fuse_component(
 def _verify(
     component: Component, source: Path, target: Path, checks: Sequence[Mapping[str, np.ndarray]], plan: _Plan
 ) -> Verification:
-    """Fused vs unfused on each check input; dims the manifest declares symbolic must stay symbolic."""
-    from mmedge.export._hf_bench import open_session
-    from mmedge.export._hf_fusion import differences
-
-    reference, fused = open_session(source, 1), open_session(target, 1)
-    lost = [
-        f"{kind} {t.name!r} dim {axis} ({want!r}) became {got}"
-        for kind, declared, actual in (
-            ("input", component.inputs, fused.get_inputs()),
-            ("output", component.outputs, fused.get_outputs()),
-        )
-        for t, a in zip(declared, actual, strict=False)
-        for axis, (want, got) in enumerate(zip(t.shape, a.shape, strict=False))
-        if isinstance(want, str) and isinstance(got, int)
-    ]
-    abs_err, rel_err, problems = 0.0, 0.0, list(lost)
-    for feeds in checks:
-        want = reference.run(None, dict(feeds))
-        try:
-            got = fused.run(None, dict(feeds))
-        except Exception as e:  # noqa: BLE001 - a fused graph onnxruntime rejects is a failed check
-            problems.append(f"the fused graph fails on shapes {[list(v.shape) for v in feeds.values()]}: {e}")
-            continue
-        worst = differences(want, got, plan.tol.atol)
-        abs_err, rel_err = max(abs_err, worst[0]), max(rel_err, worst[1])
-        if not all(np.allclose(g, w, atol=plan.tol.atol, rtol=plan.tol.rtol) for w, g in zip(want, got, strict=True)):
-            problems.append(f"outputs differ by up to {abs_err:.3g} (atol {plan.tol.atol}, rtol {plan.tol.rtol})")
-    return Verification(
-        stage="optimize",
-        reference="unfused-onnx",
-        passed=not problems,
-        max_abs_error=abs_err,
-        max_rel_error=rel_err,
-        atol=plan.tol.atol,
-        rtol=plan.tol.rtol,
-        shapes=tuple(tuple(tuple(v.shape) for v in feeds.values()) for feeds in checks),
-        dynamic_dims_ok=not lost,
-        detail="; ".join(problems),
+    """Fused vs unfused on each check input, by the shared check of every stage (dims the manifest
+    declares symbolic must stay symbolic)."""
+    numerics = Numerics(atol=plan.tol.atol, rtol=plan.tol.rtol)
+    return verify_component(
+        target, source, component, checks, stage="optimize", reference_name="unfused-onnx", numerics=numerics
     )
 
 
