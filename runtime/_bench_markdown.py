@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mmedge.runtime._bench_generate import generation_table
 from mmedge.runtime._bench_tables import (
     Table,
     attribution_table,
@@ -81,6 +82,8 @@ def markdown(report: BenchReport) -> str:
     tables += [components_table(report, batch), attribution_table(report, batch)]
     if any(v.hotspots for v in report.variants):
         tables.append(hotspot_table(report, TOP_OPS_MARKDOWN))
+    if report.generation:
+        tables.append(generation_table(report.generation))
     body = "\n".join(
         render_markdown_table(t) + (ATTRIBUTION_LEGEND if t.title.startswith("Where") else "") for t in tables
     )

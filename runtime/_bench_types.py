@@ -12,9 +12,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmedge.errors import MMEdgeError
+
+if TYPE_CHECKING:
+    from mmedge.runtime._bench_generate import GenerationStats
 
 __all__ = [
     "MODEL_PART",
@@ -231,6 +234,7 @@ class BenchReport:
     duration_s: float
     partial: bool = False
     schema_version: int = SCHEMA_VERSION
+    generation: tuple[GenerationStats, ...] = ()  # per batch size, for a subject with a decoder (a captioner)
 
     def variant(self, name: str) -> VariantResult:
         for v in self.variants:
@@ -241,8 +245,12 @@ class BenchReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form; its keys are stable for a given ``schema_version``."""
-        return _plain(self)
+        """The JSON-ready form; its keys are stable for a given ``schema_version`` (``generation``
+        is there only for a bundle with a decoder)."""
+        data = _plain(self)
+        if not self.generation:
+            del data["generation"]
+        return data
 
     def to_markdown(self) -> str:
         """A Markdown report: headline table, ratios, components, attribution, hot spots, machine."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from mmedge.runtime._bench_coord import Measurement, Plan, VariantSpec, Worker, measure
+from mmedge.runtime._bench_generate import GenerationStats, measure_generation
 from mmedge.runtime._bench_inputs import bench_inputs, save_npz
 from mmedge.runtime._bench_machine import machine_info
 from mmedge.runtime._bench_plan import check_same_inputs, variant_specs
@@ -128,6 +129,13 @@ def bench(
     tensors = bench_inputs(subject, sizes, inputs, seed)
     machine = machine_info()  # before the run: its load average is the other work on the machine
     into = _run(variants, tensors, plan, progress or (lambda _event: None))
+    generation = (  # a bundle with a decoder: time to first token, per-token latency, tokens/s
+        ()
+        if into.partial
+        else measure_generation(
+            subject, tensors, threads=budget, providers=providers, iterations=iterations, warmup=warmup
+        )
+    )
     return _report(
         variants,
         into=into,
@@ -135,6 +143,7 @@ def bench(
         settings=settings,
         created_at=created_at,
         duration_s=time.monotonic() - started,
+        generation=generation,
     )
 
 
@@ -198,6 +207,7 @@ def _report(
     settings: BenchSettings,
     created_at: str,
     duration_s: float,
+    generation: tuple[GenerationStats, ...],
 ) -> BenchReport:
     results = tuple(_variant(v, into) for v in variants if v.name in into.ready)
     subject = variants[0].name
@@ -210,6 +220,7 @@ def _report(
         created_at=created_at,
         duration_s=duration_s,
         partial=into.partial,
+        generation=generation,
     )
 
 

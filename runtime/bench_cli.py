@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mmedge.runtime._bench_generate import generation_table
 from mmedge.runtime._bench_markdown import busy_warning, machine_line
 from mmedge.runtime._bench_tables import (
     Table,
@@ -140,6 +141,8 @@ def show(report: BenchReport) -> None:
     tables += [components_table(report, batch), attribution_table(report, batch)]
     if any(v.hotspots for v in report.variants):
         tables.append(hotspot_table(report, TOP_OPS_TERMINAL))
+    if report.generation:
+        tables.append(generation_table(report.generation))
     for t in tables:
         console.print(_rich(t))
     if report.machine.busy:
