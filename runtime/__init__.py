@@ -2,10 +2,12 @@
 
 ``Pipeline`` loads a bundle (one ORT session per component), preprocesses raw inputs (image
 files, PIL images, waveforms, strings) as the manifest says, runs the encoders concurrently and
-the fusion head, and reports which execution providers ran what. ``bench`` measures latency per
+the fusion head, and reports which execution providers ran what; ``Pipeline.generate`` captions
+images with a bundle that has a decoder. ``bench`` measures latency per
 component and end to end against other variants. Nothing here imports torch.
 """
 
+from mmedge.runtime._bench_generate import GenerationStats
 from mmedge.runtime._bench_types import (
     Attribution,
     BatchResult,
@@ -24,6 +26,7 @@ from mmedge.runtime._bench_types import (
 )
 from mmedge.runtime._session import ComponentPlacement
 from mmedge.runtime.bench import bench
+from mmedge.runtime.generate import Generation
 from mmedge.runtime.limits import InputLimits
 from mmedge.runtime.mobile import MobileReport, package_mobile
 from mmedge.runtime.pipeline import Pipeline
@@ -40,6 +43,8 @@ __all__ = [
     "Comparison",
     "ComponentLatency",
     "ComponentPlacement",
+    "Generation",
+    "GenerationStats",
     "Hotspots",
     "InputLimits",
     "LatencyStats",
