@@ -16,6 +16,7 @@ __all__ = [
     "ExportError",
     "InputError",
     "MMEdgeError",
+    "PartitionWarning",
     "ProviderError",
     "QuantizationError",
     "translated",
@@ -48,6 +49,10 @@ class ProviderError(MMEdgeError):
 
 class ConfigError(MMEdgeError, ValueError):
     """An option passed to an mmedge API is invalid (a ValueError too, so ``except ValueError`` still works)."""
+
+
+class PartitionWarning(UserWarning):
+    """An execution provider takes a component in more pieces than allowed (``Pipeline(max_partitions=)``)."""
 
 
 @contextmanager

@@ -3,7 +3,9 @@ boundary where onnxruntime exceptions become mmedge errors.
 
 ORT's own fallback (print to stdout, retry on CPU) is disabled; instead, when an accelerator
 fails to initialise, the next provider is tried only if the request allows it, and the drop is
-logged and recorded in the component's :class:`ComponentPlacement`.
+logged and recorded in the component's :class:`ComponentPlacement`. With ``strict``, ORT may
+not give single nodes to the CPU EP either (``session.disable_cpu_ep_fallback``); when it
+refuses, the error names the nodes no requested accelerator takes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmedge.runtime._policy import count_partitions
 from mmedge.runtime.providers import CPU, ProviderPlan
 
 from mmedge.bundle import Bundle, Component, TensorSpec, check_io
@@ -50,6 +53,7 @@ class ComponentPlacement:
     requested: tuple[str, ...]  # the provider list the session was first asked for
     registered: tuple[str, ...]  # providers the session actually has, in priority order
     nodes: Mapping[str, int] = field(default_factory=dict)  # provider → nodes it runs; {} if ORT cannot tell
+    partitions: Mapping[str, int] = field(default_factory=dict)  # provider → pieces it takes the graph in
     fallbacks: tuple[str, ...] = ()  # every provider dropped or left idle, with why
     io_binding: bool = False  # outputs stay in device memory between components
 
@@ -60,6 +64,7 @@ class SessionSettings:
 
     graph_optimization: str = "all"
     optimized_model_dir: Path | None = None
+    strict: bool = False  # no node may fall back to the CPU EP when an accelerator is asked for
 
 
 class ComponentSession:
@@ -172,6 +177,8 @@ def open_session(
         except MMEdgeError:
             raise
         except Exception as e:
+            if settings.strict:
+                _raise_unplaced(bundle.path / component.file, component, providers, threads, settings, error=e)
             accelerator = next((p for p, _ in providers if p != CPU), None)
             if accelerator is None:
                 raise BundleError(
@@ -187,14 +194,20 @@ def open_session(
             providers = [(p, o) for p, o in providers if p != accelerator]
     registered = tuple(session.get_providers())
     device = binding_device(registered, session.get_provider_options())
-    placement = _placement(component, registered, _nodes_per_provider(session), plan, failed)
-    return ComponentSession(component, session, replace(placement, io_binding=device is not None), device)
+    nodes, partitions = _assignment(session)
+    placement = _placement(component, registered, nodes, plan, failed, strict=settings.strict)
+    return ComponentSession(
+        component, session, replace(placement, partitions=partitions, io_binding=device is not None), device
+    )
 
 
 def _create(path: Path, component: Component, providers: list, threads: int, settings: SessionSettings) -> Any:
     import onnxruntime as ort
 
     options = session_options(component.name, threads, settings)
+    if _strict(providers, settings):
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        providers = [(p, o) for p, o in providers if p != CPU]  # ORT refuses the option with the CPU EP listed
     session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
     problems = check_io(component, _specs(session.get_inputs()), _specs(session.get_outputs()))
     if problems:
@@ -216,12 +229,56 @@ def _specs(args: Any) -> list[TensorSpec]:
     ]
 
 
+def _strict(providers: list, settings: SessionSettings) -> bool:
+    """Whether CPU fallback is switched off: strict, and an accelerator to run on."""
+    return settings.strict and any(p != CPU for p, _ in providers)
+
+
+def _raise_unplaced(
+    path: Path, component: Component, providers: list, threads: int, settings: SessionSettings, *, error: Exception
+) -> None:
+    """ProviderError naming the nodes no requested accelerator takes, if that is why a strict session failed.
+
+    ORT only says that some node would run on the CPU; a session with the fallback allowed says
+    which. Returns when that one fails too (then the accelerator itself failed to initialise).
+    """
+    if not _strict(providers, settings):
+        return
+    try:
+        session = _create(path, component, providers, threads, replace(settings, strict=False))
+    except Exception:  # noqa: BLE001 - not a placement problem; the caller reports the original error
+        return
+    on_cpu = [
+        f"{n.op_type} {n.name!r}" if n.name else n.op_type
+        for subgraph in session.get_provider_graph_assignment_info()
+        if subgraph.ep_name == CPU
+        for n in subgraph.get_nodes()
+    ]
+    if not on_cpu:
+        return
+    asked = ", ".join(p for p, _ in providers if p != CPU)
+    shown = ", ".join(on_cpu[:12]) + (f" and {len(on_cpu) - 12} more" if len(on_cpu) > 12 else "")
+    raise ProviderError(
+        f"component {component.name!r} cannot run fully on {asked} (strict=True turns off the CPU fallback): "
+        f"{len(on_cpu)} node(s) would run on the CPU: {shown}. Drop strict=True to let them, or give this "
+        "component another provider (providers={name: 'cpu', ...})"
+    ) from error
+
+
 def _placement(
-    component: Component, registered: tuple[str, ...], nodes: dict[str, int], plan: ProviderPlan, failed: dict[str, str]
+    component: Component,
+    registered: tuple[str, ...],
+    nodes: dict[str, int],
+    plan: ProviderPlan,
+    failed: dict[str, str],
+    *,
+    strict: bool = False,
 ) -> ComponentPlacement:
     """What the session really uses; an explicit request that ORT silently dropped is an error."""
     notes = list(failed.values())
     for name in plan.names:
+        if name == CPU and strict and CPU not in registered:
+            continue  # left out on purpose: strict placement runs without the CPU EP
         if name not in registered and name not in failed:
             message = f"{name} was requested but onnxruntime did not register it"
             if plan.strict:
@@ -240,12 +297,13 @@ def _placement(
     )
 
 
-def _nodes_per_provider(session: Any) -> dict[str, int]:
-    """Nodes per provider from ORT's graph assignment record (ORT >= 1.23); {} where unsupported."""
+def _assignment(session: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """(nodes, partitions) per provider from ORT's graph assignment record (ORT >= 1.23); {} where unsupported."""
     info = getattr(session, "get_provider_graph_assignment_info", None)
     if info is None:
-        return {}
+        return {}, {}
+    subgraphs = [(s.ep_name, len(s.get_nodes())) for s in info()]
     counts: Counter[str] = Counter()
-    for subgraph in info():
-        counts[subgraph.ep_name] += len(subgraph.get_nodes())
-    return dict(counts)
+    for ep, n in subgraphs:
+        counts[ep] += n
+    return dict(counts), count_partitions(subgraphs)

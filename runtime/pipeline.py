@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 from mmedge.runtime._graph import Graph
 from mmedge.runtime._inputs import Feeds, InputRouter
+from mmedge.runtime._policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
 from mmedge.runtime._session import (
     GRAPH_OPTIMIZATION,
     ComponentPlacement,
@@ -37,7 +38,6 @@ from mmedge.runtime._session import (
 )
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.providers import ProviderRequest, resolve_providers
 from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
@@ -67,7 +67,16 @@ class Pipeline:
         bundle: a bundle directory (validated with ``load_bundle``) or a loaded :class:`Bundle`.
         providers: ``"auto"`` (best available: TensorRT, CUDA, CoreML, NNAPI, XNNPACK, QNN, then
             CPU), ``"cpu"``, ``"cuda"``, another short name, an ORT provider name, or a list of
-            names / ``(name, options)`` pairs in priority order.
+            names / ``(name, options)`` pairs in priority order. Or a dict of those per component:
+            keys are component names, modalities or ``"*"`` (``{"image": "coreml", "text": "cpu",
+            "*": "auto"}``); a component takes its name's entry, else its modality's, else "*"'s,
+            else "auto".
+        strict: no node may fall back to the CPU when an accelerator is asked for: onnxruntime's
+            ``session.disable_cpu_ep_fallback``. A component the accelerator cannot take whole
+            raises ProviderError naming the nodes left over.
+        max_partitions: warn (:class:`~mmedge.errors.PartitionWarning`) when an accelerator takes
+            a component in more pieces than this (each border is a copy to and from the CPU);
+            None: never. The pieces per provider are in ``providers_used``.
         threads: CPU thread budget shared by concurrently running encoders (default: physical cores).
         fallback: if a requested provider is unavailable or fails, run on the next one instead of
             raising ProviderError; every drop is logged and shown in ``providers_used``.
@@ -91,10 +100,12 @@ class Pipeline:
     def __init__(
         self,
         bundle: str | os.PathLike[str] | Bundle,
-        providers: ProviderRequest = "auto",
+        providers: ProviderPolicy = "auto",
         *,
         threads: int | None = None,
         fallback: bool = False,
+        strict: bool = False,
+        max_partitions: int | None = DEFAULT_MAX_PARTITIONS,
         lazy: bool = False,
         optimized_model_dir: str | os.PathLike[str] | None = None,
         graph_optimization: str = "all",
@@ -112,12 +123,16 @@ class Pipeline:
         self._graph = Graph(self._bundle.manifest)
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
         self._router = InputRouter(self._bundle, self._graph, limits)
-        self._plan = resolve_providers(providers, fallback=fallback)
-        for message in self._plan.fallbacks:
+        if max_partitions is not None and (isinstance(max_partitions, bool) or not isinstance(max_partitions, int)):
+            raise ConfigError(f"max_partitions must be an int or None, found {max_partitions!r}")
+        self._plans = component_plans(providers, self._bundle.manifest, fallback=fallback)
+        for message in dict.fromkeys(m for plan in self._plans.values() for m in plan.fallbacks):
             log.warning("provider fallback: %s", message)
+        self._max_partitions = max_partitions
         self._settings = SessionSettings(
             graph_optimization=graph_optimization,
             optimized_model_dir=Path(optimized_model_dir) if optimized_model_dir is not None else None,
+            strict=bool(strict),
         )
         self._budget = threads or default_thread_budget()
         self._threads = {c: max(1, self._budget // len(stage)) for stage in self._graph.full_plan for c in stage}
@@ -141,7 +156,7 @@ class Pipeline:
 
     @property
     def providers_used(self) -> dict[str, ComponentPlacement]:
-        """Per loaded component: requested and registered providers, nodes per provider, fallbacks."""
+        """Per loaded component: requested and registered providers, nodes and partitions per provider, fallbacks."""
         with self._lock:
             return {name: s.placement for name, s in self._sessions.items()}
 
@@ -221,7 +236,9 @@ class Pipeline:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Pipeline({str(self._bundle.path)!r}, providers={list(self._plan.names)!r})"
+        names = {c: list(p.names) for c, p in self._plans.items()}
+        shown = next(iter(names.values())) if len({repr(n) for n in names.values()}) == 1 else names
+        return f"Pipeline({str(self._bundle.path)!r}, providers={shown!r})"
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -232,7 +249,8 @@ class Pipeline:
             session = self._sessions.get(name)
             if session is None:
                 threads = self._threads.get(name, self._budget)
-                session = open_session(self._bundle, name, self._plan, threads, self._settings)
+                session = open_session(self._bundle, name, self._plans[name], threads, self._settings)
+                check_partitions(session.placement, self._max_partitions)
                 self._sessions[name] = session
             return session
 

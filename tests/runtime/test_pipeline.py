@@ -123,6 +123,7 @@ def test_providers_used_reports_nodes_per_provider(pipe: Pipeline) -> None:
         requested=("CPUExecutionProvider",),
         registered=("CPUExecutionProvider",),
         nodes={"CPUExecutionProvider": 4},  # Conv, Relu, GlobalAveragePool, Flatten
+        partitions={"CPUExecutionProvider": 1},  # in one piece
     )
 
 
