@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import uuid
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmedge._hashing import sha256_file
+from mmedge._schema import type_problems
 from mmedge.errors import BundleError
 
 __all__ = [
@@ -52,6 +54,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # A manifest is a few KB; anything near this is malformed or hostile.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# The most elements one preprocessed item (an image, a wave, a text row) may have: larger recipes
+# are edits or corruption, and would make the runtime allocate gigabytes per call.
+MAX_ITEM_ELEMENTS = 2**26
 RAW_INPUTS = "inputs"  # Edge.source naming a raw model input rather than a component
 
 MODALITIES = ("text", "image", "audio", "other")
@@ -321,11 +326,17 @@ def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
             format_version=version,
             generation=_generation_from_dict(data["generation"]) if data.get("generation") is not None else None,
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BundleError(
             f"manifest.json is malformed ({type(e).__name__}: {e}); it was edited by hand or "
             "written by an incompatible tool. Re-export the bundle."
         ) from e
+    problems = type_problems(manifest, "manifest")
+    if problems:
+        raise BundleError(
+            "manifest.json is malformed (edited by hand or written by an incompatible tool; re-export the "
+            "bundle):\n  - " + "\n  - ".join(problems[:20])
+        )
     problems = _consistency_problems(manifest)
     if problems:
         raise BundleError("manifest.json is inconsistent:\n  - " + "\n  - ".join(problems))
@@ -402,6 +413,7 @@ def _consistency_problems(m: Manifest) -> list[str]:
             problems.append(f"input {i.name!r}: modality {i.modality!r} is not one of {MODALITIES}")
         if i.dtype not in DTYPES:
             problems.append(f"input {i.name!r}: dtype {i.dtype!r} is not one of {DTYPES}")
+    problems += _input_problems(m)
     raw_names = {i.name for i in m.inputs}
     problems += [
         f"input {i.name!r}: mask_input {i.preprocess.mask_input!r} is not an input of the bundle"
@@ -447,6 +459,94 @@ def _consistency_problems(m: Manifest) -> list[str]:
     if m.generation is not None:
         problems += _generation_problems(m, m.generation)
     return problems
+
+
+def _input_problems(m: Manifest) -> list[str]:
+    """Raw input specs the runtime cannot follow: bad sizes or recipes, or a spec unlike the tensor it feeds."""
+    problems: list[str] = []
+    fed = {(e.output, e.target, e.input) for e in m.wiring if e.source == RAW_INPUTS}
+    tensors = {(c.name, t.name): t for c in m.components for t in c.inputs}
+    for i in m.inputs:
+        where = f"input {i.name!r}"
+        dims = [d for d in (*i.shape, *i.example_shape) if isinstance(d, int)]
+        item = math.prod(d for d in i.shape[1:] if isinstance(d, int))
+        if any(d < 0 for d in dims) or max(item, math.prod(i.example_shape)) > MAX_ITEM_ELEMENTS:
+            problems.append(f"{where}: shape {list(i.shape)} / example_shape {list(i.example_shape)} is out of range")
+        if i.default is not None and not _fits(i.default, i.dtype):
+            problems.append(f"{where}: default {i.default!r} is not a finite {i.dtype} value")
+        for _, target, name in sorted(f for f in fed if f[0] == i.name):
+            t = tensors.get((target, name))
+            if t is not None and (t.dtype != i.dtype or not _same_dims(t.shape, i.shape)):
+                problems.append(
+                    f"{where} is {i.dtype} {list(i.shape)} but feeds {target}.{name}, {t.dtype} {list(t.shape)}"
+                )
+        problems += [f"{where}: {p}" for p in _preprocess_problems(i)]
+    return problems
+
+
+def _fits(value: float, dtype: str) -> bool:
+    """Whether ``value`` is finite and representable in ``dtype`` (so filling or scaling with it cannot overflow)."""
+    import numpy as np
+
+    if dtype not in DTYPES:
+        return True  # reported as an unknown dtype
+    info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype) if dtype != "bool" else None
+    if not math.isfinite(value):
+        return False
+    if info is None:
+        return value in (0, 1)
+    return float(info.min) <= value <= float(info.max) and (np.dtype(dtype).kind == "f" or value == int(value))
+
+
+def _same_dims(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    """Same rank, and no axis fixed to two different sizes."""
+    return len(a) == len(b) and all(
+        x == y for x, y in zip(a, b, strict=True) if isinstance(x, int) and isinstance(y, int)
+    )
+
+
+def _preprocess_problems(i: InputSpec) -> list[str]:
+    """Recipe values the runtime would divide by, allocate from or broadcast against, out of range."""
+    pre = i.preprocess
+    finite = all(_fits(v, "float32") for v in (*getattr(pre, "mean", ()), *getattr(pre, "std", ())))
+    if isinstance(pre, ImagePreprocess):
+        channel = i.shape[1 if pre.layout == "NCHW" else 3] if len(i.shape) == 4 else None
+        hw = i.shape[2:4] if pre.layout == "NCHW" else i.shape[1:3]
+        checks = [
+            (pre.layout in ("NCHW", "NHWC"), f"layout {pre.layout!r} is not 'NCHW' or 'NHWC'"),
+            (
+                min(pre.size) >= 1 and math.prod(pre.size) * len(pre.mean) <= MAX_ITEM_ELEMENTS,
+                f"size {pre.size} is out of range",
+            ),
+            (len(i.shape) != 4 or _same_dims(hw, pre.size), f"size {pre.size} differs from the shape {list(i.shape)}"),
+            (
+                finite and 0 not in pre.std and len(pre.mean) == len(pre.std) >= 1,
+                "mean/std must be equally long, finite, std non-zero",
+            ),
+            (
+                not isinstance(channel, int) or channel == len(pre.mean),
+                f"mean/std have {len(pre.mean)} values for {channel} channels",
+            ),
+            (_fits(pre.scale, "float32") and pre.scale > 0, f"scale must be a positive float32, found {pre.scale!r}"),
+        ]
+    elif isinstance(pre, AudioPreprocess):
+        length = i.shape[-1] if i.shape and isinstance(i.shape[-1], int) else None
+        seconds_ok = math.isfinite(pre.max_seconds) and 1 <= pre.sample_rate * pre.max_seconds <= MAX_ITEM_ELEMENTS
+        checks = [
+            (1 <= pre.sample_rate <= 10**7, f"sample_rate {pre.sample_rate} Hz is out of range"),
+            (length is not None or seconds_ok, f"max_seconds {pre.max_seconds!r} gives no usable length"),
+        ]
+    elif isinstance(pre, TextPreprocess):
+        checks = [
+            (1 <= pre.max_length <= MAX_ITEM_ELEMENTS, f"max_length {pre.max_length} is out of range"),
+            (
+                all(t is None or (t >= 0 and _fits(t, i.dtype)) for t in (pre.pad_id, pre.unk_id)),
+                f"pad_id and unk_id must be token ids (>= 0, fitting {i.dtype})",
+            ),
+        ]
+    else:
+        checks = []
+    return [message for ok, message in checks if not ok]
 
 
 def _generation_problems(m: Manifest, g: GenerationSpec) -> list[str]:
@@ -521,8 +621,8 @@ def load_bundle(path: str | os.PathLike[str], *, check_hashes: bool = True) -> B
         raise BundleError(f"{manifest_path} is {size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{manifest_path} is not valid JSON ({e}); re-export the bundle") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: bad JSON, 5000-digit numbers
+        raise BundleError(f"{manifest_path} is not valid JSON ({type(e).__name__}: {e}); re-export the bundle") from e
     manifest = manifest_from_dict(data)
     problems: list[str] = []
     for name, rel, digest in _files(manifest):
