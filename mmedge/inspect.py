@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmedge.bundle import Bundle, load_bundle, manifest_to_dict
+from mmedge.bundle import Bundle, Manifest, Verification, load_bundle, manifest_to_dict
 from mmedge.console import console, human_bytes, print_json, table
 
 __all__ = ["configure", "describe", "run"]
@@ -35,6 +35,49 @@ def _preprocess(p: object) -> str:
 
 def _shape(shape: tuple) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _runs(v: Verification) -> str:
+    """The input shapes of each checked run: "2x6 / 3x5" (inputs of one run joined by commas)."""
+    return " / ".join(", ".join("x".join(map(str, shape)) or "scalar" for shape in run) for run in v.shapes)
+
+
+def _show_verification(m: Manifest) -> None:
+    """Every stage's check of every component, then why each failed one failed."""
+    checks = [(c.name, v) for c in m.components for v in c.verification]
+    if not checks:
+        return
+    console.print(
+        table(
+            "Verification per stage (same check at every stage: numerics vs the reference, dynamic dims on a second shape)",
+            [
+                "component",
+                "stage",
+                "vs",
+                "result",
+                "max abs err",
+                "max rel err",
+                "dynamic dims",
+                "input shapes checked",
+            ],
+            [
+                (
+                    n,
+                    v.stage,
+                    v.reference,
+                    "ok" if v.passed else "FAIL",
+                    v.max_abs_error,
+                    v.max_rel_error,
+                    "kept" if v.dynamic_dims_ok else "LOST",
+                    _runs(v),
+                )
+                for n, v in checks
+            ],
+        )
+    )
+    for n, v in checks:
+        if not v.passed:
+            console.print(f"[red]FAIL[/red] {n} after {v.stage} (vs {v.reference}): {v.detail}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,18 +143,7 @@ def run(args: argparse.Namespace) -> int:
             ],
         )
     )
-    checks = [(c.name, v) for c in m.components for v in c.verification]
-    if checks:
-        console.print(
-            table(
-                "Verification",
-                ["component", "stage", "vs", "passed", "max abs err", "max rel err", "dynamic dims"],
-                [
-                    (n, v.stage, v.reference, v.passed, v.max_abs_error, v.max_rel_error, v.dynamic_dims_ok)
-                    for n, v in checks
-                ],
-            )
-        )
+    _show_verification(m)
     total = describe(bundle)["total_bytes"]
     console.print(f"total size: {human_bytes(total)}")
     return 0
