@@ -18,6 +18,7 @@ example images, and they must equal the PyTorch model's, produced by the same se
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -391,6 +392,4 @@ def _torch_step(model: Any, spec: GenerationSpec) -> Any:
 
 
 def _with(component: Component, verification: Any) -> Component:
-    import dataclasses
-
     return dataclasses.replace(component, verification=(*component.verification, verification))

@@ -128,7 +128,9 @@ class _Loop:
         self.axes = {t.name: t.shape.index("batch") for t in decoder.inputs if "batch" in t.shape}
         sizes = {int(np.shape(v)[self.axes[n]]) for n, v in initial.items() if n in self.axes}
         if len(sizes) != 1:
-            raise InputError(f"the decoder's initial inputs disagree on the batch size: {sorted(sizes)}")
+            raise InputError(
+                f"the decoder's wired inputs must give one batch size on their 'batch' axes, found {sorted(sizes)}"
+            )
         self.batch = sizes.pop()
 
     def call(self, feeds: Mapping[str, np.ndarray], tokens: np.ndarray) -> tuple[np.ndarray, Mapping[str, np.ndarray]]:
@@ -161,8 +163,10 @@ def _greedy(loop: _Loop, feeds: dict[str, np.ndarray], max_len: int) -> tuple[li
         scores[active] += logp[np.arange(active.size), tokens]
         for row, token in zip(active, tokens, strict=True):
             ids[row].append(int(token))
-        keep = tokens != spec.eos_id
-        feeds = loop.take(loop.carry(feeds, out), np.flatnonzero(keep)) if not keep.all() else loop.carry(feeds, out)
+        keep = tokens != spec.eos_id  # rows that emitted <eos> leave the batch
+        feeds = loop.carry(feeds, out)
+        if not keep.all():
+            feeds = loop.take(feeds, np.flatnonzero(keep))
         active, tokens = active[keep], tokens[keep]
     return ids, scores, steps
 
