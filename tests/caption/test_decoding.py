@@ -172,3 +172,10 @@ def test_bad_options_are_input_errors(options: dict, message: str) -> None:
 def test_decode_text_drops_specials_and_stops_at_eos() -> None:
     assert decode_text([BOS, A, PAD, B, EOS, A], VOCAB, SPEC) == "a b"
     assert decode_text([A, 9], VOCAB, SPEC) == "a <9>"
+
+
+def test_wired_inputs_must_agree_on_the_batch_size() -> None:
+    initial = {"before": np.full((1, 2, 1), BOS, np.float32), "memory": np.zeros((3, 5), np.float32)}
+    decoder = _decoder(TensorSpec("before", "float32", (1, "batch", 1)), TensorSpec("memory", "float32", ("batch", 5)))
+    with pytest.raises(InputError, match=r"one batch size on their 'batch' axes, found \[2, 3\]"):
+        _run(state_chain, initial, decoder, STATE_SPEC)
