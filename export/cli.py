@@ -47,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
     )
+    parser.add_argument(
+        "--teacher-forced",
+        action="store_true",
+        help="captioners (decoder.init_state/step): export forward() as a plain head instead of a decoder step",
+    )
 
 
 def _option(args: argparse.Namespace, export: dict[str, Any], name: str, default: Any) -> Any:
@@ -101,30 +106,59 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_sha256=ckpt.sha256 if ckpt else "",
     )
     with _progress(enabled=not args.json) as update:
-        result = export_model(
-            model,
-            inputs,
-            encoders,
-            out=args.out,
-            opset=_option(args, export, "opset", None),
-            dynamic=not (args.static or not export.get("dynamic", True)),
-            monolithic=bool(_option(args, export, "monolithic", False)),
-            preprocess=preprocess,
-            tolerance=Tolerance(
-                atol=_option(args, export, "atol", Tolerance().atol),
-                rtol=_option(args, export, "rtol", Tolerance().rtol),
-            ),
-            audio_frontend=_option(args, export, "audio_frontend", "keep"),
-            modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
-            progress=update,
-            model_info=info,
-        )
+        if _is_captioner(model) and not args.teacher_forced:
+            result = _export_captioner(model, inputs, args, export, preprocess=preprocess, info=info, update=update)
+        else:
+            result = export_model(
+                model,
+                inputs,
+                encoders,
+                out=args.out,
+                opset=_option(args, export, "opset", None),
+                dynamic=not (args.static or not export.get("dynamic", True)),
+                monolithic=bool(_option(args, export, "monolithic", False)),
+                preprocess=preprocess,
+                tolerance=Tolerance(
+                    atol=_option(args, export, "atol", Tolerance().atol),
+                    rtol=_option(args, export, "rtol", Tolerance().rtol),
+                ),
+                audio_frontend=_option(args, export, "audio_frontend", "keep"),
+                modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
+                progress=update,
+                model_info=info,
+            )
     warnings = [*(_ckpt_warnings(ckpt) if ckpt else []), *result.warnings]
     if args.json:
         print_json(_summary(result, ckpt, warnings))
     else:
         show_result(result, warnings)
     return 0
+
+
+def _is_captioner(model: Any) -> bool:
+    decoder = getattr(model, "decoder", None)
+    return hasattr(model, "image_encoder") and hasattr(decoder, "init_state") and hasattr(decoder, "step")
+
+
+def _export_captioner(
+    model: Any, inputs: dict, args: argparse.Namespace, export: dict, *, preprocess: dict, info: ModelInfo, update: Any
+) -> ExportResult:
+    """A generative bundle (image_encoder + decoder_init + decoder_step) that `Pipeline.generate` runs."""
+    from mmedge.export.decoder import export_captioner
+
+    return export_captioner(
+        model,
+        {"image": inputs["image"]},
+        out=args.out,
+        preprocess=preprocess,
+        opset=_option(args, export, "opset", None),
+        tolerance=Tolerance(
+            atol=_option(args, export, "atol", Tolerance().atol),
+            rtol=_option(args, export, "rtol", Tolerance().rtol),
+        ),
+        progress=update,
+        model_info=info,
+    )
 
 
 def _ckpt_warnings(report: Any) -> list[str]:

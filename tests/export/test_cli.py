@@ -182,6 +182,7 @@ def test_reference_model_by_name_with_dataclass_config(tmp_path: Path, capsys: p
         str(config),
         "--encoder",
         "image=image_encoder",
+        "--teacher-forced",
         "--out",
         str(out),
     ]
@@ -192,3 +193,13 @@ def test_reference_model_by_name_with_dataclass_config(tmp_path: Path, capsys: p
     m = load_bundle(out).manifest
     assert [c.name for c in m.components] == ["image_encoder", "fusion_head"]
     assert m.input("image").example_shape == (1, 3, 32, 32)
+
+
+def test_captioner_exports_as_a_generative_bundle(tmp_path: Path) -> None:
+    config = tmp_path / "caption.toml"
+    config.write_text("[model]\nimage_size = 32\nchannels = [4, 8]\nfeature_dim = 16\nembed_dim = 8\nhidden = 16\n")
+    out = tmp_path / "captioner"
+    assert main(["export", "--model", "CaptionNet", "--config", str(config), "--out", str(out)]) == 0
+    m = load_bundle(out).manifest
+    assert [c.name for c in m.components] == ["image_encoder", "decoder_init", "decoder_step"]
+    assert m.generation is not None
