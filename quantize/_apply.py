@@ -34,10 +34,15 @@ def prepare(component: str, source: Path, work: Path) -> Path:
     named = work / f"{component}.named.onnx"
     onnx.save(model, str(named))
     pre = work / f"{component}.pre.onnx"
-    with translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"):
+    # On incomplete inference onnxruntime saves sym_shape_infer_temp.onnx (+ external data) into the
+    # current directory before raising: run it from the work dir so nothing lands in the user's cwd.
+    with (
+        translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"),
+        contextlib.chdir(work),
+    ):
         # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
         # broadcast against seq), which strict symbolic inference refuses.
-        quant_pre_process(str(named), str(pre), auto_merge=True)
+        quant_pre_process(str(named.resolve()), str(pre.resolve()), auto_merge=True)
     model = onnx.load(str(pre))
     if _name_nodes(model, component):  # the optimiser may add unnamed nodes
         onnx.save(model, str(pre))
