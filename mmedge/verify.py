@@ -37,6 +37,7 @@ __all__ = [
     "other_size",
     "raise_failures",
     "second_shape_feeds",
+    "session_specs",
     "verify_component",
 ]
 
@@ -175,10 +176,13 @@ def _ort_session(path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _specs(args: Any) -> list[TensorSpec]:
+def session_specs(args: Any) -> list[TensorSpec]:
+    """An onnxruntime session's ``get_inputs()``/``get_outputs()`` as TensorSpecs, for :func:`check_io`."""
     return [
         TensorSpec(
-            a.name, _ORT_DTYPES.get(a.type, a.type), tuple(d if isinstance(d, int | str) else "?" for d in a.shape)
+            a.name,
+            _ORT_DTYPES.get(a.type, a.type),
+            tuple(d if isinstance(d, int | str) else "?" for d in (a.shape or ())),
         )
         for a in args
     ]
@@ -198,8 +202,8 @@ def _runner(
         session = _ort_session(Path(source))
     except Exception as e:  # noqa: BLE001 - an unloadable graph is a verification finding
         return None, [f"onnxruntime cannot load {Path(source).name}: {_first_line(e)}"], []
-    problems = check_io(component, _specs(session.get_inputs()), _specs(session.get_outputs()))
-    dims = [p for p in problems if "declared dynamic" in p]
+    problems = check_io(component, session_specs(session.get_inputs()), session_specs(session.get_outputs()))
+    dims = [p for p in problems if "declared dynamic" in p]  # check_io's wording for a dim a stage fixed
     names = [o.name for o in session.get_outputs()]
 
     def run(feed: Feed) -> dict[str, np.ndarray]:

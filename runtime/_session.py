@@ -22,8 +22,9 @@ import numpy as np
 from mmedge.runtime._policy import count_partitions
 from mmedge.runtime.providers import CPU, ProviderPlan
 
-from mmedge.bundle import Bundle, Component, TensorSpec, check_io
+from mmedge.bundle import Bundle, Component, check_io
 from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError
+from mmedge.verify import session_specs
 
 __all__ = ["GRAPH_OPTIMIZATION", "ComponentPlacement", "ComponentSession", "binding_device", "open_session", "to_numpy"]
 
@@ -33,16 +34,6 @@ GRAPH_OPTIMIZATION = ("all", "extended", "basic", "disable")
 # EPs whose outputs live in CUDA memory: between such components tensors stay on the device.
 _CUDA_EPS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _PROVIDER_FAILURES = ("EPFail", "DeviceReset")  # ORT exception types that mean the device, not the input
-_ORT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
 
 
 @dataclass(frozen=True)
@@ -209,24 +200,13 @@ def _create(path: Path, component: Component, providers: list, threads: int, set
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         providers = [(p, o) for p, o in providers if p != CPU]  # ORT refuses the option with the CPU EP listed
     session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
-    problems = check_io(component, _specs(session.get_inputs()), _specs(session.get_outputs()))
+    problems = check_io(component, session_specs(session.get_inputs()), session_specs(session.get_outputs()))
     if problems:
         raise BundleError(
             f"component {component.name!r}: the session's IO does not match the manifest:\n  - "
             + "\n  - ".join(problems)
         )
     return session
-
-
-def _specs(args: Any) -> list[TensorSpec]:
-    return [
-        TensorSpec(
-            a.name,
-            _ORT_DTYPES.get(a.type, a.type),
-            tuple(d if isinstance(d, int | str) else "?" for d in (a.shape or ())),
-        )
-        for a in args
-    ]
 
 
 def _strict(providers: list, settings: SessionSettings) -> bool:
