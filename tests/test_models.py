@@ -3,47 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 
 import pytest
 import torch
+from tinymodels import TINY_CONFIGS, tiny_model
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
 from mmedge.data import BOS_ID, EOS_ID, PAD_ID
 from mmedge.models import (
     REFERENCE_MODELS,
-    CaptionConfig,
     CaptionNet,
-    ResNetBertConfig,
-    ResNetBertNet,
-    TextImageConfig,
-    TextImageNet,
-    TriModalConfig,
     TriModalNet,
 )
 
 # One tiny configuration per reference model: the forward tests run over this table, and the
 # guard test below fails when a model is added to REFERENCE_MODELS without an entry here.
-TINY = {
-    "TextImageNet": lambda: TextImageNet(TextImageConfig(image_size=32, embed_dim=8, text_hidden=16)),
-    "TriModalNet": lambda: TriModalNet(
-        TriModalConfig(
-            image_size=32,
-            embed_dim=8,
-            text_hidden=16,
-            audio_seconds=0.25,
-            n_mels=16,
-            audio_channels=(4, 8),
-            audio_features=8,
-        )
-    ),
-    "CaptionNet": lambda: CaptionNet(
-        CaptionConfig(image_size=32, channels=(8, 16), grid=2, feature_dim=16, embed_dim=8, hidden=16)
-    ),
-    "ResNetBertNet": lambda: ResNetBertNet(
-        ResNetBertConfig(image_size=32, hidden=32, layers=2, heads=4, fusion_dim=16)
-    ),
-}
+TINY = {name: functools.partial(tiny_model, name) for name in TINY_CONFIGS}
 PREPROCESS_BY_MODALITY = {
     "text": TextPreprocess,
     "tokens": TextPreprocess,

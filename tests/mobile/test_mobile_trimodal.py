@@ -8,6 +8,7 @@ like their sources.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,14 @@ from mmedge.export import export_model
 from mmedge.quantize import quantize_bundle
 from mmedge.runtime import Pipeline
 from mmedge.runtime.mobile import MobileReport, package_mobile
+from tinymodels import TINY_CONFIGS
 
-from mmedge.models import TriModalConfig, TriModalNet
+from mmedge.models import TriModalNet
 
 pytestmark = pytest.mark.slow
 
-SMALL = TriModalConfig(
-    image_size=32,
-    embed_dim=8,
-    text_hidden=16,
-    audio_seconds=0.25,
-    n_mels=16,
-    audio_channels=(4, 8),
-    audio_features=8,
-    audio_frontend="torchaudio",  # a user's model with torchaudio's MelSpectrogram (an STFT op in ONNX)
-)
+# a user's model with torchaudio's MelSpectrogram (an STFT op in ONNX)
+SMALL = dataclasses.replace(TINY_CONFIGS["TriModalNet"], audio_frontend="torchaudio")
 STFT_OPS = {"ai.onnx:STFT", "ai.onnx:DFT", "ai.onnx:MelWeightMatrix"}
 
 

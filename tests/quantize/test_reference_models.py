@@ -10,12 +10,14 @@ per-component cosine with FP32 is the bound every recipe must keep.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+from tinymodels import TINY_CONFIGS, tiny_model
 
 torch = pytest.importorskip("torch")
 
@@ -28,38 +30,11 @@ from mmedge.runtime import Pipeline  # noqa: E402
 from mmedge.bundle import load_bundle  # noqa: E402
 from mmedge.models import (  # noqa: E402
     REFERENCE_MODELS,
-    CaptionConfig,
-    CaptionNet,
-    ResNetBertConfig,
-    ResNetBertNet,
-    TextImageConfig,
-    TextImageNet,
-    TriModalConfig,
-    TriModalNet,
 )
 
 pytestmark = pytest.mark.slow
 
-BUILDERS = {
-    "TextImageNet": lambda: TextImageNet(TextImageConfig(image_size=32, embed_dim=8, text_hidden=16)),
-    "TriModalNet": lambda: TriModalNet(
-        TriModalConfig(
-            image_size=32,
-            embed_dim=8,
-            text_hidden=16,
-            audio_seconds=0.25,
-            n_mels=16,
-            audio_channels=(4, 8),
-            audio_features=8,
-        )
-    ),
-    "CaptionNet": lambda: CaptionNet(
-        CaptionConfig(image_size=32, channels=(8, 16), grid=2, feature_dim=16, embed_dim=8, hidden=16)
-    ),
-    "ResNetBertNet": lambda: ResNetBertNet(
-        ResNetBertConfig(image_size=32, hidden=32, layers=2, heads=4, fusion_dim=16)
-    ),
-}
+BUILDERS = {name: functools.partial(tiny_model, name) for name in TINY_CONFIGS}
 # Auto recipe per component: what the op-type rules must pick for each reference model.
 AUTO = {
     "TextImageNet": {"text_encoder": "dynamic", "image_encoder": "static", "fusion_head": "static"},
