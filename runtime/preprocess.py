@@ -35,10 +35,11 @@ from mmedge.runtime.text import Tokenizer, pad_ids, sequence_length, tokenize
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
 
-__all__ = ["MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare"]
+__all__ = ["MAX_AMPLITUDE", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare"]
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
+MAX_AMPLITUDE = 32_768.0  # louder than int16 full scale: PCM passed without scaling, not a float waveform
 _FILES_HINT = "pip install 'mmedge[files]'"
 
 
@@ -239,6 +240,12 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
     wave = wave[None, :] if wave.ndim == 1 else wave
     if wave.size == 0:
         raise InputError(f"{what}: the waveform has no samples")
+    low, high = float(wave.min()), float(wave.max())  # NaN propagates; no temporary the size of the wave
+    if not (np.isfinite(low) and np.isfinite(high)) or max(-low, high) > MAX_AMPLITUDE:
+        raise InputError(
+            f"{what}: waveforms must be finite floats in [-1, 1], found values from {low:g} to {high:g}; "
+            "divide int16 PCM by 32768 (int32 by 2**31)"
+        )
     if wave.shape[0] > wave.shape[1]:
         raise InputError(
             f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
