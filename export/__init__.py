@@ -14,7 +14,7 @@ from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Toler
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
 from mmedge.export.decoder import export_captioner
 from mmedge.export.doctor import DoctorReport, Finding, diagnose
-from mmedge.export.hf import FUSE_MODES, FusionResult, FusionTrial, optimize_transformers
+from mmedge.export.hf import FUSE_MODES, FusionResult, FusionTrial, ffn_down_projections, optimize_transformers
 
 __all__ = [
     "AUDIO_FRONTENDS",
@@ -32,6 +32,7 @@ __all__ = [
     "diagnose",
     "export_captioner",
     "export_model",
+    "ffn_down_projections",
     "load_checkpoint",
     "optimize_transformers",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "CLIPTextTower",
     "HFTextEncoder",
     "SentenceEmbedder",
+    "l2_normalize",
 ]
 
 POOLINGS = ("cls", "pooler", "mean")
@@ -49,6 +50,15 @@ POOLINGS = ("cls", "pooler", "mean")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESNET_FEATURES = {18: 512, 50: 2048}
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """``x / ||x||`` over the last axis, written as a sum of squares.
+
+    Not ``Tensor.norm``: that exports as ONNX ReduceL2, which onnxruntime's symbolic shape
+    inference (the first step of quantization) cannot handle at opset 18.
+    """
+    return x / (x * x).sum(dim=-1, keepdim=True).clamp(min=1e-24).sqrt()
 
 
 class HFTextEncoder(nn.Module):
@@ -168,9 +178,7 @@ class CLIPSimilarityHead(nn.Module):
         self.logit_scale = logit_scale
 
     def forward(self, text_features: Tensor, image_features: Tensor) -> Tensor:
-        text = text_features / text_features.norm(dim=-1, keepdim=True)
-        image = image_features / image_features.norm(dim=-1, keepdim=True)
-        return image @ text.t() * self.logit_scale.exp()
+        return l2_normalize(image_features) @ l2_normalize(text_features).t() * self.logit_scale.exp()
 
 
 class CLIPDualEncoder(nn.Module):
@@ -207,5 +215,4 @@ class SentenceEmbedder(nn.Module):
         self.text_encoder = HFTextEncoder(model, pooling="mean")
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
-        pooled = self.text_encoder(input_ids, attention_mask)
-        return {"embedding": pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)}
+        return {"embedding": l2_normalize(self.text_encoder(input_ids, attention_mask))}
