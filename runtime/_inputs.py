@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from mmedge.runtime._graph import Graph
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.preprocess import check_array, prepare
+from mmedge.runtime.preprocess import check_array, prepare, prepare_text
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
 from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, short_repr, tensor_problems
 
@@ -64,6 +64,12 @@ class InputRouter:
                 if tensor_names.count(t.name) == 1 and t.name not in self.raw_keys:
                     self.output_keys[t.name] = (c.name, t)
         self._tokenizers: dict[str, Tokenizer | None] = {}
+        # attention-mask input -> the text input it is derived from (TextPreprocess.mask_input)
+        self.mask_inputs: dict[str, str] = {
+            i.preprocess.mask_input: i.name
+            for i in manifest.inputs
+            if isinstance(i.preprocess, TextPreprocess) and i.preprocess.mask_input
+        }
         self._lock = threading.Lock()
 
     def resolve(self, inputs: Any, targets: Iterable[str]) -> Feeds:
@@ -83,20 +89,23 @@ class InputRouter:
             for name in raw_given
             if name not in wanted
         ]
-        raw = {}
+        raw: dict[str, np.ndarray] = {}
+        derived: dict[str, np.ndarray] = {}  # attention masks from raw text, unless given
         for name in sorted(wanted & raw_given.keys(), key=list(self._specs).index):
-            tensor = self._prepare(self._specs[name], raw_given[name], problems)
+            tensor = self._prepare(self._specs[name], raw_given[name], problems, derived)
             if tensor is not None:
                 raw[name] = tensor
+        raw |= {name: mask for name, mask in derived.items() if name in wanted and name not in raw_given}
+        given = raw_given.keys() | derived.keys()
         problems += [
             f"precomputed outputs of {c!r} are not used by this call; leave them out"
             for c in provided
             if not any(c in self._graph.upstream(n) for n in needed)
         ]
-        problems += self._missing(wanted - raw_given.keys(), provided)
+        problems += self._missing(wanted - given, provided)
         problems += self._check_batch(raw, provided)
         raise_problems(problems)
-        self._fill_defaults(wanted - raw_given.keys(), raw, provided)
+        self._fill_defaults(wanted - given, raw, provided)
         return Feeds(raw=raw, provided=provided)
 
     def _route_keys(self, inputs: Mapping[Any, Any], problems: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -153,9 +162,18 @@ class InputRouter:
             return [str(e)]
         return []
 
-    def _prepare(self, spec: InputSpec, value: Any, problems: list[str]) -> np.ndarray | None:
+    def _prepare(
+        self, spec: InputSpec, value: Any, problems: list[str], derived: dict[str, np.ndarray]
+    ) -> np.ndarray | None:
+        """The validated tensor of one raw input; a text input's attention mask goes to ``derived``."""
+        mask_input = spec.preprocess.mask_input if isinstance(spec.preprocess, TextPreprocess) else None
         try:
-            tensor = prepare(spec, value, lambda: self.tokenizer(spec.name), self.limits)
+            if mask_input:
+                tensor, mask = prepare_text(spec, value, lambda: self.tokenizer(spec.name), self.limits)
+                if mask is not None:
+                    derived[mask_input] = mask.astype(self._specs[mask_input].dtype)
+            else:
+                tensor = prepare(spec, value, lambda: self.tokenizer(spec.name), self.limits)
         except InputError as e:
             problems.append(str(e))
             return None
@@ -192,9 +210,11 @@ class InputRouter:
             if spec.default is not None:
                 continue
             skip = [f"{c} outputs" for c in self._graph.consumers(name) if c not in provided]
+            source = self.mask_inputs.get(name)
             problems.append(
                 f"missing input {name!r} ({spec.modality}, {spec.dtype} {list(spec.shape)}); pass it"
                 + (f", or the precomputed {' and '.join(skip)}" if skip else "")
+                + (f" (it is derived when {source!r} is given as strings or id lists)" if source else "")
             )
         return problems
 

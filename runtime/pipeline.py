@@ -212,7 +212,7 @@ class Pipeline:
         :meth:`run` to skip the encoder there.
         """
         component = self._encoder_for(name)
-        raw_names = sorted(self._graph.raw_inputs([component]))
+        raw_names = sorted(self._graph.raw_inputs([component]) - self._router.mask_inputs.keys())
         inputs = x if isinstance(x, Mapping) else ({raw_names[0]: x} if len(raw_names) == 1 else x)
         if not isinstance(inputs, Mapping):
             raise InputError(f"{component!r} takes several inputs ({', '.join(raw_names)}); pass a dict of them")

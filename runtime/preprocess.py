@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 from mmedge.runtime._signal import resample, resize
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.text import Tokenizer, pad_ids, sequence_length, tokenize
+from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
 
-__all__ = ["MAX_AMPLITUDE", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare"]
+__all__ = ["MAX_AMPLITUDE", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare", "prepare_text"]
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
@@ -62,17 +62,9 @@ def prepare(
     if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
         check_array(what, value, limits)
         return value
-    items = _items(spec, value)
-    if not items:
-        raise InputError(f"{what}: got an empty list; pass at least one item")
-    limits.check_batch(what, len(items))
+    items = _batch_items(spec, value, limits)
     if spec.modality == "text":
-        for i, item in enumerate(items):
-            if isinstance(item, str):
-                limits.check_text(f"{what} item {i}", len(item))
-        ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec, limits)
-        pad = getattr(spec.preprocess, "pad_id", 0)
-        return pad_ids(ids, sequence_length(spec), pad, spec.dtype)
+        return _text(spec, items, tokenizer, limits)[0]
     if spec.modality == "image":
         pre = _recipe(spec, ImagePreprocess)
         return _stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)])
@@ -83,6 +75,45 @@ def prepare(
         if isinstance(item, np.ndarray):
             limits.check_elements(f"{what} item {i}", item.size, f"array of shape {list(item.shape)}")
     return _stack_arrays(items, spec)
+
+
+def prepare_text(
+    spec: InputSpec,
+    value: Any,
+    tokenizer: Callable[[], Tokenizer | None],
+    limits: InputLimits = DEFAULT_LIMITS,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A text input's ids tensor and, when ``value`` is raw (strings or id lists), its attention mask.
+
+    The mask is int64 ``(batch, length)``: 1 for each token kept, 0 for padding. It comes from the
+    item lengths, not from comparing ids with ``pad_id`` (tokenizers such as CLIP's pad with a real
+    token). A ready tensor has no known lengths: its mask is None.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
+        return prepare(spec, value, tokenizer, limits), None
+    return _text(spec, _batch_items(spec, value, limits), tokenizer, limits)
+
+
+def _batch_items(spec: InputSpec, value: Any, limits: InputLimits) -> list[Any]:
+    what = f"input {spec.name!r}"
+    items = _items(spec, value)
+    if not items:
+        raise InputError(f"{what}: got an empty list; pass at least one item")
+    limits.check_batch(what, len(items))
+    return items
+
+
+def _text(
+    spec: InputSpec, items: list[Any], tokenizer: Callable[[], Tokenizer | None], limits: InputLimits
+) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ids and the matching attention mask of raw text items."""
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            limits.check_text(f"input {spec.name!r} item {i}", len(item))
+    ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec, limits)
+    pad = getattr(spec.preprocess, "pad_id", 0)
+    length = sequence_length(spec)
+    return pad_ids(ids, length, pad, spec.dtype), attention_mask(ids, length)
 
 
 def check_array(what: str, value: np.ndarray, limits: InputLimits) -> None:

@@ -27,7 +27,7 @@ from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.bundle import Bundle, InputSpec, TextPreprocess
 from mmedge.errors import BundleError, InputError
 
-__all__ = ["Tokenizer", "Vocabulary", "load_tokenizer", "pad_ids", "sequence_length", "tokenize"]
+__all__ = ["Tokenizer", "Vocabulary", "attention_mask", "load_tokenizer", "pad_ids", "sequence_length", "tokenize"]
 
 
 class Tokenizer(Protocol):
@@ -171,4 +171,12 @@ def pad_ids(ids: Sequence[Sequence[int]], length: int, pad_id: int, dtype: str =
     for row, seq in enumerate(ids):
         kept = seq[:length]
         out[row, : len(kept)] = kept
+    return out
+
+
+def attention_mask(ids: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    """int64 ``(len(ids), length)``: 1 where :func:`pad_ids` kept a token of the item, 0 on padding."""
+    out = np.zeros((len(ids), length), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        out[row, : min(len(seq), length)] = 1
     return out
