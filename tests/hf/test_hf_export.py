@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from mmedge.runtime import Pipeline
 
 from mmedge.bundle import RAW_INPUTS, Edge, TextPreprocess, load_bundle
-from mmedge.errors import ExportError, InputError
+from mmedge.errors import BundleError, ExportError, InputError
 
 PARITY_ATOL = 1e-4
 IMAGE_SIZE = 32  # as the exported models (conftest)
@@ -146,3 +147,12 @@ def test_tokenizer_errors(tokenizer: object, match: str, hf: SimpleNamespace) ->
     inputs = {"input_ids": torch.ones(1, 4, dtype=torch.int64), "attention_mask": torch.ones(1, 4, dtype=torch.int64)}
     with pytest.raises(ExportError, match=match):
         text_setup(tokenizer, {}, {}, inputs)
+
+
+def test_mask_input_must_name_an_input(tiny_bundle: Path) -> None:
+    path = tiny_bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["inputs"][0]["preprocess"]["mask_input"] = "attention_mask"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="mask_input 'attention_mask' is not an input of the bundle"):
+        load_bundle(tiny_bundle)
