@@ -10,6 +10,7 @@ half-written bundle where a complete one is expected.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -775,29 +776,75 @@ def staged_bundle(out: str | os.PathLike[str]) -> Iterator[Path]:
     The block writes the component files and calls :func:`write_manifest` on the staging
     directory. On any exception (or a crash) ``out`` is untouched: it keeps the previous complete
     bundle, or stays absent. An existing ``out`` is replaced only if it is a bundle or empty, so a
-    typo cannot delete unrelated data.
+    typo cannot delete unrelated data. Where the OS can swap two directories in one step (Linux),
+    ``out`` is never absent, not even for an instant. Work directories that killed processes left
+    beside ``out`` are removed first.
     """
     dest = Path(out)
     if dest.exists():
         _check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    _remove_stale(dest)
+    stage = _work_dir(dest, "partial")
     stage.mkdir()
     try:
         yield stage
         load_bundle(stage)  # never publish something that would not load
         _fsync_dir(stage)
         if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(dest, old)
-            os.replace(stage, dest)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap(stage, dest)  # the stage now holds the previous bundle, removed below
         else:
             os.replace(stage, dest)
         _fsync_dir(dest.parent)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _work_dir(dest: Path, kind: str) -> Path:
+    """A hidden sibling of ``dest`` whose name records the process that owns it."""
+    return dest.parent / f".{dest.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale(dest: Path) -> None:
+    """Remove ``dest``'s work directories whose process is gone (killed while writing)."""
+    for path in dest.parent.glob(f".{glob.escape(dest.name)}.*-*-*"):
+        kind, _, rest = path.name[len(dest.name) + 2 :].partition("-")
+        pid = rest.partition("-")[0]
+        if kind in ("partial", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _swap(stage: Path, dest: Path) -> None:
+    """Exchange ``stage`` and ``dest``: in one step where supported, else by three renames."""
+    if _exchange(stage, dest):
+        return
+    old = _work_dir(dest, "old")
+    os.replace(dest, old)  # a crash here leaves dest absent and the previous bundle in old
+    os.replace(stage, dest)
+    os.replace(old, stage)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Linux ``renameat2(RENAME_EXCHANGE)``; False where the C library or file system lacks it."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _check_replaceable(dest: Path) -> None:
