@@ -165,7 +165,9 @@ def markdown(data: dict[str, Any]) -> str:
         "# Transformer fusion and dynamic INT8 of Hugging Face encoders",
         "",
         f"Machine: {data['machine']}; {data['threads']} intra-op threads, batch 1, interleaved medians. "
-        "Unfused = the exported graph with ORT_ENABLE_ALL load-time optimisations (what the runtime runs).",
+        "Unfused = the exported graph with ORT_ENABLE_ALL load-time optimisations (what the runtime runs). "
+        f"Load average at the end {data['load_average']}: on a shared machine compare rows of one model and "
+        "length (timed interleaved), not across runs.",
         "",
         "| model | seq | unfused ms | fuser | fused ops | fused ms | speedup | kept |",
         "|---|---|---|---|---|---|---|---|",
@@ -217,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "minilm": minilm(args.threads, Path(tmp)),
         }
     data["seconds"] = round(time.time() - start, 1)
+    data["load_average"] = [round(x, 2) for x in os.getloadavg()]  # a shared machine shows here
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hf_fusion.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "hf_fusion.md").write_text(markdown(data))
