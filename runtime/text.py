@@ -6,7 +6,7 @@ Two tokenizers, chosen by the input's :class:`~mmedge.bundle.TextPreprocess`:
   split on whitespace, and each word looked up; unknown words become ``unk_id`` (or an
   InputError when the bundle has none).
 * ``tokenizer_file``: a Hugging Face ``tokenizers`` JSON file (needs the ``tokenizers`` package,
-  ``pip install 'mmedge[hf]'``), truncated to ``max_length`` by the tokenizer itself so special
+  ``pip install 'mmedge[text]'``), truncated to ``max_length`` by the tokenizer itself so special
   tokens survive.
 
 Every item is padded with ``pad_id`` or cropped to one fixed length (the input's fixed sequence
@@ -75,7 +75,7 @@ class _HFTokenizer:
         except ImportError as e:
             raise InputError(
                 "this bundle tokenizes strings with a Hugging Face tokenizer, which needs the "
-                "`tokenizers` package: pip install 'mmedge[hf]' (or pass token ids instead of strings)"
+                "`tokenizers` package: pip install 'mmedge[text]' (or pass token ids instead of strings)"
             ) from e
         try:
             self._tokenizer = HFTokenizer.from_file(str(path))
