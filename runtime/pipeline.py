@@ -48,6 +48,7 @@ __all__ = ["Pipeline", "default_thread_budget"]
 log = logging.getLogger("mmedge.runtime")
 
 T = TypeVar("T")
+MAX_THREADS = 1024  # more intra-op threads than this is a typo; onnxruntime would fail to allocate them
 Trace = Callable[[str, str, int, int], None]  # (kind, name, start_ns, end_ns)
 
 
@@ -113,12 +114,14 @@ class Pipeline:
         trace: Trace | None = None,
         limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
-        if graph_optimization not in GRAPH_OPTIMIZATION:
-            raise ConfigError(f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, found {graph_optimization!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive int or None, found {threads!r}")
-        if not isinstance(limits, InputLimits):
-            raise ConfigError(f"limits must be an InputLimits, found {type(limits).__name__}")
+        _check_options(
+            bundle=bundle,
+            threads=threads,
+            optimized_model_dir=optimized_model_dir,
+            graph_optimization=graph_optimization,
+            trace=trace,
+            limits=limits,
+        )
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         self._graph = Graph(self._bundle.manifest)
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
@@ -311,6 +314,41 @@ class Pipeline:
         if self._graph.upstream(component):
             raise InputError(f"{component!r} is fed by other components, so it is not an encoder; use run()")
         return component
+
+
+def _check_options(
+    *, bundle: Any, threads: Any, optimized_model_dir: Any, graph_optimization: Any, trace: Any, limits: Any
+) -> None:
+    """ConfigError for the first invalid Pipeline argument, before any file is read."""
+    is_int = isinstance(threads, int) and not isinstance(threads, bool)
+    checks = [
+        (isinstance(bundle, str | os.PathLike | Bundle), "bundle must be a directory path or a loaded Bundle", bundle),
+        (
+            threads is None or (is_int and 1 <= threads <= MAX_THREADS),
+            f"threads must be a positive int (at most {MAX_THREADS}) or None",
+            threads,
+        ),
+        (
+            optimized_model_dir is None or isinstance(optimized_model_dir, str | os.PathLike),
+            "optimized_model_dir must be a directory path or None",
+            optimized_model_dir,
+        ),
+        (
+            graph_optimization in GRAPH_OPTIMIZATION,
+            f"graph_optimization must be one of {GRAPH_OPTIMIZATION}",
+            graph_optimization,
+        ),
+        (trace is None or callable(trace), "trace must be a callable(kind, name, start_ns, end_ns) or None", trace),
+        (isinstance(limits, InputLimits), "limits must be an InputLimits", limits),
+    ]
+    for ok, message, value in checks:
+        if not ok:
+            raise ConfigError(f"{message}, found {short_repr(value)}")
+    if optimized_model_dir is not None:
+        try:
+            Path(optimized_model_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"optimized_model_dir {optimized_model_dir} cannot be created ({e.strerror})") from e
 
 
 def _check_finite(outputs: Mapping[str, np.ndarray], feeds: Feeds) -> None:

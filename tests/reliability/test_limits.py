@@ -147,15 +147,26 @@ def test_preprocessing_memory_stays_within_16_bytes_per_element(shared_bundle: P
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        pytest.param({"threads": 0}, "threads must be a positive int or None, found 0", id="threads-0"),
-        pytest.param({"threads": 2.5}, "threads must be a positive int", id="threads-float"),
+        pytest.param({"threads": 0}, "threads must be a positive int (at most 1024) or None, found 0", id="threads-0"),
+        pytest.param(
+            {"threads": 2.5}, "threads must be a positive int (at most 1024) or None, found 2.5", id="threads-float"
+        ),
+        pytest.param({"threads": 10**9}, "threads must be a positive int (at most 1024)", id="threads-huge"),
         pytest.param({"graph_optimization": "bogus"}, "graph_optimization must be one of", id="graph-optimization"),
-        pytest.param({"limits": {"max_batch": 4}}, "limits must be an InputLimits, found dict", id="limits-dict"),
+        pytest.param(
+            {"limits": {"max_batch": 4}}, "limits must be an InputLimits, found {'max_batch': 4}", id="limits"
+        ),
+        pytest.param({"trace": 5}, "trace must be a callable", id="trace"),
+        pytest.param({"bundle": None}, "bundle must be a directory path or a loaded Bundle, found None", id="bundle"),
+        pytest.param(
+            {"optimized_model_dir": 123}, "optimized_model_dir must be a directory path or None", id="dir-type"
+        ),
+        pytest.param({"optimized_model_dir": "/proc/mmedge"}, "/proc/mmedge cannot be created", id="dir-unwritable"),
     ],
 )
 def test_bad_pipeline_options_are_config_errors(shared_bundle: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message) as info:
-        Pipeline(shared_bundle, "cpu", **kwargs)
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        Pipeline(kwargs.pop("bundle", shared_bundle), "cpu", **kwargs)
     assert isinstance(info.value, ValueError)  # code written against the old ValueError keeps working
 
 
