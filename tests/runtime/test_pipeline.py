@@ -149,6 +149,15 @@ def test_thread_budget_is_split_between_concurrent_encoders(tiny_bundle: Path) -
         assert p._pool._max_workers == 3
 
 
+@pytest.mark.parametrize("threads", [pytest.param(1, id="1-thread"), pytest.param(5, id="5-threads")])
+def test_few_cores_run_encoders_one_after_another_with_every_thread(tiny_bundle: Path, threads: int) -> None:
+    """Fewer than 2 threads per concurrent encoder would starve the dominant one: run them in turn."""
+    with Pipeline(tiny_bundle, "cpu", threads=threads, lazy=True) as p:
+        assert set(p._threads.values()) == {threads}
+        assert p._pool is None
+        assert p.run(tiny_inputs())["logits"].shape == (2, 3)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
