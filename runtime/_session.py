@@ -146,6 +146,9 @@ def session_options(component: str, threads: int, settings: SessionSettings) -> 
     so.inter_op_num_threads = 1  # components are small graphs; concurrency comes from running encoders in parallel
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = True  # reuse the allocation plan across runs of the same shapes
+    # A pipeline has one intra-op pool per component; pool threads that spin after their run steal the
+    # cores from the next component's pool, so they sleep instead.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only: ORT's warnings would bypass our logging
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     if settings.optimized_model_dir is not None:
