@@ -134,6 +134,23 @@ class InputSpec:
     preprocess: Preprocess | None = None
     default: float | None = None  # fill value when the input is omitted; None = required
 
+    def sized_shape(self, batch: int) -> tuple[int, ...] | None:
+        """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``example_shape``.
+
+        None when a symbolic dim has no example size to take (callers say what to pass instead).
+        """
+        shape = []
+        for axis, dim in enumerate(self.shape):
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(batch)
+            elif axis < len(self.example_shape):
+                shape.append(self.example_shape[axis])
+            else:
+                return None
+        return tuple(shape)
+
 
 @dataclass(frozen=True)
 class Verification:

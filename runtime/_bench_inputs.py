@@ -60,25 +60,18 @@ def _synthetic(bundle: Bundle, spec: InputSpec, batch: int, seed: int, index: in
 
 
 def _shape(spec: InputSpec, batch: int) -> tuple[int, ...]:
-    shape = []
-    for axis, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            if axis == 0 and dim != batch:
-                raise InputError(
-                    f"input {spec.name!r} has a fixed batch dim of {dim}, so it cannot be benchmarked at batch "
-                    f"{batch}; pass batch sizes of {dim} only"
-                )
-            shape.append(dim)
-        elif axis == 0:
-            shape.append(batch)
-        elif axis < len(spec.example_shape):
-            shape.append(spec.example_shape[axis])
-        else:
-            raise InputError(
-                f"input {spec.name!r}: dim {axis} ({dim!r}) is symbolic and the bundle records no example_shape "
-                "to size it; pass inputs (an .npz of model tensors, --inputs)"
-            )
-    return tuple(shape)
+    if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
+        raise InputError(
+            f"input {spec.name!r} has a fixed batch dim of {spec.shape[0]}, so it cannot be benchmarked at batch "
+            f"{batch}; pass batch sizes of {spec.shape[0]} only"
+        )
+    shape = spec.sized_shape(batch)
+    if shape is None:
+        raise InputError(
+            f"input {spec.name!r}: a symbolic dim is not batch and the bundle records no example_shape "
+            "to size it; pass inputs (an .npz of model tensors, --inputs)"
+        )
+    return shape
 
 
 def _vocab_size(bundle: Bundle, spec: InputSpec) -> int:

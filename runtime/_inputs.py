@@ -232,17 +232,10 @@ class InputRouter:
         batch = sizes[0] if sizes else 1
         for name in names:
             spec = self._specs[name]
-            shape = []
-            for axis, dim in enumerate(spec.shape):
-                if isinstance(dim, int):
-                    shape.append(dim)
-                elif axis == 0:
-                    shape.append(batch)
-                elif axis < len(spec.example_shape):
-                    shape.append(spec.example_shape[axis])
-                else:
-                    raise InputError(
-                        f"input {name!r} was omitted and its default cannot be sized: dim {axis} ({dim!r}) is "
-                        "symbolic and the bundle has no example_shape; pass the input"
-                    )
+            shape = spec.sized_shape(batch)
+            if shape is None:
+                raise InputError(
+                    f"input {name!r} was omitted and its default cannot be sized: a symbolic dim other than "
+                    "batch has no example_shape in the bundle; pass the input"
+                )
             raw[name] = np.full(shape, spec.default, dtype=spec.dtype)

@@ -189,3 +189,11 @@ def test_lookup_errors_name_known_entries(tiny_bundle: Path) -> None:
         b.manifest.component("video_encoder")
     with pytest.raises(BundleError, match="it has: text, image, audio"):
         b.manifest.input("video")
+
+
+def test_sized_shape_takes_batch_and_example_sizes() -> None:
+    spec = tiny_manifest().inputs[0]  # text: ("batch", "seq"), example (1, 6)
+    assert spec.sized_shape(4) == (4, 6)
+    assert dataclasses.replace(spec, example_shape=()).sized_shape(4) is None
+    image = tiny_manifest().inputs[1]
+    assert image.sized_shape(3) == (3, 3, 8, 8)
