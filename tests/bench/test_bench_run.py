@@ -13,22 +13,13 @@ import numpy as np
 import pytest
 from mmedge.runtime import BenchProgress, bench, bench_cli
 from tinybundle import tiny_manifest
+from torchfree import NO_TORCH
 
 from mmedge.cli import main
 from mmedge.errors import InputError
 
 FAST = ["--iterations", "2", "--warmup", "0", "--threads", "1"]
 COMPONENTS = [c.name for c in tiny_manifest().components]
-NO_TORCH = """
-import sys
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "torchaudio"):
-            raise ImportError(f"a benchmark runtime process imported {name}")
-
-sys.meta_path.insert(0, NoTorch())
-"""
 
 
 def _interrupt_after(rounds: int) -> Callable[[BenchProgress], None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mmedge.runtime import Pipeline
 from PIL import Image
+from torchfree import NO_TORCH
 
 from mmedge.cli import main
 
@@ -52,16 +53,10 @@ def test_generation_options_on_a_classifier_are_an_error(tiny_bundle: Path, caps
     assert "--strategy, --max-len only apply to bundles with a decoder" in capsys.readouterr().err
 
 
-SCRIPT = textwrap.dedent(
+SCRIPT = NO_TORCH + textwrap.dedent(
     """
     import sys
 
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "torchaudio"):
-                raise ImportError(f"the runtime tried to import {name}")
-
-    sys.meta_path.insert(0, NoTorch())
     from mmedge.cli import main
     from mmedge.runtime import Pipeline
 

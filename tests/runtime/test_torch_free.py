@@ -9,17 +9,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torchfree import NO_TORCH
 
-SCRIPT = textwrap.dedent(
+SCRIPT = NO_TORCH + textwrap.dedent(
     """
     import sys
 
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "torchaudio"):
-                raise ImportError(f"the runtime tried to import {name}")
-
-    sys.meta_path.insert(0, NoTorch())
     import numpy as np
     import mmedge.runtime
     from mmedge.cli import main
