@@ -1,11 +1,13 @@
 """``Pipeline``: a bundle's components as onnxruntime sessions, run as one model.
 
-Threads: ORT's intra-op pool of each session does the math; encoders of one stage run at the
-same time on a small shared thread pool (ORT releases the GIL). To keep them from
-oversubscribing the CPU, each session gets ``budget // width`` intra-op threads, where
-``budget`` is the number of physical cores this process may use (or ``threads=``) and
-``width`` the number of components in its stage (3 for three encoders); the head, alone in its
-stage, gets the whole budget. Inter-op threads are 1: components are small sequential graphs.
+Threads: ORT's intra-op pool of each session does the math. ``threads`` (default: the physical
+cores this process may use) is the budget. Encoders (the first stage: fed by raw inputs only) run
+at the same time: at load each is timed once on zeros of its example shape, the costliest gets the
+whole budget and runs on the calling thread, the others a cost share of it (at least one thread)
+on helper threads (the plan and its measurements: :attr:`Pipeline.schedule`; why:
+:mod:`mmedge.runtime._schedule`). Later components, and every component with ``threads=1`` or
+``lazy=True``, run one after another with the whole budget. Inter-op threads are 1: components
+are small sequential graphs.
 
 Thread safety: ``run`` and ``encode`` may be called from many threads at once. ORT sessions
 are safe for concurrent ``run``; lazy session creation and tokenizer loading take a lock; every
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -28,6 +31,7 @@ import numpy as np
 from mmedge.runtime._graph import Graph
 from mmedge.runtime._inputs import Feeds, InputRouter
 from mmedge.runtime._policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
+from mmedge.runtime._schedule import Schedule, encoder_probe, measure_costs, share_threads
 from mmedge.runtime._session import (
     GRAPH_OPTIMIZATION,
     ComponentPlacement,
@@ -78,10 +82,12 @@ class Pipeline:
         max_partitions: warn (:class:`~mmedge.errors.PartitionWarning`) when an accelerator takes
             a component in more pieces than this (each border is a copy to and from the CPU);
             None: never. The pieces per provider are in ``providers_used``.
-        threads: CPU thread budget shared by concurrently running encoders (default: physical cores).
+        threads: CPU thread budget (default: physical cores); the encoders share it by their cost,
+            measured at load (:attr:`schedule`).
         fallback: if a requested provider is unavailable or fails, run on the next one instead of
             raising ProviderError; every drop is logged and shown in ``providers_used``.
-        lazy: create each session on first use instead of now.
+        lazy: create each session on first use instead of now (no load-time probe, so the encoders
+            run one after another).
         optimized_model_dir: where ORT saves each component's optimised graph (for inspection, or
             to skip optimisation later). At level "all" it may hold CPU-specific layouts: reuse it
             only on the same kind of machine with the same providers.
@@ -138,26 +144,17 @@ class Pipeline:
             strict=bool(strict),
         )
         self._budget = threads or default_thread_budget()
-        width = max((len(s) for s in self._graph.full_plan), default=1)
-        # Concurrent encoders pay off only when each gets >= 2 intra-op threads. With fewer cores they
-        # oversubscribe them (ORT's threads spin) and starve the dominant encoder, so run the stage one
-        # component after another with the whole budget, as a monolithic graph would (measured on 2 cores:
-        # splitting 2 threads over 3 encoders made the split bundle 1.7x slower than the monolithic one).
-        concurrent = width > 1 and self._budget >= 2 * width
-        self._threads = {
-            c: max(1, self._budget // len(stage)) if concurrent else self._budget
-            for stage in self._graph.full_plan
-            for c in stage
-        }
+        self._schedule = Schedule({c: self._budget for stage in self._graph.full_plan for c in stage})
         self._sessions: dict[str, ComponentSession] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="mmedge-encoder") if concurrent else None
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._trace = trace
         if not lazy:  # components no output depends on (a monolithic baseline, say) are never loaded
             for stage in self._graph.full_plan:
                 for name in stage:
                     self._session(name)
+            self._plan_encoders()
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -165,6 +162,11 @@ class Pipeline:
     def manifest(self) -> Manifest:
         """The bundle's manifest: inputs, components, wiring, outputs."""
         return self._bundle.manifest
+
+    @property
+    def schedule(self) -> Schedule:
+        """Intra-op threads per component, which encoders run concurrently, and their probed cost."""
+        return self._schedule
 
     @property
     def providers_used(self) -> dict[str, ComponentPlacement]:
@@ -260,26 +262,43 @@ class Pipeline:
                 raise MMEdgeError("this Pipeline is closed; create a new one")
             session = self._sessions.get(name)
             if session is None:
-                threads = self._threads.get(name, self._budget)
-                session = open_session(self._bundle, name, self._plans[name], threads, self._settings)
-                check_partitions(session.placement, self._max_partitions)
-                self._sessions[name] = session
+                session = self._sessions[name] = self._open(name, self._schedule.threads.get(name, self._budget))
             return session
+
+    def _open(self, name: str, threads: int) -> ComponentSession:
+        session = open_session(self._bundle, name, self._plans[name], threads, self._settings)
+        check_partitions(session.placement, self._max_partitions)
+        return session
+
+    def _plan_encoders(self) -> None:
+        """Time the encoders once and share the thread budget between them (see runtime._schedule)."""
+        stage = self._graph.full_plan[0] if self._graph.full_plan else ()
+        probes = {c: encoder_probe(self.manifest, c) for c in stage}
+        if len(stage) < 2 or self._budget < 2 or any(p is None for p in probes.values()):
+            return
+        costs = measure_costs({c: partial(self._sessions[c].run, probes[c]) for c in stage})
+        if costs is None:
+            return
+        threads = share_threads(costs, self._budget)
+        for name, n in threads.items():
+            if n != self._budget:
+                self._sessions[name] = self._open(name, n)
+        self._schedule = Schedule({**self._schedule.threads, **threads}, frozenset(stage), costs)
+        self._pool = ThreadPoolExecutor(max_workers=len(stage) - 1, thread_name_prefix="mmedge-encoder")
 
     def _execute(self, feeds: Feeds, targets: Sequence[str] | frozenset[str]) -> dict[str, dict[str, Any]]:
         """Run the needed components stage by stage; returns every component's outputs."""
         values: dict[str, dict[str, Any]] = dict(feeds.provided)
         for stage in self._graph.stages(targets, frozenset(feeds.provided)):
-            jobs = [(self._session(c), self._inputs_of(c, feeds.raw, values)) for c in stage]
-            if len(jobs) == 1 or self._pool is None:
-                results = [self._timed("component", c, s.run, job) for c, (s, job) in zip(stage, jobs, strict=True)]
-            else:
-                futures = [
-                    self._pool.submit(self._timed, "component", c, s.run, job)
-                    for c, (s, job) in zip(stage, jobs, strict=True)
-                ]
-                results = [f.result() for f in futures]
-            values.update(zip(stage, results, strict=True))
+            jobs = {c: (self._session(c), self._inputs_of(c, feeds.raw, values)) for c in stage}
+            if len(stage) == 1 or self._pool is None or not self._schedule.concurrent.issuperset(stage):
+                values.update({c: self._timed("component", c, s.run, job) for c, (s, job) in jobs.items()})
+                continue
+            # the costliest (most threads) runs here, the others on helper threads meanwhile
+            first, *others = sorted(stage, key=lambda c: -self._schedule.threads[c])
+            futures = {c: self._pool.submit(self._timed, "component", c, jobs[c][0].run, jobs[c][1]) for c in others}
+            values[first] = self._timed("component", first, jobs[first][0].run, jobs[first][1])
+            values.update({c: f.result() for c, f in futures.items()})
         return values
 
     def _outputs(self, values: Mapping[str, Mapping[str, Any]], feeds: Feeds) -> dict[str, np.ndarray]:

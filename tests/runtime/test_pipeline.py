@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mmedge.runtime import ComponentPlacement, Pipeline
 from mmedge.runtime import _session as session_module
+from mmedge.runtime._schedule import share_threads
 from tinybundle import LABELS, tiny_inputs
 
 from mmedge.bundle import Manifest
@@ -142,20 +143,59 @@ def test_optimized_models_are_saved(tiny_bundle: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_thread_budget_is_split_between_concurrent_encoders(tiny_bundle: Path) -> None:
-    with Pipeline(tiny_bundle, "cpu", threads=6, lazy=True) as p:
-        assert p._threads == {"text_encoder": 2, "image_encoder": 2, "audio_encoder": 2, "fusion_head": 6}
-        assert p._pool is not None
-        assert p._pool._max_workers == 3
+ENCODERS = {"text_encoder", "image_encoder", "audio_encoder"}
 
 
-@pytest.mark.parametrize("threads", [pytest.param(1, id="1-thread"), pytest.param(5, id="5-threads")])
-def test_few_cores_run_encoders_one_after_another_with_every_thread(tiny_bundle: Path, threads: int) -> None:
-    """Fewer than 2 threads per concurrent encoder would starve the dominant one: run them in turn."""
-    with Pipeline(tiny_bundle, "cpu", threads=threads, lazy=True) as p:
-        assert set(p._threads.values()) == {threads}
-        assert p._pool is None
+def test_encoders_are_probed_and_run_concurrently(tiny_bundle: Path, by_hand: Callable) -> None:
+    with Pipeline(tiny_bundle, "cpu", threads=6) as p:
+        plan = p.schedule
+        assert plan.concurrent == ENCODERS
+        assert set(plan.costs_ms) == ENCODERS
+        assert all(ms > 0 for ms in plan.costs_ms.values())
+        assert plan.threads == {**share_threads(plan.costs_ms, 6), "fusion_head": 6}
+        for name, n in plan.threads.items():  # the sessions were opened with the planned threads
+            assert p._sessions[name].session.get_session_options().intra_op_num_threads == n
+        x = tiny_inputs(batch=2)
+        np.testing.assert_allclose(p.run(x)["logits"], by_hand(x), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("costs", "budget", "expected"),
+    [
+        pytest.param({"img": 3.0, "aud": 1.1, "txt": 0.3}, 2, {"img": 2, "aud": 1, "txt": 1}, id="2-cores"),
+        pytest.param({"img": 8.0, "aud": 1.5, "txt": 0.5}, 16, {"img": 15, "aud": 2, "txt": 1}, id="16-cores"),
+        pytest.param({"a": 1.0, "b": 1.0}, 16, {"a": 9, "b": 8}, id="balanced"),
+        pytest.param({"a": 0.0, "b": 0.0}, 4, {"a": 3, "b": 2}, id="unmeasurable"),
+    ],
+)
+def test_the_costliest_encoder_keeps_the_budget_and_others_get_a_cost_share(
+    costs: dict[str, float], budget: int, expected: dict[str, int]
+) -> None:
+    assert share_threads(costs, budget) == expected
+
+
+@pytest.mark.parametrize(
+    ("threads", "lazy"),
+    [pytest.param(1, False, id="1-thread"), pytest.param(4, True, id="lazy")],
+)
+def test_one_thread_or_lazy_runs_encoders_one_after_another(tiny_bundle: Path, threads: int, lazy: bool) -> None:
+    with Pipeline(tiny_bundle, "cpu", threads=threads, lazy=lazy) as p:
         assert p.run(tiny_inputs())["logits"].shape == (2, 3)
+        assert set(p.schedule.threads.values()) == {threads}
+        assert p.schedule.concurrent == frozenset()
+        assert p._pool is None
+
+
+def test_encoders_that_cannot_be_probed_run_one_after_another(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: object, feeds: object) -> None:
+        raise InputError("component 'x' failed on inputs (...)")
+
+    monkeypatch.setattr(session_module.ComponentSession, "run", broken)
+    with Pipeline(tiny_bundle, "cpu", threads=4) as p:
+        assert p.schedule.concurrent == frozenset()
+        assert set(p.schedule.threads.values()) == {4}
 
 
 @pytest.mark.parametrize(

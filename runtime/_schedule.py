@@ -1,0 +1,95 @@
+"""How the encoders of a bundle share the CPU: intra-op threads per session, and which run at once.
+
+Encoders of one stage (all fed by raw inputs only) run concurrently, and the costliest one sets the
+pace. Measured on 2 cores with TriModalNet (ResNet-18 + audio CNN + LSTM; see
+``benchmarks/results/trimodal.md``): splitting the budget evenly (1 thread each) left ResNet-18 on
+one core and made the split bundle up to 1.7× slower than the monolithic model, and running the
+encoders one after another with every thread wasted the cores that small graphs cannot use (INT8
+ResNet-18 at 64×64 runs 3.5 ms on 1 thread, 3.0 ms on 2). Giving the costliest encoder the whole
+budget and each other encoder a thread or a cost-proportional share beside it was fastest in both
+precisions (FP32 split then beats the monolithic graph). Intra-op threads sleep instead of spinning
+(see ``_session.session_options``), so the one-thread-per-side-encoder oversubscription costs little.
+
+Costs are measured at load: every encoder of the stage runs on zeros of its example shape (one
+warm-up, then the faster of two timed runs), which also takes the first-run allocations off the
+first request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmedge.bundle import RAW_INPUTS, Manifest
+from mmedge.errors import MMEdgeError
+
+__all__ = ["Schedule", "encoder_probe", "measure_costs", "share_threads"]
+
+log = logging.getLogger("mmedge.runtime")
+
+_TIMED_RUNS = 2
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The thread plan a Pipeline runs with.
+
+    ``threads``: intra-op threads of each component's session. ``concurrent``: the components that
+    run at the same time as each other when a run needs more than one of them (the costliest on the
+    calling thread, the others on helper threads). ``costs_ms``: what the load-time probe measured
+    per concurrent component (empty when nothing runs concurrently).
+    """
+
+    threads: Mapping[str, int]
+    concurrent: frozenset[str] = frozenset()
+    costs_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+def share_threads(costs: Mapping[str, float], budget: int) -> dict[str, int]:
+    """Intra-op threads per concurrent component, from their measured costs.
+
+    Each non-costliest component gets its cost share of ``budget`` (at least 1 thread); the costliest
+    gets the rest plus one thread per other component, so the CPU is oversubscribed by at most one
+    sleeping-when-idle thread per side component, and on 2 cores the costliest keeps both threads.
+    """
+    weights = costs if sum(costs.values()) > 0 else dict.fromkeys(costs, 1.0)  # too fast to time: alike
+    primary = max(weights, key=lambda c: weights[c])
+    total = sum(weights.values())
+    others = {c: max(1, round(budget * w / total)) for c, w in weights.items() if c != primary}
+    return {primary: max(1, budget - sum(n - 1 for n in others.values())), **others}
+
+
+def encoder_probe(manifest: Manifest, component: str) -> dict[str, np.ndarray] | None:
+    """Zeros for each input of a raw-fed component at its example shape (batch 1); None if not sizable."""
+    specs = {s.name: s for s in manifest.inputs}
+    feeds = {}
+    for edge in manifest.edges_into(component):
+        spec = specs.get(edge.output) if edge.source == RAW_INPUTS else None
+        shape = spec.sized_shape(1) if spec is not None else None
+        if shape is None:
+            return None
+        feeds[edge.input] = np.zeros(shape, dtype=np.dtype(spec.dtype))
+    return feeds
+
+
+def measure_costs(runners: Mapping[str, Callable[[], Any]]) -> dict[str, float] | None:
+    """Milliseconds per component (the faster of two runs after a warm-up); None if any run fails."""
+    costs = {}
+    for name, run in runners.items():
+        try:
+            run()
+            times = []
+            for _ in range(_TIMED_RUNS):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+        except MMEdgeError as e:  # a probe is an optimisation: on failure the encoders just run in turn
+            log.debug("thread planning: %s failed on zero inputs (%s); running encoders in turn", name, e)
+            return None
+        costs[name] = min(times) * 1e3
+    return costs
