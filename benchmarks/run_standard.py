@@ -41,13 +41,16 @@ class Standard:
     data: str  # factory in mmedge.data
     train_samples: int
     epochs: int
+    lr: float
 
 
+# Trained as `mmedge demo` trains (~99% held-out accuracy), so INT8 calibration sees a trained model's
+# activations and top-1 agreement is measured where it means something.
 MODELS = {
-    "trimodal": Standard("TriModalNet", "make_trimodal", train_samples=384, epochs=1),
-    "textimage": Standard("TextImageNet", "make_textimage", train_samples=384, epochs=1),
+    "trimodal": Standard("TriModalNet", "make_trimodal", train_samples=2000, epochs=3, lr=2e-3),
+    "textimage": Standard("TextImageNet", "make_textimage", train_samples=2000, epochs=3, lr=2e-3),
 }
-CALIBRATION, HOLDOUT = 32, 16  # synthetic samples from a different seed than training
+CALIBRATION, HOLDOUT = 128, 1000  # calibration from the training set; held-out samples from another seed
 
 
 @dataclass(frozen=True)
@@ -126,27 +129,26 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
     steps: dict[str, float] = {}
     model = models.REFERENCE_MODELS[spec.model]()
     make = getattr(data, spec.data)
-    held = make(CALIBRATION + HOLDOUT, seed=1)
+    trainset, held = make(spec.train_samples, seed=0), make(HOLDOUT, seed=1)
     start = time.monotonic()
     say(f"training {spec.model} on {spec.train_samples} synthetic samples, {spec.epochs} epochs")
-    train(model, make(spec.train_samples, seed=0), epochs=spec.epochs, checkpoint=work / "model.pt")
+    train(model, trainset, epochs=spec.epochs, lr=spec.lr, checkpoint=work / "model.pt")
     steps["train_s"] = time.monotonic() - start
     accuracy = evaluate(model, held)
     say(f"exporting (accuracy on held-out synthetic data: {accuracy:.1%})")
     start = time.monotonic()
     export_model(model, model.example_inputs(1), out=work / "fp32", monolithic=True)
     steps["export_s"] = time.monotonic() - start
-    samples = [{k: v[i : i + 1] for k, v in held.inputs.items()} for i in range(CALIBRATION + HOLDOUT)]
-    say("quantizing to INT8")
+    say(f"quantizing to INT8 (agreement with FP32 checked on {HOLDOUT} held-out samples)")
     start = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         q = quantize_bundle(
             work / "fp32",
             work / "int8",
-            calibration=samples[:CALIBRATION],
-            holdout=samples[CALIBRATION:],
-            labels=held.labels[CALIBRATION:].tolist(),
+            calibration=trainset.samples(CALIBRATION),
+            holdout=held.samples(),
+            labels=held.labels.tolist(),
         )
     steps["quantize_s"] = time.monotonic() - start
     return {

@@ -228,6 +228,11 @@ class Dataset:
         first, rest = _split_indices(len(self), fraction, seed)
         return self.subset(first), self.subset(rest)
 
+    def samples(self, n: int | None = None) -> list[dict[str, np.ndarray]]:
+        """The first ``n`` samples (all if None) as batch-1 input dicts: calibration and hold-out sets."""
+        count = len(self) if n is None else min(n, len(self))
+        return [{k: v[i : i + 1] for k, v in self.inputs.items()} for i in range(count)]
+
     def batches(
         self, batch_size: int, *, shuffle_seed: int | None = None
     ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:

@@ -193,17 +193,14 @@ def _quantize(src: Path, out: Path, trainset: Any, holdout: Any, plan: DemoPlan,
     from mmedge.quantize import AccuracyWarning, quantize_bundle
     from mmedge.quantize.cli import show_report
 
-    def samples(ds: Any, n: int) -> list[dict[str, Any]]:
-        return [{k: v[i : i + 1] for k, v in ds.inputs.items()} for i in range(min(n, len(ds)))]
-
     with progress(enabled=show) as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AccuracyWarning)
         task = bar.add_task("quantizing", total=None, status="")
         report = quantize_bundle(
             src,
             out,
-            calibration=samples(trainset, plan.calibration_samples),
-            holdout=samples(holdout, len(holdout)),
+            calibration=trainset.samples(plan.calibration_samples),
+            holdout=holdout.samples(),
             labels=[int(x) for x in holdout.labels],
             progress=lambda status: bar.update(task, status=status),
         )
