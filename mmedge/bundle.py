@@ -47,6 +47,7 @@ __all__ = [
     "load_bundle",
     "manifest_from_dict",
     "manifest_to_dict",
+    "required_inputs",
     "staged_bundle",
     "write_manifest",
 ]
@@ -308,6 +309,13 @@ class Bundle:
 
 # ---------------------------------------------------------------------------------------------
 # (de)serialisation
+
+
+def required_inputs(inputs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
+    """The inputs a caller must pass: those without a default, except the attention masks the
+    runtime derives from their text input (``TextPreprocess.mask_input``)."""
+    derived = {i.preprocess.mask_input for i in inputs if isinstance(i.preprocess, TextPreprocess)}
+    return tuple(i for i in inputs if i.default is None and i.name not in derived)
 
 
 def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import InputSpec, Manifest
+from mmedge.bundle import InputSpec, Manifest, required_inputs
 
 __all__ = ["IMAGE_FORMATS", "Limits", "ParsedInputs", "RequestError", "from_form", "from_json", "resolve"]
 
@@ -259,7 +259,7 @@ def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], 
     largest = max(rows.values())
     if largest > limits.max_rows:
         raise RequestError(413, f"{largest} items in one request is over the limit of {limits.max_rows}")
-    missing = [s.name for s in allowed if s.default is None and s.name not in values]
+    missing = [s.name for s in required_inputs(allowed) if s.name not in values]
     if missing:
         raise RequestError(422, f"missing required input(s): {', '.join(missing)}")
     if len(set(rows.values())) > 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmedge.bundle import InputSpec, Manifest, TensorSpec
+from mmedge.bundle import InputSpec, Manifest, TensorSpec, required_inputs
 
 __all__ = ["ERRORS", "form_schema", "input_schema", "output_schema", "request_body"]
 
@@ -84,7 +84,7 @@ def _json_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
     inputs = {
         "type": "object",
         "properties": {s.name: input_schema(s, max_rows) for s in specs},
-        "required": [s.name for s in specs if s.default is None],
+        "required": [s.name for s in required_inputs(specs)],
         "additionalProperties": False,
     }
     return {"type": "object", "required": ["inputs"], "properties": {"inputs": inputs}}
@@ -106,7 +106,7 @@ def form_schema(specs: tuple[InputSpec, ...], max_rows: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": properties,
-        "required": [s.name for s in specs if s.default is None],
+        "required": [s.name for s in required_inputs(specs)],
         "additionalProperties": False,
     }
 

@@ -1,0 +1,32 @@
+"""Serving a Hugging Face bundle: the attention mask is derived from the text, never demanded."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'mmedge[serve]'")
+
+from fastapi.testclient import TestClient
+from mmedge.runtime import Pipeline
+
+from mmedge.serve import ServeOptions, app_for_bundle
+
+TEXTS = ["a red car parked near the house", "two dogs"]
+
+
+@pytest.mark.slow
+def test_strings_alone_are_a_complete_request(bert_export: SimpleNamespace) -> None:
+    image = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    app = app_for_bundle(bert_export.path, ServeOptions(), providers="cpu", threads=1)
+    with TestClient(app) as client:
+        schema = client.get("/openapi.json").json()
+        response = client.post("/v1/predict", json={"inputs": {"text": TEXTS, "image": image.tolist()}})
+    assert response.status_code == 200, response.text
+    with Pipeline(bert_export.path, "cpu") as pipe:
+        expected = pipe.run({"text": TEXTS, "image": image})["logits"]
+    np.testing.assert_allclose(response.json()["outputs"]["logits"], expected, rtol=1e-4, atol=1e-5)
+    body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["inputs"]["required"] == ["input_ids", "image"]
