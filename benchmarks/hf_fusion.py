@@ -93,9 +93,9 @@ def minilm(threads: int, work: Path) -> dict[str, Any] | None:
         return None
     import numpy as np
     from mmedge.export import export_model, optimize_transformers
-    from mmedge.export._hf_bench import interleaved_latency
     from mmedge.quantize import quantize_bundle
     from mmedge.runtime import Pipeline
+    from mmedge.runtime.timing import interleaved_latency
     from transformers import AutoTokenizer, BertModel
 
     from mmedge.models.hf import SentenceEmbedder

@@ -226,8 +226,8 @@ def _fuse_component(
     src: Bundle, component: Component, work: Path, plan: _Plan, length: int
 ) -> tuple[list[FusionTrial], FusionTrial | None, _Record]:
     """Try the fusers on one component; the trials, the one to keep (or None) and what to record."""
-    from mmedge.export._hf_bench import interleaved_latency
     from mmedge.export._hf_fusion import FUSERS, fuse, id_bounds, input_feeds
+    from mmedge.runtime.timing import interleaved_latency
 
     source = src.path / component.file
     bounds = id_bounds(source, component)
@@ -251,7 +251,7 @@ def _fuse_component(
     if passed:
         feeds = input_feeds(src.manifest, component, bounds, batch=1, length=length, seed=7)
         paths = {"unfused": source, **{t.fuser: work / f"{t.fuser}.onnx" for t in passed}}
-        timed = interleaved_latency(paths, feeds, threads=plan.threads)
+        timed = interleaved_latency(paths, feeds, threads=plan.threads, error=ExportError)
         trials = [
             dataclasses.replace(t, latency_ms=timed[t.fuser], baseline_ms=timed["unfused"]) if t.fuser in timed else t
             for t in trials

@@ -24,6 +24,7 @@ from mmedge.quantize.report import (
     QuantizationReport,
     TensorComparison,
 )
+from mmedge.quantize.speed import SpeedCheck
 
 from mmedge import __version__
 from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
@@ -48,10 +49,11 @@ def build_report(
     rounds: Sequence[FallbackRound],
     holdout_source: str,
     notes: Sequence[str],
+    speed: Mapping[str, SpeedCheck],
 ) -> QuantizationReport:
     """Measure the current versions against FP32 on the held-out samples and say what was done."""
     m = src.manifest
-    components = tuple(_component_report(chain, c, unchanged.get(c.name)) for c in m.components)
+    components = tuple(_component_report(chain, c, unchanged.get(c.name), speed.get(c.name)) for c in m.components)
     outputs = tuple(_output_report(r, labels) for r in chain.end_to_end(chain.versions))
     score = chain.score(chain.versions)
     skipped = [c.name for c in m.components if not fed_by_wiring(m, c.name)]
@@ -83,7 +85,7 @@ def build_report(
     )
 
 
-def _component_report(chain: Chain, c: Component, unchanged: str | None) -> ComponentReport:
+def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: SpeedCheck | None) -> ComponentReport:
     path = chain.versions[c.name]
     recipe = chain.recipes.get(c.name)
     comparisons: tuple[TensorComparison, ...] = ()
@@ -107,6 +109,8 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None) -> Comp
         excluded=tuple(ExcludedNode(n, why) for n, why in chain.excluded.get(c.name, {}).items()),
         op_counts=quant_ops,
         outputs=comparisons,
+        fp32_ms=speed.fp32_ms if speed else None,
+        quantized_ms=speed.quantized_ms if speed else None,
     )
 
 

@@ -24,8 +24,10 @@ from mmedge.quantize._graph import Runner
 from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round
-from mmedge.quantize.recipes import Recipe, quantized_ops, resolve_recipes
+from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
 from mmedge.quantize.report import FallbackRound, QuantizationReport
+from mmedge.quantize.speed import check_speed
+from mmedge.runtime.pipeline import default_thread_budget
 
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import QuantizationError
@@ -51,6 +53,7 @@ def quantize_bundle(
     min_agreement: float = 0.99,
     max_fallback_rounds: int = 4,
     strict: bool = False,
+    speed_check: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> QuantizationReport:
     """Quantize the bundle at ``bundle`` into a new bundle at ``out`` and return the report.
@@ -63,7 +66,9 @@ def quantize_bundle(
     dict of those per component. ``method``: "minmax", "entropy" or "percentile". Below
     ``min_agreement`` (end-to-end top-1 agreement with FP32), up to ``max_fallback_rounds``
     rounds keep sensitive tensors FP32; if still below, an :class:`AccuracyWarning` is issued
-    (``strict=True``: a :class:`QuantizationError`, and nothing is written).
+    (``strict=True``: a :class:`QuantizationError`, and nothing is written). ``speed_check``:
+    components with an "auto" recipe stay FP32 where their quantized graph is not faster on this
+    CPU (timed interleaved with FP32; see :mod:`mmedge.quantize.speed`).
     """
     _check_options(method, min_agreement, max_fallback_rounds)
     say = progress or (lambda _message: None)
@@ -94,6 +99,10 @@ def quantize_bundle(
         chain.versions = dict(fp32)
         say("quantizing components (chained calibration)")
         chain.rebuild()
+        speed = {}
+        if speed_check:
+            say("timing each quantized component against FP32")
+            speed = check_speed(chain, auto_components(recipe, prepared), default_thread_budget())
         rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
         say("measuring against FP32")
         report = build_report(
@@ -106,6 +115,7 @@ def quantize_bundle(
             rounds=rounds,
             holdout_source=holdout_note,
             notes=notes,
+            speed=speed,
         )
         if strict and not report.met:
             raise QuantizationError(_missed(report))

@@ -45,6 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-rounds", type=int, default=4, help="accuracy fallback rounds at most (default 4)")
     parser.add_argument("--strict", action="store_true", help="fail (write nothing) if the agreement target is missed")
+    parser.add_argument(
+        "--no-speed-check",
+        dest="speed_check",
+        action="store_false",
+        help="quantize auto-recipe components even where INT8 is not faster than FP32 on this CPU",
+    )
 
 
 def parse_recipe(text: str) -> str | dict[str, str]:
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             min_agreement=args.min_agreement,
             max_fallback_rounds=args.max_rounds,
             strict=args.strict,
+            speed_check=args.speed_check,
             progress=say,
         )
     if args.json:
@@ -106,12 +113,12 @@ def show_report(report: QuantizationReport) -> None:
             human_bytes(c.size_after),
             min((t.cosine for t in c.outputs), default=float("nan")),
             len(c.excluded),
+            f"{c.fp32_ms / c.quantized_ms:.2f}×" if c.fp32_ms and c.quantized_ms else "-",
         )
         for c in report.components
     ]
-    console.print(
-        table("Components", ["component", "precision", "recipe", "FP32", "quantized", "cosine", "kept FP32"], rows)
-    )
+    header = ["component", "precision", "recipe", "FP32", "quantized", "cosine", "kept FP32", "speed-up"]
+    console.print(table("Components", header, rows))
     console.print(
         table(
             "End to end (held-out samples)",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from mmedge.errors import QuantizationError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MODES", "Recipe", "choose_recipe", "frontend_nodes", "quantized_ops", "resolve_recipes"]
+__all__ = ["MODES", "Recipe", "auto_components", "choose_recipe", "frontend_nodes", "quantized_ops", "resolve_recipes"]
 
 MODES = ("static", "dynamic", "fp16", "fp32")
 QUANT_TYPES = ("uint8", "int8")
@@ -179,6 +179,13 @@ def resolve_recipes(
             )
         return {name: _one(recipe.get(name, "auto"), model, name) for name, model in models.items()}
     return {name: _one(recipe, model, name) for name, model in models.items()}
+
+
+def auto_components(recipe: str | Recipe | Mapping[str, str | Recipe], names: Iterable[str]) -> list[str]:
+    """The components of ``names`` whose recipe ``resolve_recipes`` chooses itself ("auto")."""
+    if isinstance(recipe, Mapping):
+        return [n for n in names if isinstance(recipe.get(n, "auto"), str) and recipe.get(n, "auto") == "auto"]
+    return list(names) if isinstance(recipe, str) and recipe == "auto" else []
 
 
 def _one(choice: str | Recipe, model: onnx.ModelProto, component: str) -> Recipe:

@@ -67,6 +67,8 @@ class ComponentReport:
     excluded: tuple[ExcludedNode, ...]
     op_counts: Mapping[str, int]  # quantization ops in the output graph (QuantizeLinear, MatMulInteger, ...)
     outputs: tuple[TensorComparison, ...]  # with FP32 inputs: this component's own error
+    fp32_ms: float | None = None  # the speed check (auto recipes): FP32 and quantized graph, median ms
+    quantized_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,16 @@ def _markdown(r: QuantizationReport) -> str:
                     [f.index, f.component, f.tensor or "-", ", ".join(f.nodes), f.agreement_before, f.agreement_after]
                     for f in r.fallback
                 ],
+            ),
+        ]
+    timed = [c for c in r.components if c.fp32_ms is not None and c.quantized_ms is not None]
+    if timed:
+        lines += [
+            "## Speed check (this CPU; quantized graphs that are not faster stay FP32)",
+            "",
+            *_table(
+                ["component", "FP32 ms", "quantized ms", "speed-up", "kept"],
+                [[c.name, c.fp32_ms, c.quantized_ms, f"{c.fp32_ms / c.quantized_ms:.2f}×", c.precision] for c in timed],
             ),
         ]
     excluded = [(c.name, e) for c in r.components for e in c.excluded]

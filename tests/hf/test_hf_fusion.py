@@ -112,7 +112,7 @@ def test_dynamic_int8_of_the_bert_encoder_with_report(bert_export: SimpleNamespa
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # an AccuracyWarning on random weights is in the report
-        report = quantize_bundle(bert_export.path, tmp_path / "int8", calibration=samples)
+        report = quantize_bundle(bert_export.path, tmp_path / "int8", calibration=samples, speed_check=False)
     text = next(c for c in report.components if c.name == "text_encoder")
     assert text.recipe["mode"] == "dynamic"
     assert "attention" in text.reason
