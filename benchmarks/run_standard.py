@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["trimodal"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=30, help="interleaved rounds per batch size")
+    parser.add_argument("--iterations", type=int, default=100, help="interleaved rounds per batch size")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
     args = parser.parse_args(argv)
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))

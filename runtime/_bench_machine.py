@@ -19,6 +19,7 @@ __all__ = ["machine_info"]
 
 # SIMD features that decide which ORT / PyTorch kernels run.
 _FLAGS = re.compile(r"^(sse4_2|fma|f16c|avx|avx2|avx512\w*|avx_vnni\w*|amx\w*|asimd\w*|asimddp|sve\w*|i8mm|bf16|neon)$")
+_BUSY_WINDOW_S = 1.0  # how long the CPU is watched for other work before a run
 _PACKAGES = ("mmedge", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "torch")
 
 
@@ -38,6 +39,7 @@ def machine_info() -> MachineInfo:
         python=platform.python_version(),
         versions=_versions(),
         load_average=tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
+        cpu_busy=round(psutil.cpu_percent(interval=_BUSY_WINDOW_S) / 100, 3),
     )
 
 

@@ -49,8 +49,9 @@ def machine_line(m: MachineInfo) -> str:
 
 
 def busy_warning(m: MachineInfo) -> str:
+    what = f"{m.cpu_busy:.0%} of CPU time in use" if m.cpu_busy is not None else f"load average {m.load_average[0]:.1f}"
     return (
-        f"the machine was busy when the run started (load average {m.load_average[0]:.1f} on {m.usable_cores} "
+        f"the machine was busy when the run started ({what} on {m.usable_cores} "
         "usable cores): absolute times are inflated and noisy; the interleaved ratios are less affected"
     )
 

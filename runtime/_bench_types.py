@@ -38,7 +38,7 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("split", "monolithic", "torch")  # VariantResult.kind
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
 MODEL_PART = "model"  # the one component of a variant that is a single graph (monolithic ONNX, torch profile)
@@ -199,10 +199,15 @@ class MachineInfo:
     python: str
     versions: Mapping[str, str] = field(default_factory=dict)  # mmedge, onnxruntime, numpy, torch, ...
     load_average: tuple[float, ...] = ()  # 1, 5 and 15 minute load when the run started (where the OS tells)
+    # Share of all CPU time in use over the second before the run (None: not measured). Unlike the
+    # load average, which decays over minutes, it is not raised by work that just finished.
+    cpu_busy: float | None = None
 
     @property
     def busy(self) -> bool:
         """Other work was competing for the CPU: absolute numbers are noisy (interleaved ratios less so)."""
+        if self.cpu_busy is not None:
+            return self.cpu_busy > 0.25
         return bool(self.load_average) and self.load_average[0] > max(1, self.usable_cores) * 0.5
 
 
