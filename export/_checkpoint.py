@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmedge._hashing import sha256_file
-from mmedge.errors import ExportError
+from mmedge.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointReport", "load_checkpoint"]
 
@@ -51,7 +51,7 @@ def _read(path: Path) -> tuple[str, Any]:
         try:
             return "safetensors", load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise ExportError(
+            raise CheckpointError(
                 f"{path} is not a valid safetensors file ({e}); re-save it with safetensors.torch.save_file"
             ) from e
     try:
@@ -59,17 +59,17 @@ def _read(path: Path) -> tuple[str, Any]:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only names the global it blocked
         if found is None:
-            raise ExportError(
+            raise CheckpointError(
                 f"{path} is not a readable PyTorch checkpoint; it is corrupted or not a torch.save file"
             ) from e
-        raise ExportError(
+        raise CheckpointError(
             f"refused to load {path}: it references {found.group(1)}, a pickled Python object other than tensors (possibly code), and "
             "mmedge only loads checkpoints with torch.load(weights_only=True), which never runs them. If you trust "
             "the file, re-save just the weights: torch.save(model.state_dict(), 'weights.pt'), or convert it to .safetensors."
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(
+        raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({first}); it is truncated, corrupted or not a torch.save file"
         ) from e
 
@@ -86,10 +86,10 @@ def _unwrap(data: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
                 notes.append(f"weights read from the checkpoint's {key!r} entry")
                 break
     if not isinstance(data, Mapping):
-        raise ExportError(f"{path} holds a {type(data).__name__}, not a state_dict; save model.state_dict()")
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a state_dict; save model.state_dict()")
     bad = [str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ExportError(f"{path}: entries {bad[:_LISTED]} are not tensors; save model.state_dict() only")
+        raise CheckpointError(f"{path}: entries {bad[:_LISTED]} are not tensors; save model.state_dict() only")
     state = dict(data)
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -105,16 +105,16 @@ def _listed(items: list[str]) -> str:
 def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = True) -> CheckpointReport:
     """Load ``path`` into ``model`` and report what fitted.
 
-    Raises :class:`ExportError` for an unreadable or unsafe file, for any shape mismatch, and
+    Raises :class:`CheckpointError` (an ExportError) for an unreadable or unsafe file, for any shape mismatch, and
     (when ``strict``) for missing or unexpected keys, listing them by name.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix not in CHECKPOINT_SUFFIXES:
-        raise ExportError(
+        raise CheckpointError(
             f"checkpoint {path.name} has suffix {path.suffix!r}; use one of {', '.join(CHECKPOINT_SUFFIXES)}"
         )
     fmt, data = _read(path)
@@ -133,7 +133,7 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = 
     if strict and unexpected:
         problems.append(f"not in the model: {_listed(unexpected)}")
     if problems:
-        raise ExportError(
+        raise CheckpointError(
             f"checkpoint {path.name} does not fit {type(model).__name__}:\n  - "
             + "\n  - ".join(problems)
             + "\nCheck that the "

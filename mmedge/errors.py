@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "BundleError",
+    "CheckpointError",
     "ConfigError",
     "ExportError",
     "InputError",
@@ -33,6 +34,10 @@ class BundleError(MMEdgeError):
 
 class ExportError(MMEdgeError):
     """A PyTorch model could not be split, exported or verified."""
+
+
+class CheckpointError(ExportError):
+    """A checkpoint file is missing, unreadable, unsafe (pickled code), or does not fit the model."""
 
 
 class QuantizationError(MMEdgeError):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmedge.data import PAD_ID, CaptionDataset, Dataset
-from mmedge.errors import MMEdgeError
+from mmedge.errors import CheckpointError
 
 __all__ = [
     "CheckpointError",
@@ -32,10 +32,6 @@ __all__ = [
     "save_checkpoint",
     "train",
 ]
-
-
-class CheckpointError(MMEdgeError):
-    """A checkpoint file is missing, unreadable, or does not fit the model."""
 
 
 @dataclass(frozen=True)
@@ -197,53 +193,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load a ``state_dict`` checkpoint into ``model`` (strictly) and return the model.
+    """Load a weights-only checkpoint into ``model`` strictly and return the model.
 
-    Reads with ``weights_only=True`` (or safetensors), so a checkpoint cannot run code. Raises
-    :class:`CheckpointError` naming every missing, unexpected or mis-shaped key.
+    The one loader of :func:`mmedge.export.load_checkpoint` (``weights_only=True`` or
+    safetensors, so a checkpoint cannot run code); raises :class:`CheckpointError` naming every
+    missing, unexpected or mis-shaped key.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass the file `train(checkpoint=...)` or torch.save wrote"
-        )
-    try:
-        state = (
-            _safetensors().load_file(str(path))
-            if _is_safetensors(path)
-            else torch.load(path, map_location="cpu", weights_only=True)
-        )
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {path} could not be read as a weights-only state_dict ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "save `model.state_dict()` with torch.save or safetensors, not the whole model"
-        ) from e
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        found = sorted(state)[:8] if isinstance(state, Mapping) else type(state).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is not a flat state_dict of tensors (found {found}); save `model.state_dict()` itself"
-        )
-    problems = _state_problems(model.state_dict(), state)
-    if problems:
-        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}:\n  - " + "\n  - ".join(problems))
-    model.load_state_dict(state, strict=True)
+    from mmedge.export import load_checkpoint as load
+
+    load(model, path, strict=True)
     return model
-
-
-def _state_problems(expected: Mapping[str, Tensor], found: Mapping[str, Tensor]) -> list[str]:
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    problems = [f"missing key {k!r}" for k in missing] + [f"unexpected key {k!r}" for k in unexpected]
-    problems += [
-        f"key {k!r} has shape {tuple(found[k].shape)}, the model expects {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in found and found[k].shape != v.shape
-    ]
-    if missing or unexpected:
-        problems.append("the checkpoint was saved from a different model class or configuration")
-    return problems
 
 
 def _safetensors():

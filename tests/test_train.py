@@ -137,12 +137,13 @@ def test_checkpoint_of_another_model_names_every_bad_key(tmp_path: Path) -> None
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(_tiny(), path)
     message = str(info.value)
-    assert "missing key 'fc.weight'" in message
-    assert "unexpected key '0.weight'" in message
+    assert "missing from the checkpoint: " in message
+    assert "fc.weight" in message
+    assert "not in the model: 0.weight" in message
 
     wrong_shape = _tiny().state_dict() | {"fc.bias": torch.zeros(7)}
     torch.save(wrong_shape, tmp_path / "shape.pt")
-    with pytest.raises(CheckpointError, match=r"'fc.bias' has shape \(7,\), the model expects \(4,\)"):
+    with pytest.raises(CheckpointError, match=r"fc.bias: checkpoint \[7\] vs model \[4\]"):
         load_checkpoint(_tiny(), tmp_path / "shape.pt")
 
 
@@ -151,12 +152,10 @@ def test_checkpoint_of_another_model_names_every_bad_key(tmp_path: Path) -> None
     [
         pytest.param(None, "does not exist", id="missing"),
         pytest.param(
-            lambda p: p.write_bytes(b"not a checkpoint"), "could not be read as a weights-only state_dict", id="garbage"
+            lambda p: p.write_bytes(b"not a checkpoint"), "is not a readable PyTorch checkpoint", id="garbage"
         ),
-        pytest.param(
-            lambda p: torch.save(_tiny(), p), "could not be read as a weights-only state_dict", id="pickled-module"
-        ),
-        pytest.param(lambda p: torch.save({"epoch": 3}, p), "not a flat state_dict of tensors", id="not-tensors"),
+        pytest.param(lambda p: torch.save(_tiny(), p), "refused to load .* pickled Python object", id="pickled-module"),
+        pytest.param(lambda p: torch.save({"epoch": 3}, p), r"entries \['epoch'\] are not tensors", id="not-tensors"),
     ],
 )
 def test_unusable_checkpoints_are_refused(tmp_path: Path, write, message: str) -> None:
