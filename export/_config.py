@@ -37,7 +37,7 @@ from typing import Any
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
 from mmedge.errors import ExportError
 
-__all__ = ["ExportConfig", "build_model", "example_inputs", "load_config", "resolve_class"]
+__all__ = ["ExportConfig", "build_model", "encoders_option", "example_inputs", "load_config", "resolve_class"]
 
 _SECTIONS = {"model", "inputs", "encoders", "export"}
 _EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch"}
@@ -206,3 +206,14 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
             )
         out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
     return out
+
+
+def encoders_option(given: list[str] | None, configured: dict[str, str] | None) -> dict[str, str] | None:
+    """``--encoder MODALITY=PATH`` flags (they replace export.toml's [encoders]) as a dict."""
+    if not given:
+        return configured
+    pairs = [e.partition("=") for e in given]
+    bad = [e for e, (_, sep, path) in zip(given, pairs, strict=True) if not sep or not path]
+    if bad:
+        raise ExportError(f"--encoder {bad[0]!r}: write MODALITY=PATH, e.g. --encoder text=text_encoder")
+    return {key: path for key, _, path in pairs}

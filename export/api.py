@@ -8,9 +8,7 @@ verified on both inputs, and the whole chain encoders → head is verified again
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import inspect
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from mmedge.export import _manifest as mf
+from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
 from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, Part, Progress, Runs
 from mmedge.export._guarantee import verify_export
 from mmedge.export._split import Split, input_modalities, plan_split
-from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
+from mmedge.export._types import ExportResult, Tolerance
 from mmedge.export._verify import record
 from mmedge.export.doctor import preflight, raise_errors, report_for
 
 from mmedge.bundle import (
-    MODALITIES,
     RAW_INPUTS,
     Asset,
     Edge,
@@ -38,11 +36,9 @@ from mmedge.bundle import (
     staged_bundle,
     write_manifest,
 )
-from mmedge.errors import ExportError, translated
+from mmedge.errors import ExportError
 
 __all__ = ["AUDIO_FRONTENDS", "export_model"]
-
-AUDIO_FRONTENDS = ("keep", "conv")
 
 
 def export_model(
@@ -80,17 +76,17 @@ def export_model(
     Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
     """
     tol = tolerance or Tolerance()
-    opset = _check_options(opset, audio_frontend, tol)
+    opset = check_options(opset, audio_frontend, tol)
     from mmedge.export._components import check_chain, export_encoder, export_head, export_monolithic
 
     report = progress or (lambda _step, _status: None)
-    work = _working_copy(model)
-    inputs = _check_inputs(work, example_inputs)
+    work = working_copy(model)
+    inputs = check_inputs(work, example_inputs)
     vocab = vocab if vocab is not None else getattr(model, "vocab", None)
     labels = labels if labels is not None else getattr(model, "labels", None)
     pre = mf.resolve_preprocess(preprocess, model, inputs, vocab)
     report("split", "running forward")
-    given = _check_modalities(modalities, inputs)
+    given = check_modalities(modalities, inputs)
     text = None
     if tokenizer is not None:
         from mmedge.export._hf_tokenizer import text_setup
@@ -133,67 +129,6 @@ def export_model(
         verification=tuple(rows),
         warnings=tuple(ctx.warnings),
     )
-
-
-def _check_options(opset: int | None, audio_frontend: str, tol: Tolerance) -> int:
-    if audio_frontend not in AUDIO_FRONTENDS:
-        raise ExportError(f"audio_frontend must be one of {AUDIO_FRONTENDS}, found {audio_frontend!r}")
-    if not isinstance(tol, Tolerance) or tol.atol < 0 or tol.rtol < 0:
-        raise ExportError(f"tolerance must be a Tolerance with non-negative atol and rtol, found {tol!r}")
-    opset = DEFAULT_OPSET if opset is None else opset
-    if not isinstance(opset, int) or not 13 <= opset <= 20:
-        raise ExportError(f"opset must be an integer from 13 to 20 (the range both exporters support), found {opset!r}")
-    return opset
-
-
-def _check_modalities(modalities: Mapping[str, str] | None, inputs: Mapping[str, Any]) -> dict[str, str]:
-    given = dict(modalities or {})
-    problems = [f"{n!r} is not an input" for n in given if n not in inputs]
-    problems += [f"{n!r}: {m!r} is not one of {MODALITIES}" for n, m in given.items() if m not in MODALITIES]
-    if problems:
-        raise ExportError("modalities: " + "; ".join(problems))
-    return given
-
-
-def _working_copy(model: Any) -> Any:
-    from torch import nn
-
-    if not isinstance(model, nn.Module):
-        raise ExportError(f"model must be a torch.nn.Module, found {type(model).__name__}")
-    with translated(ExportError, f"cannot copy {type(model).__name__} for export (copy.deepcopy failed)"):
-        return copy.deepcopy(model).eval()
-
-
-def _check_inputs(model: Any, example_inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The example inputs in ``forward``'s argument order, after checking names and types."""
-    import torch
-
-    if not isinstance(example_inputs, Mapping) or not example_inputs:
-        raise ExportError("example_inputs must be a non-empty dict of forward's argument names to tensors")
-    params = inspect.signature(model.forward).parameters
-    kinds = {p.kind for p in params.values()}
-    problems = [
-        f"{n!r} is a {type(t).__name__}, not a tensor"
-        for n, t in example_inputs.items()
-        if not isinstance(t, torch.Tensor)
-    ]
-    if inspect.Parameter.VAR_KEYWORD not in kinds:
-        problems += [
-            f"{n!r} is not an argument of forward{inspect.signature(model.forward)}"
-            for n in example_inputs
-            if n not in params
-        ]
-    problems += [
-        f"forward's required argument {n!r} has no example"
-        for n, p in params.items()
-        if p.default is inspect.Parameter.empty
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and n not in example_inputs
-    ]
-    if problems:
-        raise ExportError(f"example_inputs do not fit {type(model).__name__}.forward: " + "; ".join(problems))
-    order = [n for n in params if n in example_inputs] + [n for n in example_inputs if n not in params]
-    return {n: example_inputs[n] for n in order}
 
 
 def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modalities: Mapping[str, str]) -> Runs:

@@ -16,7 +16,6 @@ from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
 
 from mmedge.bundle import ModelInfo
 from mmedge.console import console, print_json, progress, table
-from mmedge.errors import ExportError
 
 __all__ = ["configure", "run"]
 
@@ -59,16 +58,6 @@ def _option(args: argparse.Namespace, export: dict[str, Any], name: str, default
     return value if value is not None else export.get(name, default)
 
 
-def _encoders(args: argparse.Namespace, configured: dict[str, str] | None) -> dict[str, str] | None:
-    if not args.encoder:
-        return configured
-    pairs = [e.partition("=") for e in args.encoder]
-    bad = [e for e, (_, sep, path) in zip(args.encoder, pairs, strict=True) if not sep or not path]
-    if bad:
-        raise ExportError(f"--encoder {bad[0]!r}: write MODALITY=PATH, e.g. --encoder text=text_encoder")
-    return {key: path for key, _, path in pairs}
-
-
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str, str], None]]:
     """A progress callback showing one line per component with its latest status."""
@@ -86,11 +75,11 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, str], None]]:
 
 def run(args: argparse.Namespace) -> int:
     from mmedge.export._checkpoint import load_checkpoint
-    from mmedge.export._config import build_model, example_inputs, load_config, resolve_class
+    from mmedge.export._config import build_model, encoders_option, example_inputs, load_config, resolve_class
     from mmedge.export.api import export_model
 
     config = load_config(args.config)
-    encoders = _encoders(args, config.encoders)
+    encoders = encoders_option(args.encoder, config.encoders)
     cls = resolve_class(args.model)
     model = build_model(cls, config.model)
     ckpt = load_checkpoint(model, args.checkpoint, strict=not args.non_strict) if args.checkpoint else None

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 from mmedge.export import _manifest as mf
+from mmedge.export._arguments import check_options, working_copy
 from mmedge.export._axes import Axes, observed_axes, second_inputs
 from mmedge.export._context import Progress
 from mmedge.export._exporters import ExportJob, export_verified
 from mmedge.export._types import EncoderSpec, ExportResult, Tolerance, VerificationRow
 from mmedge.export._verify import numpy_of, record, run_onnx, verify_onnx
-from mmedge.export.api import _check_options, _working_copy
 
 from mmedge.bundle import (
     RAW_INPUTS,
@@ -93,8 +93,8 @@ def export_captioner(
     Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
     """
     tol = tolerance or Tolerance()
-    opset = _check_options(opset, "keep", tol)
-    work = _working_copy(model)
+    opset = check_options(opset, "keep", tol)
+    work = working_copy(model)
     name, image = _check_model(work, example_inputs, state_names)
     vocab = tuple(vocab if vocab is not None else getattr(model, "vocab", None) or ())
     spec = _generation_spec(model, state_names, max_length, vocab)

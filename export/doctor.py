@@ -62,16 +62,16 @@ def diagnose(
     for the component "model". The model itself is not modified (a copy runs).
     """
     from mmedge.export import _manifest as mf
+
+    # The same argument checks and working copy as export_model, so doctor and export agree.
+    from mmedge.export._arguments import check_inputs, check_modalities, working_copy
     from mmedge.export._capture import capture
     from mmedge.export._split import plan_split
 
-    # The same argument checks and working copy as export_model, so doctor and export agree.
-    from mmedge.export.api import _check_inputs, _check_modalities, _working_copy
-
-    work = _working_copy(model)
-    inputs = _check_inputs(work, example_inputs)
+    work = working_copy(model)
+    inputs = check_inputs(work, example_inputs)
     pre = mf.resolve_preprocess(preprocess, model, inputs, getattr(model, "vocab", None))
-    given = _check_modalities(modalities, inputs)
+    given = check_modalities(modalities, inputs)
     failure: ExportError | None = None
     with preflight(work, inputs) as rec:
         try:

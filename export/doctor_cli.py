@@ -35,8 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmedge.export._config import build_model, example_inputs, load_config, resolve_class
-    from mmedge.export.cli import _encoders  # the same --encoder parsing as export
+    from mmedge.export._config import build_model, encoders_option, example_inputs, load_config, resolve_class
     from mmedge.export.doctor import diagnose
 
     config = load_config(args.config)
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     report = diagnose(
         model,
         example_inputs(model, config, batch),
-        _encoders(args, config.encoders),
+        encoders_option(args.encoder, config.encoders),
         preprocess={
             **(getattr(model, "preprocess", None) or {}),
             **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
