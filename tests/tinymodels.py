@@ -1,4 +1,4 @@
-"""One tiny configuration per reference model, shared by every test area.
+"""One tiny configuration per reference model, and the tiny modules, shared by every test area.
 
 Tests build these in milliseconds and export them in seconds; a guard test in test_models.py
 fails when a model is added to ``mmedge.models.REFERENCE_MODELS`` without an entry here.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from torch import Tensor, nn
 
 from mmedge.models import (
     REFERENCE_MODELS,
@@ -36,3 +38,17 @@ TINY_CONFIGS: dict[str, Any] = {
 def tiny_model(name: str, **overrides: Any) -> Any:
     """A freshly initialised reference model ``name`` with its tiny config (fields overridable)."""
     return REFERENCE_MODELS[name](dataclasses.replace(TINY_CONFIGS[name], **overrides))
+
+
+VOCAB = 20  # token ids of the tiny text modules
+
+
+class MeanText(nn.Module):
+    """ids [B, T] -> mean embedding [B, 8] (no recurrence: dynamo exports it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 8)
+
+    def forward(self, text: Tensor) -> Tensor:
+        return self.embedding(text).mean(1)

@@ -6,20 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tinymodels import VOCAB, MeanText
 from torch import Tensor, nn
-
-VOCAB = 20
-
-
-class MeanText(nn.Module):
-    """ids [B, T] -> mean embedding [B, 8] (no recurrence: dynamo exports it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(VOCAB, 8)
-
-    def forward(self, text: Tensor) -> Tensor:
-        return self.embedding(text).mean(1)
 
 
 class LSTMText(nn.Module):
