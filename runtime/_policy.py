@@ -25,7 +25,15 @@ from mmedge.errors import ConfigError, PartitionWarning
 if TYPE_CHECKING:
     from mmedge.runtime._session import ComponentPlacement
 
-__all__ = ["DEFAULT_MAX_PARTITIONS", "ProviderPolicy", "check_partitions", "component_plans", "count_partitions"]
+__all__ = [
+    "DEFAULT_MAX_PARTITIONS",
+    "PROVIDERS_HELP",
+    "ProviderPolicy",
+    "check_partitions",
+    "component_plans",
+    "count_partitions",
+    "parse_policy",
+]
 
 log = logging.getLogger("mmedge.runtime")
 
@@ -33,6 +41,34 @@ ProviderPolicy = ProviderRequest | Mapping[str, ProviderRequest]
 ANY = "*"
 # More pieces than this and the copies at the borders usually cost more than the EP saves.
 DEFAULT_MAX_PARTITIONS = 3
+
+
+PROVIDERS_HELP = (
+    "execution providers: 'auto', 'cpu', 'cuda', or names in priority order ('cuda,cpu'); per component "
+    "or modality: 'image=cuda,cpu;*=cpu' (KEY=NAMES pairs separated by ';', '*' for the rest)"
+)
+
+
+def parse_policy(text: str) -> ProviderPolicy:
+    """A ``--providers`` flag as a Pipeline ``providers`` argument (see :data:`PROVIDERS_HELP`)."""
+
+    def names(value: str) -> ProviderRequest:
+        listed = [n.strip() for n in value.split(",") if n.strip()]
+        if not listed:
+            raise ConfigError(f"--providers {text!r}: name at least one provider, e.g. cpu")
+        return listed[0] if len(listed) == 1 else listed
+
+    if "=" not in text:
+        return names(text)
+    policy: dict[str, ProviderRequest] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not key:
+            raise ConfigError(f"--providers part {part!r} is not KEY=NAMES, e.g. image=cuda,cpu")
+        if key in policy:
+            raise ConfigError(f"--providers names {key!r} twice; give each component or modality once")
+        policy[key] = names(value)
+    return policy
 
 
 def component_plans(

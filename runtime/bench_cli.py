@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,13 @@ from mmedge.runtime._bench_tables import (
     throughput_table,
 )
 from mmedge.runtime._bench_types import BenchProgress, BenchReport
+from mmedge.runtime._policy import parse_policy
 from mmedge.runtime.bench import bench
 from rich.markup import escape
 from rich.table import Table as RichTable
 
 from mmedge.console import console, print_json, progress
-from mmedge.errors import InputError
+from mmedge.errors import ConfigError, InputError
 
 __all__ = ["configure", "run", "write_outputs"]
 
@@ -65,7 +66,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget", type=float, help="seconds of timed rounds in all, instead of --iterations")
     parser.add_argument("--threads", type=int, help="CPU threads for every variant (default: physical cores)")
     parser.add_argument(
-        "--providers", default="cpu", help="providers of the ONNX variants: cpu (default), auto, cuda, ..."
+        "--providers", default="cpu", help="providers of the ONNX variants: cpu (default), auto, cuda, or cuda,cpu"
     )
     parser.add_argument("--no-monolithic", action="store_true", help="skip the monolithic ONNX a bundle carries")
     parser.add_argument("--no-profile", action="store_true", help="skip per-op hot spots (ORT / torch profiler)")
@@ -77,7 +78,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     batch_sizes = _batch_sizes(args.batch_sizes)
-    providers = args.providers if "," not in args.providers else [p.strip() for p in args.providers.split(",")]
+    providers = parse_policy(args.providers)
+    if isinstance(providers, Mapping):
+        raise ConfigError(
+            f"--providers {args.providers!r}: bench runs every variant (monolithic included) on the same "
+            "providers; give names only, e.g. cuda,cpu"
+        )
     with _progress_bar(enabled=not args.json) as report_progress:
         report = bench(
             args.bundle,

@@ -47,11 +47,12 @@ from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
 from mmedge.errors import ConfigError, InputError, MMEdgeError
 
-__all__ = ["Pipeline", "default_thread_budget"]
+__all__ = ["STRICT_HELP", "Pipeline", "default_thread_budget"]
 
 log = logging.getLogger("mmedge.runtime")
 
 T = TypeVar("T")
+STRICT_HELP = "fail instead of running any node on the CPU when an accelerator is asked for (ProviderError names them)"
 MAX_THREADS = 1024  # more intra-op threads than this is a typo; onnxruntime would fail to allocate them
 Trace = Callable[[str, str, int, int], None]  # (kind, name, start_ns, end_ns)
 

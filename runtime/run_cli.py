@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime.pipeline import Pipeline
+from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
+from mmedge.runtime.pipeline import STRICT_HELP, Pipeline
 from rich.markup import escape
 
 from mmedge.bundle import OutputSpec
@@ -36,12 +37,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="an input by name or modality: image=cat.png, text='a bright dog', audio=x.wav, audio=x.npy (repeat)",
     )
-    parser.add_argument(
-        "--providers",
-        default="auto",
-        help="'auto', 'cpu', 'cuda', or comma-separated onnxruntime provider names in priority order",
-    )
+    parser.add_argument("--providers", default="auto", help=PROVIDERS_HELP)
     parser.add_argument("--fallback", action="store_true", help="run on the next provider if one is unavailable")
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     parser.add_argument("--threads", type=int, default=None, help="CPU thread budget (default: physical cores)")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per logits output (default 5)")
     parser.add_argument("--no-hash-check", action="store_true", help="skip sha256 checks (faster on big bundles)")
@@ -93,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, found {args.top_k}")
     inputs = parse_inputs(args.input)
-    providers = args.providers if "," not in args.providers else [p.strip() for p in args.providers.split(",")]
     with Pipeline(
-        args.bundle, providers, threads=args.threads, fallback=args.fallback, check_hashes=not args.no_hash_check
+        args.bundle,
+        parse_policy(args.providers),
+        threads=args.threads,
+        fallback=args.fallback,
+        strict=args.strict,
+        check_hashes=not args.no_hash_check,
     ) as pipe:
         generative = pipe.manifest.generation is not None
         if generative:

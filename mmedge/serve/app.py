@@ -280,6 +280,7 @@ def app_for_bundle(
     providers: Any = "auto",
     threads: int | None = None,
     fallback: bool = False,
+    strict: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving the bundle at ``bundle`` with its own Pipeline, closed on shutdown.
 
@@ -289,7 +290,7 @@ def app_for_bundle(
     from mmedge.runtime import Pipeline
 
     metrics = Metrics()
-    pipeline = Pipeline(bundle, providers, threads=threads, fallback=fallback, trace=metrics.trace)
+    pipeline = Pipeline(bundle, providers, threads=threads, fallback=fallback, strict=strict, trace=metrics.trace)
     return _build(pipeline, options or ServeOptions(), metrics, owned=True)
 
 

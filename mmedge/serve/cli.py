@@ -23,6 +23,8 @@ from typing import Any
 
 from mmedge.console import console, print_json
 from mmedge.errors import MMEdgeError
+from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
+from mmedge.runtime.pipeline import STRICT_HELP
 from mmedge.serve._inputs import Limits
 from mmedge.serve.app import ServeOptions, app_for_bundle
 from mmedge.serve.batcher import BatchPolicy
@@ -41,9 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port (default %(default)s)"
     )
-    parser.add_argument("--providers", default="auto", help="execution providers: auto, cpu, cuda, ...")
+    parser.add_argument("--providers", default="auto", help=PROVIDERS_HELP)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker process")
     parser.add_argument("--fallback", action="store_true", help="drop unavailable providers instead of failing")
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     batching = parser.add_argument_group("micro-batching")
     batching.add_argument(
         "--max-batch", type=int, default=16, help="rows merged into one pipeline call (default %(default)s)"
@@ -132,15 +135,21 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args)
     settings = {
         "bundle": args.bundle,
-        "providers": args.providers,
+        "providers": parse_policy(args.providers),
         "threads": _threads(args),
         "fallback": args.fallback,
+        "strict": args.strict,
     }
     sock = _listen(args.host, args.port)  # first: a busy port fails before minutes of model loading
     try:
         if args.workers == 1:
             app: Any = app_for_bundle(
-                args.bundle, options, providers=args.providers, threads=settings["threads"], fallback=args.fallback
+                args.bundle,
+                options,
+                providers=settings["providers"],
+                threads=settings["threads"],
+                fallback=args.fallback,
+                strict=args.strict,
             )
         else:
             from mmedge.bundle import load_bundle
@@ -230,4 +239,5 @@ def worker_app() -> Any:
         providers=settings["providers"],
         threads=settings["threads"],
         fallback=settings["fallback"],
+        strict=settings["strict"],
     )

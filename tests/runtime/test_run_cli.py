@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 from mmedge.runtime import Pipeline
+from mmedge.runtime._policy import parse_policy
 from mmedge.runtime.run_cli import summarize
 from PIL import Image
 from tinybundle import LABELS
@@ -66,6 +67,14 @@ def test_human_output_shows_a_table_per_logits_output(
         pytest.param(
             ["-i", "text=dog", "--providers", "cpu,gpu"], "unknown execution provider 'gpu'", id="provider-list"
         ),
+        pytest.param(["-i", "text=dog", "--providers", "image=cpu;vision=cpu"], "name no component", id="bad-key"),
+        pytest.param(["-i", "text=dog", "--providers", "image=cpu;=cpu"], "is not KEY=NAMES", id="no-key"),
+        pytest.param(["-i", "text=dog", "--providers", "image=cpu;image=cuda"], "names 'image' twice", id="twice-key"),
+        pytest.param(
+            ["-i", "text=dog", "--providers", "cuda", "--strict"],
+            "CUDAExecutionProvider is not available",
+            id="strict-unavailable",
+        ),
     ],
 )
 def test_mistakes_are_one_error_line(
@@ -85,6 +94,30 @@ def test_fallback_flag_runs_on_cpu(
     assert main(["run", str(tiny_bundle), *args, "--providers", "cuda", "--fallback", "--json"]) == 0
     placement = json.loads(capsys.readouterr().out)["providers_used"]["image_encoder"]
     assert placement["fallbacks"][0].startswith("CUDAExecutionProvider is not available")
+
+
+def test_providers_per_component_or_modality(
+    tiny_bundle: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-i", f"image={files['image']}", "-i", "text=dog", "-i", f"audio={files['wav']}"]
+    policy = "image=cuda,cpu;fusion_head=cpu;*=auto"
+    assert main(["run", str(tiny_bundle), *args, "--providers", policy, "--fallback", "--strict", "--json"]) == 0
+    placement = json.loads(capsys.readouterr().out)["providers_used"]
+    assert placement["image_encoder"]["fallbacks"][0].startswith("CUDAExecutionProvider is not available")
+    assert placement["text_encoder"]["fallbacks"] == []  # "auto" takes what this build has, silently
+    assert {p["registered"][-1] for p in placement.values()} == {"CPUExecutionProvider"}
+
+
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        pytest.param("cpu", "cpu", id="one"),
+        pytest.param(" cuda , cpu ", ["cuda", "cpu"], id="list"),
+        pytest.param("image=cuda,cpu; *=cpu;", {"image": ["cuda", "cpu"], "*": "cpu"}, id="per-key"),
+    ],
+)
+def test_providers_flag_parses_to_a_pipeline_policy(text: str, policy: object) -> None:
+    assert parse_policy(text) == policy
 
 
 def test_non_logits_outputs_are_summarised_by_shape_and_leading_values() -> None:
