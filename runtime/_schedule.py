@@ -13,11 +13,20 @@ precisions (FP32 split then beats the monolithic graph). Intra-op threads sleep 
 Costs are measured at load: every encoder of the stage runs on zeros of its example shape (one
 warm-up, then the faster of two timed runs), which also takes the first-run allocations off the
 first request.
+
+The helper threads that run the other encoders are niced (Linux: per-thread priority): the
+costliest encoder's threads then get the cores whenever they are ready, and the cheaper encoders
+fill the gaps its parallel loops leave. Measured with INT8 TriModalNet on 2 cores: 2.6 → 2.3 ms
+for the encoder stage (nice 10); FP32 3% faster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +37,12 @@ import numpy as np
 from mmedge.bundle import RAW_INPUTS, Manifest
 from mmedge.errors import MMEdgeError
 
-__all__ = ["Schedule", "encoder_probe", "measure_costs", "share_threads"]
+__all__ = ["HELPER_NICE", "Schedule", "encoder_probe", "lower_helper_priority", "measure_costs", "share_threads"]
 
 log = logging.getLogger("mmedge.runtime")
 
 _TIMED_RUNS = 2
+HELPER_NICE = 10  # added to the helper threads' niceness; 19 starves them on a busy machine
 
 
 @dataclass(frozen=True)
@@ -93,3 +103,12 @@ def measure_costs(runners: Mapping[str, Callable[[], Any]]) -> dict[str, float] 
             return None
         costs[name] = min(times) * 1e3
     return costs
+
+
+def lower_helper_priority() -> None:
+    """Make the calling (helper) thread yield the CPU to the costliest encoder's threads; Linux only
+    (elsewhere ``setpriority`` would address a process, not the thread)."""
+    if sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        with contextlib.suppress(OSError):  # a sandbox may forbid it: then the helpers just compete
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + HELPER_NICE)

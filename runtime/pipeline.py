@@ -4,7 +4,7 @@ Threads: ORT's intra-op pool of each session does the math. ``threads`` (default
 cores this process may use) is the budget. Encoders (the first stage: fed by raw inputs only) run
 at the same time: at load each is timed once on zeros of its example shape, the costliest gets the
 whole budget and runs on the calling thread, the others a cost share of it (at least one thread)
-on helper threads (the plan and its measurements: :attr:`Pipeline.schedule`; why:
+on lower-priority helper threads (the plan and its measurements: :attr:`Pipeline.schedule`; why:
 :mod:`mmedge.runtime._schedule`). Later components, and every component with ``threads=1`` or
 ``lazy=True``, run one after another with the whole budget. Inter-op threads are 1: components
 are small sequential graphs.
@@ -31,7 +31,13 @@ import numpy as np
 from mmedge.runtime._graph import Graph
 from mmedge.runtime._inputs import Feeds, InputRouter
 from mmedge.runtime._policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
-from mmedge.runtime._schedule import Schedule, encoder_probe, measure_costs, share_threads
+from mmedge.runtime._schedule import (
+    Schedule,
+    encoder_probe,
+    lower_helper_priority,
+    measure_costs,
+    share_threads,
+)
 from mmedge.runtime._session import (
     GRAPH_OPTIMIZATION,
     ComponentPlacement,
@@ -285,7 +291,9 @@ class Pipeline:
             if n != self._budget:
                 self._sessions[name] = self._open(name, n)
         self._schedule = Schedule({**self._schedule.threads, **threads}, frozenset(stage), costs)
-        self._pool = ThreadPoolExecutor(max_workers=len(stage) - 1, thread_name_prefix="mmedge-encoder")
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(stage) - 1, thread_name_prefix="mmedge-encoder", initializer=lower_helper_priority
+        )
 
     def _execute(self, feeds: Feeds, targets: Sequence[str] | frozenset[str]) -> dict[str, dict[str, Any]]:
         """Run the needed components stage by stage; returns every component's outputs."""

@@ -4,6 +4,8 @@ loading options, IO binding, concurrency."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 from mmedge.runtime import ComponentPlacement, Pipeline
 from mmedge.runtime import _session as session_module
-from mmedge.runtime._schedule import share_threads
+from mmedge.runtime._schedule import HELPER_NICE, share_threads
 from tinybundle import LABELS, tiny_inputs
 
 from mmedge.bundle import Manifest
@@ -157,6 +159,10 @@ def test_encoders_are_probed_and_run_concurrently(tiny_bundle: Path, by_hand: Ca
             assert p._sessions[name].session.get_session_options().intra_op_num_threads == n
         x = tiny_inputs(batch=2)
         np.testing.assert_allclose(p.run(x)["logits"], by_hand(x), rtol=RTOL, atol=ATOL)
+        if sys.platform.startswith("linux"):  # helper threads yield to the costliest encoder's
+            own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            helper = p._pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+            assert helper == min(own + HELPER_NICE, 19)
 
 
 @pytest.mark.parametrize(
