@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,13 @@ class Generation:
     strategy: str  # "greedy" or "beam"
     beam_size: int  # 1 for greedy
     steps: int  # decoder calls made (the longest sequence's length)
+
+    def items(self) -> list[dict[str, Any]]:
+        """One ``{"text", "token_ids", "score"}`` dict per item: what the CLI and the HTTP API return."""
+        return [
+            {"text": text, "token_ids": list(ids), "score": score}
+            for text, ids, score in zip(self.text, self.token_ids, self.scores, strict=True)
+        ]
 
 
 def load_vocab(path: Path) -> tuple[str, ...]:

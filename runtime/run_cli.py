@@ -21,10 +21,10 @@ from rich.markup import escape
 
 from mmedge.bundle import OutputSpec
 from mmedge.console import console, print_json, table
-from mmedge.decoding import STRATEGIES, Generation
+from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
 
-__all__ = ["captions", "configure", "run", "summarize"]
+__all__ = ["configure", "run", "summarize"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,14 +101,12 @@ def run(args: argparse.Namespace) -> int:
     ) as pipe:
         generative = pipe.manifest.generation is not None
         if generative:
-            results: Any = captions(
-                pipe.generate(
-                    inputs,
-                    max_len=args.max_len,
-                    strategy=args.strategy or "greedy",
-                    beam_size=4 if args.beam_size is None else args.beam_size,
-                )
-            )
+            results: Any = pipe.generate(
+                inputs,
+                max_len=args.max_len,
+                strategy=args.strategy or "greedy",
+                beam_size=4 if args.beam_size is None else args.beam_size,
+            ).items()
         else:
             _check_no_generation_options(args)
             outputs = pipe.run(inputs)
@@ -132,14 +130,6 @@ def run(args: argparse.Namespace) -> int:
         notes = f"  [yellow]{escape('; '.join(p['fallbacks']))}[/yellow]" if p["fallbacks"] else ""
         console.print(f"{escape(name)}: {escape(nodes or ', '.join(p['registered']))}{notes}")
     return 0
-
-
-def captions(generation: Generation) -> list[dict[str, Any]]:
-    """What to show of each generated sequence: its text, token ids and log-probability."""
-    return [
-        {"text": text, "token_ids": list(ids), "score": score}
-        for text, ids, score in zip(generation.text, generation.token_ids, generation.scores, strict=True)
-    ]
 
 
 def _check_no_generation_options(args: argparse.Namespace) -> None:

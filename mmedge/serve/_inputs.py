@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.bundle import InputSpec, Manifest, required_inputs
+from mmedge.decoding import STRATEGIES
 
 __all__ = ["IMAGE_FORMATS", "Limits", "ParsedInputs", "RequestError", "from_form", "from_json", "resolve"]
 
@@ -266,3 +267,33 @@ def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], 
         sizes = ", ".join(f"{k}: {n}" for k, n in rows.items())
         raise RequestError(422, f"inputs have different batch sizes ({sizes}); send the same number of items")
     return ParsedInputs({name: v for name, (v, _) in values.items()}, largest)
+
+
+MAX_BEAM_SIZE = 64  # bounds on one /v1/generate request's work
+MAX_GENERATED = 512
+
+
+def generation_options(query: Mapping[str, str]) -> dict[str, Any]:
+    """``Pipeline.generate`` options from the query string: strategy, beam_size, max_len (422 if bad)."""
+    unknown = sorted(set(query) - {"strategy", "beam_size", "max_len"})
+    if unknown:
+        raise RequestError(
+            422, f"unknown query parameter(s) {unknown}; /v1/generate takes strategy, beam_size, max_len"
+        )
+    strategy = query.get("strategy", "greedy")
+    if strategy not in STRATEGIES:
+        raise RequestError(422, f"strategy must be one of {list(STRATEGIES)}, found {strategy!r}")
+    numbers = {}
+    for name, default, low, high in (("beam_size", 4, 1, MAX_BEAM_SIZE), ("max_len", None, 1, MAX_GENERATED)):
+        text = query.get(name)
+        if text is None:
+            numbers[name] = default
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise RequestError(422, f"{name} must be an integer, found {text!r}") from None
+        if not low <= value <= high:
+            raise RequestError(422, f"{name} must be from {low} to {high}, found {value}")
+        numbers[name] = value
+    return {"strategy": strategy, **numbers}

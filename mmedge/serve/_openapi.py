@@ -11,8 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from mmedge.bundle import InputSpec, Manifest, TensorSpec, required_inputs
+from mmedge.decoding import STRATEGIES
+from mmedge.serve._inputs import MAX_BEAM_SIZE, MAX_GENERATED
 
-__all__ = ["ERRORS", "form_schema", "input_schema", "output_schema", "request_body"]
+__all__ = [
+    "CAPTIONS",
+    "ERRORS",
+    "GENERATION_PARAMETERS",
+    "form_schema",
+    "input_schema",
+    "output_schema",
+    "request_body",
+]
 
 _ERROR = {
     "content": {
@@ -28,6 +38,54 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"description": "The inputs do not fit the model (names, dtypes, shapes, values)", **_ERROR},
     503: {"description": "OverloadedError (retry after the Retry-After header) or shutting down", **_ERROR},
 }
+
+
+CAPTIONS: dict[str, Any] = {
+    "description": "One caption per item: its text, token ids (after <bos>) and total log-probability",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["model", "captions"],
+                "properties": {
+                    "model": {"type": "string"},
+                    "captions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["text", "token_ids", "score"],
+                            "properties": {
+                                "text": {"type": "string"},
+                                "token_ids": {"type": "array", "items": {"type": "integer"}},
+                                "score": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            }
+        }
+    },
+}
+GENERATION_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "strategy",
+        "in": "query",
+        "schema": {"type": "string", "enum": list(STRATEGIES), "default": "greedy"},
+        "description": "greedy decoding or beam search",
+    },
+    {
+        "name": "beam_size",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_SIZE, "default": 4},
+        "description": "hypotheses per item (beam search)",
+    },
+    {
+        "name": "max_len",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_GENERATED},
+        "description": "most tokens per caption (default: the bundle's)",
+    },
+]
 
 
 def _nested(rank: int, leaf: dict[str, Any], dims: tuple[Any, ...] = (), max_rows: int | None = None) -> dict:

@@ -1,6 +1,8 @@
 """The HTTP API of a served bundle (FastAPI).
 
-Routes: ``POST /v1/predict`` (the whole model), ``POST /v1/encode/{modality}`` (one encoder; one
+Routes: ``POST /v1/predict`` (the whole model), or ``POST /v1/generate`` for a bundle with a
+decoder (captions: ``?strategy=greedy|beam&beam_size=4&max_len=20``; not micro-batched, each
+request is one ``Pipeline.generate`` call), ``POST /v1/encode/{modality}`` (one encoder; one
 route per encoder, so the OpenAPI spec gives each its exact inputs), ``GET /v1/model``,
 ``GET /healthz``, ``GET /metrics`` (Prometheus) and the OpenAPI spec at ``/openapi.json``.
 
@@ -17,6 +19,7 @@ import os
 from collections.abc import AsyncIterator, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,14 +30,23 @@ from starlette.formparsers import MultiPartException
 
 from mmedge import __version__
 from mmedge.bundle import RAW_INPUTS, InputSpec, Manifest, TensorSpec
+from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.serve import _openapi
-from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json
+from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json, generation_options
 from mmedge.serve._metrics import Metrics
 from mmedge.serve._middleware import BodyLimit, RequestMetrics
 from mmedge.serve.batcher import BatchPolicy, MicroBatcher, OverloadedError, ShuttingDownError
 
-__all__ = ["PipelineLike", "ServeOptions", "app_for_bundle", "batching_problem", "create_app", "encoder_routes"]
+__all__ = [
+    "PipelineLike",
+    "ServeOptions",
+    "app_for_bundle",
+    "batching_problem",
+    "create_app",
+    "encoder_routes",
+    "generation_inputs",
+]
 
 log = logging.getLogger("mmedge.serve")
 
@@ -51,6 +63,8 @@ class PipelineLike(Protocol):
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]: ...
 
     def encode(self, name: str, x: Any) -> dict[str, np.ndarray]: ...
+
+    def generate(self, inputs: Any, *, max_len: int | None, strategy: str, beam_size: int) -> Generation: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,19 @@ def batching_problem(manifest: Manifest) -> str:
         if not t.shape or not isinstance(t.shape[0], str)
     ]
     return f"tensors without a symbolic batch axis: {', '.join(fixed)}" if fixed else ""
+
+
+def generation_inputs(manifest: Manifest) -> tuple[InputSpec, ...]:
+    """The raw inputs a bundle with a decoder generates from: those of the components before the decoder."""
+    decoder = manifest.generation.decoder if manifest.generation else None
+    before, todo = set(), [decoder] if decoder else []
+    while todo:
+        for e in manifest.edges_into(todo.pop()):
+            if e.source != RAW_INPUTS and e.source not in before:
+                before.add(e.source)
+                todo.append(e.source)
+    names = dict.fromkeys(e.output for c in before for e in manifest.edges_into(c) if e.source == RAW_INPUTS)
+    return tuple(i for i in manifest.inputs if i.name in names)
 
 
 def encoder_routes(manifest: Manifest) -> dict[str, tuple[str, tuple[InputSpec, ...]]]:
@@ -130,6 +157,12 @@ class _Server:
             415, f"unsupported content type {content_type or 'none'!r}; send application/json or multipart/form-data"
         )
 
+    async def generate(self, request: Request, specs: tuple[InputSpec, ...]) -> JSONResponse:
+        options = generation_options(request.query_params)
+        parsed = await self.parse(request, specs)
+        generation = await run_in_threadpool(partial(self.pipeline.generate, parsed.values, **options))
+        return JSONResponse({"model": self.manifest.model.name, "captions": generation.items()})
+
     async def infer(self, request: Request, task: str, specs: tuple[InputSpec, ...]) -> JSONResponse:
         parsed = await self.parse(request, specs)
         self.metrics.queue_depth.set(self.batcher.queued + 1)
@@ -175,6 +208,7 @@ class _Server:
                 for c in m.components
             ],
             "encode": sorted(self.encoders),
+            "generate": m.generation is not None,
             "batching": {
                 **asdict(self.options.batch),
                 "enabled": self.options.batch.max_batch > 1,
@@ -368,6 +402,25 @@ def _add_routes(app: FastAPI, server: _Server) -> None:
             openapi_extra={"requestBody": _openapi.request_body(specs, max_rows)},
         )
 
-    inference_route("/v1/predict", PREDICT, manifest.inputs, None, "Run the whole model")
+    if manifest.generation is None:
+        inference_route("/v1/predict", PREDICT, manifest.inputs, None, "Run the whole model")
+    else:
+        specs = generation_inputs(manifest)
+
+        async def generate(request: Request) -> JSONResponse:
+            return await server.generate(request, specs)
+
+        app.add_api_route(
+            "/v1/generate",
+            generate,
+            methods=["POST"],
+            summary="Generate a caption per item with the bundle's decoder",
+            name="generate",
+            responses={200: _openapi.CAPTIONS, **errors},
+            openapi_extra={
+                "requestBody": _openapi.request_body(specs, max_rows),
+                "parameters": _openapi.GENERATION_PARAMETERS,
+            },
+        )
     for key, (component, specs) in server.encoders.items():
         inference_route(f"/v1/encode/{key}", ENCODE + component, specs, component, f"Run the {key} encoder only")
