@@ -16,8 +16,10 @@ first request.
 
 The helper threads that run the other encoders are niced (Linux: per-thread priority): the
 costliest encoder's threads then get the cores whenever they are ready, and the cheaper encoders
-fill the gaps its parallel loops leave. Measured with INT8 TriModalNet on 2 cores: 2.6 → 2.3 ms
-for the encoder stage (nice 10); FP32 3% faster.
+fill the gaps its parallel loops leave. Measured with INT8 TriModalNet on 2 cores, encoder stage:
+2.6 ms at equal priority, 2.45 at nice 5, 2.3 at nice 10. Nice 10 starved the helpers of the FP32
+split in the benchmark harness (its ResNet keeps both cores busy, so the helpers ran after it):
+split/monolithic 1.03 → 1.1; nice 5 is the compromise.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = ["HELPER_NICE", "Schedule", "encoder_probe", "lower_helper_priority", 
 log = logging.getLogger("mmedge.runtime")
 
 _TIMED_RUNS = 2
-HELPER_NICE = 10  # added to the helper threads' niceness; 19 starves them on a busy machine
+HELPER_NICE = 5  # added to the helper threads' niceness (see above; 19 starves them on a busy machine)
 
 
 @dataclass(frozen=True)
