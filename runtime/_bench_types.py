@@ -223,7 +223,7 @@ class BenchSettings:
     inputs: str  # "synthetic (seed N)" or the .npz path
     providers: tuple[str, ...]
     profile: bool
-    schedule: str = "interleaved round-robin, rotated each round"
+    schedule: str = "interleaved rounds, order shuffled each round (seeded) so each variant follows each other alike"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every variant (this bundle, bundles to compare, the monolithic ONNX a bundle carries, PyTorch
 eager) runs in its own fresh process on the same input tensors with the same thread budget;
-runs are interleaved round-robin so machine drift hits every variant equally, and ratios are
+runs are interleaved (order shuffled each round) so machine drift hits every variant equally, and ratios are
 taken between medians of the same run. Torch is only imported in the PyTorch variant's process.
 """
 

@@ -4,6 +4,7 @@ ORT trace, and the input tensors every variant shares."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -124,3 +125,31 @@ def test_bundles_with_other_inputs_cannot_be_compared(tiny_bundle: Path) -> None
     )
     with pytest.raises(InputError, match="must take the same inputs"):
         check_same_inputs(bundle, [other])
+
+
+def test_each_variant_follows_each_other_about_equally_often() -> None:
+    """What one run leaves behind (caches, spinning threads) must not land on one variant more than others."""
+    from collections import Counter
+
+    from mmedge.runtime._bench_coord import _rounds
+
+    order: list[str] = []
+
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def request(self, command: dict) -> dict:
+            order.append(self.name)
+            return {}
+
+    names = ["INT8", "FP32", "monolithic", "torch"]
+    _rounds([Fake(n) for n in names], 1, count=300, budget_s=None, into=None, progress=lambda _: None, phase="x")
+    assert Counter(order) == dict.fromkeys(names, 300)
+    pairs = Counter(itertools.pairwise(order))
+    n = len(names)
+    expected = 300 * (1 / n + 1 / n**2)  # per round: within it (n-1 of n(n-1) pairs), and across its border
+    for a in names:
+        for b in names:
+            if a != b:
+                assert 0.7 * expected < pairs[(a, b)] < 1.3 * expected, (a, b, pairs[(a, b)])
