@@ -32,6 +32,7 @@ from mmedge import __version__
 from mmedge.bundle import RAW_INPUTS, InputSpec, Manifest, TensorSpec
 from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
+from mmedge.runtime._graph import Graph
 from mmedge.serve import _openapi
 from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json, generation_options
 from mmedge.serve._metrics import Metrics
@@ -90,14 +91,10 @@ def batching_problem(manifest: Manifest) -> str:
 
 def generation_inputs(manifest: Manifest) -> tuple[InputSpec, ...]:
     """The raw inputs a bundle with a decoder generates from: those of the components before the decoder."""
-    decoder = manifest.generation.decoder if manifest.generation else None
-    before, todo = set(), [decoder] if decoder else []
-    while todo:
-        for e in manifest.edges_into(todo.pop()):
-            if e.source != RAW_INPUTS and e.source not in before:
-                before.add(e.source)
-                todo.append(e.source)
-    names = dict.fromkeys(e.output for c in before for e in manifest.edges_into(c) if e.source == RAW_INPUTS)
+    if manifest.generation is None:
+        return ()
+    graph = Graph(manifest)
+    names = graph.raw_inputs(graph.needed(graph.upstream(manifest.generation.decoder)))
     return tuple(i for i in manifest.inputs if i.name in names)
 
 
