@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'mmedge[serve]'")
 
-from fastapi.testclient import TestClient
+import httpx
 from mmedge.runtime import Pipeline
+from serving import serving
 
 from mmedge.serve import ServeOptions, app_for_bundle
 
 
 @pytest.fixture(scope="module")
-def client(trained) -> TestClient:
-    with TestClient(app_for_bundle(trained.bundle, ServeOptions(), providers="cpu", threads=1)) as c:
+def client(trained) -> Iterator[httpx.Client]:
+    app = app_for_bundle(trained.bundle, ServeOptions(), providers="cpu", threads=1)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         yield c
 
 
 @pytest.mark.parametrize("query", ["", "?strategy=beam&beam_size=3&max_len=5"], ids=["greedy", "beam"])
-def test_generate_returns_the_pipelines_captions(trained, client: TestClient, query: str) -> None:
+def test_generate_returns_the_pipelines_captions(trained, client: httpx.Client, query: str) -> None:
     images = trained.held_out.inputs["image"][:3]
     response = client.post(f"/v1/generate{query}", json={"inputs": {"image": images.tolist()}})
     assert response.status_code == 200, response.text
@@ -31,7 +35,7 @@ def test_generate_returns_the_pipelines_captions(trained, client: TestClient, qu
     assert [tuple(c["token_ids"]) for c in got] == list(expected.token_ids)
 
 
-def test_the_api_describes_generation_and_has_no_predict_route(client: TestClient) -> None:
+def test_the_api_describes_generation_and_has_no_predict_route(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/predict" not in spec["paths"]
     generate = spec["paths"]["/v1/generate"]["post"]
@@ -52,7 +56,7 @@ def test_the_api_describes_generation_and_has_no_predict_route(client: TestClien
         ("?temperature=2", "unknown query parameter(s) ['temperature']"),
     ],
 )
-def test_bad_generation_options_are_422(trained, client: TestClient, query: str, message: str) -> None:
+def test_bad_generation_options_are_422(trained, client: httpx.Client, query: str, message: str) -> None:
     image = trained.held_out.inputs["image"][:1].tolist()
     response = client.post(f"/v1/generate{query}", json={"inputs": {"image": image}})
     assert response.status_code == 422

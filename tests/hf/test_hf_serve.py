@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'mmedge[serve]'")
 
-from fastapi.testclient import TestClient
+import httpx
 from mmedge.runtime import Pipeline
+from serving import serving
 
 from mmedge.serve import ServeOptions, app_for_bundle
 
@@ -21,7 +22,7 @@ TEXTS = ["a red car parked near the house", "two dogs"]
 def test_strings_alone_are_a_complete_request(bert_export: SimpleNamespace) -> None:
     image = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     app = app_for_bundle(bert_export.path, ServeOptions(), providers="cpu", threads=1)
-    with TestClient(app) as client:
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         schema = client.get("/openapi.json").json()
         response = client.post("/v1/predict", json={"inputs": {"text": TEXTS, "image": image.tolist()}})
     assert response.status_code == 200, response.text
