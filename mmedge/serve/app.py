@@ -1,8 +1,8 @@
 """The HTTP API of a served bundle (FastAPI).
 
 Routes: ``POST /v1/predict`` (the whole model), or ``POST /v1/generate`` for a bundle with a
-decoder (captions: ``?strategy=greedy|beam&beam_size=4&max_len=20``; not micro-batched, each
-request is one ``Pipeline.generate`` call), ``POST /v1/encode/{modality}`` (one encoder; one
+decoder (captions: ``?strategy=greedy|beam&beam_size=4&max_len=20``; requests with the same
+options are micro-batched together), ``POST /v1/encode/{modality}`` (one encoder; one
 route per encoder, so the OpenAPI spec gives each its exact inputs), ``GET /v1/model``,
 ``GET /healthz``, ``GET /metrics`` (Prometheus) and the OpenAPI spec at ``/openapi.json``.
 
@@ -19,7 +19,6 @@ import os
 from collections.abc import AsyncIterator, Hashable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,6 +52,19 @@ log = logging.getLogger("mmedge.serve")
 
 PREDICT = "predict"  # batcher task of /v1/predict; encoders' tasks are ENCODE + component name
 ENCODE = "encode:"
+
+
+@dataclass(frozen=True)
+class GenerateTask:
+    """The batcher task of ``/v1/generate``: requests merge only with others of the same options,
+    and all share one metrics label."""
+
+    strategy: str
+    beam_size: int
+    max_len: int | None
+
+    def __str__(self) -> str:
+        return "generate"
 
 
 class PipelineLike(Protocol):
@@ -136,9 +148,16 @@ class _Server:
         self.encoders = encoder_routes(self.manifest)
 
     def _run_batch(self, task: Hashable, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Runs in a batcher thread: the whole model, or one encoder (task ``encode:<component>``)."""
+        """Runs in a batcher thread: the whole model, captions, or one encoder (task ``encode:<component>``)."""
         if task == PREDICT:
             return self.pipeline.run(inputs)
+        if isinstance(task, GenerateTask):
+            items = self.pipeline.generate(
+                inputs, strategy=task.strategy, beam_size=task.beam_size, max_len=task.max_len
+            ).items()
+            captions = np.empty(len(items), dtype=object)  # one row per item, so the batcher can split them
+            captions[:] = items
+            return {"captions": captions}
         return self.pipeline.encode(str(task).removeprefix(ENCODE), inputs)
 
     async def parse(self, request: Request, specs: tuple[InputSpec, ...]) -> ParsedInputs:
@@ -155,18 +174,20 @@ class _Server:
         )
 
     async def generate(self, request: Request, specs: tuple[InputSpec, ...]) -> JSONResponse:
-        options = generation_options(request.query_params)
-        parsed = await self.parse(request, specs)
-        generation = await run_in_threadpool(partial(self.pipeline.generate, parsed.values, **options))
-        return JSONResponse({"model": self.manifest.model.name, "captions": generation.items()})
+        task = GenerateTask(**generation_options(request.query_params))
+        outputs = await self.submit(task, await self.parse(request, specs))
+        return JSONResponse({"model": self.manifest.model.name, "captions": list(outputs["captions"])})
 
-    async def infer(self, request: Request, task: str, specs: tuple[InputSpec, ...]) -> JSONResponse:
-        parsed = await self.parse(request, specs)
+    async def submit(self, task: Hashable, parsed: ParsedInputs) -> dict[str, np.ndarray]:
+        """Through the micro-batcher (its queue limit answers 503), counting the queue for /metrics."""
         self.metrics.queue_depth.set(self.batcher.queued + 1)
         try:
-            outputs = await self.batcher.submit(task, parsed.values, parsed.rows)
+            return await self.batcher.submit(task, parsed.values, parsed.rows)
         finally:
             self.metrics.queue_depth.set(self.batcher.queued)
+
+    async def infer(self, request: Request, task: str, specs: tuple[InputSpec, ...]) -> JSONResponse:
+        outputs = await self.submit(task, await self.parse(request, specs))
         body: dict[str, Any] = {
             "model": self.manifest.model.name,
             "outputs": {k: _jsonable(v) for k, v in outputs.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -61,3 +62,19 @@ def test_bad_generation_options_are_422(trained, client: httpx.Client, query: st
     response = client.post(f"/v1/generate{query}", json={"inputs": {"image": image}})
     assert response.status_code == 422
     assert message in response.json()["detail"]
+
+
+def test_concurrent_generate_requests_are_batched_and_each_gets_its_own_captions(trained, client: httpx.Client) -> None:
+    images = trained.held_out.inputs["image"][:6]
+    with Pipeline(trained.bundle, "cpu", threads=1) as pipe:
+        expected = [pipe.generate(images[i : i + 1]).text[0] for i in range(len(images))]
+
+    def caption(i: int) -> str:
+        response = client.post("/v1/generate", json={"inputs": {"image": images[i : i + 1].tolist()}})
+        assert response.status_code == 200, response.text
+        return response.json()["captions"][0]["text"]
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        assert list(pool.map(caption, range(len(images)))) == expected
+    metrics = client.get("/metrics").text
+    assert 'mmedge_batch_requests_count{task="generate"}' in metrics  # one label, whatever the options
