@@ -7,6 +7,9 @@ precedence) the user's ``fixed_shapes``, the preprocessing length the runtime pa
 mobile bundle sees exactly the tensors the source bundle sees for strings and files. Only dims
 the user can choose are settable: those of raw inputs and of component inputs no other component
 feeds; a component's other dims follow from them and are propagated through the wiring.
+
+A bundle with a decoder keeps its ``batch`` dim dynamic: beam search grows and reorders it, and in
+greedy decoding finished captions leave it, so no fixed size could serve a generation loop.
 """
 
 from __future__ import annotations
@@ -71,11 +74,20 @@ def parse_fixed_shapes(text: str) -> dict[str, int]:
     return out
 
 
+GENERATION_AXIS = "batch"  # GenerationSpec: the one axis of every decoder state tensor the search reorders
+
+
 def plan_dims(manifest: Manifest, overrides: Mapping[str, int] | None, *, fix_all: bool) -> DimPlan:
     """Sizes for every settable dim; with ``fix_all`` every one of them is fixed, else only ``overrides``."""
     overrides = dict(overrides or {})
     settable = _settable_dims(manifest)
     _check_overrides(manifest, overrides, settable)
+    dynamic = {GENERATION_AXIS} if manifest.generation is not None else set()
+    if dynamic & set(overrides):
+        raise InputError(
+            f"{OPTION}: dim {GENERATION_AXIS!r} must stay dynamic in a bundle with a decoder (beam search grows "
+            "and reorders it, finished captions leave it); leave it out"
+        )
     defaults, origin = _defaults(manifest, set(overrides))
     probe = {**defaults, **overrides}
     missing = sorted(settable - set(probe))
@@ -86,7 +98,7 @@ def plan_dims(manifest: Manifest, overrides: Mapping[str, int] | None, *, fix_al
             f"Pass them, e.g. --fixed-shapes {missing[0]}=N"
         )
     probe.update(dict.fromkeys(missing, 1))  # verification only: these dims stay dynamic
-    fixed = probe if fix_all else overrides
+    fixed = {name: size for name, size in probe.items() if name not in dynamic} if fix_all else overrides
     origin = {name: ("fixed_shapes" if name in overrides else origin[name]) for name in fixed}
     return DimPlan(fixed=dict(sorted(fixed.items())), probe=dict(sorted(probe.items())), origin=origin)
 
