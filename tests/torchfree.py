@@ -1,4 +1,8 @@
-"""A prelude that makes a Python subprocess refuse torch: prepend it to a script to prove a path is torch-free."""
+"""Proving a code path torch-free: a prelude that makes a Python subprocess refuse torch (prepend it to
+a script), and the subprocess runner."""
+
+import subprocess
+import sys
 
 NO_TORCH = """
 import sys
@@ -10,3 +14,10 @@ class NoTorch:
 
 sys.meta_path.insert(0, NoTorch())
 """
+
+
+def run_python(script: str, *args: object, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -c script args...`` in a fresh interpreter (torch not yet imported), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, check=False, timeout=timeout
+    )

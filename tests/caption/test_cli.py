@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from mmedge.runtime import Pipeline
 from PIL import Image
-from torchfree import NO_TORCH
+from torchfree import NO_TORCH, run_python
 
 from mmedge.cli import main
 
@@ -72,11 +70,5 @@ SCRIPT = NO_TORCH + textwrap.dedent(
 
 @pytest.mark.slow
 def test_generation_never_imports_torch(trained, image_files: list[Path]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(trained.bundle), str(image_files[0])],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    result = run_python(SCRIPT, str(trained.bundle), str(image_files[0]), timeout=120)
     assert result.returncode == 0, result.stderr

@@ -8,52 +8,29 @@ from pathlib import Path
 import onnx
 import pytest
 from mmedge.export import ExportResult, export_model
+from tinymodels import tiny_model
 from torch import nn
 
 from mmedge.bundle import RAW_INPUTS, Edge, TextPreprocess
-from mmedge.models import (
-    REFERENCE_MODELS,
-    CaptionConfig,
-    CaptionNet,
-    ResNetBertConfig,
-    ResNetBertNet,
-    TextImageConfig,
-    TextImageNet,
-    TriModalConfig,
-    TriModalNet,
-)
+from mmedge.models import REFERENCE_MODELS
 
 LOGITS_ATOL = 1e-4
 
 CASES = [
+    pytest.param(lambda: tiny_model("TextImageNet", text_hidden=8), None, id="TextImageNet"),
     pytest.param(
-        lambda: TextImageNet(TextImageConfig(embed_dim=8, text_hidden=8, image_size=32)), None, id="TextImageNet"
-    ),
-    pytest.param(
-        lambda: TriModalNet(
-            TriModalConfig(
-                embed_dim=8,
-                text_hidden=8,
-                image_size=32,
-                audio_seconds=0.25,
-                n_mels=16,
-                audio_channels=(4, 8),
-                audio_features=8,
-                audio_frontend="torchaudio",  # the real torchaudio MelSpectrogram: an STFT in the graph
-            )
-        ),
+        # the real torchaudio MelSpectrogram: an STFT in the graph
+        lambda: tiny_model("TriModalNet", text_hidden=8, audio_frontend="torchaudio"),
         None,
         id="TriModalNet",
     ),
     pytest.param(
-        lambda: CaptionNet(
-            CaptionConfig(image_size=32, channels=(4, 8), grid=2, feature_dim=16, embed_dim=8, hidden=16)
-        ),
+        lambda: tiny_model("CaptionNet", channels=(4, 8)),
         {"image": "image_encoder"},  # the decoder consumes computed state: it is the head
         id="CaptionNet",
     ),
     pytest.param(
-        lambda: ResNetBertNet(ResNetBertConfig(hidden=32, layers=1, heads=2, fusion_dim=16, image_size=32)),
+        lambda: tiny_model("ResNetBertNet", layers=1, heads=2),
         None,
         id="ResNetBertNet",
         marks=pytest.mark.slow,  # ResNet-50 takes ~40 s to export on 2 cores
@@ -120,12 +97,7 @@ def test_reference_model_exports_and_verifies(
 
 @pytest.mark.slow  # a second full TriModalNet export (~30 s on 2 cores)
 def test_trimodal_conv_frontend_and_monolithic(tmp_path: Path) -> None:
-    model = TriModalNet(
-        TriModalConfig(
-            embed_dim=8, text_hidden=8, image_size=32, audio_seconds=0.25, n_mels=16, audio_channels=(4, 8), audio_features=8,
-            audio_frontend="torchaudio",
-        )
-    )  # fmt: skip
+    model = tiny_model("TriModalNet", text_hidden=8, audio_frontend="torchaudio")
     result = export_model(
         model, model.example_inputs(batch=2), out=tmp_path / "b", audio_frontend="conv", monolithic=True
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+from torchfree import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -34,12 +33,6 @@ def test_quantize_command_runs_without_torch(tiny_bundle: Path, tmp_path: Path) 
     (tmp_path / "calib").mkdir()
     for i in range(6):
         np.savez(tmp_path / "calib" / f"{i}.npz", **tiny_inputs(seed=i))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_bundle), str(tmp_path / "calib"), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    result = run_python(SCRIPT, str(tiny_bundle), str(tmp_path / "calib"), str(tmp_path / "out"), timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "quantization_report.json").is_file()

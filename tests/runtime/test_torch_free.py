@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchfree import NO_TORCH
+from torchfree import NO_TORCH, run_python
 
 SCRIPT = NO_TORCH + textwrap.dedent(
     """
@@ -36,11 +34,5 @@ SCRIPT = NO_TORCH + textwrap.dedent(
 def test_runtime_and_run_command_never_import_torch(tiny_bundle: Path, tmp_path: Path) -> None:
     Image.fromarray(np.full((10, 12, 3), 128, np.uint8)).save(tmp_path / "img.png")
     np.save(tmp_path / "wave.npy", np.zeros(200, np.float32))
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_bundle), str(tmp_path / "img.png"), str(tmp_path / "wave.npy")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    result = run_python(SCRIPT, str(tiny_bundle), str(tmp_path / "img.png"), str(tmp_path / "wave.npy"), timeout=120)
     assert result.returncode == 0, result.stderr
