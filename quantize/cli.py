@@ -113,7 +113,7 @@ def show_report(report: QuantizationReport) -> None:
             human_bytes(c.size_after),
             min((t.cosine for t in c.outputs), default=float("nan")),
             len(c.excluded),
-            f"{c.fp32_ms / c.quantized_ms:.2f}×" if c.fp32_ms and c.quantized_ms else "-",
+            "-" if c.speedup is None else f"{c.speedup:.2f}×",
         )
         for c in report.components
     ]

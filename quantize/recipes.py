@@ -183,9 +183,7 @@ def resolve_recipes(
 
 def auto_components(recipe: str | Recipe | Mapping[str, str | Recipe], names: Iterable[str]) -> list[str]:
     """The components of ``names`` whose recipe ``resolve_recipes`` chooses itself ("auto")."""
-    if isinstance(recipe, Mapping):
-        return [n for n in names if isinstance(recipe.get(n, "auto"), str) and recipe.get(n, "auto") == "auto"]
-    return list(names) if isinstance(recipe, str) and recipe == "auto" else []
+    return [n for n in names if (recipe.get(n, "auto") if isinstance(recipe, Mapping) else recipe) == "auto"]
 
 
 def _one(choice: str | Recipe, model: onnx.ModelProto, component: str) -> Recipe:

@@ -70,6 +70,11 @@ class ComponentReport:
     fp32_ms: float | None = None  # the speed check (auto recipes): FP32 and quantized graph, median ms
     quantized_ms: float | None = None
 
+    @property
+    def speedup(self) -> float | None:
+        """FP32 time / quantized time from the speed check; None where it did not time this component."""
+        return self.fp32_ms / self.quantized_ms if self.fp32_ms and self.quantized_ms else None
+
 
 @dataclass(frozen=True)
 class OutputReport:
@@ -224,14 +229,14 @@ def _markdown(r: QuantizationReport) -> str:
                 ],
             ),
         ]
-    timed = [c for c in r.components if c.fp32_ms is not None and c.quantized_ms is not None]
+    timed = [c for c in r.components if c.speedup is not None]
     if timed:
         lines += [
             "## Speed check (this CPU; quantized graphs that are not faster stay FP32)",
             "",
             *_table(
                 ["component", "FP32 ms", "quantized ms", "speed-up", "kept"],
-                [[c.name, c.fp32_ms, c.quantized_ms, f"{c.fp32_ms / c.quantized_ms:.2f}×", c.precision] for c in timed],
+                [[c.name, c.fp32_ms, c.quantized_ms, f"{c.speedup:.2f}×", c.precision] for c in timed],
             ),
         ]
     excluded = [(c.name, e) for c in r.components for e in c.excluded]

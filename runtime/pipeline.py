@@ -280,8 +280,10 @@ class Pipeline:
     def _plan_encoders(self) -> None:
         """Time the encoders once and share the thread budget between them (see runtime._schedule)."""
         stage = self._graph.full_plan[0] if self._graph.full_plan else ()
+        if len(stage) < 2 or self._budget < 2:
+            return
         probes = {c: encoder_probe(self.manifest, c) for c in stage}
-        if len(stage) < 2 or self._budget < 2 or any(p is None for p in probes.values()):
+        if any(p is None for p in probes.values()):
             return
         costs = measure_costs({c: partial(self._sessions[c].run, probes[c]) for c in stage})
         if costs is None:
