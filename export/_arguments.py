@@ -17,7 +17,7 @@ from mmedge.errors import ExportError, translated
 
 __all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "working_copy"]
 
-AUDIO_FRONTENDS = ("keep", "conv")  # keep the model's mel front-end, or swap in the STFT-as-Conv1d one
+AUDIO_FRONTENDS = ("keep", "conv")  # keep the model's mel front-end, or swap in the STFT-free one (MelFrontend)
 
 
 def check_options(opset: int | None, audio_frontend: str, tol: Tolerance) -> int:

@@ -37,7 +37,7 @@ class _Rule:
 
 _MEL_FIX = (
     "export with --audio-frontend conv (audio_frontend='conv'): mmedge replaces torchaudio's MelSpectrogram by "
-    "MelFrontend, the same spectrogram computed by a Conv1d over windowed DFT kernels"
+    "MelFrontend, the same spectrogram computed by convolutions over windowed DFT kernels"
 )
 _RULES = {
     "stft": _Rule(
@@ -45,7 +45,7 @@ _RULES = {
         "warning",
         "STFT/FFT: the TorchScript exporter cannot export it, NNAPI/CoreML/XNNPACK cannot run the ONNX STFT/DFT op, "
         "and it is slow in onnxruntime",
-        "compute the spectrogram with a Conv1d over windowed DFT kernels: mmedge.models.MelFrontend(impl='conv'), "
+        "compute the spectrogram with convolutions over windowed DFT kernels: mmedge.models.MelFrontend(impl='conv'), "
         "or MelFrontend.from_torchaudio(mel) for a torchaudio MelSpectrogram",
     ),
     "complex": _Rule(

@@ -2,7 +2,7 @@
 
 The STFT op that torchaudio's MelSpectrogram exports to is slow in ONNX Runtime, unsupported by
 mobile execution providers and by the TorchScript exporter. ``MelFrontend.from_torchaudio``
-computes the same spectrogram with a Conv1d; the swap is checked numerically on the example
+computes the same spectrogram with convolutions; the swap is checked numerically on the example
 input before anything is exported, and recorded in the component's ``optimizations``.
 """
 

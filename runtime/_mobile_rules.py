@@ -19,7 +19,7 @@ from mmedge.runtime._mobile_ort import ort_tool
 __all__ = ["AUDIO_FIX", "CPU_FIX", "DYNAMIC_FIX", "RANK_FIX", "RULES", "Graph", "Miss", "fix_for", "key", "tables"]
 
 AUDIO_FIX = (
-    "re-export with `mmedge export --audio-frontend conv` (the STFT becomes a Conv1d with fixed DFT "
+    "re-export with `mmedge export --audio-frontend conv` (the STFT becomes convolutions with fixed DFT "
     "weights), or compute the mel spectrogram in preprocessing"
 )
 _OP_FIXES = {

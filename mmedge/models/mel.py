@@ -3,9 +3,16 @@
 ``torchaudio.transforms.MelSpectrogram`` computes an STFT. In ONNX that is the ``STFT`` op: the
 TorchScript exporter cannot export it, mobile execution providers do not run it, and in an INT8
 bundle it took ~29% of inference time. A short-time Fourier transform with a fixed window is a
-strided 1-D convolution with cos/sin kernels, so ``impl="conv"`` computes the same power
-spectrogram as one ``Conv1d`` (window folded into the kernels, same centre padding) followed by
-the same mel filterbank as a matrix product. It matches torchaudio to float32 rounding.
+strided convolution with cos/sin kernels, so ``impl="conv"`` computes the same power spectrogram
+with convolutions (window folded into the kernels, same centre padding) followed by the same mel
+filterbank as a matrix product. It matches torchaudio to float32 rounding.
+
+One ``Conv1d`` over whole frames costs ``n_fft`` multiply-adds per frequency bin and frame. When
+``n_fft`` and ``hop_length`` share a divisor ``N1`` (400 and 160 share 20), the DFT is split in two
+stages as in a Cooley-Tukey FFT: a grouped strided conv over blocks of ``N1`` samples computes
+``N1`` DFTs of length ``n_fft / N1``, and a grouped 1x1 conv combines them with the twiddle factors.
+That is ~5x fewer multiply-adds (measured in onnxruntime: 0.49 -> 0.26 ms for 1 s at 16 kHz); the
+one-conv form remains for sizes without such a divisor.
 """
 
 from __future__ import annotations
@@ -78,8 +85,7 @@ class MelFrontend(nn.Module):
             norm,
             mel_scale,
         )
-        self.register_buffer("dft", _dft_kernels(window, n_fft, _scale(normalized, window, n_fft)), persistent=False)
-        self.register_buffer("fb", fb.float(), persistent=False)
+        self._set_constants(window, _scale(normalized, window, n_fft), fb)
 
     @classmethod
     def from_torchaudio(cls, ms: nn.Module) -> MelFrontend:
@@ -119,11 +125,9 @@ class MelFrontend(nn.Module):
             pad_mode=spec.pad_mode if spec.center else "reflect",
             power=float(spec.power),
         )
-        window = spec.window.detach().to(torch.float64)
-        scale = _scale(spec.normalized, window, spec.n_fft)
-        front.dft = _dft_kernels(window, spec.n_fft, scale).to(front.dft.device)
-        front.fb = ms.mel_scale.fb.detach().float().clone()
-        return front
+        window = spec.window.detach().cpu().to(torch.float64)
+        front._set_constants(window, _scale(spec.normalized, window, spec.n_fft), ms.mel_scale.fb.detach().cpu())
+        return front.to(spec.window.device)
 
     def forward(self, waveform: Tensor) -> Tensor:
         if self.impl == "torchaudio":
@@ -134,13 +138,43 @@ class MelFrontend(nn.Module):
             x = F.pad(x, (self.pad, self.pad))
         if self.center:
             x = F.pad(x, (self.n_fft // 2, self.n_fft // 2), mode=self.pad_mode)
-        spec = F.conv1d(x, self.dft, stride=self.hop_length)  # [N, 2 * freqs, frames]: real then imaginary
-        real, imag = spec.chunk(2, dim=1)
-        power = real * real + imag * imag
+        power = self._one_conv_power(x) if self.split is None else self._two_stage_power(x)
         if self.power != 2.0:
             power = power.pow(self.power / 2.0)
         mel = torch.matmul(power.transpose(1, 2), self.fb).transpose(1, 2)
-        return mel.reshape((*leading, *mel.shape[-2:]))
+        return mel.reshape((*leading, mel.shape[-2], -1))  # frames as -1: the tracer keeps it dynamic
+
+    def _set_constants(self, window: Tensor, scale: float, fb: Tensor) -> None:
+        """DFT kernels for ``window`` (float64) and the mel filterbank ``fb`` [freqs, n_mels], as buffers."""
+        full = _full_window(window, self.n_fft) * scale
+        self.split = _split(self.n_fft, self.hop_length)
+        if self.split is None:
+            self.register_buffer("dft", _dft_kernels(full), persistent=False)
+            self.register_buffer("fb", fb.float(), persistent=False)
+            return
+        stage1, stage2, bins = _two_stage_kernels(full, self.split)
+        self.register_buffer("stage1", stage1, persistent=False)
+        self.register_buffer("stage2", stage2, persistent=False)
+        # rows in the two-stage output's bin order; bins past Nyquist (padding of the last stage) weigh 0
+        rows = torch.where((bins <= self.n_fft // 2)[:, None], fb[bins.clamp(max=self.n_fft // 2)], 0.0)
+        self.register_buffer("fb", rows.float(), persistent=False)
+
+    def _one_conv_power(self, x: Tensor) -> Tensor:
+        spec = F.conv1d(x, self.dft, stride=self.hop_length)  # [N, 2 * freqs, frames]: real then imaginary
+        real, imag = spec.chunk(2, dim=1)
+        return real * real + imag * imag
+
+    def _two_stage_power(self, x: Tensor) -> Tensor:
+        n1 = self.split
+        n2 = self.n_fft // n1
+        blocks = x.shape[-1] // n1  # samples past the last whole block belong to no frame
+        x = x[:, 0, : blocks * n1].unflatten(-1, (blocks, n1)).transpose(1, 2)  # [N, n1, blocks]
+        # stage 1, per offset j < n1: length-n2 DFT of the samples j, j + n1, ... of each frame
+        partial = F.conv1d(x, self.stage1, stride=self.hop_length // n1, groups=n1)  # [N, (j, re/im, k2), frames]
+        partial = partial.unflatten(1, (n1, 2, n2)).permute(0, 3, 1, 2, 4).flatten(1, 3)  # [N, (k2, j, re/im), frames]
+        # stage 2, per k2: twiddle and sum over j -> bins k2 + n2 * k1, real then imaginary
+        spec = F.conv1d(partial, self.stage2, groups=n2).unflatten(1, (n2, 2, -1))  # [N, k2, re/im, k1, frames]
+        return (spec * spec).sum(2).flatten(1, 2)  # [N, (k2, k1), frames]
 
     def extra_repr(self) -> str:
         return (
@@ -185,17 +219,71 @@ def _scale(normalized: bool | str, window: Tensor, n_fft: int) -> float:
     return 1.0
 
 
-def _dft_kernels(window: Tensor, n_fft: int, scale: float) -> Tensor:
-    """float32 [2 * (n_fft // 2 + 1), 1, n_fft]: windowed cos then -sin rows of the one-sided DFT.
-
-    Built in float64 so the only rounding is the final cast. A window shorter than ``n_fft`` is
-    centred in it with zeros, as ``torch.stft`` does.
-    """
+def _full_window(window: Tensor, n_fft: int) -> Tensor:
+    """``window`` centred in ``n_fft`` samples with zeros, as ``torch.stft`` does for a short window."""
     left = (n_fft - window.numel()) // 2
     full = torch.zeros(n_fft, dtype=torch.float64)
     full[left : left + window.numel()] = window
+    return full
+
+
+def _dft_kernels(window: Tensor) -> Tensor:
+    """float32 [2 * (n_fft // 2 + 1), 1, n_fft]: windowed cos then -sin rows of the one-sided DFT.
+
+    Built in float64 so the only rounding is the final cast.
+    """
+    n_fft = window.numel()
     k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
     n = torch.arange(n_fft, dtype=torch.float64)[None, :]
     angle = 2.0 * math.pi * ((k * n) % n_fft) / n_fft  # reduce mod n_fft first: exact angles
-    kernels = torch.cat([torch.cos(angle), -torch.sin(angle)]) * full * scale
-    return kernels.float().unsqueeze(1)
+    return (torch.cat([torch.cos(angle), -torch.sin(angle)]) * window).float().unsqueeze(1)
+
+
+def _split(n_fft: int, hop_length: int) -> int | None:
+    """The block size of the two-stage DFT, or None where one conv needs at most 1.5x its multiply-adds.
+
+    A block size must divide ``n_fft`` (whole blocks per frame) and ``hop_length`` (frames start
+    on a block); among those, the one with the fewest multiply-adds.
+    """
+    one_conv = (n_fft // 2 + 1) * 2 * n_fft
+    sizes = [d for d in range(2, n_fft) if n_fft % d == 0 and hop_length % d == 0]
+    best = min(sizes, key=lambda d: _two_stage_cost(n_fft, d), default=None)
+    return best if best is not None and 1.5 * _two_stage_cost(n_fft, best) <= one_conv else None
+
+
+def _two_stage_cost(n_fft: int, n1: int) -> int:
+    """Multiply-adds per frame: n1 DFTs of length n2, then per k2 a (2 n1 -> 2 k1) twiddled sum."""
+    n2 = n_fft // n1
+    return n1 * 2 * n2 * n2 + n2 * 2 * (n1 // 2 + 1) * 2 * n1
+
+
+def _two_stage_kernels(window: Tensor, n1: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The two grouped-conv kernels of the split DFT, and the frequency bin of each output row.
+
+    Sample ``j + n1 * m`` of a frame (``j < n1``, ``m < n2``), bin ``k2 + n2 * k1``:
+    ``X = sum_j exp(-2πi j (k2 + n2 k1) / n_fft) * sum_m w x exp(-2πi m k2 / n2)``. Stage 1 (groups
+    ``j``, kernel over ``m``, window folded in) gives the inner sums for every ``k2``; stage 2 (groups
+    ``k2``, 1x1 over ``j`` and real/imaginary) applies the twiddles. Only ``k1 <= n1 / 2`` is kept:
+    higher bins are past Nyquist for every ``k2``. Built in float64, cast once.
+    """
+    n_fft = window.numel()
+    n2, k1s = n_fft // n1, n1 // 2 + 1
+    j = torch.arange(n1, dtype=torch.float64)
+    m = torch.arange(n2, dtype=torch.float64)
+    k2 = torch.arange(n2, dtype=torch.float64)
+    inner = 2.0 * math.pi * ((k2[:, None] * m[None, :]) % n2) / n2  # [k2, m]
+    w = window.reshape(n2, n1).T[:, None, :]  # [j, 1, m]: w[j + n1 m]
+    stage1 = torch.cat([torch.cos(inner)[None] * w, -torch.sin(inner)[None] * w], dim=1)  # [j, re/im · k2, m]
+    k1 = torch.arange(k1s, dtype=torch.float64)
+    bins = k2[:, None] + n2 * k1[None, :]  # [k2, k1]
+    twiddle = 2.0 * math.pi * ((bins[:, :, None] * j[None, None, :]) % n_fft) / n_fft  # [k2, k1, j]
+    cos, sin = torch.cos(twiddle), torch.sin(twiddle)
+    # (a + ib)(cos - i sin): real = a cos + b sin, imaginary = b cos - a sin; inputs are (a, b) per j
+    real = torch.stack([cos, sin], dim=-1).flatten(-2)
+    imag = torch.stack([-sin, cos], dim=-1).flatten(-2)
+    stage2 = torch.cat([real, imag], dim=1)  # [k2, re/im · k1, (j, re/im)]
+    return (
+        stage1.reshape(n1 * 2 * n2, 1, n2).float(),
+        stage2.reshape(n2 * 2 * k1s, 2 * n1, 1).float(),
+        bins.flatten().long(),
+    )
