@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 from mmedge.quantize.calibration import SampleReader
-from mmedge.quantize.recipes import Recipe, frontend_nodes
+from mmedge.quantize.recipes import Recipe, frontend_nodes, shallow_convs
 
 from mmedge.errors import QuantizationError, translated
 
@@ -81,6 +81,11 @@ def excluded_nodes(model: onnx.ModelProto, recipe: Recipe, fallback: Mapping[str
     if recipe.keep_frontend_fp32:
         for name in frontend_nodes(model):
             reasons.setdefault(name, "spectral front-end (STFT/DFT, power, mel, log) kept FP32")
+    if recipe.mode == "static":
+        for name, depth in shallow_convs(model, recipe.min_conv_depth).items():
+            reasons.setdefault(
+                name, f"Conv over {depth} values per output (< min_conv_depth {recipe.min_conv_depth}): FP32 is faster"
+            )
     for name, why in fallback.items():
         reasons.setdefault(name, why)
     return reasons

@@ -13,6 +13,7 @@ levels cannot hold.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,16 @@ from mmedge.errors import QuantizationError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MODES", "Recipe", "auto_components", "choose_recipe", "frontend_nodes", "quantized_ops", "resolve_recipes"]
+__all__ = [
+    "MODES",
+    "Recipe",
+    "auto_components",
+    "choose_recipe",
+    "frontend_nodes",
+    "quantized_ops",
+    "resolve_recipes",
+    "shallow_convs",
+]
 
 MODES = ("static", "dynamic", "fp16", "fp32")
 QUANT_TYPES = ("uint8", "int8")
@@ -47,9 +57,15 @@ QUANTIZED_OPS = frozenset(
     }
 )
 SPECTRAL_OPS = frozenset({"STFT", "DFT", "MelWeightMatrix"})
-# A Log with at most this many linear ops upstream is the log of a spectrogram (DFT conv + mel
-# matmul), not a log-probability at the end of a network.
-FRONTEND_MAX_LINEAR = 2
+# A Log of a squared value with at most this many linear ops upstream is the log of a power
+# spectrogram (one or two DFT convs + mel matmul), not a log-probability at the end of a network.
+FRONTEND_MAX_LINEAR = 3
+# A static Conv whose dot products are shorter than this (C_in/groups · kH · kW) stays FP32:
+# onnxruntime's FP32 conv has a kernel for few input channels, its INT8 conv has nothing to
+# vectorise over. Measured (AVX2, 1 thread, 64x101 input, then a 16->16 3x3 INT8 conv): a
+# 1-channel 3x3 first conv 0.45 ms INT8 vs 0.34 ms kept FP32; 3-channel 0.48 vs 0.39; at 4
+# channels (36) INT8 wins (0.95 vs 1.19). Depthwise convs have their own INT8 kernel and are kept.
+MIN_CONV_DEPTH = 32
 # Statically quantized, these ops lose more than they gain: normalisation statistics and softmax
 # probabilities need more than 256 levels (optimum excludes them for the same reason).
 STATIC_SENSITIVE_OPS = ("LayerNormalization", "Softmax")
@@ -67,6 +83,7 @@ class Recipe:
     exclude_nodes: tuple[str, ...] = ()  # node names kept in FP32
     exclude_op_types: tuple[str, ...] = ()  # op types kept in FP32
     keep_frontend_fp32: bool = True  # find an STFT/DFT/mel/log front-end and keep it FP32
+    min_conv_depth: int = MIN_CONV_DEPTH  # static: shallower (non-depthwise) Convs stay FP32; 0 quantizes all
     reason: str = ""  # why this recipe was chosen; written to the report
 
     def __post_init__(self) -> None:
@@ -78,6 +95,8 @@ class Recipe:
             for attr in ("activation_type", "weight_type")
             if getattr(self, attr) not in QUANT_TYPES
         ]
+        if isinstance(self.min_conv_depth, bool) or not isinstance(self.min_conv_depth, int) or self.min_conv_depth < 0:
+            problems.append(f"min_conv_depth {self.min_conv_depth!r} is not a non-negative int")
         if problems:
             raise QuantizationError("invalid Recipe: " + "; ".join(problems))
 
@@ -108,12 +127,19 @@ def choose_recipe(model: onnx.ModelProto) -> Recipe:
     """The recipe for a graph, from its op types; ``reason`` says which rule matched.
 
     Rules, first match wins: recurrent ops → dynamic; attention without convolutions → dynamic;
-    convolutions or linear layers with constant weights → static; an embedding lookup alone →
+    convolutions or linear layers with constant weights → static (not counting a spectral
+    front-end or convs too shallow for INT8, which stay FP32); an embedding lookup alone →
     dynamic (stores the table as INT8); nothing to quantize → fp32.
     """
     ops = Counter(n.op_type for n in model.graph.node)
     constants = {i.name for i in model.graph.initializer} | _constant_outputs(model)
-    weighted = sum(1 for n in model.graph.node if n.op_type in LINEAR_OPS and _has_constant_input(n, constants))
+    front = frontend_nodes(model)
+    kept = {*front, *shallow_convs(model, MIN_CONV_DEPTH)}  # what a static recipe leaves FP32 anyway
+    weighted = sum(
+        1
+        for n in model.graph.node
+        if n.op_type in LINEAR_OPS and _has_constant_input(n, constants) and n.name not in kept
+    )
     recurrent = {op: ops[op] for op in RECURRENT_OPS if ops[op]}
     attention = sum(ops[op] for op in ATTENTION_OPS) + _activation_matmuls(model, constants)
     embeddings = sum(1 for n in model.graph.node if n.op_type == "Gather" and n.input[0] in constants)
@@ -129,8 +155,11 @@ def choose_recipe(model: onnx.ModelProto) -> Recipe:
             "dynamic", f"{embeddings} embedding lookups only: dynamic INT8 stores the tables as INT8"
         )
     else:
-        recipe = Recipe.for_mode("fp32", "no conv, linear, recurrent or embedding weights to quantize: kept FP32")
-    front = frontend_nodes(model)
+        recipe = Recipe.for_mode(
+            "fp32",
+            "no conv, linear, recurrent or embedding weights worth quantizing (front-end and shallow convs "
+            "stay FP32): kept FP32",
+        )
     if front and recipe.mode != "fp32":
         recipe = dataclasses.replace(
             recipe, reason=f"{recipe.reason}; spectral front-end ({len(front)} nodes) kept FP32"
@@ -141,16 +170,18 @@ def choose_recipe(model: onnx.ModelProto) -> Recipe:
 def frontend_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes of a spectral front-end, which must stay FP32.
 
-    Anchors are STFT/DFT/MelWeightMatrix nodes, and Log nodes with at most
-    ``FRONTEND_MAX_LINEAR`` linear ops upstream (a DFT-as-conv and a mel matmul). The front-end
-    is the anchors and every node they depend on. Unnamed nodes are skipped (name them first).
+    Anchors are STFT/DFT/MelWeightMatrix nodes, and Log nodes of a power spectrum: a squaring
+    (``Mul(x, x)`` or ``Pow``) and at most ``FRONTEND_MAX_LINEAR`` linear ops upstream (DFT convs
+    and a mel matmul). The front-end is the anchors and every node they depend on. Unnamed nodes
+    are skipped (name them first).
     """
     producers = {out: n for n in model.graph.node for out in n.output}
     anchors = [n for n in model.graph.node if n.op_type in SPECTRAL_OPS]
     for n in model.graph.node:
         if n.op_type == "Log":
             upstream = _ancestors(n, producers)
-            if sum(1 for a in upstream if a.op_type in LINEAR_OPS) <= FRONTEND_MAX_LINEAR:
+            squares = any(a.op_type == "Pow" or (a.op_type == "Mul" and a.input[0] == a.input[1]) for a in upstream)
+            if squares and sum(1 for a in upstream if a.op_type in LINEAR_OPS) <= FRONTEND_MAX_LINEAR:
                 anchors.append(n)
     region: dict[str, None] = {}
     for anchor in anchors:
@@ -159,6 +190,25 @@ def frontend_nodes(model: onnx.ModelProto) -> list[str]:
                 region[node.name] = None
     order = {n.name: i for i, n in enumerate(model.graph.node)}
     return sorted(region, key=order.__getitem__)
+
+
+def shallow_convs(model: onnx.ModelProto, min_depth: int) -> dict[str, int]:
+    """Conv node name -> its dot-product length (C_in/groups · kH · kW), for those below ``min_depth``.
+
+    Depthwise convs (one input channel per group, several groups) are not listed: onnxruntime
+    has a dedicated INT8 kernel for them. Convs with computed weights are skipped.
+    """
+    weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        shape = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if not shape or len(shape) < 3:
+            continue
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        depth = math.prod(shape[1:])
+        if depth < min_depth and not (groups > 1 and shape[1] == 1):
+            found[node.name] = depth
+    return found
 
 
 def resolve_recipes(

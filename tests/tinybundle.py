@@ -62,10 +62,11 @@ def _text_graph(rng: np.random.Generator) -> onnx.GraphProto:
 
 
 def _image_graph(rng: np.random.Generator) -> onnx.GraphProto:
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    # 5x5 over 3 channels: 75 values per output, deep enough that the quantizer makes it INT8
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 5, 5)).astype(np.float32) * 0.15, "w")
     b = numpy_helper.from_array(np.zeros(4, np.float32), "b")
     nodes = [
-        helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["image", "w", "b"], ["c"], pads=[2, 2, 2, 2]),
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
         helper.make_node("Flatten", ["p"], ["image_features"]),
@@ -80,7 +81,8 @@ def _image_graph(rng: np.random.Generator) -> onnx.GraphProto:
 
 
 def _audio_graph(rng: np.random.Generator) -> onnx.GraphProto:
-    w = numpy_helper.from_array(rng.standard_normal((4, 1, 5)).astype(np.float32), "w")
+    # 33 taps: deep enough that the quantizer makes it INT8 (shallower convs stay FP32)
+    w = numpy_helper.from_array(rng.standard_normal((4, 1, 33)).astype(np.float32) * 0.3, "w")
     axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
     nodes = [
         helper.make_node("Unsqueeze", ["audio", "axes"], ["u"]),

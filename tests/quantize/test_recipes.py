@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from mmedge.quantize import Recipe, choose_recipe
-from mmedge.quantize.recipes import frontend_nodes, resolve_recipes
+from mmedge.quantize.recipes import frontend_nodes, resolve_recipes, shallow_convs
 from onnx import TensorProto, helper, numpy_helper
 
 from mmedge.errors import QuantizationError
@@ -30,7 +30,8 @@ def _model(nodes: list, inputs: list, inits: list, out: str = "y") -> onnx.Model
 X = [("x", TensorProto.FLOAT)]
 IDS = [("ids", TensorProto.INT64)]
 
-CONV = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], X, [_w("w", 4, 3, 3, 3)])
+CONV = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], X, [_w("w", 4, 3, 5, 5)])
+SHALLOW_CONV = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], X, [_w("w", 4, 3, 3, 3)])
 GEMM = _model([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")], X, [_w("w", 8, 4)])
 LSTM = _model(
     [
@@ -80,10 +81,10 @@ MEL = _model(
         _w("dft", 8, 1, 8),
         _w("fb", 8, 4),
         _w("eps", 1),
-        _w("w", 2, 4, 1),
+        _w("w", 2, 4, 9),
     ],
 )
-# a log-probability after three linear layers is not a front-end
+# a log-probability after three linear layers is not a front-end: nothing is squared
 LOG_PROBS = _model(
     [
         helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1"),
@@ -106,6 +107,7 @@ LOG_PROBS = _model(
         pytest.param(ATTENTION, "dynamic", "attention", id="attention-dynamic"),
         pytest.param(EMBEDDING, "dynamic", "embedding", id="embedding-dynamic"),
         pytest.param(NOTHING, "fp32", "no conv", id="no-weights-fp32"),
+        pytest.param(SHALLOW_CONV, "fp32", "shallow convs stay FP32", id="shallow-conv-fp32"),
         pytest.param(MEL, "static", "spectral front-end (7 nodes)", id="mel-static-with-frontend"),
         pytest.param(LOG_PROBS, "static", "conv/linear", id="log-probs-static"),
     ],
@@ -147,6 +149,21 @@ def test_stft_op_is_a_frontend_anchor() -> None:
     assert frontend_nodes(model) == ["stft"]
 
 
+def test_shallow_convs_lists_convs_too_shallow_for_int8() -> None:
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w_in"], ["a"], name="first"),  # 1 channel, 3x3: 9 values per output
+            helper.make_node("Conv", ["a", "w_dw"], ["b"], group=8, name="depthwise"),  # its own INT8 kernel
+            helper.make_node("Conv", ["b", "w_deep"], ["y"], name="deep"),  # 8 channels, 3x3: 72
+        ],
+        X,
+        [_w("w_in", 8, 1, 3, 3), _w("w_dw", 8, 1, 3, 3), _w("w_deep", 8, 8, 3, 3)],
+    )
+    assert shallow_convs(model, 32) == {"first": 9}
+    assert shallow_convs(model, 100) == {"first": 9, "deep": 72}
+    assert shallow_convs(model, 0) == {}
+
+
 def test_resolve_recipes_mixes_auto_modes_and_recipes() -> None:
     custom = Recipe("static", per_channel=False)
     got = resolve_recipes({"image": "dynamic", "head": custom}, {"image": CONV, "head": GEMM, "text": LSTM})
@@ -171,7 +188,11 @@ def test_resolve_recipes_rejects(recipe: object, match: str) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [pytest.param({"mode": "int4"}, id="mode"), pytest.param({"activation_type": "int4"}, id="activation-type")],
+    [
+        pytest.param({"mode": "int4"}, id="mode"),
+        pytest.param({"activation_type": "int4"}, id="activation-type"),
+        pytest.param({"min_conv_depth": -1}, id="min-conv-depth"),
+    ],
 )
 def test_recipe_validates_fields(kwargs: dict) -> None:
     with pytest.raises(QuantizationError, match="invalid Recipe"):

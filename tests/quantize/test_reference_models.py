@@ -107,6 +107,11 @@ def test_auto_recipe(exported: tuple[str, Path], tmp_path: Path) -> None:
     _check_bounds(report)
     if name != "CaptionNet":  # the ResNet dominates: INT8 weights are a quarter of FP32
         assert report.size_ratio <= 0.30
+    if name == "TriModalNet":  # the two-stage DFT front-end and the 1-channel 3x3 conv after it stay FP32
+        audio = next(c for c in report.components if c.name == "audio_encoder")
+        reasons = [e.reason for e in audio.excluded]
+        assert sum("spectral front-end" in r for r in reasons) >= 3  # two DFT convs and the mel matmul at least
+        assert sum(r.startswith("Conv over 9 values") for r in reasons) == 1
     for o in report.outputs:
         if name != "CaptionNet":
             assert o.fp32_accuracy is not None

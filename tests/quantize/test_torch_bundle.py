@@ -58,7 +58,7 @@ def test_auto_recipes_and_fallback_meet_the_agreement_target(quantized: tuple[Pa
 def test_sizes_shrink(quantized: tuple[Path, QuantizationReport]) -> None:
     _, report = quantized
     image = next(c for c in report.components if c.name == "image_encoder")
-    assert image.size_after <= 0.35 * image.size_before
+    assert image.size_after <= 0.37 * image.size_before  # the first conv (27 values per output) stays FP32
     assert report.size_after < 0.7 * report.size_before  # less than 4x: the fallback kept a Gemm FP32
 
 
