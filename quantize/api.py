@@ -26,6 +26,7 @@ from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
 from mmedge.quantize.report import FallbackRound, QuantizationReport
+from mmedge.quantize.saturation import fix_saturation
 from mmedge.quantize.speed import check_speed
 from mmedge.runtime.pipeline import default_thread_budget
 
@@ -99,6 +100,7 @@ def quantize_bundle(
         chain.versions = dict(fp32)
         say("quantizing components (chained calibration)")
         chain.rebuild()
+        saturation = fix_saturation(chain, say)
         speed = {}
         if speed_check:
             say("timing each quantized component against FP32")
@@ -114,7 +116,7 @@ def quantize_bundle(
             min_agreement=min_agreement,
             rounds=rounds,
             holdout_source=holdout_note,
-            notes=notes,
+            notes=[*saturation, *notes],
             speed=speed,
         )
         if strict and not report.met:
