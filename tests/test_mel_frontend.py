@@ -109,7 +109,8 @@ def test_conv_frontend_exports_with_a_dynamic_length(tmp_path, dynamo: bool) -> 
 
     front = MelFrontend(SR, 400, 160, 64).eval()
     path = tmp_path / "mel.onnx"
-    x = _signal("random", 8000)
+    # TorchScript: batch 1, as `mmedge export` often gets it; torch.export cannot keep a size-1 dim dynamic
+    x = _signal("random", 8000)[: 2 if dynamo else 1]
     kwargs = (
         {
             "dynamic_shapes": {"waveform": {0: torch.export.Dim("batch"), 1: torch.export.Dim("samples", min=400)}},
@@ -119,7 +120,12 @@ def test_conv_frontend_exports_with_a_dynamic_length(tmp_path, dynamo: bool) -> 
         else {"dynamic_axes": {"audio": {0: "batch", 1: "samples"}}}
     )
     torch.onnx.export(front, (x,), str(path), input_names=["audio"], output_names=["mel"], dynamo=dynamo, **kwargs)
-    assert "STFT" not in {node.op_type for node in onnx.load(str(path)).graph.node}
+    model = onnx.load(str(path))
+    assert "STFT" not in {node.op_type for node in model.graph.node}
+    # quant_pre_process runs onnxruntime's symbolic shape inference: it must follow every reshape
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for other in (x, _signal("random", 12345)[:2]):
         (got,) = session.run(None, {"audio": other.numpy()})

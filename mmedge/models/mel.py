@@ -35,9 +35,10 @@ class MelFrontend(nn.Module):
     """Waveform ``[..., samples]`` -> mel power spectrogram ``[..., n_mels, frames]``.
 
     Arguments mean what they mean in ``torchaudio.transforms.MelSpectrogram``; ``impl`` picks
-    torchaudio's STFT (``"torchaudio"``) or the equivalent convolution (``"conv"``). Neither keeps
-    its constants in the ``state_dict``: they follow from the arguments, so a checkpoint loads into
-    either implementation.
+    torchaudio's STFT (``"torchaudio"``) or the equivalent convolutions (``"conv"``; ``split`` is
+    the block size of its two-stage DFT, None when it uses one conv). Neither keeps its constants
+    in the ``state_dict``: they follow from the arguments, so a checkpoint loads into either
+    implementation.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class MelFrontend(nn.Module):
         self.sample_rate, self.n_fft, self.hop_length, self.n_mels = sample_rate, n_fft, hop_length, n_mels
         self.win_length = win_length if win_length is not None else n_fft
         self.pad, self.center, self.pad_mode, self.power = pad, center, pad_mode, power
+        self.split: int | None = None
         if impl == "torchaudio":
             self.mel = _torchaudio_mel(
                 self, f_min=f_min, f_max=f_max, normalized=normalized, norm=norm, mel_scale=mel_scale
@@ -165,16 +167,18 @@ class MelFrontend(nn.Module):
         return real * real + imag * imag
 
     def _two_stage_power(self, x: Tensor) -> Tensor:
-        n1 = self.split
-        n2 = self.n_fft // n1
+        # Reshapes name every dim but one: onnxruntime's symbolic shape inference (quant_pre_process)
+        # fails on the shape arithmetic unflatten/flatten export to with the TorchScript exporter.
+        n, n1 = x.shape[0], self.split
+        n2, k1 = self.n_fft // n1, self.stage2.shape[0] // (2 * self.n_fft // n1)
         blocks = x.shape[-1] // n1  # samples past the last whole block belong to no frame
-        x = x[:, 0, : blocks * n1].unflatten(-1, (blocks, n1)).transpose(1, 2)  # [N, n1, blocks]
+        x = x[:, 0, : blocks * n1].reshape(n, blocks, n1).transpose(1, 2)  # [N, n1, blocks]
         # stage 1, per offset j < n1: length-n2 DFT of the samples j, j + n1, ... of each frame
         partial = F.conv1d(x, self.stage1, stride=self.hop_length // n1, groups=n1)  # [N, (j, re/im, k2), frames]
-        partial = partial.unflatten(1, (n1, 2, n2)).permute(0, 3, 1, 2, 4).flatten(1, 3)  # [N, (k2, j, re/im), frames]
+        partial = partial.reshape(n, n1, 2, n2, -1).permute(0, 3, 1, 2, 4).reshape(n, n2 * n1 * 2, -1)  # (k2, j, re/im)
         # stage 2, per k2: twiddle and sum over j -> bins k2 + n2 * k1, real then imaginary
-        spec = F.conv1d(partial, self.stage2, groups=n2).unflatten(1, (n2, 2, -1))  # [N, k2, re/im, k1, frames]
-        return (spec * spec).sum(2).flatten(1, 2)  # [N, (k2, k1), frames]
+        spec = F.conv1d(partial, self.stage2, groups=n2).reshape(n, n2, 2, k1, -1)  # [N, k2, re/im, k1, frames]
+        return (spec * spec).sum(2).reshape(n, n2 * k1, -1)  # [N, (k2, k1), frames]
 
     def extra_repr(self) -> str:
         return (
