@@ -72,9 +72,7 @@ def fix_saturation(chain: Chain, say: Callable[[str], None]) -> list[str]:
         )
         chain.recipes[component] = dataclasses.replace(recipe, reduce_range=True, reason=recipe.reason + why)
         chain.rebuild(component)
-        after = kernel_agreement(
-            chain.versions[component], chain.calibration.feeds(chain.versions, component)[:KERNEL_SAMPLES]
-        )
+        after = kernel_agreement(chain.versions[component], feeds)  # its inputs come from upstream: unchanged
         notes.append(
             f"{component}: INT8 kernels saturated on this CPU (cosine {cosine:.3f} with the exact quantized arithmetic); "
             f"re-quantized with 7-bit weights (reduce_range): cosine {after:.3f}"
