@@ -8,12 +8,16 @@ inputs once the earlier stages are done, so a stage's components can run concurr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from mmedge.bundle import RAW_INPUTS, Manifest
 from mmedge.errors import BundleError
 
 __all__ = ["Graph"]
+
+T = TypeVar("T")
+Key = tuple[frozenset[str], frozenset[str]]
 
 
 class Graph:
@@ -29,6 +33,9 @@ class Graph:
             else:
                 self._upstream[edge.target].add(edge.source)
         self.outputs = frozenset(o.component for o in manifest.outputs)
+        # every call asks the same few questions (all outputs, nothing precomputed): answer each once
+        self._plans: dict[Key, tuple[tuple[str, ...], ...]] = {}
+        self._needed: dict[Key, frozenset[str]] = {}
         self.full_plan = self.stages(self.outputs)  # raises on cycles, once, at load time
 
     def upstream(self, component: str) -> frozenset[str]:
@@ -45,6 +52,9 @@ class Graph:
 
     def needed(self, targets: Iterable[str], provided: frozenset[str] = frozenset()) -> frozenset[str]:
         """Components to run to get ``targets``' outputs, given those of ``provided`` are known."""
+        return _memo(self._needed, self._search, frozenset(targets), provided)
+
+    def _search(self, targets: frozenset[str], provided: frozenset[str]) -> frozenset[str]:
         needed: set[str] = set()
         todo = [t for t in targets if t not in provided]
         while todo:
@@ -56,6 +66,9 @@ class Graph:
 
     def stages(self, targets: Iterable[str], provided: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], ...]:
         """The needed components grouped into stages that can each run concurrently, in order."""
+        return _memo(self._plans, self._stages, frozenset(targets), provided)
+
+    def _stages(self, targets: frozenset[str], provided: frozenset[str]) -> tuple[tuple[str, ...], ...]:
         left = set(self.needed(targets, provided))
         done = set(provided)
         order = [c.name for c in self.manifest.components]
@@ -70,3 +83,16 @@ class Graph:
             left -= set(ready)
             done |= set(ready)
         return tuple(stages)
+
+
+def _memo(
+    cache: dict[Key, T],
+    compute: Callable[[frozenset[str], frozenset[str]], T],
+    targets: frozenset[str],
+    provided: frozenset[str],
+) -> T:
+    """``compute(targets, provided)``, once per pair (a racing thread may compute it twice: harmless)."""
+    found = cache.get((targets, provided))
+    if found is None:
+        found = cache[(targets, provided)] = compute(targets, provided)
+    return found

@@ -137,6 +137,7 @@ class Pipeline:
         )
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         self._graph = Graph(self._bundle.manifest)
+        self._edges = {c.name: self._bundle.manifest.edges_into(c.name) for c in self._bundle.manifest.components}
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
         self._router = InputRouter(self._bundle, self._graph, limits)
         if max_partitions is not None and (isinstance(max_partitions, bool) or not isinstance(max_partitions, int)):
@@ -331,7 +332,7 @@ class Pipeline:
     ) -> dict[str, Any]:
         return {
             e.input: raw[e.output] if e.source == RAW_INPUTS else values[e.source][e.output]
-            for e in self.manifest.edges_into(component)
+            for e in self._edges[component]
         }
 
     def _encoder_for(self, name: str) -> str:
