@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -39,6 +40,7 @@ def prepare(component: str, source: Path, work: Path) -> Path:
     with (
         translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"),
         contextlib.chdir(work),
+        _quiet("onnxruntime.tools.symbolic_shape_infer"),
     ):
         # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
         # broadcast against seq), which strict symbolic inference refuses.
@@ -47,6 +49,20 @@ def prepare(component: str, source: Path, work: Path) -> Path:
     if _name_nodes(model, component):  # the optimiser may add unnamed nodes
         onnx.save(model, str(pre))
     return pre
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Drop a library logger's warnings for a while. Symbolic shape inference warns on every
+    dim it cannot compare ("Unable to determine if 20*floor(samples/20) + 400 <= samples + 400")
+    and goes on correctly; on the user's terminal that reads like a failure."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _name_nodes(model: onnx.ModelProto, component: str) -> bool:

@@ -99,9 +99,10 @@ def _check_bounds(report: QuantizationReport) -> None:
             assert t.cosine >= MIN_COSINE[c.recipe["mode"]], (c.name, t)
 
 
-def test_auto_recipe(exported: tuple[str, Path], tmp_path: Path) -> None:
+def test_auto_recipe(exported: tuple[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     name, bundle = exported
     report = _quantize(bundle, tmp_path / "int8", "auto")
+    assert "Unable to determine" not in caplog.text  # shape inference's harmless doubts stay off the terminal
     assert {c.name: c.recipe["mode"] for c in report.components} == AUTO[name]
     assert report.met
     _check_bounds(report)
