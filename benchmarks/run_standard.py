@@ -279,7 +279,7 @@ def _demoted(text: str) -> str:
 
 
 def run(
-    name: str, out: Path, threads: int, iterations: int, batch_sizes: Sequence[int], *, repeats: int = 3
+    name: str, out: Path, threads: int, iterations: int, batch_sizes: Sequence[int], *, repeats: int = 5
 ) -> list[dict[str, Any]]:
     spec = MODELS[name]
     with tempfile.TemporaryDirectory(prefix=f"mmedge-standard-{name}-") as tmp:
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=100, help="interleaved rounds per batch size")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="whole benchmark runs; targets are judged on the median (default 3)"
+        "--repeats", type=int, default=5, help="whole benchmark runs; targets are judged on the median (default 5)"
     )
     args = parser.parse_args(argv)
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
