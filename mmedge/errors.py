@@ -20,6 +20,7 @@ __all__ = [
     "PartitionWarning",
     "ProviderError",
     "QuantizationError",
+    "SaturationWarning",
     "translated",
 ]
 
@@ -58,6 +59,10 @@ class ConfigError(MMEdgeError, ValueError):
 
 class PartitionWarning(UserWarning):
     """An execution provider takes a component in more pieces than allowed (``Pipeline(max_partitions=)``)."""
+
+
+class SaturationWarning(UserWarning):
+    """An INT8 component was checked for kernel saturation on a CPU that has none, and this CPU's kernels saturate."""
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from mmedge.quantize.speed import SpeedCheck
 
 from mmedge import __version__
 from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
+from mmedge.cpu import cpu_model_and_flags, int8_kernels_saturate
 from mmedge.errors import QuantizationError
 from mmedge.verify import Numerics, raise_failures, verify_component
 
@@ -182,6 +183,8 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
         "fallback_rounds": [f.index for f in report.fallback if f.component == c.name],
         "report": "quantization_report.json",
     }
+    if recipe.mode == "static":  # what the kernel-saturation check saw (mmedge.quantize.saturation)
+        record["kernels_checked_on"] = {"cpu": cpu_model_and_flags()[0], "saturating": int8_kernels_saturate()}
     if r.precision == "fp32":
         return dataclasses.replace(c, quantization=record)
     return dataclasses.replace(

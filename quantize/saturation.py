@@ -10,8 +10,9 @@ The check needs no FP32 reference: the QDQ graph run without graph optimisation 
 quantized arithmetic exactly in float; with full optimisation it runs the fused INT8 kernels. A
 static component whose two runs disagree (cosine below ``KERNEL_MIN_COSINE``) on calibration
 samples is re-quantized with ``reduce_range`` (7-bit weights: 2 x 255 x 64 < 32768, nothing can
-clip), with everything downstream of it. On a CPU with VNNI the two runs agree and nothing changes;
-a bundle quantized there and run on an AVX2 CPU is not covered (re-quantize on the target).
+clip), with everything downstream of it. On a CPU with VNNI the two runs agree and nothing changes.
+The manifest records what the check saw (``kernels_checked_on``); a Pipeline that loads a bundle
+checked on such a CPU onto one without VNNI raises a :class:`~mmedge.errors.SaturationWarning`.
 """
 
 from __future__ import annotations

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 from importlib import metadata
-from pathlib import Path
 
 from mmedge.runtime._bench_types import MachineInfo
 
+from mmedge.cpu import cpu_model_and_flags
+
 __all__ = ["machine_info"]
 
-# SIMD features that decide which ORT / PyTorch kernels run.
-_FLAGS = re.compile(r"^(sse4_2|fma|f16c|avx|avx2|avx512\w*|avx_vnni\w*|amx\w*|asimd\w*|asimddp|sve\w*|i8mm|bf16|neon)$")
 _BUSY_WINDOW_S = 1.0  # how long the CPU is watched for other work before a run
 _PACKAGES = ("mmedge", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "torch")
 
@@ -26,7 +24,7 @@ _PACKAGES = ("mmedge", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "torch
 def machine_info() -> MachineInfo:
     import psutil
 
-    cpu, flags = _cpu()
+    cpu, flags = cpu_model_and_flags()
     return MachineInfo(
         cpu=cpu,
         arch=platform.machine(),
@@ -41,21 +39,6 @@ def machine_info() -> MachineInfo:
         load_average=tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
         cpu_busy=round(psutil.cpu_percent(interval=_BUSY_WINDOW_S) / 100, 3),
     )
-
-
-def _cpu() -> tuple[str, tuple[str, ...]]:
-    """CPU model name and its relevant feature flags (from /proc/cpuinfo where there is one)."""
-    info = Path("/proc/cpuinfo")
-    name, flags = "", set()
-    if info.is_file():
-        for line in info.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware", "cpu model") and not name:
-                name = value.strip()
-            elif key in ("flags", "features") and not flags:
-                flags = {f for f in value.split() if _FLAGS.match(f)}
-    return name or platform.processor() or platform.machine(), tuple(sorted(flags))
 
 
 def _versions() -> dict[str, str]:

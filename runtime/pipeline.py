@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -51,7 +52,8 @@ from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 
 from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
-from mmedge.errors import ConfigError, InputError, MMEdgeError
+from mmedge.cpu import int8_kernels_saturate
+from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 
 __all__ = ["STRICT_HELP", "Pipeline", "default_thread_budget"]
 
@@ -136,6 +138,7 @@ class Pipeline:
             limits=limits,
         )
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
+        _warn_unchecked_saturation(self._bundle.manifest)
         self._graph = Graph(self._bundle.manifest)
         self._edges = {c.name: self._bundle.manifest.edges_into(c.name) for c in self._bundle.manifest.components}
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
@@ -389,6 +392,27 @@ def _check_options(
             Path(optimized_model_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"optimized_model_dir {optimized_model_dir} cannot be created ({e.strerror})") from e
+
+
+def _warn_unchecked_saturation(manifest: Manifest) -> None:
+    """SaturationWarning for static INT8 components whose 8-bit weights were checked only on a CPU
+    whose INT8 kernels cannot saturate, when this CPU's can (see :mod:`mmedge.cpu`)."""
+    if not int8_kernels_saturate():
+        return
+    for c in manifest.components:
+        record = c.quantization or {}
+        recipe, checked = record.get("recipe") or {}, record.get("kernels_checked_on") or {}
+        full_range = c.precision == "int8" and recipe.get("mode") == "static" and not recipe.get("reduce_range")
+        if full_range and checked and not checked.get("saturating"):
+            warnings.warn(
+                SaturationWarning(
+                    f"{c.name} was quantized with 8-bit weights on {checked.get('cpu') or 'a CPU'}, whose INT8 "
+                    "kernels cannot saturate; this CPU has no VNNI, so its kernels can (int16 sums), and the "
+                    "outputs may be off. Re-quantize on this kind of CPU: mmedge quantize checks the kernels "
+                    "and uses 7-bit weights where they saturate."
+                ),
+                stacklevel=3,
+            )
 
 
 def _check_finite(outputs: Mapping[str, np.ndarray], feeds: Feeds) -> None:

@@ -72,3 +72,66 @@ def test_full_range_weights_saturate_without_vnni(tmp_path: Path) -> None:
 
 def test_seven_bit_weights_never_saturate(tmp_path: Path) -> None:
     assert kernel_agreement(_qdq_matmul(tmp_path / "reduced.onnx", 63), _feeds()) > 0.9999
+
+
+def test_int8_kernels_saturate_on_x86_without_vnni(monkeypatch) -> None:
+    from mmedge import cpu
+
+    cases = [
+        ("x86_64", ("avx", "avx2"), True),
+        ("x86_64", ("avx2", "avx512_vnni"), False),
+        ("x86_64", ("avx2", "avx_vnni"), False),
+        ("aarch64", ("asimd", "asimddp"), False),
+        ("x86_64", (), False),  # flags unknown (no /proc/cpuinfo): no false alarm
+    ]
+    for machine, flags, expected in cases:
+        monkeypatch.setattr(cpu.platform, "machine", lambda machine=machine: machine)
+        monkeypatch.setattr(cpu, "cpu_model_and_flags", lambda flags=flags: ("some CPU", flags))
+        assert cpu.int8_kernels_saturate() is expected, (machine, flags)
+
+
+def test_runtime_warns_when_the_kernel_check_ran_on_a_cpu_without_the_problem(tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+    import warnings
+
+    from mmedge.quantize import quantize_bundle
+    from mmedge.runtime import Pipeline, pipeline
+    from tinybundle import build_tiny_bundle, tiny_inputs
+
+    from mmedge.bundle import load_bundle, write_manifest
+    from mmedge.errors import SaturationWarning
+
+    out = tmp_path / "int8"
+    quantize_bundle(build_tiny_bundle(tmp_path / "fp32"), out, calibration=[tiny_inputs(seed=i) for i in range(10)])
+    manifest = load_bundle(out).manifest
+    image = manifest.component("image_encoder").quantization
+    assert image["kernels_checked_on"]["saturating"] is pipeline.int8_kernels_saturate()  # recorded where it ran
+
+    def checked_on(saturating: bool) -> None:
+        components = tuple(
+            dataclasses.replace(
+                c, quantization={**c.quantization, "kernels_checked_on": {"cpu": "X", "saturating": saturating}}
+            )
+            if c.quantization and "kernels_checked_on" in c.quantization
+            else c
+            for c in manifest.components
+        )
+        write_manifest(out, dataclasses.replace(manifest, components=components))
+
+    monkeypatch.setattr(pipeline, "int8_kernels_saturate", lambda: True)  # running on an AVX2-only CPU
+    full_range = {
+        c.name for c in manifest.components if c.precision == "int8" and "kernels_checked_on" in c.quantization
+    }
+    full_range -= {c.name for c in manifest.components if c.quantization and c.quantization["recipe"]["reduce_range"]}
+    assert "image_encoder" in full_range
+
+    def warned() -> set[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Pipeline(out, "cpu", threads=1).close()
+        return {str(w.message).split(" ")[0] for w in caught if issubclass(w.category, SaturationWarning)}
+
+    checked_on(saturating=False)  # quantized on a VNNI CPU: nothing could saturate there
+    assert warned() == full_range
+    checked_on(saturating=True)  # checked on a CPU like this one: 7-bit weights were used where needed
+    assert warned() == set()
