@@ -172,13 +172,14 @@ class MelFrontend(nn.Module):
         n, n1 = x.shape[0], self.split
         n2, k1 = self.n_fft // n1, self.stage2.shape[0] // (2 * self.n_fft // n1)
         blocks = x.shape[-1] // n1  # samples past the last whole block belong to no frame
-        x = x[:, 0, : blocks * n1].reshape(n, blocks, n1).transpose(1, 2)  # [N, n1, blocks]
+        x = x[:, :, : blocks * n1].reshape(n, blocks, n1).transpose(1, 2)  # [N, n1, blocks]
         # stage 1, per offset j < n1: length-n2 DFT of the samples j, j + n1, ... of each frame
         partial = F.conv1d(x, self.stage1, stride=self.hop_length // n1, groups=n1)  # [N, (j, re/im, k2), frames]
-        partial = partial.reshape(n, n1, 2, n2, -1).permute(0, 3, 1, 2, 4).reshape(n, n2 * n1 * 2, -1)  # (k2, j, re/im)
+        partial = partial.reshape(n, n1 * 2, n2, -1).transpose(1, 2).reshape(n, n2 * n1 * 2, -1)  # (k2, j, re/im)
         # stage 2, per k2: twiddle and sum over j -> bins k2 + n2 * k1, real then imaginary
-        spec = F.conv1d(partial, self.stage2, groups=n2).reshape(n, n2, 2, k1, -1)  # [N, k2, re/im, k1, frames]
-        return (spec * spec).sum(2).reshape(n, n2 * k1, -1)  # [N, (k2, k1), frames]
+        spec = F.conv1d(partial, self.stage2, groups=n2).reshape(n * n2, 2, -1)  # [N k2, re/im, (k1, frames)]
+        real, imag = spec.chunk(2, dim=1)  # tensors of rank <= 4 and no ReduceSum: NNAPI takes every op
+        return (real * real + imag * imag).reshape(n, n2 * k1, -1)  # [N, (k2, k1), frames]
 
     def extra_repr(self) -> str:
         return (

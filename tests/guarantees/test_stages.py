@@ -56,8 +56,11 @@ def test_quantize_that_fixes_a_batch_is_caught_and_nothing_is_written(
 
     rebuild = Chain.rebuild
 
-    def broken_rebuild(self: Chain) -> None:  # a quantizer bug: the text encoder's batch baked in
-        rebuild(self)
+    def broken_rebuild(self: Chain, start: str | None = None) -> None:
+        """A quantizer bug: the text encoder's batch baked in (by the full build; later partial ones leave it)."""
+        rebuild(self, start)
+        if start is not None:
+            return
         path = self.work / "text_encoder.broken.onnx"
         onnx.save(keep_rows(onnx.load(str(self.versions["text_encoder"])), "text"), str(path))
         self.versions["text_encoder"] = path
