@@ -28,6 +28,8 @@ from typing import Any
 from mmedge.runtime import BenchReport, VariantResult, bench
 from mmedge.runtime._bench_markdown import busy_warning
 
+from mmedge.cpu import int8_kernels_saturate
+
 __all__ = ["MODELS", "TARGETS", "Standard", "Target", "main", "prepare", "run"]
 
 RESULTS = Path(__file__).parent / "results"
@@ -208,8 +210,7 @@ def explain(report: BenchReport, result: dict[str, Any]) -> list[str]:
             f"{n}: peak RSS {rss / 2**20:.0f} MiB, model {size / 2**20:.1f} MiB" for n, (rss, size) in sizes.items()
         ]
     lines = where_time_goes(report, involved)
-    flags = report.machine.flags
-    if INT8 in involved and not any("vnni" in f or f.startswith("amx") for f in flags):
+    if INT8 in involved and int8_kernels_saturate(report.machine.arch, report.machine.flags):
         lines.append(
             "this CPU has no VNNI/AMX instructions: onnxruntime's INT8 kernels fall back to AVX2 (u8×s8 "
             "through 16-bit intermediates), which gains far less over FP32 than VNNI machines do"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -37,12 +38,13 @@ def cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
     return name or platform.processor() or platform.machine(), tuple(sorted(flags))
 
 
-def int8_kernels_saturate() -> bool:
-    """Whether onnxruntime's U8S8 CPU kernels can saturate here: x86-64 without VNNI or AMX.
+def int8_kernels_saturate(arch: str | None = None, flags: Sequence[str] | None = None) -> bool:
+    """Whether onnxruntime's U8S8 CPU kernels can saturate on x86-64 ``arch`` with ``flags``: no VNNI or AMX.
 
-    Unknown flags (no /proc/cpuinfo: macOS, Windows) count as not saturating, so no false alarm.
+    Default: this machine. Unknown flags (no /proc/cpuinfo: macOS, Windows) count as not
+    saturating, so no false alarm.
     """
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if (arch or platform.machine()).lower() not in ("x86_64", "amd64"):
         return False
-    _, flags = cpu_model_and_flags()
+    flags = cpu_model_and_flags()[1] if flags is None else flags
     return bool(flags) and not any(f in flags for f in _INT32_DOT)

@@ -85,9 +85,10 @@ def test_int8_kernels_saturate_on_x86_without_vnni(monkeypatch) -> None:
         ("x86_64", (), False),  # flags unknown (no /proc/cpuinfo): no false alarm
     ]
     for machine, flags, expected in cases:
+        assert cpu.int8_kernels_saturate(machine, flags) is expected, (machine, flags)  # a recorded machine
         monkeypatch.setattr(cpu.platform, "machine", lambda machine=machine: machine)
         monkeypatch.setattr(cpu, "cpu_model_and_flags", lambda flags=flags: ("some CPU", flags))
-        assert cpu.int8_kernels_saturate() is expected, (machine, flags)
+        assert cpu.int8_kernels_saturate() is expected, (machine, flags)  # this machine
 
 
 def test_runtime_warns_when_the_kernel_check_ran_on_a_cpu_without_the_problem(tmp_path: Path, monkeypatch) -> None:
