@@ -170,7 +170,7 @@ class MelFrontend(nn.Module):
         # Reshapes name every dim but one: onnxruntime's symbolic shape inference (quant_pre_process)
         # fails on the shape arithmetic unflatten/flatten export to with the TorchScript exporter.
         n, n1 = x.shape[0], self.split
-        n2, k1 = self.n_fft // n1, self.stage2.shape[0] // (2 * self.n_fft // n1)
+        n2, k1 = self.n_fft // n1, _kept_k1(n1)
         blocks = x.shape[-1] // n1  # samples past the last whole block belong to no frame
         x = x[:, :, : blocks * n1].reshape(n, blocks, n1).transpose(1, 2)  # [N, n1, blocks]
         # stage 1, per offset j < n1: length-n2 DFT of the samples j, j + n1, ... of each frame
@@ -259,7 +259,12 @@ def _split(n_fft: int, hop_length: int) -> int | None:
 def _two_stage_cost(n_fft: int, n1: int) -> int:
     """Multiply-adds per frame: n1 DFTs of length n2, then per k2 a (2 n1 -> 2 k1) twiddled sum."""
     n2 = n_fft // n1
-    return n1 * 2 * n2 * n2 + n2 * 2 * (n1 // 2 + 1) * 2 * n1
+    return n1 * 2 * n2 * n2 + n2 * 2 * _kept_k1(n1) * 2 * n1
+
+
+def _kept_k1(n1: int) -> int:
+    """How many ``k1`` the second stage computes per ``k2``: ``k1 <= n1 / 2``, the rest are past Nyquist."""
+    return n1 // 2 + 1
 
 
 def _two_stage_kernels(window: Tensor, n1: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -272,7 +277,7 @@ def _two_stage_kernels(window: Tensor, n1: int) -> tuple[Tensor, Tensor, Tensor]
     higher bins are past Nyquist for every ``k2``. Built in float64, cast once.
     """
     n_fft = window.numel()
-    n2, k1s = n_fft // n1, n1 // 2 + 1
+    n2, k1s = n_fft // n1, _kept_k1(n1)
     j = torch.arange(n1, dtype=torch.float64)
     m = torch.arange(n2, dtype=torch.float64)
     k2 = torch.arange(n2, dtype=torch.float64)
