@@ -395,15 +395,15 @@ def _check_options(
 
 
 def _warn_unchecked_saturation(manifest: Manifest) -> None:
-    """SaturationWarning for static INT8 components whose 8-bit weights were checked only on a CPU
+    """SaturationWarning for INT8 components whose 8-bit weights were checked only on a CPU
     whose INT8 kernels cannot saturate, when this CPU's can (see :mod:`mmedge.cpu`)."""
     if not int8_kernels_saturate():
         return
     for c in manifest.components:
         record = c.quantization or {}
         recipe, checked = record.get("recipe") or {}, record.get("kernels_checked_on") or {}
-        full_range = c.precision == "int8" and recipe.get("mode") == "static" and not recipe.get("reduce_range")
-        if full_range and checked and not checked.get("saturating"):
+        int8 = c.precision == "int8" and recipe.get("mode") in ("static", "dynamic")
+        if int8 and not recipe.get("reduce_range") and checked and not checked.get("saturating"):
             warnings.warn(
                 SaturationWarning(
                     f"{c.name} was quantized with 8-bit weights on {checked.get('cpu') or 'a CPU'}, whose INT8 "

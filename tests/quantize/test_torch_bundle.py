@@ -37,19 +37,20 @@ def _ops(path: Path) -> Counter:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def test_auto_recipes_and_fallback_meet_the_agreement_target(quantized: tuple[Path, QuantizationReport]) -> None:
+def test_auto_recipes_meet_the_agreement_target(quantized: tuple[Path, QuantizationReport]) -> None:
     out, report = quantized
     assert {c.name: c.recipe["mode"] for c in report.components} == {
         "text_encoder": "dynamic",
         "image_encoder": "static",
         "fusion_head": "static",
     }
-    # Untrained logits are close together: plain INT8 flips a few of 200 predictions, and the
-    # fallback keeps the most damaging tensors FP32 until 99% agree.
-    assert report.fallback
-    assert report.fallback[0].agreement_before < 0.99
-    assert report.fallback[-1].agreement_after == report.agreement >= 0.99
+    # Untrained logits are close together: INT8 flips about 2 of 200 predictions (on this CPU kind
+    # or that: the kernels round differently); the fallback keeps tensors FP32 until 99% agree.
     assert report.met
+    assert report.agreement >= 0.99
+    if report.fallback:
+        assert report.fallback[0].agreement_before < 0.99
+        assert report.fallback[-1].agreement_after == report.agreement
     excluded = {c.name: {e.name: e.reason for e in c.excluded} for c in report.components}
     for r in report.fallback:
         assert all(excluded[r.component][n].startswith(f"fallback round {r.index}:") for n in r.nodes)
@@ -65,7 +66,7 @@ def test_sizes_shrink(quantized: tuple[Path, QuantizationReport]) -> None:
     _, report = quantized
     image = next(c for c in report.components if c.name == "image_encoder")
     assert image.size_after <= 0.37 * image.size_before  # the first conv (27 values per output) stays FP32
-    assert report.size_after < 0.7 * report.size_before  # less than 4x: the fallback kept a Gemm FP32
+    assert report.size_after < 0.7 * report.size_before  # the first conv, and what the fallback keeps, stay FP32
 
 
 def test_int8_bundle_runs_in_pipeline_with_other_sequence_lengths(
