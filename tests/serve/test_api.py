@@ -6,6 +6,7 @@ import dataclasses
 import io
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -278,13 +279,15 @@ def test_full_queue_answers_503_with_retry_after(pipeline: Pipeline, serve_app: 
     options = ServeOptions(batch=BatchPolicy(max_batch=1, max_wait_ms=0, max_queue=1))
     body = {"inputs": {"text": tiny_inputs(1)["text"].tolist()}}
     with serve_app(create_app(gated, options)) as url, ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(httpx.post, f"{url}/v1/encode/text", json=body, timeout=30) for _ in range(2)]
-        deadline = 100
-        while httpx.get(f"{url}/healthz").json()["queued"] < 1 and deadline:  # one running, one queued
-            deadline -= 1
-            threading.Event().wait(0.02)
-        refused = httpx.post(f"{url}/v1/encode/text", json=body, timeout=30)
-        gated.gate.set()
+        try:
+            held = [pool.submit(httpx.post, f"{url}/v1/encode/text", json=body, timeout=30) for _ in range(2)]
+            deadline = time.monotonic() + 15  # a loaded CI machine took over 2 s to queue the second
+            while httpx.get(f"{url}/healthz").json()["queued"] < 1:  # one running, one queued
+                assert time.monotonic() < deadline, "the second request was never queued"
+                threading.Event().wait(0.02)
+            refused = httpx.post(f"{url}/v1/encode/text", json=body, timeout=30)
+        finally:
+            gated.gate.set()  # never leave a request hanging on the gate
         finished = [f.result() for f in held]
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"

@@ -75,13 +75,13 @@ def _predict_body(batch: int = 1) -> dict:
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny_dir: Path) -> None:
-    with served(tiny_dir, "--max-wait-ms", "1500", "--max-batch", "64") as (proc, url):
+    with served(tiny_dir, "--max-wait-ms", "4000", "--max-batch", "64") as (proc, url):
         result: dict[str, httpx.Response] = {}
         thread = threading.Thread(
             target=lambda: result.update(r=httpx.post(f"{url}/v1/predict", json=_predict_body(), timeout=30))
         )
         thread.start()
-        time.sleep(0.4)  # the request now waits in the batcher for company (up to 1.5 s)
+        time.sleep(1.0)  # the request now waits in the batcher for company (up to 4 s; margin for a slow CI)
         proc.send_signal(signal.SIGTERM)
         thread.join(timeout=30)
         code = proc.wait(timeout=30)
