@@ -73,7 +73,8 @@ def fix_saturation(chain: Chain, say: Callable[[str], None]) -> list[str]:
             note = _dynamic(chain, component, say)
         else:
             continue
-        notes.extend([note] if note else [])
+        if note:
+            notes.append(note)
     return notes
 
 
