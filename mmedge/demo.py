@@ -63,7 +63,11 @@ class DemoSummary:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="mmedge-demo", help="where to write everything (default: ./mmedge-demo)")
-    parser.add_argument("--quick", action="store_true", help="a smaller run (about 80 s on 2 cores, 94%% held-out accuracy): what CI runs")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller run (about 80 s on 2 cores, 94%% held-out accuracy): what CI runs",
+    )
     parser.add_argument("--no-mobile", action="store_true", help="skip packaging the INT8 bundle for phones")
     parser.add_argument("--threads", type=int, default=2, help="threads for training, runtime and benchmark")
 
