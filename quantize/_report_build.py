@@ -183,7 +183,7 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
         "fallback_rounds": [f.index for f in report.fallback if f.component == c.name],
         "report": "quantization_report.json",
     }
-    if recipe.mode in ("static", "dynamic"):  # what the kernel-saturation check saw (mmedge.quantize.saturation)
+    if recipe.precision == "int8":  # what the kernel-saturation check saw (mmedge.quantize.saturation)
         record["kernels_checked_on"] = {"cpu": cpu_model_and_flags()[0], "saturating": int8_kernels_saturate()}
     if r.precision == "fp32":
         return dataclasses.replace(c, quantization=record)

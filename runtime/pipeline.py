@@ -402,8 +402,8 @@ def _warn_unchecked_saturation(manifest: Manifest) -> None:
     for c in manifest.components:
         record = c.quantization or {}
         recipe, checked = record.get("recipe") or {}, record.get("kernels_checked_on") or {}
-        int8 = c.precision == "int8" and recipe.get("mode") in ("static", "dynamic")
-        if int8 and not recipe.get("reduce_range") and checked and not checked.get("saturating"):
+        full_range = c.precision == "int8" and not recipe.get("reduce_range")
+        if full_range and checked and not checked.get("saturating"):
             warnings.warn(
                 SaturationWarning(
                     f"{c.name} was quantized with 8-bit weights on {checked.get('cpu') or 'a CPU'}, whose INT8 "
