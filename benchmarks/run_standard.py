@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime import BenchReport, VariantResult, bench
-from mmedge.runtime._bench_markdown import busy_warning
-
+from mmedge.bench import BenchReport, VariantResult, bench
+from mmedge.bench._markdown import busy_warning
 from mmedge.cpu import int8_kernels_saturate
 
 __all__ = ["MODELS", "TARGETS", "Standard", "Target", "main", "prepare", "run"]
@@ -128,10 +127,10 @@ TARGETS = (
 def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]) -> dict[str, Any]:
     """Train, export (with the monolithic model) and quantize; returns what was done, for the record."""
     import torch
-    from mmedge.export import export_model
-    from mmedge.quantize import quantize_bundle
 
     from mmedge import data, models
+    from mmedge.export import export_model
+    from mmedge.quantize import quantize_bundle
     from mmedge.train import evaluate, train
 
     torch.set_num_threads(threads)

@@ -10,10 +10,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from mmedge.export._types import DEFAULT_OPSET, Tolerance
-
 from mmedge.bundle import MODALITIES
 from mmedge.errors import ExportError, translated
+from mmedge.export._types import DEFAULT_OPSET, Tolerance
 
 __all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "working_copy"]
 

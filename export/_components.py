@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mmedge.bundle import Asset, Component
+from mmedge.errors import ExportError
 from mmedge.export import _manifest as mf
 from mmedge.export._capture import Call, used_tensors
 from mmedge.export._context import Ctx, Part, model_prefix, raise_failed
@@ -12,9 +14,6 @@ from mmedge.export._exporters import Exported, ExportJob, export_verified
 from mmedge.export._tree import flatten
 from mmedge.export._types import EncoderSpec, VerificationRow
 from mmedge.export._verify import compare, numpy_of, run_onnx, verify_onnx
-
-from mmedge.bundle import Asset, Component
-from mmedge.errors import ExportError
 
 __all__ = ["HEAD", "MONOLITHIC_FILE", "check_chain", "export_encoder", "export_head", "export_monolithic"]
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmedge.bundle import Asset, Component, Verification
+from mmedge.errors import ExportError
 from mmedge.export._axes import Axes, observed_axes
 from mmedge.export._capture import Call
 from mmedge.export._types import Tolerance, VerificationRow
 from mmedge.export._verify import numpy_of
-
-from mmedge.bundle import Asset, Component, Verification
-from mmedge.errors import ExportError
 
 __all__ = ["Ctx", "Part", "Progress", "Runs", "model_prefix", "raise_failed"]
 

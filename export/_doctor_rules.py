@@ -13,14 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mmedge.bundle import DTYPES
+from mmedge.errors import ExportError
 from mmedge.export._components import HEAD
 from mmedge.export._doctor_trace import Event, Recording
 from mmedge.export._doctor_types import Finding
 from mmedge.export._split import Split
 from mmedge.export._tree import tensors
-
-from mmedge.bundle import DTYPES
-from mmedge.errors import ExportError
 
 __all__ = ["HEAD", "MODEL", "findings"]
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge.export._hygiene import GraphError, finalize
-
 from mmedge.errors import ExportError
+from mmedge.export._hygiene import GraphError, finalize
 
 __all__ = ["EXPORTERS", "Attempt", "ExportJob", "Exported", "export_verified", "preferred_order"]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmedge.errors import ExportError
 from mmedge.export._tree import tensors
 from mmedge.export._types import Tolerance
 from mmedge.export._verify import numpy_of
-
-from mmedge.errors import ExportError
 
 __all__ = ["swap_mel_frontends"]
 

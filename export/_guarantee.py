@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mmedge.errors import ExportError
 from mmedge.export._context import Ctx, Part, model_prefix
 from mmedge.export._tree import flatten
 from mmedge.export._verify import numpy_of
-
-from mmedge.errors import ExportError
 from mmedge.verify import Numerics, raise_failures, verify_component
 
 __all__ = ["verify_export"]

@@ -9,8 +9,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmedge.export._axes import symbolic_shape
-
 from mmedge.bundle import (
     AudioPreprocess,
     ImagePreprocess,
@@ -21,6 +19,7 @@ from mmedge.bundle import (
     TextPreprocess,
 )
 from mmedge.errors import ExportError
+from mmedge.export._axes import symbolic_shape
 
 __all__ = [
     "VOCAB_FILE",

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
+from mmedge.errors import ExportError
 from mmedge.export._capture import Call, Capture, capture
 from mmedge.export._tree import tensors
 from mmedge.export._types import EncoderSpec
-
-from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
-from mmedge.errors import ExportError
 
 __all__ = ["Split", "guess_modality", "input_modalities", "plan_split"]
 

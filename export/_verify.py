@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.export._types import Tolerance, VerificationRow
 
 from mmedge.bundle import Verification
 from mmedge.errors import ExportError
+from mmedge.export._types import Tolerance, VerificationRow
 from mmedge.verify import compare_arrays
 
 __all__ = ["compare", "numpy_of", "record", "run_onnx", "verify_onnx"]

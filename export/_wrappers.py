@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from torch import nn
+
 from mmedge.export._capture import Call, Raw
 from mmedge.export._tree import rebuild, tensors
-from torch import nn
 
 __all__ = ["EncoderModule", "HeadModule", "MonolithicModule", "stubbed"]
 

@@ -15,17 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge.export import _manifest as mf
-from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
-from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
-from mmedge.export._capture import capture
-from mmedge.export._context import Ctx, Part, Progress, Runs
-from mmedge.export._guarantee import verify_export
-from mmedge.export._split import Split, input_modalities, plan_split
-from mmedge.export._types import ExportResult, Tolerance
-from mmedge.export._verify import record
-from mmedge.export.doctor import preflight, raise_errors, report_for
-
 from mmedge.bundle import (
     RAW_INPUTS,
     Asset,
@@ -37,6 +26,16 @@ from mmedge.bundle import (
     write_manifest,
 )
 from mmedge.errors import ExportError
+from mmedge.export import _manifest as mf
+from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
+from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
+from mmedge.export._capture import capture
+from mmedge.export._context import Ctx, Part, Progress, Runs
+from mmedge.export._guarantee import verify_export
+from mmedge.export._split import Split, input_modalities, plan_split
+from mmedge.export._types import ExportResult, Tolerance
+from mmedge.export._verify import record
+from mmedge.export.doctor import preflight, raise_errors, report_for
 
 __all__ = ["AUDIO_FRONTENDS", "export_model"]
 

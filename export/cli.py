@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
-
 from mmedge.bundle import ModelInfo
 from mmedge.console import console, print_json, progress, table
+from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
 
 __all__ = ["configure", "run"]
 

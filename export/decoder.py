@@ -26,13 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.export import _manifest as mf
-from mmedge.export._arguments import check_options, working_copy
-from mmedge.export._axes import Axes, observed_axes, second_inputs
-from mmedge.export._context import Progress
-from mmedge.export._exporters import ExportJob, export_verified
-from mmedge.export._types import EncoderSpec, ExportResult, Tolerance, VerificationRow
-from mmedge.export._verify import numpy_of, record, run_onnx, verify_onnx
 
 from mmedge.bundle import (
     RAW_INPUTS,
@@ -49,6 +42,13 @@ from mmedge.bundle import (
 )
 from mmedge.decoding import Generation, generate
 from mmedge.errors import ExportError, translated
+from mmedge.export import _manifest as mf
+from mmedge.export._arguments import check_options, working_copy
+from mmedge.export._axes import Axes, observed_axes, second_inputs
+from mmedge.export._context import Progress
+from mmedge.export._exporters import ExportJob, export_verified
+from mmedge.export._types import EncoderSpec, ExportResult, Tolerance, VerificationRow
+from mmedge.export._verify import numpy_of, record, run_onnx, verify_onnx
 
 __all__ = ["DECODER_INIT", "DECODER_STEP", "IMAGE_ENCODER", "export_captioner"]
 

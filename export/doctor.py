@@ -15,13 +15,12 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from mmedge.errors import ExportError
 from mmedge.export._doctor_rules import HEAD, MODEL, findings
 from mmedge.export._doctor_trace import Recording
 from mmedge.export._doctor_trace import recording as preflight
 from mmedge.export._doctor_types import SEVERITIES, DoctorReport, Finding
 from mmedge.export._split import Split
-
-from mmedge.errors import ExportError
 
 __all__ = ["SEVERITIES", "DoctorReport", "Finding", "diagnose", "preflight", "raise_errors", "report_for"]
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mmedge.export._doctor_types import DoctorReport
-
 from mmedge.console import console, print_json, table
+from mmedge.export._doctor_types import DoctorReport
 
 __all__ = ["configure", "run", "show_report"]
 

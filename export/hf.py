@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mmedge.export._types import Tolerance
 
 from mmedge.bundle import (
     Bundle,
@@ -39,6 +38,7 @@ from mmedge.bundle import (
     write_manifest,
 )
 from mmedge.errors import ExportError
+from mmedge.export._types import Tolerance
 from mmedge.verify import Numerics, verify_component
 
 __all__ = ["FUSE_MODES", "FusionResult", "FusionTrial", "ffn_down_projections", "optimize_transformers"]
@@ -174,6 +174,7 @@ def _check_options(
 def _targets(src: Bundle, names: Sequence[str] | None) -> list[Component]:
     """The components to fuse: the named ones (checked), else every FP32 transformer encoder."""
     import onnx
+
     from mmedge.export._hf_fusion import is_transformer
 
     manifest = src.manifest
@@ -227,7 +228,7 @@ def _fuse_component(
 ) -> tuple[list[FusionTrial], FusionTrial | None, _Record]:
     """Try the fusers on one component; the trials, the one to keep (or None) and what to record."""
     from mmedge.export._hf_fusion import FUSERS, fuse, id_bounds, input_feeds
-    from mmedge.runtime.timing import interleaved_latency
+    from mmedge.timing import interleaved_latency
 
     source = src.path / component.file
     bounds = id_bounds(source, component)

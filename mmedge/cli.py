@@ -23,8 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("mmedge.export.doctor_cli", "list patterns in a model that break export or mobile EPs", "export"),
     "quantize": ("mmedge.quantize.cli", "turn a bundle into an INT8 bundle with an accuracy report", ""),
     "run": ("mmedge.runtime.run_cli", "run a bundle on inputs (files, arrays or strings)", ""),
-    "bench": ("mmedge.runtime.bench_cli", "profile latency per component and end to end", ""),
-    "mobile": ("mmedge.runtime.mobile_cli", "prepare a bundle for phones (.ort, fixed shapes, EP report)", ""),
+    "bench": ("mmedge.bench.cli", "profile latency per component and end to end", ""),
+    "mobile": ("mmedge.mobile.cli", "prepare a bundle for phones (.ort, fixed shapes, EP report)", ""),
     "inspect": ("mmedge.inspect", "print a bundle's components, IO, precision, sizes and hashes", ""),
     "serve": ("mmedge.serve.cli", "serve a bundle over HTTP (REST)", "serve"),
 }

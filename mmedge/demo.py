@@ -216,8 +216,8 @@ def _quantize(src: Path, out: Path, trainset: Any, holdout: Any, plan: DemoPlan,
 
 
 def _mobile(src: Path, out: Path, show: bool) -> None:
-    from mmedge.runtime import package_mobile
-    from mmedge.runtime.mobile_cli import show_report
+    from mmedge.mobile import package_mobile
+    from mmedge.mobile.cli import show_report
 
     report = package_mobile(src, out, target="android")
     if show:
@@ -264,9 +264,9 @@ def _mark(row: dict[str, Any]) -> str:
 
 
 def _bench(out: Path, plan: DemoPlan, show: bool) -> dict[str, float]:
-    from mmedge.runtime import bench
-    from mmedge.runtime.bench_cli import show as show_bench
-    from mmedge.runtime.bench_cli import write_outputs
+    from mmedge.bench import bench
+    from mmedge.bench.cli import show as show_bench
+    from mmedge.bench.cli import write_outputs
 
     with progress(enabled=show) as bar:
         task = bar.add_task("benchmarking", total=None, status="")

@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
-from mmedge.quantize.calibration import SampleReader
-from mmedge.quantize.recipes import Recipe, frontend_nodes, shallow_convs
 
 from mmedge.errors import QuantizationError, translated
+from mmedge.quantize.calibration import SampleReader
+from mmedge.quantize.recipes import Recipe, frontend_nodes, shallow_convs
 
 __all__ = ["METHODS", "apply", "excluded_nodes", "prepare"]
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from mmedge.bundle import Manifest, OutputSpec
 from mmedge.quantize._apply import apply, excluded_nodes
 from mmedge.quantize._generation import caption_spec, compare_captions
 from mmedge.quantize._graph import Runner, downstream, fed_by_wiring, topological, upstream
@@ -24,8 +26,6 @@ from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.recipes import Recipe, quantized_ops
 from mmedge.quantize.report import TensorComparison
-
-from mmedge.bundle import Manifest, OutputSpec
 
 __all__ = ["Chain", "OutputResult"]
 

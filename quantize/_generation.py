@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from mmedge.quantize._graph import Runner
-from mmedge.quantize._metrics import compare
-from mmedge.quantize.report import TensorComparison
 
 from mmedge.bundle import RAW_INPUTS, Manifest, OutputSpec
 from mmedge.decoding import generate
 from mmedge.errors import QuantizationError
+from mmedge.quantize._graph import Runner
+from mmedge.quantize._metrics import compare
+from mmedge.quantize.report import TensorComparison
 
 __all__ = ["CAPTION", "caption_spec", "compare_captions"]
 

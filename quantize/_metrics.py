@@ -11,9 +11,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from mmedge.quantize.report import TensorComparison
 
 from mmedge.errors import QuantizationError
+from mmedge.quantize.report import TensorComparison
 
 __all__ = ["AGREEMENT_KINDS", "accuracy", "agreement", "compare", "noise_ratio"]
 

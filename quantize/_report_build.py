@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
+from mmedge import __version__
+from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
+from mmedge.cpu import cpu_model_and_flags, int8_kernels_saturate
+from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._generation import CAPTION, caption_spec
 from mmedge.quantize._graph import fed_by_wiring, upstream
@@ -25,11 +30,6 @@ from mmedge.quantize.report import (
     TensorComparison,
 )
 from mmedge.quantize.speed import SpeedCheck
-
-from mmedge import __version__
-from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
-from mmedge.cpu import cpu_model_and_flags, int8_kernels_saturate
-from mmedge.errors import QuantizationError
 from mmedge.verify import Numerics, raise_failures, verify_component
 
 __all__ = ["build_report", "write_bundle"]

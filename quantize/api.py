@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from mmedge.bundle import Bundle, load_bundle
+from mmedge.errors import QuantizationError
 from mmedge.quantize._apply import METHODS, prepare
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._graph import Runner
@@ -28,10 +31,7 @@ from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, reso
 from mmedge.quantize.report import FallbackRound, QuantizationReport
 from mmedge.quantize.saturation import fix_saturation
 from mmedge.quantize.speed import check_speed
-from mmedge.runtime.pipeline import default_thread_budget
-
-from mmedge.bundle import Bundle, load_bundle
-from mmedge.errors import QuantizationError
+from mmedge.sessions import default_thread_budget
 
 __all__ = ["AccuracyWarning", "quantize_bundle"]
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from mmedge.bundle import load_bundle
+from mmedge.console import console, human_bytes, print_json, table
+from mmedge.errors import QuantizationError
 from mmedge.quantize._apply import METHODS
 from mmedge.quantize.api import AccuracyWarning, quantize_bundle
 from mmedge.quantize.calibration import collect_samples, synthetic_calibration
 from mmedge.quantize.recipes import MODES
 from mmedge.quantize.report import REPORT_MD, QuantizationReport
-
-from mmedge.bundle import load_bundle
-from mmedge.console import console, human_bytes, print_json, table
-from mmedge.errors import QuantizationError
 
 __all__ = ["configure", "run"]
 

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from mmedge.errors import QuantizationError, translated
 from mmedge.quantize._chain import Chain, OutputResult
 from mmedge.quantize._graph import downstream
 from mmedge.quantize._metrics import noise_ratio
 from mmedge.quantize._surgery import dequantized_weights, without_quantization
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.report import FallbackRound
-
-from mmedge.errors import QuantizationError, translated
 
 __all__ = ["CANDIDATES_PER_ROUND", "Candidate", "candidates", "fallback_round"]
 

@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from mmedge.quantize._chain import Chain
-from mmedge.quantize._graph import topological
-from mmedge.quantize._metrics import compare
 
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import QuantizationError, translated
+from mmedge.quantize._chain import Chain
+from mmedge.quantize._graph import topological
+from mmedge.quantize._metrics import compare
 
 __all__ = ["KERNEL_MIN_COSINE", "KERNEL_SAMPLES", "fix_saturation", "kernel_agreement"]
 

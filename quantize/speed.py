@@ -5,7 +5,7 @@ audio CNN whose spectral front-end must stay FP32 pays Q/DQ at the border and ra
 than FP32 (1.46 vs 1.28 ms), and a static INT8 fusion head of one Gemm spent more time quantizing
 its input than the Gemm took in FP32. There, quantization costs accuracy and buys nothing, so
 for every component whose recipe was chosen automatically, ``quantize_bundle`` times the FP32
-and the quantized graph interleaved (:func:`mmedge.runtime.timing.interleaved_latency`, sessions
+and the quantized graph interleaved (:func:`mmedge.timing.interleaved_latency`, sessions
 opened as the Pipeline opens them) on a calibration input, and keeps FP32 unless the quantized
 graph is at least ``MIN_SPEEDUP`` faster. Components whose FP32 graph runs in under
 ``MIN_TIMED_MS`` keep their recipe: at that size the timing is mostly noise and the time at stake
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._graph import fed_by_wiring
 from mmedge.quantize.recipes import Recipe
-from mmedge.runtime.timing import interleaved_latency
-
-from mmedge.errors import QuantizationError
+from mmedge.timing import interleaved_latency
 
 __all__ = ["MIN_SPEEDUP", "MIN_TIMED_MS", "SpeedCheck", "check_speed"]
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._graph import Graph
+
+from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
+from mmedge.errors import InputError
+from mmedge.graph import Graph
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.preprocess import check_array, prepare, prepare_text
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
 from mmedge.runtime.validate import batch_problems, id_range_problems, raise_problems, short_repr, tensor_problems
-
-from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
-from mmedge.errors import InputError
 
 __all__ = ["Feeds", "InputRouter"]
 

@@ -2,7 +2,7 @@
 
 ``Pipeline(bundle, providers={"image": "coreml", "text": "cpu", "*": "auto"})``: each component
 gets the request of its own name, else of its modality, else of ``"*"`` (default ``"auto"``),
-each resolved by :func:`~mmedge.runtime.providers.resolve_providers`. A key that names no
+each resolved by :func:`~mmedge.providers.resolve_providers`. A key that names no
 component or modality of the bundle is an error (a typo would otherwise silently mean "auto").
 
 An EP that takes a graph in many pieces pays a copy between it and the CPU at every border,
@@ -17,13 +17,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mmedge.runtime.providers import CPU, ProviderPlan, ProviderRequest, resolve_providers
-
 from mmedge.bundle import Manifest
 from mmedge.errors import ConfigError, PartitionWarning
+from mmedge.providers import CPU, ProviderPlan, ProviderRequest, resolve_providers
 
 if TYPE_CHECKING:
-    from mmedge.runtime._session import ComponentPlacement
+    from mmedge.sessions import ComponentPlacement
 
 __all__ = [
     "DEFAULT_MAX_PARTITIONS",
@@ -31,7 +30,6 @@ __all__ = [
     "ProviderPolicy",
     "check_partitions",
     "component_plans",
-    "count_partitions",
     "parse_policy",
 ]
 
@@ -100,23 +98,6 @@ def component_plans(
             resolved[repr(request)] = resolve_providers(request, available, fallback=fallback, known=known)
         plans[c.name] = resolved[repr(request)]
     return plans
-
-
-def count_partitions(subgraphs: Sequence[tuple[str, int]]) -> dict[str, int]:
-    """Partitions per EP from ORT's assignment record: ``(ep, nodes)`` per subgraph, in ORT's order.
-
-    ORT records one subgraph per node for kernel-based EPs (CPU, CUDA) and one per fused piece
-    for compiling EPs (CoreML, NNAPI, TensorRT). So a multi-node subgraph is a partition of its
-    own, and consecutive single-node subgraphs of one EP form one partition.
-    """
-    counts: dict[str, int] = {}
-    previous: tuple[str, int] | None = None
-    for ep, nodes in subgraphs:
-        joins = previous is not None and previous[0] == ep and previous[1] == 1 and nodes == 1
-        if not joins:
-            counts[ep] = counts.get(ep, 0) + 1
-        previous = (ep, nodes)
-    return counts
 
 
 def check_partitions(placement: ComponentPlacement, max_partitions: int | None) -> None:

@@ -13,11 +13,11 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._session import to_numpy
 
 from mmedge.bundle import Bundle, Component, GenerationSpec
 from mmedge.decoding import STRATEGIES, Generation, generate, load_vocab
 from mmedge.errors import BundleError, InputError
+from mmedge.sessions import to_numpy
 
 __all__ = ["STRATEGIES", "Generation", "Generator", "no_decoder_error"]
 

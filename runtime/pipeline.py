@@ -29,7 +29,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
-from mmedge.runtime._graph import Graph
+
+from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
+from mmedge.cpu import int8_kernels_saturate
+from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
+from mmedge.graph import Graph
 from mmedge.runtime._inputs import Feeds, InputRouter
 from mmedge.runtime._policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
 from mmedge.runtime._schedule import (
@@ -39,23 +43,20 @@ from mmedge.runtime._schedule import (
     measure_costs,
     share_threads,
 )
-from mmedge.runtime._session import (
+from mmedge.runtime.generate import Generation, Generator, no_decoder_error
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
+from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
+from mmedge.sessions import (
     GRAPH_OPTIMIZATION,
     ComponentPlacement,
     ComponentSession,
     SessionSettings,
+    default_thread_budget,
     open_session,
     to_numpy,
 )
-from mmedge.runtime.generate import Generation, Generator, no_decoder_error
-from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 
-from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
-from mmedge.cpu import int8_kernels_saturate
-from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
-
-__all__ = ["STRICT_HELP", "Pipeline", "default_thread_budget"]
+__all__ = ["STRICT_HELP", "Pipeline"]
 
 log = logging.getLogger("mmedge.runtime")
 
@@ -63,15 +64,6 @@ T = TypeVar("T")
 STRICT_HELP = "fail instead of running any node on the CPU when an accelerator is asked for (ProviderError names them)"
 MAX_THREADS = 1024  # more intra-op threads than this is a typo; onnxruntime would fail to allocate them
 Trace = Callable[[str, str, int, int], None]  # (kind, name, start_ns, end_ns)
-
-
-def default_thread_budget() -> int:
-    """Physical cores this process may run on (hyper-threads do not speed up ORT's kernels)."""
-    import psutil
-
-    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical
-    return max(1, min(physical, allowed))
 
 
 class Pipeline:

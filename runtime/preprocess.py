@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._signal import resample, resize
-from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
+from mmedge.runtime._signal import resample, resize
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
+from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
 __all__ = ["MAX_AMPLITUDE", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare", "prepare_text"]
 

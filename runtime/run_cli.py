@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
-from mmedge.runtime.pipeline import STRICT_HELP, Pipeline
 from rich.markup import escape
 
 from mmedge.bundle import OutputSpec
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
+from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
+from mmedge.runtime.pipeline import STRICT_HELP, Pipeline
 
 __all__ = ["configure", "run", "summarize"]
 

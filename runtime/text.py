@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 
 from mmedge.bundle import Bundle, InputSpec, TextPreprocess
 from mmedge.errors import BundleError, InputError
+from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 
 __all__ = ["Tokenizer", "Vocabulary", "attention_mask", "load_tokenizer", "pad_ids", "sequence_length", "tokenize"]
 

@@ -28,13 +28,28 @@ def test_documented_extras_exist() -> None:
     assert {"export", "hf", "gpu", "serve", "test"} <= set(PYPROJECT["project"]["optional-dependencies"])
 
 
-def test_stages_map_to_their_folders() -> None:
-    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {
-        "mmedge": "mmedge",
-        "mmedge.export": "export",
-        "mmedge.runtime": "runtime",
-        "mmedge.quantize": "quantize",
-    }
+def test_every_top_level_package_folder_maps_to_mmedge_name() -> None:
+    """DESIGN.md: each top-level folder is ``mmedge.<folder>``; the core is ``mmedge/`` itself."""
+    folders = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
+    expected = {"mmedge": "mmedge"} | {f"mmedge.{f}": f for f in folders - {"mmedge"}}
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == expected
+
+
+def test_every_listed_package_exists_and_every_package_is_listed() -> None:
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = set()
+    for prefix, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            name = ".".join((prefix, *rel))
+            if not any(
+                name.startswith(f"{other}.") or name == other
+                for other in mapping
+                if other != prefix and len(other) > len(prefix)
+            ):
+                found.add(name)
+    assert found == listed
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -59,7 +74,8 @@ def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_every_command_has_a_module() -> None:
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
     for module, _, _ in COMMANDS.values():
-        path = module.replace("mmedge.export", "export").replace("mmedge.runtime", "runtime")
-        path = path.replace("mmedge.quantize", "quantize").replace(".", "/")
-        assert (ROOT / f"{path}.py").is_file(), f"{module} is registered but missing"
+        package = max((p for p in mapping if module.startswith(f"{p}.")), key=len)
+        path = ROOT / mapping[package] / (module.removeprefix(f"{package}.").replace(".", "/") + ".py")
+        assert path.is_file(), f"{module} is registered but missing"

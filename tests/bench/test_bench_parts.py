@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.runtime._bench_inputs import bench_inputs
-from mmedge.runtime._bench_plan import check_same_inputs
-from mmedge.runtime._bench_profile import hotspots, ort_op_totals
-from mmedge.runtime._bench_stats import Sample, attribution
-from mmedge.runtime._bench_variants import pipeline_sample
 from tinybundle import VOCAB
 
+from mmedge.bench._inputs import bench_inputs
+from mmedge.bench._plan import check_same_inputs
+from mmedge.bench._profile import hotspots, ort_op_totals
+from mmedge.bench._stats import Sample, attribution
+from mmedge.bench._variants import pipeline_sample
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import InputError
 
@@ -131,7 +131,7 @@ def test_each_variant_follows_each_other_about_equally_often() -> None:
     """What one run leaves behind (caches, spinning threads) must not land on one variant more than others."""
     from collections import Counter
 
-    from mmedge.runtime._bench_coord import _rounds
+    from mmedge.bench._coord import _rounds
 
     order: list[str] = []
 

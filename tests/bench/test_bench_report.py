@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mmedge.runtime import BenchReport, bench
 from PIL import Image
 from tinybundle import tiny_manifest
+
+from mmedge.bench import BenchReport, bench
 
 SCHEMA_FILE = Path(__file__).with_name("expected_schema.json")
 FREE_FORM = ("machine.versions",)  # keys are package names, not schema

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mmedge.runtime import BenchProgress, bench, bench_cli
 from tinybundle import tiny_manifest
 from torchfree import NO_TORCH
 
+from mmedge.bench import BenchProgress, bench
+from mmedge.bench import cli as bench_cli
 from mmedge.cli import main
 from mmedge.errors import InputError
 

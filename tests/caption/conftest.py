@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmedge.export import ExportResult, export_captioner
-from mmedge.quantize import QuantizationReport, quantize_bundle
 
 from mmedge.data import CaptionDataset, make_captions
+from mmedge.export import ExportResult, export_captioner
 from mmedge.models import CaptionConfig, CaptionNet
+from mmedge.quantize import QuantizationReport, quantize_bundle
 from mmedge.train import train
 
 IMAGE_SIZE = 32

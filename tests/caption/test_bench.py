@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from mmedge.runtime import bench
 
+from mmedge.bench import bench
 from mmedge.cli import main
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mmedge.runtime import Pipeline
 from PIL import Image
 from torchfree import NO_TORCH, run_python
 
 from mmedge.cli import main
+from mmedge.runtime import Pipeline
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmedge.export import export_captioner
 
 from mmedge.bundle import (
     RAW_INPUTS,
@@ -27,6 +26,7 @@ from mmedge.bundle import (
 )
 from mmedge.data import BOS_ID, EOS_ID, PAD_ID, VOCAB
 from mmedge.errors import BundleError, ExportError
+from mmedge.export import export_captioner
 from mmedge.models import CaptionConfig, CaptionNet
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from caption.beam_reference import reference_search
-from mmedge.runtime import Pipeline
 
 from mmedge.data import BOS_ID, EOS_ID, decode_ids
 from mmedge.errors import InputError
+from mmedge.runtime import Pipeline
 
 
 def _trim(row: list[int]) -> tuple[int, ...]:

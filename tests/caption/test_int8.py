@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import load_bundle
+from mmedge.runtime import Pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mmedge.runtime import Pipeline, package_mobile
 
 from mmedge.errors import InputError
+from mmedge.mobile import package_mobile
+from mmedge.runtime import Pipeline
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmedge.export import load_checkpoint
 from safetensors.torch import save_file
 from torch import nn
 
 from mmedge._hashing import sha256_file
 from mmedge.errors import ExportError
+from mmedge.export import load_checkpoint
 
 
 def _net(hidden: int = 4) -> nn.Module:

@@ -10,12 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from mmedge.export import Tolerance, export_model
-from mmedge.export import _exporters as exporters
 from torch import Tensor, nn
 
 from mmedge.bundle import RAW_INPUTS, AudioPreprocess, Edge, ImagePreprocess, TextPreprocess, load_bundle
 from mmedge.errors import ExportError
+from mmedge.export import Tolerance, export_model
+from mmedge.export import _exporters as exporters
 
 LOGITS_ATOL = 1e-4
 

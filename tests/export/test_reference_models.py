@@ -7,11 +7,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from mmedge.export import ExportResult, export_model
 from tinymodels import tiny_model
 from torch import nn
 
 from mmedge.bundle import RAW_INPUTS, Edge, TextPreprocess
+from mmedge.export import ExportResult, export_model
 from mmedge.models import REFERENCE_MODELS
 
 LOGITS_ATOL = 1e-4

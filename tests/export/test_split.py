@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import Tensor, nn
+
+from mmedge.bundle import TextPreprocess
+from mmedge.errors import ExportError
 from mmedge.export import Tolerance, export_model
 from mmedge.export._axes import input_axes, observed_axes, second_inputs
 from mmedge.export._exporters import unsupported_op
 from mmedge.export._split import guess_modality, plan_split
 from mmedge.export._tree import flatten, rebuild
-from torch import Tensor, nn
-
-from mmedge.bundle import TextPreprocess
-from mmedge.errors import ExportError
 
 
 def _plan(model: nn.Module, inputs: dict, encoders: dict | None = None):

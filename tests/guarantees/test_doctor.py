@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from guarantees import _models
-from mmedge.export import export_model
-from mmedge.export.doctor import diagnose
 
 from mmedge.cli import main
 from mmedge.errors import ExportError
+from mmedge.export import export_model
+from mmedge.export.doctor import diagnose
 
 
 @pytest.mark.parametrize(

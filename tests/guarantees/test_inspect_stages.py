@@ -17,8 +17,8 @@ from mmedge.console import console
 def test_quantize_then_mobile_record_a_check_each_and_inspect_lists_them(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mmedge.mobile import package_mobile
     from mmedge.quantize import quantize_bundle
-    from mmedge.runtime import package_mobile
 
     quantize_bundle(tiny_bundle, tmp_path / "int8", calibration=[tiny_inputs(seed=i) for i in range(10)])
     package_mobile(tmp_path / "int8", tmp_path / "mobile", target="generic")

@@ -6,12 +6,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mmedge.runtime import Pipeline
-from mmedge.runtime._policy import component_plans, count_partitions
 from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import ConfigError, PartitionWarning, ProviderError
+from mmedge.runtime import Pipeline
+from mmedge.runtime._policy import component_plans
+from mmedge.sessions import count_partitions
 
 CPU, AZURE, COREML = "CPUExecutionProvider", "AzureExecutionProvider", "CoreMLExecutionProvider"
 KNOWN = (CPU, AZURE, COREML, "CUDAExecutionProvider")

@@ -16,6 +16,7 @@ from mmedge.errors import BundleError, ExportError, QuantizationError
 def test_export_rewrite_before_the_manifest_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A graph pass between export and write_manifest (hashes stay consistent) that fixes the batch."""
     from guarantees._models import CleanNet
+
     from mmedge.export import _components, export_model
 
     check_chain = _components.check_chain
@@ -37,6 +38,7 @@ def test_export_rewrite_before_the_manifest_is_caught(tmp_path: Path, monkeypatc
 
 def test_export_records_the_shared_check(tmp_path: Path) -> None:
     from guarantees._models import CleanNet
+
     from mmedge.export import export_model
 
     net = CleanNet()
@@ -89,7 +91,8 @@ def test_quantize_records_the_shared_check_per_component(tiny_bundle: Path, tmp_
 def test_mobile_conversion_that_fixes_a_batch_is_caught(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmedge.runtime import mobile, package_mobile
+    from mmedge.mobile import api as mobile
+    from mmedge.mobile import package_mobile
 
     fixed_model = mobile._fixed_model
 
@@ -111,7 +114,7 @@ def test_mobile_conversion_that_fixes_a_batch_is_caught(
 def test_mobile_checks_a_second_shape_only_where_the_manifest_keeps_dims_dynamic(
     tiny_bundle: Path, tmp_path: Path, target: str, runs: int
 ) -> None:
-    from mmedge.runtime import package_mobile
+    from mmedge.mobile import package_mobile
 
     package_mobile(tiny_bundle, tmp_path / "mobile", target=target)
     text = load_bundle(tmp_path / "mobile").manifest.component("text_encoder")

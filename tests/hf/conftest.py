@@ -142,7 +142,6 @@ def bert_export(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def clip_export(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A tiny CLIPDualEncoder exported with a transformers fast tokenizer in the bundle."""
     from mmedge.export import export_model
-
     from mmedge.models.hf import CLIPDualEncoder
 
     tok = clip_tokenizer()

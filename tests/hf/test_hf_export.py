@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import RAW_INPUTS, Edge, TextPreprocess, load_bundle
 from mmedge.errors import BundleError, ExportError, InputError
+from mmedge.runtime import Pipeline
 
 PARITY_ATOL = 1e-4
 IMAGE_SIZE = 32  # as the exported models (conftest)

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from mmedge.export.hf import optimize_transformers
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import BundleError, ExportError
+from mmedge.export.hf import optimize_transformers
+from mmedge.runtime import Pipeline
 
 TEXTS = ["a photo of a red circle", "two dogs playing in the park", "a bowl"]
 FUSED_ATOL = 1e-4

@@ -48,12 +48,12 @@ PARITY_ATOL = 1e-4
 @pytest.mark.slow
 def test_minilm_fp32_parity_and_int8_cosine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
-    from mmedge.export import export_model, ffn_down_projections
-    from mmedge.quantize import Recipe, quantize_bundle
-    from mmedge.runtime import Pipeline
     from transformers import AutoTokenizer, BertModel
 
+    from mmedge.export import export_model, ffn_down_projections
     from mmedge.models.hf import SentenceEmbedder
+    from mmedge.quantize import Recipe, quantize_bundle
+    from mmedge.runtime import Pipeline
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # everything comes from the package's folder
     path = str(minilm.get_model_path())

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'mmedge[serve]'")
 
 import httpx
-from mmedge.runtime import Pipeline
 from serving import serving
 
+from mmedge.runtime import Pipeline
 from mmedge.serve import ServeOptions, app_for_bundle
 
 TEXTS = ["a red car parked near the house", "two dogs"]

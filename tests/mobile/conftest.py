@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from mmedge.runtime.mobile import MobileReport, package_mobile
 
 from mmedge.bundle import RAW_INPUTS, Bundle
+from mmedge.mobile.api import MobileReport, package_mobile
 
 
 @pytest.fixture

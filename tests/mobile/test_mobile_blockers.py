@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from mmedge.runtime.mobile import MobileReport, package_mobile
 from onnx import TensorProto, helper, numpy_helper
 
 from mmedge.bundle import (
@@ -23,6 +22,7 @@ from mmedge.bundle import (
     staged_bundle,
     write_manifest,
 )
+from mmedge.mobile.api import MobileReport, package_mobile
 
 Packaged = Callable[..., tuple[Path, MobileReport]]
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from mmedge.runtime.mobile import package_mobile, parse_fixed_shapes
 
 from mmedge.cli import main
 from mmedge.errors import BundleError, InputError
+from mmedge.mobile.api import package_mobile, parse_fixed_shapes
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from mmedge.runtime import Pipeline
-from mmedge.runtime.mobile import TARGETS, MobileReport
 from tinybundle import tiny_inputs
 
 from mmedge.bundle import TensorSpec, check_io, load_bundle
+from mmedge.mobile.api import TARGETS, MobileReport
+from mmedge.runtime import Pipeline
 
 Packaged = Callable[..., tuple[Path, MobileReport]]
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64"}
@@ -149,7 +149,7 @@ def test_reports_are_written_into_the_bundle(packaged: Packaged) -> None:
 
 def test_packaging_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom mmedge.runtime.mobile import package_mobile\n"
+        "import sys\nfrom mmedge.mobile.api import package_mobile\n"
         f"package_mobile({str(tiny_bundle)!r}, {str(tmp_path / 'm')!r}, target='android')\n"
         "sys.exit(3 if 'torch' in sys.modules else 0)"
     )

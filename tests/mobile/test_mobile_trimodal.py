@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmedge.export import export_model
-from mmedge.quantize import quantize_bundle
-from mmedge.runtime import Pipeline
-from mmedge.runtime.mobile import MobileReport, package_mobile
 from tinymodels import TINY_CONFIGS
 
+from mmedge.export import export_model
+from mmedge.mobile.api import MobileReport, package_mobile
 from mmedge.models import TriModalNet
+from mmedge.quantize import quantize_bundle
+from mmedge.runtime import Pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.quantize import SampleReader, collect_samples, quantize_bundle, synthetic_calibration
 from onnxruntime.quantization import CalibrationDataReader
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import QuantizationError
+from mmedge.quantize import SampleReader, collect_samples, quantize_bundle, synthetic_calibration
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.quantize.cli import parse_recipe
 
 from mmedge.bundle import load_bundle
 from mmedge.cli import main
 from mmedge.errors import QuantizationError
+from mmedge.quantize.cli import parse_recipe
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 

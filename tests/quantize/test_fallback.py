@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.quantize import AccuracyWarning, quantize_bundle
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import QuantizationError
+from mmedge.quantize import AccuracyWarning, quantize_bundle
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 PLANTED = "planted_outlier"

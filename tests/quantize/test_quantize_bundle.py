@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from mmedge.quantize import QuantizationReport, Recipe, quantize_bundle
-from mmedge.quantize.report import REPORT_JSON, REPORT_MD
 
 from mmedge.bundle import load_bundle, staged_bundle, write_manifest
 from mmedge.errors import BundleError, QuantizationError
+from mmedge.quantize import QuantizationReport, Recipe, quantize_bundle
+from mmedge.quantize.report import REPORT_JSON, REPORT_MD
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 

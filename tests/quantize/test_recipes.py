@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from mmedge.quantize import Recipe, choose_recipe
-from mmedge.quantize.recipes import frontend_nodes, resolve_recipes, shallow_convs
 from onnx import TensorProto, helper, numpy_helper
 
 from mmedge.errors import QuantizationError
+from mmedge.quantize import Recipe, choose_recipe
+from mmedge.quantize.recipes import frontend_nodes, resolve_recipes, shallow_convs
 
 
 def _w(name: str, *shape: int) -> onnx.TensorProto:

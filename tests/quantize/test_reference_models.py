@@ -21,16 +21,15 @@ from tinymodels import TINY_CONFIGS, tiny_model
 
 torch = pytest.importorskip("torch")
 
+from mmedge.bundle import load_bundle  # noqa: E402
 from mmedge.export import export_model  # noqa: E402
+from mmedge.models import (  # noqa: E402
+    REFERENCE_MODELS,
+)
 from mmedge.quantize import QuantizationReport, quantize_bundle, synthetic_calibration  # noqa: E402
 from mmedge.quantize.calibration import _SYNTHETIC  # noqa: E402
 from mmedge.quantize.recipes import RECURRENT_OPS  # noqa: E402
 from mmedge.runtime import Pipeline  # noqa: E402
-
-from mmedge.bundle import load_bundle  # noqa: E402
-from mmedge.models import (  # noqa: E402
-    REFERENCE_MODELS,
-)
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from mmedge.quantize import ComponentReport, QuantizationReport, quantize_bundle, saturation
-from mmedge.quantize.saturation import KERNEL_MIN_COSINE, kernel_agreement
 from onnx import TensorProto, helper, numpy_helper
 
 from mmedge.bundle import load_bundle
 from mmedge.cpu import int8_kernels_saturate
+from mmedge.quantize import ComponentReport, QuantizationReport, quantize_bundle, saturation
+from mmedge.quantize.saturation import KERNEL_MIN_COSINE, kernel_agreement
 
 Samples = Callable[[int, int], list[dict[str, np.ndarray]]]
 
@@ -95,11 +95,11 @@ def test_runtime_warns_when_the_kernel_check_ran_on_a_cpu_without_the_problem(tm
     import dataclasses
     import warnings
 
-    from mmedge.runtime import Pipeline, pipeline
     from tinybundle import build_tiny_bundle, tiny_inputs
 
     from mmedge.bundle import write_manifest
     from mmedge.errors import SaturationWarning
+    from mmedge.runtime import Pipeline, pipeline
 
     out = tmp_path / "int8"
     samples = [tiny_inputs(seed=i) for i in range(10)]

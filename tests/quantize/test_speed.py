@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.quantize import quantize_bundle
-from mmedge.quantize import speed as speed_module
-from mmedge.runtime import Pipeline
 from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
+from mmedge.quantize import quantize_bundle
+from mmedge.quantize import speed as speed_module
+from mmedge.runtime import Pipeline
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 FAST = {"fp32": 1.0, "quantized": 0.5}

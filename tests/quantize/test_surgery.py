@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
 from mmedge.quantize._apply import apply, prepare
 from mmedge.quantize._surgery import dequantized_weights, without_quantization
 from mmedge.quantize.calibration import SampleReader

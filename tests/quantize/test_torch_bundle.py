@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from mmedge.quantize import QuantizationReport, quantize_bundle
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import QuantizationError
+from mmedge.quantize import QuantizationReport, quantize_bundle
+from mmedge.runtime import Pipeline
 
 Samples = Callable[[int, int], list[dict[str, np.ndarray]]]
 

@@ -33,15 +33,15 @@ def main(argv: list[str]) -> int:
     _slow_publish()
     if argv[0] == "export":
         from mmedge.export import export_model
-
         from mmedge.models import TextImageNet
         from mmedge.models.textimage import TextImageConfig
 
         model = TextImageNet(TextImageConfig(image_size=16, embed_dim=8, text_hidden=8, max_text_length=4))
         export_model(model, model.example_inputs(2), out=argv[1])
     else:
-        from mmedge.quantize import quantize_bundle
         from tinybundle import tiny_inputs
+
+        from mmedge.quantize import quantize_bundle
 
         samples = [tiny_inputs(batch=2, seed=i) for i in range(5)]
         quantize_bundle(argv[1], argv[2], calibration=samples, min_agreement=0.0)

@@ -19,8 +19,9 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from mmedge.runtime import Audio
 from PIL import Image
+
+from mmedge.runtime import Audio
 
 FUZZ_EXAMPLES = 2000
 FUZZ = settings(

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mmedge.runtime import Pipeline
 from tinybundle import build_tiny_bundle
+
+from mmedge.runtime import Pipeline
 
 
 @pytest.fixture(scope="module")

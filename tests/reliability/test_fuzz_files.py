@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mmedge.runtime import Pipeline
 from reliability._files import png_header, sample_files, wav_header
 from reliability._strategies import FUZZ
 from reliability.test_fuzz_pipeline import assert_valid, outcome
 from tinybundle import tiny_inputs
+
+from mmedge.runtime import Pipeline
 
 SUFFIXES = [".png", ".jpg", ".bmp", ".gif", ".tiff", ".webp", ".wav", ".flac", ".ogg", ".aiff", ".txt", ""]
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mmedge.runtime import Audio, Pipeline
 from reliability._strategies import FUZZ
 
 from mmedge.bundle import MANIFEST_NAME, load_bundle
 from mmedge.errors import BundleError, MMEdgeError
+from mmedge.runtime import Audio, Pipeline
 
 json_scalars = (
     st.none()

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from mmedge.runtime import Pipeline
 from reliability._strategies import FUZZ, OBJECTS, any_array, junk, text_any, wild_value
 from tinybundle import tiny_inputs
 
 from mmedge.errors import InputError, MMEdgeError
+from mmedge.runtime import Pipeline
 
 KEYS = ("text", "image", "audio")
 RANKS = {"text": 2, "image": 4, "audio": 2}  # of the model tensors; other arrays are raw items

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mmedge.runtime._signal import resample, resize
-from mmedge.runtime.preprocess import prepare
-from mmedge.runtime.text import Tokenizer, load_tokenizer
 from reliability._strategies import FUZZ, text_any, wild_value
 from reliability.test_fuzz_pipeline import outcome
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec, TextPreprocess, load_bundle
+from mmedge.runtime._signal import resample, resize
+from mmedge.runtime.preprocess import prepare
+from mmedge.runtime.text import Tokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import MANIFEST_NAME, load_bundle
 from mmedge.errors import BundleError
+from mmedge.runtime import Pipeline
 
 FILES = ["text_encoder.onnx", "image_encoder.onnx", "audio_encoder.onnx", "fusion_head.onnx", "vocab.txt"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mmedge.runtime import Audio, InputLimits, Pipeline
 from reliability._files import png_header, wav_header
 from tinybundle import tiny_inputs
 
 from mmedge.errors import ConfigError, InputError
+from mmedge.runtime import Audio, InputLimits, Pipeline
 
 MiB = 2**20
 

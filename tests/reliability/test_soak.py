@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from mmedge.runtime import Audio, Pipeline
 from tinybundle import VOCAB, tiny_inputs
+
+from mmedge.runtime import Audio, Pipeline
 
 REQUESTS = 2000
 THREADS = 8

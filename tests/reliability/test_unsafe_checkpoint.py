@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from mmedge.export import cli as export_cli
 
 from mmedge.cli import main
 from mmedge.errors import ExportError
+from mmedge.export import cli as export_cli
 
 
 class _Exec:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from mmedge.runtime import Pipeline
 
 from mmedge.bundle import Manifest, load_bundle, staged_bundle, write_manifest
+from mmedge.runtime import Pipeline
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmedge.runtime import ComponentPlacement, Pipeline
-from mmedge.runtime import _session as session_module
-from mmedge.runtime._schedule import HELPER_NICE, share_threads
 from tinybundle import LABELS, tiny_inputs
 
+from mmedge import sessions as session_module
 from mmedge.bundle import Manifest
 from mmedge.errors import InputError, MMEdgeError
+from mmedge.runtime import ComponentPlacement, Pipeline
+from mmedge.runtime._schedule import HELPER_NICE, share_threads
 
 ATOL = 1e-5
 RTOL = 1e-5

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from mmedge.runtime import Audio, Pipeline
-from mmedge.runtime._signal import resample, resize
-from mmedge.runtime.preprocess import prepare
-from mmedge.runtime.text import Vocabulary, load_tokenizer
 from PIL import Image
 from tinybundle import VOCAB
 
 from mmedge.bundle import Asset, InputSpec, Manifest, TextPreprocess, load_bundle
+from mmedge.runtime import Audio, Pipeline
+from mmedge.runtime._signal import resample, resize
+from mmedge.runtime.preprocess import prepare
+from mmedge.runtime.text import Vocabulary, load_tokenizer
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from mmedge.runtime import Pipeline, resolve_providers
-from mmedge.runtime import _session as session_module
-from mmedge.runtime.providers import AUTO_ORDER
 from tinybundle import tiny_inputs
 
+from mmedge import sessions as session_module
 from mmedge.bundle import Manifest, TensorSpec
 from mmedge.errors import BundleError, ProviderError
+from mmedge.providers import AUTO_ORDER
+from mmedge.runtime import Pipeline, resolve_providers
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

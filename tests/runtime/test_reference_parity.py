@@ -16,10 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mmedge.export import export_model  # noqa: E402
-from mmedge.runtime import Pipeline  # noqa: E402
-
 from mmedge.data import encode_text, normalize_images  # noqa: E402
+from mmedge.export import export_model  # noqa: E402
 from mmedge.models import (  # noqa: E402
     REFERENCE_MODELS,
     CaptionNet,
@@ -28,6 +26,7 @@ from mmedge.models import (  # noqa: E402
     TextImageNet,
     TriModalNet,
 )
+from mmedge.runtime import Pipeline  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RTOL, ATOL = 1e-4, 1e-4

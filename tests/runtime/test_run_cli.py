@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from mmedge.runtime import Pipeline
-from mmedge.runtime._policy import parse_policy
-from mmedge.runtime.run_cli import summarize
 from PIL import Image
 from tinybundle import LABELS
 
 from mmedge.bundle import OutputSpec
 from mmedge.cli import main
+from mmedge.runtime import Pipeline
+from mmedge.runtime._policy import parse_policy
+from mmedge.runtime.run_cli import summarize
 
 
 @pytest.fixture

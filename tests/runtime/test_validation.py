@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mmedge.runtime import Audio, Pipeline
 from tinybundle import tiny_inputs
 
 from mmedge.errors import InputError
+from mmedge.runtime import Audio, Pipeline
 
 Inputs = dict[str, Any]
 

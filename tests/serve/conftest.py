@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mmedge.runtime import Pipeline
 from serving import serving
 from tinybundle import build_tiny_bundle
 
+from mmedge.runtime import Pipeline
 from mmedge.serve import ServeOptions, app_for_bundle
 
 

@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from mmedge.runtime import Pipeline
 from PIL import Image
 from tinybundle import LABELS, tiny_inputs
 
+from mmedge.runtime import Pipeline
 from mmedge.serve import BatchPolicy, Limits, ServeOptions, create_app
 
 RTOL, ATOL = 1e-5, 1e-6

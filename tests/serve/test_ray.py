@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
-from mmedge.runtime import Pipeline
 from PIL import Image
 from tinybundle import tiny_inputs
 
 from mmedge.errors import BundleError
 from mmedge.integrations.ray import predict_dataset
+from mmedge.runtime import Pipeline
 
 pytestmark = [
     pytest.mark.slow,  # starting Ray takes 10-20 s

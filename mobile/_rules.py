@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mmedge.runtime._mobile_ort import ort_tool
+from mmedge.mobile._ort import ort_tool
 
 __all__ = ["AUDIO_FIX", "CPU_FIX", "DYNAMIC_FIX", "RANK_FIX", "RULES", "Graph", "Miss", "fix_for", "key", "tables"]
 

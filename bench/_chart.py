@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime._bench_tables import fmt_ms, primary_batch
-from mmedge.runtime._bench_types import MODEL_PART, BenchReport, VariantResult
-
+from mmedge.bench._tables import fmt_ms, primary_batch
+from mmedge.bench._types import MODEL_PART, BenchReport, VariantResult
 from mmedge.errors import MMEdgeError
 
 __all__ = ["write_chart"]

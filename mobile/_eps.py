@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mmedge.runtime._mobile_ort import ort_tool
-from mmedge.runtime._mobile_rules import CPU_FIX, DYNAMIC_FIX, RANK_FIX, RULES, Graph, Miss, fix_for, key, tables
+from mmedge.mobile._ort import ort_tool
+from mmedge.mobile._rules import CPU_FIX, DYNAMIC_FIX, RANK_FIX, RULES, Graph, Miss, fix_for, key, tables
 
 __all__ = ["EPS", "Blocker", "EPReport", "UnsupportedOp", "analyze", "blockers"]
 

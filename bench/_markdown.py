@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mmedge.runtime._bench_generate import generation_table
-from mmedge.runtime._bench_tables import (
+from mmedge.bench._generate import generation_table
+from mmedge.bench._tables import (
     Table,
     attribution_table,
     components_table,
@@ -15,8 +15,7 @@ from mmedge.runtime._bench_tables import (
     startup_table,
     throughput_table,
 )
-from mmedge.runtime._bench_types import BenchReport, MachineInfo
-
+from mmedge.bench._types import BenchReport, MachineInfo
 from mmedge.console import human_bytes
 
 __all__ = ["busy_warning", "machine_line", "markdown", "render_markdown_table"]

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mmedge.runtime._bench_stats import Sample
-from mmedge.runtime._bench_types import BenchProgress
-
 import mmedge.errors
+from mmedge.bench._stats import Sample
+from mmedge.bench._types import BenchProgress
 from mmedge.errors import MMEdgeError
 
 __all__ = ["Measurement", "Plan", "VariantSpec", "Worker", "measure"]

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._bench_coord import Measurement, Plan, VariantSpec, Worker, measure
-from mmedge.runtime._bench_generate import GenerationStats, measure_generation
-from mmedge.runtime._bench_inputs import bench_inputs, save_npz
-from mmedge.runtime._bench_machine import machine_info
-from mmedge.runtime._bench_plan import check_same_inputs, variant_specs
-from mmedge.runtime._bench_profile import hotspots_from_json
-from mmedge.runtime._bench_stats import batch_result
-from mmedge.runtime._bench_types import (
+
+from mmedge.bench._coord import Measurement, Plan, VariantSpec, Worker, measure
+from mmedge.bench._generate import GenerationStats, measure_generation
+from mmedge.bench._inputs import bench_inputs, save_npz
+from mmedge.bench._machine import machine_info
+from mmedge.bench._plan import check_same_inputs, variant_specs
+from mmedge.bench._profile import hotspots_from_json
+from mmedge.bench._stats import batch_result
+from mmedge.bench._types import (
     BenchProgress,
     BenchReport,
     BenchSettings,
@@ -33,11 +34,10 @@ from mmedge.runtime._bench_types import (
     Startup,
     VariantResult,
 )
-from mmedge.runtime.pipeline import default_thread_budget
-from mmedge.runtime.providers import ProviderRequest
-
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import ConfigError
+from mmedge.providers import ProviderRequest
+from mmedge.sessions import default_thread_budget
 
 __all__ = ["bench"]
 

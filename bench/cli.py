@@ -14,9 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime._bench_generate import generation_table
-from mmedge.runtime._bench_markdown import busy_warning, machine_line
-from mmedge.runtime._bench_tables import (
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from mmedge.bench._generate import generation_table
+from mmedge.bench._markdown import busy_warning, machine_line
+from mmedge.bench._tables import (
     Table,
     attribution_table,
     components_table,
@@ -28,14 +31,11 @@ from mmedge.runtime._bench_tables import (
     startup_table,
     throughput_table,
 )
-from mmedge.runtime._bench_types import BenchProgress, BenchReport
-from mmedge.runtime._policy import parse_policy
-from mmedge.runtime.bench import bench
-from rich.markup import escape
-from rich.table import Table as RichTable
-
+from mmedge.bench._types import BenchProgress, BenchReport
+from mmedge.bench.api import bench
 from mmedge.console import console, print_json, progress
 from mmedge.errors import ConfigError, InputError
+from mmedge.runtime._policy import parse_policy
 
 __all__ = ["configure", "run", "write_outputs"]
 

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mmedge.runtime._mobile_eps import Blocker, EPReport
-
 from mmedge.bundle import Dim, Verification
+from mmedge.mobile._eps import Blocker, EPReport
 
 __all__ = ["ComponentReport", "MobileReport"]
 

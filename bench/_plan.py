@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime._bench_coord import VariantSpec
-
+from mmedge.bench._coord import VariantSpec
 from mmedge.bundle import Bundle
 from mmedge.errors import BundleError, InputError
 
 __all__ = ["MONOLITHIC_ASSET", "TORCH_WORKER", "check_same_inputs", "variant_specs"]
 
 MONOLITHIC_ASSET = "monolithic"  # the asset name mmedge.export gives the whole-model ONNX
-RUNTIME_WORKER = "mmedge.runtime._bench_worker"
-TORCH_WORKER = "mmedge._torch_bench"
+RUNTIME_WORKER = "mmedge.bench._worker"
+TORCH_WORKER = "mmedge.bench._torch_worker"
 _QUANTIZED_OPS = {
     "QuantizeLinear",
     "DynamicQuantizeLinear",

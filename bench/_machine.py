@@ -11,8 +11,7 @@ import os
 import platform
 from importlib import metadata
 
-from mmedge.runtime._bench_types import MachineInfo
-
+from mmedge.bench._types import MachineInfo
 from mmedge.cpu import cpu_model_and_flags
 
 __all__ = ["machine_info"]

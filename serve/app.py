@@ -31,7 +31,7 @@ from mmedge import __version__
 from mmedge.bundle import RAW_INPUTS, InputSpec, Manifest, TensorSpec
 from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
-from mmedge.runtime._graph import Graph
+from mmedge.graph import Graph
 from mmedge.serve import _openapi
 from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json, generation_options
 from mmedge.serve._metrics import Metrics

@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mmedge.runtime._mobile_eps import EPS, analyze, blockers
-from mmedge.runtime._mobile_ort import LEVELS, convert, required_operators, run_model, write_operator_config
-from mmedge.runtime._mobile_report import ComponentReport, MobileReport
-from mmedge.runtime._mobile_shapes import (
+from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
+from mmedge.errors import BundleError, InputError
+from mmedge.mobile._eps import EPS, analyze, blockers
+from mmedge.mobile._ort import LEVELS, convert, required_operators, run_model, write_operator_config
+from mmedge.mobile._report import ComponentReport, MobileReport
+from mmedge.mobile._shapes import (
     DimPlan,
     concrete,
     feeding_patterns,
@@ -39,10 +41,7 @@ from mmedge.runtime._mobile_shapes import (
     parse_fixed_shapes,
     plan_dims,
 )
-from mmedge.runtime._mobile_verify import ATOL, RTOL, max_abs_difference, probe_inputs, random_tensor
-
-from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
-from mmedge.errors import BundleError, InputError
+from mmedge.mobile._verify import ATOL, RTOL, max_abs_difference, probe_inputs, random_tensor
 from mmedge.verify import Numerics, raise_failures, verify_component
 
 __all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import numpy as np
-from mmedge.runtime._bench_inputs import load_npz
-from mmedge.runtime._bench_profile import hotspots_to_json
-from mmedge.runtime._bench_stats import Sample
-from mmedge.runtime._bench_types import Hotspots
 
+from mmedge.bench._inputs import load_npz
+from mmedge.bench._profile import hotspots_to_json
+from mmedge.bench._stats import Sample
+from mmedge.bench._types import Hotspots
 from mmedge.errors import MMEdgeError
 
 __all__ = ["Runner", "peak_rss_bytes", "serve"]
@@ -147,7 +147,7 @@ def _send(out: IO[str], message: Mapping[str, Any]) -> None:
 
 
 def _main() -> int:
-    from mmedge.runtime._bench_variants import import_onnxruntime, load_variant
+    from mmedge.bench._variants import import_onnxruntime, load_variant
 
     return serve(import_onnxruntime, load_variant)
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._bench_types import Attribution, BatchResult, ComponentLatency, LatencyStats, Part
+
+from mmedge.bench._types import Attribution, BatchResult, ComponentLatency, LatencyStats, Part
 
 __all__ = ["Sample", "batch_result", "latency_stats"]
 

@@ -1,4 +1,4 @@
-"""The PyTorch eager variant of ``mmedge bench``, run as its own process (``python -m mmedge._torch_bench``).
+"""The PyTorch eager variant of ``mmedge bench``, run as its own process (``python -m mmedge.bench._torch_worker``).
 
 This module imports torch, so only the benchmark's PyTorch worker process ever loads it: the
 runtime's processes stay torch-free. The model is a reference model name or
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.bench._profile import hotspots
+from mmedge.bench._stats import Sample
+from mmedge.bench._types import MODEL_PART, Hotspots
+from mmedge.bench._worker import serve
 from mmedge.bundle import load_bundle
 from mmedge.errors import InputError
-from mmedge.runtime._bench_profile import hotspots
-from mmedge.runtime._bench_stats import Sample
-from mmedge.runtime._bench_types import MODEL_PART, Hotspots
-from mmedge.runtime._bench_worker import serve
 
 __all__ = ["TorchRunner", "build_model"]
 

@@ -11,26 +11,54 @@ refuses, the error names the nodes no requested accelerator takes.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._policy import count_partitions
-from mmedge.runtime.providers import CPU, ProviderPlan
 
 from mmedge.bundle import Bundle, Component, check_io
-from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError
+from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError, translated
+from mmedge.providers import CPU, ProviderPlan
 from mmedge.verify import session_specs
 
-__all__ = ["GRAPH_OPTIMIZATION", "ComponentPlacement", "ComponentSession", "binding_device", "open_session", "to_numpy"]
+__all__ = [
+    "GRAPH_OPTIMIZATION",
+    "ComponentPlacement",
+    "ComponentSession",
+    "binding_device",
+    "count_partitions",
+    "create_session",
+    "default_thread_budget",
+    "open_session",
+    "plain_options",
+    "to_numpy",
+]
 
 log = logging.getLogger("mmedge.runtime")
 
 GRAPH_OPTIMIZATION = ("all", "extended", "basic", "disable")
+
+
+_LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disable": "ORT_DISABLE_ALL",
+}
+
+
+def _level(name: str) -> Any:
+    """onnxruntime's GraphOptimizationLevel for one of :data:`GRAPH_OPTIMIZATION`."""
+    import onnxruntime as ort
+
+    return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
+
+
 # EPs whose outputs live in CUDA memory: between such components tensors stay on the device.
 _CUDA_EPS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _PROVIDER_FAILURES = ("EPFail", "DeviceReset")  # ORT exception types that mean the device, not the input
@@ -134,14 +162,8 @@ def session_options(component: str, threads: int, settings: SessionSettings) -> 
     """SessionOptions for one component: sequential execution with ``threads`` intra-op threads."""
     import onnxruntime as ort
 
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }
     so = ort.SessionOptions()
-    so.graph_optimization_level = levels[settings.graph_optimization]
+    so.graph_optimization_level = _level(settings.graph_optimization)
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1  # components are small graphs; concurrency comes from running encoders in parallel
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -196,13 +218,11 @@ def open_session(
 
 
 def _create(path: Path, component: Component, providers: list, threads: int, settings: SessionSettings) -> Any:
-    import onnxruntime as ort
-
     options = session_options(component.name, threads, settings)
     if _strict(providers, settings):
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         providers = [(p, o) for p, o in providers if p != CPU]  # ORT refuses the option with the CPU EP listed
-    session = ort.InferenceSession(str(path), options, providers=providers, enable_fallback=0)
+    session = create_session(path, options, providers=providers)
     problems = check_io(component, session_specs(session.get_inputs()), session_specs(session.get_outputs()))
     if problems:
         raise BundleError(
@@ -290,3 +310,73 @@ def _assignment(session: Any) -> tuple[dict[str, int], dict[str, int]]:
     for ep, n in subgraphs:
         counts[ep] += n
     return dict(counts), count_partitions(subgraphs)
+
+
+def count_partitions(subgraphs: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Partitions per EP from ORT's assignment record: ``(ep, nodes)`` per subgraph, in ORT's order.
+
+    ORT records one subgraph per node for kernel-based EPs (CPU, CUDA) and one per fused piece
+    for compiling EPs (CoreML, NNAPI, TensorRT). So a multi-node subgraph is a partition of its
+    own, and consecutive single-node subgraphs of one EP form one partition.
+    """
+    counts: dict[str, int] = {}
+    previous: tuple[str, int] | None = None
+    for ep, nodes in subgraphs:
+        joins = previous is not None and previous[0] == ep and previous[1] == 1 and nodes == 1
+        if not joins:
+            counts[ep] = counts.get(ep, 0) + 1
+        previous = (ep, nodes)
+    return counts
+
+
+def default_thread_budget() -> int:
+    """Physical cores this process may run on (hyper-threads do not speed up ORT's kernels)."""
+    import psutil
+
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical
+    return max(1, min(physical, allowed))
+
+
+def plain_options(*, threads: int | None = None, optimization: str = "all", log_severity: int = 3) -> Any:
+    """SessionOptions for a session outside a Pipeline (verification, calibration, conversion).
+
+    ``threads`` None keeps onnxruntime's default pool; ``log_severity`` 3 keeps ORT's warnings off
+    the terminal (what matters is reported through mmedge's own results).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _level(optimization)
+    so.log_severity_level = log_severity
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    return so
+
+
+def create_session(
+    path: str | os.PathLike[str],
+    options: Any = None,
+    *,
+    providers: Sequence[Any] = (CPU,),
+    disabled_optimizers: Sequence[str] | None = None,
+    error: type[MMEdgeError] | None = None,
+    what: str = "",
+) -> Any:
+    """The one call that creates an ``onnxruntime.InferenceSession`` in mmedge.
+
+    ``options`` comes from :func:`session_options` (a Pipeline component) or :func:`plain_options`
+    (default: ``plain_options()``). ORT's own provider fallback is off: callers decide. With
+    ``error``, a failure is raised as that mmedge error with ``what`` as context; without, ORT's
+    exception propagates (:func:`open_session` inspects it to drop a failing accelerator).
+    """
+    import onnxruntime as ort
+
+    options = plain_options() if options is None else options
+    kwargs: dict[str, Any] = {"providers": list(providers)}
+    if disabled_optimizers:
+        kwargs["disabled_optimizers"] = list(disabled_optimizers)
+    if error is None:
+        return ort.InferenceSession(str(path), options, enable_fallback=0, **kwargs)
+    with translated(error, what or f"onnxruntime cannot load {Path(path).name}"):
+        return ort.InferenceSession(str(path), options, enable_fallback=0, **kwargs)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime.text import load_tokenizer
 
 from mmedge.bundle import Bundle, InputSpec
 from mmedge.errors import InputError
+from mmedge.runtime.text import load_tokenizer
 
 __all__ = ["BenchInputs", "bench_inputs", "load_npz", "save_npz"]
 

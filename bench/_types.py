@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mmedge.errors import MMEdgeError
 
 if TYPE_CHECKING:
-    from mmedge.runtime._bench_generate import GenerationStats
+    from mmedge.bench._generate import GenerationStats
 
 __all__ = [
     "MODEL_PART",
@@ -259,13 +259,13 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         """A Markdown report: headline table, ratios, components, attribution, hot spots, machine."""
-        from mmedge.runtime._bench_markdown import markdown
+        from mmedge.bench._markdown import markdown
 
         return markdown(self)
 
     def write_chart(self, path: str | Path, *, batch: int | None = None) -> Path:
         """Write a PNG bar chart of latency per component per variant (needs matplotlib)."""
-        from mmedge.runtime._bench_chart import write_chart
+        from mmedge.bench._chart import write_chart
 
         return write_chart(self, Path(path), batch=batch)
 

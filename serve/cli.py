@@ -126,7 +126,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def _threads(args: argparse.Namespace) -> int:
     if args.threads is not None:
         return args.threads
-    from mmedge.runtime.pipeline import default_thread_budget
+    from mmedge.sessions import default_thread_budget
 
     return max(1, default_thread_budget() // (args.workers * args.batch_threads))
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._bench_stats import Sample, latency_stats
-from mmedge.runtime._bench_tables import Table, fmt_ms
-from mmedge.runtime._bench_types import LatencyStats
-from mmedge.runtime.pipeline import Pipeline
 
+from mmedge.bench._stats import Sample, latency_stats
+from mmedge.bench._tables import Table, fmt_ms
+from mmedge.bench._types import LatencyStats
 from mmedge.bundle import Bundle, Manifest
+from mmedge.runtime.pipeline import Pipeline
 
 __all__ = ["GenerationStats", "first_token_feed", "generation_sample", "generation_table", "measure_generation"]
 

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from mmedge.runtime._session import SessionSettings, session_options
 
 from mmedge.errors import MMEdgeError, translated
+from mmedge.sessions import SessionSettings, session_options
 
 __all__ = ["interleaved_latency"]
 

@@ -18,8 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmedge.runtime._mobile_ort import ort_tool
-
 from mmedge.bundle import (
     RAW_INPUTS,
     AudioPreprocess,
@@ -31,6 +29,7 @@ from mmedge.bundle import (
     TextPreprocess,
 )
 from mmedge.errors import BundleError, InputError
+from mmedge.mobile._ort import ort_tool
 
 __all__ = [
     "DimPlan",

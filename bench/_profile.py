@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmedge.runtime._bench_types import Hotspots, OpTime
-
+from mmedge.bench._types import Hotspots, OpTime
 from mmedge.errors import MMEdgeError
 
 __all__ = ["TOP_OPS", "hotspots", "hotspots_from_json", "hotspots_to_json", "ort_op_totals"]

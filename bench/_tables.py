@@ -10,8 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mmedge.runtime._bench_types import BenchReport, VariantResult
-
+from mmedge.bench._types import BenchReport, VariantResult
 from mmedge.console import human_bytes
 
 __all__ = [

@@ -16,7 +16,7 @@ from rich.markup import escape
 from mmedge.console import console, human_bytes, print_json, progress, table
 
 if TYPE_CHECKING:
-    from mmedge.runtime.mobile import MobileReport
+    from mmedge.mobile.api import MobileReport
 
 __all__ = ["configure", "run"]
 
@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmedge.runtime.mobile import package_mobile, parse_fixed_shapes
+    from mmedge.mobile.api import package_mobile, parse_fixed_shapes
 
     fixed = parse_fixed_shapes(args.fixed_shapes) if args.fixed_shapes else None
     with progress(enabled=not args.json) as bar:

@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mmedge.runtime._bench_generate import first_token_feed, generation_sample
-from mmedge.runtime._bench_profile import hotspots, ort_op_totals
-from mmedge.runtime._bench_stats import Sample
-from mmedge.runtime._bench_types import MODEL_PART, Hotspots
-from mmedge.runtime._graph import Graph
-from mmedge.runtime._session import SessionSettings, session_options
-from mmedge.runtime.pipeline import Pipeline
-from mmedge.runtime.providers import resolve_providers
 
+from mmedge.bench._generate import first_token_feed, generation_sample
+from mmedge.bench._profile import hotspots, ort_op_totals
+from mmedge.bench._stats import Sample
+from mmedge.bench._types import MODEL_PART, Hotspots
 from mmedge.bundle import RAW_INPUTS, load_bundle
 from mmedge.errors import BundleError, InputError
+from mmedge.graph import Graph
+from mmedge.providers import resolve_providers
+from mmedge.runtime.pipeline import Pipeline
+from mmedge.sessions import SessionSettings, session_options
 
 __all__ = ["OnnxRunner", "PipelineRunner", "import_onnxruntime", "load_variant", "pipeline_sample"]
 
