@@ -26,7 +26,7 @@ from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
 from mmedge.providers import resolve_providers
 from mmedge.runtime.pipeline import Pipeline
-from mmedge.sessions import SessionSettings, session_options
+from mmedge.sessions import SessionSettings, create_session, session_options
 
 __all__ = ["OnnxRunner", "PipelineRunner", "import_onnxruntime", "load_variant", "pipeline_sample"]
 
@@ -127,14 +127,12 @@ class OnnxRunner:
     """One ONNX file (the monolithic export) in one session with the pipeline's session options."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        import onnxruntime as ort
-
         self._path = Path(spec["path"])
         self._threads = int(spec["threads"])
         self._providers = spec["providers"]
         plan = resolve_providers(self._providers)
         options = session_options(MODEL_PART, self._threads, SessionSettings())
-        self.session = ort.InferenceSession(str(self._path), options, providers=list(plan.providers))
+        self.session = create_session(self._path, options, providers=plan.providers)
         expected = [i.name for i in load_bundle(spec["bundle"], check_hashes=False).manifest.inputs]
         found = [i.name for i in self.session.get_inputs()]
         if sorted(found) != sorted(expected):
@@ -159,9 +157,7 @@ class OnnxRunner:
 
 
 def _profiled_session(path: Path, name: str, threads: int, directory: str, providers: Any) -> Any:
-    import onnxruntime as ort
-
     options = session_options(name, threads, SessionSettings())
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(directory) / name)
-    return ort.InferenceSession(str(path), options, providers=list(resolve_providers(providers).providers))
+    return create_session(path, options, providers=resolve_providers(providers).providers)

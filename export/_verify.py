@@ -14,8 +14,9 @@ import numpy as np
 
 from mmedge.bundle import Verification
 from mmedge.errors import ExportError
-from mmedge.export._types import Tolerance, VerificationRow
-from mmedge.verify import compare_arrays
+from mmedge.export._types import VerificationRow
+from mmedge.sessions import create_session, plain_options
+from mmedge.verify import Tolerance, compare_arrays
 
 __all__ = ["compare", "numpy_of", "record", "run_onnx", "verify_onnx"]
 
@@ -27,14 +28,10 @@ def numpy_of(t: Any) -> np.ndarray:
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # shape-merge warnings are ours to report, not ORT's to print
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ExportError(f"onnxruntime cannot load the exported {path.name}: {str(e).strip().splitlines()[0]}") from e
+    # log_severity 3: shape-merge warnings are ours to report, not ORT's to print
+    return create_session(
+        path, plain_options(log_severity=3), error=ExportError, what=f"onnxruntime cannot load the exported {path.name}"
+    )
 
 
 def run_onnx(path: Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray] | str]:

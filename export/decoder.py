@@ -47,8 +47,10 @@ from mmedge.export._arguments import check_options, working_copy
 from mmedge.export._axes import Axes, observed_axes, second_inputs
 from mmedge.export._context import Progress
 from mmedge.export._exporters import ExportJob, export_verified
-from mmedge.export._types import EncoderSpec, ExportResult, Tolerance, VerificationRow
+from mmedge.export._types import EncoderSpec, ExportResult, VerificationRow
 from mmedge.export._verify import numpy_of, record, run_onnx, verify_onnx
+from mmedge.sessions import create_session, plain_options
+from mmedge.verify import Tolerance
 
 __all__ = ["DECODER_INIT", "DECODER_STEP", "IMAGE_ENCODER", "export_captioner"]
 
@@ -363,10 +365,9 @@ def _ok(results: list[dict[str, np.ndarray] | str]) -> list[dict[str, np.ndarray
 
 
 def _onnx_step(path: Path) -> Any:
-    import onnxruntime as ort
-
-    with translated(ExportError, f"loading {path.name} to check generation"):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = create_session(
+        path, plain_options(log_severity=2), error=ExportError, what=f"loading {path.name} to check generation"
+    )
     names = [o.name for o in session.get_outputs()]
 
     def step(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

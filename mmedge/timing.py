@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.errors import MMEdgeError, translated
-from mmedge.sessions import SessionSettings, session_options
+from mmedge.errors import MMEdgeError
+from mmedge.sessions import SessionSettings, create_session, session_options
 
 __all__ = ["interleaved_latency"]
 
@@ -48,8 +48,5 @@ def interleaved_latency(
 
 
 def _open(name: str, path: Path, threads: int, error: type[MMEdgeError]) -> object:
-    import onnxruntime as ort
-
-    with translated(error, f"onnxruntime cannot load {path.name}"):
-        options = session_options(name, threads, SessionSettings())
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options = session_options(name, threads, SessionSettings())
+    return create_session(path, options, error=error, what=f"onnxruntime cannot load {path.name}")

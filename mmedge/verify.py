@@ -31,8 +31,8 @@ from mmedge.bundle import Component, TensorSpec, Verification, check_io
 from mmedge.errors import ConfigError, MMEdgeError
 
 __all__ = [
-    "Numerics",
-    "Runner",
+    "ComponentRunner",
+    "Tolerance",
     "compare_arrays",
     "other_size",
     "raise_failures",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 Feed = Mapping[str, np.ndarray]
-Runner = Callable[[Feed], Mapping[str, np.ndarray]]  # a feed in, outputs by name out
+ComponentRunner = Callable[[Feed], Mapping[str, np.ndarray]]  # a feed in, outputs by name out
 _ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -56,8 +56,11 @@ _ORT_DTYPES = {
 
 
 @dataclass(frozen=True)
-class Numerics:
-    """How close a stage's outputs must be to the reference's."""
+class Tolerance:
+    """How close a stage's outputs must be to the reference's (PyTorch's, or the previous stage's).
+
+    Export takes it as ``export_model(..., tolerance=Tolerance(atol=...))``; lossy stages set ``min_cosine``.
+    """
 
     atol: float = 1e-4  # |candidate - reference| <= atol + rtol * |reference| for exact stages
     rtol: float = 1e-3
@@ -169,11 +172,10 @@ def second_shape_feeds(component: Component, feed: Feed, symbols: Sequence[str] 
 
 
 def _ort_session(path: Path) -> Any:
-    import onnxruntime as ort
+    from mmedge.sessions import create_session, plain_options  # sessions imports this module
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # a rejected feed is reported in the Verification, not logged by ORT
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # a rejected feed is reported in the Verification, not logged by ORT
+    return create_session(path, plain_options(log_severity=4))
 
 
 def session_specs(args: Any) -> list[TensorSpec]:
@@ -193,8 +195,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _runner(
-    source: str | os.PathLike[str] | Runner, component: Component
-) -> tuple[Runner | None, list[str], list[str]]:
+    source: str | os.PathLike[str] | ComponentRunner, component: Component
+) -> tuple[ComponentRunner | None, list[str], list[str]]:
     """A runner for ``source`` and (problems, dynamic-dim problems) of its graph IO against the manifest."""
     if callable(source):
         return source, [], []
@@ -238,7 +240,7 @@ class _Check:
     """One component's check in progress: what was found over feeds and outputs."""
 
     component: Component
-    numerics: Numerics
+    tolerance: Tolerance
     problems: list[str] = field(default_factory=list)
     dims: list[str] = field(default_factory=list)  # problems that show a lost dynamic dim
     notes: list[str] = field(default_factory=list)
@@ -267,7 +269,7 @@ class _Check:
             self._values(spec.name, want, have, feed)
 
     def _values(self, name: str, want: np.ndarray, have: np.ndarray, feed: Feed) -> None:
-        n = self.numerics
+        n = self.tolerance
         abs_err, rel_err, ok = compare_arrays(want, have, n.atol, n.rtol)
         self.max_abs, self.max_rel = max(self.max_abs, abs_err), max(self.max_rel, rel_err)
         if n.min_cosine is not None and np.issubdtype(want.dtype, np.floating):
@@ -282,7 +284,7 @@ class _Check:
             )
 
     def record(self, feeds: Sequence[Feed], stage: str, reference: str) -> Verification:
-        c, n = self.component, self.numerics
+        c, n = self.component, self.tolerance
         dims = sorted(_symbols(c.inputs))
         sizes = [_sizes(c, f) for f in feeds]
         checked = ", ".join(f"{s} {'/'.join(str(z[s]) for z in sizes)}" for s in dims)
@@ -319,14 +321,14 @@ def _feeds_for(component: Component, feeds: Sequence[Feed], precomputed: bool) -
 
 
 def verify_component(
-    candidate: str | os.PathLike[str] | Runner,
-    reference: str | os.PathLike[str] | Runner | Sequence[Mapping[str, np.ndarray]],
+    candidate: str | os.PathLike[str] | ComponentRunner,
+    reference: str | os.PathLike[str] | ComponentRunner | Sequence[Mapping[str, np.ndarray]],
     component: Component,
     feeds: Sequence[Feed],
     *,
     stage: str,
     reference_name: str,
-    numerics: Numerics | None = None,
+    tolerance: Tolerance | None = None,
     note: str = "",
 ) -> Verification:
     """Check ``candidate`` (a graph file or a runner) against ``reference`` for one component.
@@ -335,12 +337,12 @@ def verify_component(
     ``feeds`` (then the feeds must already vary every symbolic input dim). When the feeds do not,
     a feed with those dims resized is added (:func:`second_shape_feeds`). ``component`` is the
     candidate's manifest entry: its symbolic dims are what must stay dynamic. Returns the
-    :class:`Verification` to record; pass failures to :func:`raise_failures`. ``numerics``
-    defaults to :class:`Numerics` ``()``.
+    :class:`Verification` to record; pass failures to :func:`raise_failures`. ``tolerance``
+    defaults to :class:`Tolerance` ``()``.
     """
     precomputed = not callable(reference) and not isinstance(reference, str | os.PathLike)
     feeds = _feeds_for(component, feeds, precomputed)
-    check = _Check(component, numerics or Numerics(), notes=[note] if note else [])
+    check = _Check(component, tolerance or Tolerance(), notes=[note] if note else [])
     run, load_problems, static_dims = _runner(candidate, component)
     check.problems += load_problems
     check.dims += static_dims
@@ -359,7 +361,7 @@ def verify_component(
     return check.record(feeds, stage, reference_name)
 
 
-def _run_reference(ref_run: Runner | None, feed: Feed, index: int, check: _Check) -> Mapping[str, np.ndarray] | None:
+def _run_reference(ref_run: ComponentRunner | None, feed: Feed, index: int, check: _Check) -> Mapping[str, np.ndarray] | None:
     if ref_run is None:
         check.problems.append("the reference cannot be loaded")
         return None

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from mmedge.errors import BundleError, translated
+from mmedge.sessions import create_session, plain_options
 
 __all__ = [
     "LEVELS",
@@ -53,15 +54,7 @@ def ort_tool(name: str) -> ModuleType:
 
 def _session_options(level: str, target_arm: bool) -> tuple[Any, list[str] | None]:
     """Session options of a conversion at ``level``, and the optimizers to leave out."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    so.log_severity_level = 3  # errors only: conversion warnings are not the user's to act on
+    so = plain_options(optimization=level, log_severity=3)  # errors only: conversion warnings are not the user's
     # What the converter sets for --target_platform arm: QDQ fusions may keep int8 (ARM has fast int8 dot products).
     so.add_session_config_entry("session.qdqisint8allowed", "1" if target_arm else "0")
     return so, list(_DISABLED_AT_ALL) if level == "all" else None
@@ -69,16 +62,17 @@ def _session_options(level: str, target_arm: bool) -> tuple[Any, list[str] | Non
 
 def convert(source: Path, ort_path: Path, optimized_onnx: Path, *, level: str, target_arm: bool) -> None:
     """Write ``source`` (ONNX) optimised at ``level`` to ``ort_path`` (ORT format) and ``optimized_onnx``."""
-    import onnxruntime as ort
-
     for path, fmt in ((ort_path, "ORT"), (optimized_onnx, "ONNX")):
         so, disabled = _session_options(level, target_arm)
         so.optimized_model_filepath = str(path)
         so.add_session_config_entry("session.save_model_format", fmt)
-        with translated(BundleError, f"onnxruntime could not convert {source.name} to ORT format ({level})"):
-            ort.InferenceSession(
-                str(source), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-            )
+        create_session(
+            source,
+            so,
+            disabled_optimizers=disabled,
+            error=BundleError,
+            what=f"onnxruntime could not convert {source.name} to ORT format ({level})",
+        )
 
 
 def run_model(
@@ -89,17 +83,12 @@ def run_model(
     ``level`` runs it with the conversion's session settings (the verification reference); None
     uses onnxruntime's defaults.
     """
-    import onnxruntime as ort
-
     if level is None:
-        so, disabled = ort.SessionOptions(), None
-        so.log_severity_level = 3
+        so, disabled = plain_options(log_severity=3), None
     else:
         so, disabled = _session_options(level, target_arm)
     with translated(BundleError, f"onnxruntime failed to run {what} ({path.name})"):
-        session = ort.InferenceSession(
-            str(path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-        )
+        session = create_session(path, so, disabled_optimizers=disabled)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, dict(feeds)), strict=True))
 

@@ -34,6 +34,7 @@ from mmedge.errors import QuantizationError, translated
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._graph import topological
 from mmedge.quantize._metrics import compare
+from mmedge.sessions import create_session, plain_options
 
 __all__ = ["KERNEL_MIN_COSINE", "KERNEL_SAMPLES", "fix_saturation", "kernel_agreement"]
 
@@ -43,15 +44,10 @@ KERNEL_SAMPLES = 8  # calibration samples run both ways
 
 def kernel_agreement(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> float:
     """Lowest cosine, over outputs and samples, between ``path``'s fused INT8 kernels and its exact QDQ arithmetic."""
-    import onnxruntime as ort
-
     runs = []
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        options = ort.SessionOptions()
-        options.graph_optimization_level = level
-        options.log_severity_level = 3
+    for level in ("disable", "all"):
         with translated(QuantizationError, f"checking the INT8 kernels of {path.name}"):
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = create_session(path, plain_options(optimization=level, log_severity=3))
             runs.append([session.run(None, feed) for feed in feeds])
     exact, fused = runs
     if not feeds:
