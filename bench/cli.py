@@ -35,7 +35,7 @@ from mmedge.bench._types import BenchProgress, BenchReport
 from mmedge.bench.api import bench
 from mmedge.console import console, print_json, progress
 from mmedge.errors import ConfigError, InputError
-from mmedge.runtime._policy import parse_policy
+from mmedge.runtime.policy import parse_policy
 
 __all__ = ["configure", "run", "write_outputs"]
 

@@ -35,7 +35,6 @@ from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
 from mmedge.runtime._inputs import Feeds, InputRouter
-from mmedge.runtime._policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
 from mmedge.runtime._schedule import (
     Schedule,
     encoder_probe,
@@ -45,6 +44,7 @@ from mmedge.runtime._schedule import (
 )
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
+from mmedge.runtime.policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
 from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
 from mmedge.sessions import (
     GRAPH_OPTIMIZATION,

@@ -21,8 +21,8 @@ from mmedge.bundle import OutputSpec
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
-from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
 from mmedge.runtime.pipeline import STRICT_HELP, Pipeline
+from mmedge.runtime.policy import PROVIDERS_HELP, parse_policy
 
 __all__ = ["configure", "run", "summarize"]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from mmedge.console import console, print_json
 from mmedge.errors import MMEdgeError
-from mmedge.runtime._policy import PROVIDERS_HELP, parse_policy
 from mmedge.runtime.pipeline import STRICT_HELP
+from mmedge.runtime.policy import PROVIDERS_HELP, parse_policy
 from mmedge.serve._inputs import Limits
 from mmedge.serve.app import ServeOptions, app_for_bundle
 from mmedge.serve.batcher import BatchPolicy

@@ -11,7 +11,7 @@ from tinybundle import tiny_inputs
 from mmedge.bundle import load_bundle
 from mmedge.errors import ConfigError, PartitionWarning, ProviderError
 from mmedge.runtime import Pipeline
-from mmedge.runtime._policy import component_plans
+from mmedge.runtime.policy import component_plans
 from mmedge.sessions import count_partitions
 
 CPU, AZURE, COREML = "CPUExecutionProvider", "AzureExecutionProvider", "CoreMLExecutionProvider"

@@ -14,7 +14,7 @@ from tinybundle import LABELS
 from mmedge.bundle import OutputSpec
 from mmedge.cli import main
 from mmedge.runtime import Pipeline
-from mmedge.runtime._policy import parse_policy
+from mmedge.runtime.policy import parse_policy
 from mmedge.runtime.run_cli import summarize
 
 
