@@ -10,11 +10,12 @@ doctor``) lists the patterns that break export or mobile EPs, per component, wit
 """
 
 from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
-from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, Tolerance, VerificationRow
+from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, VerificationRow
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
 from mmedge.export.decoder import export_captioner
 from mmedge.export.doctor import DoctorReport, Finding, diagnose
 from mmedge.export.hf import FUSE_MODES, FusionResult, FusionTrial, ffn_down_projections, optimize_transformers
+from mmedge.verify import Tolerance
 
 __all__ = [
     "AUDIO_FRONTENDS",

@@ -12,7 +12,8 @@ from typing import Any
 
 from mmedge.bundle import MODALITIES
 from mmedge.errors import ExportError, translated
-from mmedge.export._types import DEFAULT_OPSET, Tolerance
+from mmedge.export._types import DEFAULT_OPSET
+from mmedge.verify import Tolerance
 
 __all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "working_copy"]
 
@@ -23,8 +24,11 @@ def check_options(opset: int | None, audio_frontend: str, tol: Tolerance) -> int
     """The opset to use, after checking the exporter options."""
     if audio_frontend not in AUDIO_FRONTENDS:
         raise ExportError(f"audio_frontend must be one of {AUDIO_FRONTENDS}, found {audio_frontend!r}")
-    if not isinstance(tol, Tolerance) or tol.atol < 0 or tol.rtol < 0:
-        raise ExportError(f"tolerance must be a Tolerance with non-negative atol and rtol, found {tol!r}")
+    if not isinstance(tol, Tolerance) or tol.atol < 0 or tol.rtol < 0 or tol.min_cosine is not None:
+        raise ExportError(
+            "tolerance must be a Tolerance with non-negative atol and rtol and no min_cosine "
+            f"(export is checked element-wise against PyTorch), found {tol!r}"
+        )
     opset = DEFAULT_OPSET if opset is None else opset
     if not isinstance(opset, int) or not 13 <= opset <= 20:
         raise ExportError(f"opset must be an integer from 13 to 20 (the range both exporters support), found {opset!r}")

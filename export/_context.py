@@ -12,8 +12,9 @@ from mmedge.bundle import Asset, Component, Verification
 from mmedge.errors import ExportError
 from mmedge.export._axes import Axes, observed_axes
 from mmedge.export._capture import Call
-from mmedge.export._types import Tolerance, VerificationRow
+from mmedge.export._types import VerificationRow
 from mmedge.export._verify import numpy_of
+from mmedge.verify import Tolerance
 
 __all__ = ["Ctx", "Part", "Progress", "Runs", "model_prefix", "raise_failed"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from mmedge.errors import ExportError
 from mmedge.export._tree import tensors
-from mmedge.export._types import Tolerance
 from mmedge.export._verify import numpy_of
+from mmedge.verify import Tolerance
 
 __all__ = ["swap_mel_frontends"]
 

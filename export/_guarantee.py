@@ -16,7 +16,7 @@ from mmedge.errors import ExportError
 from mmedge.export._context import Ctx, Part, model_prefix
 from mmedge.export._tree import flatten
 from mmedge.export._verify import numpy_of
-from mmedge.verify import Numerics, raise_failures, verify_component
+from mmedge.verify import raise_failures, verify_component
 
 __all__ = ["verify_export"]
 
@@ -38,7 +38,6 @@ def _head_runs(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[dict],
 
 def verify_export(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[Part], Part]:
     """``parts`` and ``head`` with the shared verifier's record; raises ExportError naming failures."""
-    numerics = Numerics(atol=ctx.tol.atol, rtol=ctx.tol.rtol)
     runs: dict[str, tuple[list[dict], list[dict]]] = {
         p.component.name: (
             [ctx.runs.numpy(r, [t.name for t in p.component.inputs]) for r in (0, 1)],
@@ -52,7 +51,7 @@ def verify_export(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[Par
         c = part.component
         feeds, refs = runs[c.name]
         checks[c.name] = verify_component(
-            ctx.stage / c.file, refs, c, feeds, stage="export", reference_name="pytorch", numerics=numerics
+            ctx.stage / c.file, refs, c, feeds, stage="export", reference_name="pytorch", tolerance=ctx.tol
         )
     raise_failures(
         "export",

@@ -8,19 +8,11 @@ from pathlib import Path
 
 from mmedge.bundle import Bundle, Manifest
 
-__all__ = ["DEFAULT_OPSET", "EncoderSpec", "ExportResult", "Tolerance", "VerificationRow"]
+__all__ = ["DEFAULT_OPSET", "EncoderSpec", "ExportResult", "VerificationRow"]
 
 # Both exporters handle opset 18 well in torch 2.11 (the TorchScript exporter stops at 20), it has
 # the STFT op, and ONNX Runtime's mobile and quantization tooling support it.
 DEFAULT_OPSET = 18
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How close an ONNX output must be to PyTorch's: ``|onnx - torch| <= atol + rtol * |torch|``."""
-
-    atol: float = 1e-4
-    rtol: float = 1e-3
 
 
 @dataclass(frozen=True)

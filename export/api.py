@@ -33,9 +33,10 @@ from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, Part, Progress, Runs
 from mmedge.export._guarantee import verify_export
 from mmedge.export._split import Split, input_modalities, plan_split
-from mmedge.export._types import ExportResult, Tolerance
+from mmedge.export._types import ExportResult
 from mmedge.export._verify import record
 from mmedge.export.doctor import preflight, raise_errors, report_for
+from mmedge.verify import Tolerance
 
 __all__ = ["AUDIO_FRONTENDS", "export_model"]
 

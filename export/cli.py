@@ -14,7 +14,8 @@ from typing import Any
 
 from mmedge.bundle import ModelInfo
 from mmedge.console import console, print_json, progress, table
-from mmedge.export._types import DEFAULT_OPSET, ExportResult, Tolerance
+from mmedge.export._types import DEFAULT_OPSET, ExportResult
+from mmedge.verify import Tolerance
 
 __all__ = ["configure", "run"]
 

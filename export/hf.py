@@ -38,8 +38,7 @@ from mmedge.bundle import (
     write_manifest,
 )
 from mmedge.errors import ExportError
-from mmedge.export._types import Tolerance
-from mmedge.verify import Numerics, verify_component
+from mmedge.verify import Tolerance, verify_component
 
 __all__ = ["FUSE_MODES", "FusionResult", "FusionTrial", "ffn_down_projections", "optimize_transformers"]
 
@@ -268,9 +267,8 @@ def _verify(
 ) -> Verification:
     """Fused vs unfused on each check input, by the shared check of every stage (dims the manifest
     declares symbolic must stay symbolic)."""
-    numerics = Numerics(atol=plan.tol.atol, rtol=plan.tol.rtol)
     return verify_component(
-        target, source, component, checks, stage="optimize", reference_name="unfused-onnx", numerics=numerics
+        target, source, component, checks, stage="optimize", reference_name="unfused-onnx", tolerance=plan.tol
     )
 
 

@@ -361,7 +361,9 @@ def verify_component(
     return check.record(feeds, stage, reference_name)
 
 
-def _run_reference(ref_run: ComponentRunner | None, feed: Feed, index: int, check: _Check) -> Mapping[str, np.ndarray] | None:
+def _run_reference(
+    ref_run: ComponentRunner | None, feed: Feed, index: int, check: _Check
+) -> Mapping[str, np.ndarray] | None:
     if ref_run is None:
         check.problems.append("the reference cannot be loaded")
         return None

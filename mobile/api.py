@@ -42,7 +42,7 @@ from mmedge.mobile._shapes import (
     plan_dims,
 )
 from mmedge.mobile._verify import ATOL, RTOL, max_abs_difference, probe_inputs, random_tensor
-from mmedge.verify import Numerics, raise_failures, verify_component
+from mmedge.verify import Tolerance, raise_failures, verify_component
 
 __all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
 
@@ -214,7 +214,7 @@ def _package_one(
         [feeds],
         stage="mobile",
         reference_name="source-bundle",
-        numerics=Numerics(atol=ATOL, rtol=RTOL),
+        tolerance=Tolerance(atol=ATOL, rtol=RTOL),
         note=f"{file} vs {c.file} run with the same '{s.level}' optimisations",
     )
     mobile = dataclasses.replace(mobile, verification=(*c.verification, verification))

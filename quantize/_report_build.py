@@ -30,7 +30,7 @@ from mmedge.quantize.report import (
     TensorComparison,
 )
 from mmedge.quantize.speed import SpeedCheck
-from mmedge.verify import Numerics, raise_failures, verify_component
+from mmedge.verify import Tolerance, raise_failures, verify_component
 
 __all__ = ["build_report", "write_bundle"]
 
@@ -218,7 +218,7 @@ def _verification(chain: Chain, c: Component, r: ComponentReport) -> Verificatio
         feeds[:1],
         stage="quantize",
         reference_name="fp32-bundle",
-        numerics=Numerics(min_cosine=COMPONENT_MIN_COSINE),
+        tolerance=Tolerance(min_cosine=COMPONENT_MIN_COSINE),
     )
     return Verification(
         stage="quantize",

@@ -13,7 +13,7 @@ from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import ConfigError, ExportError, QuantizationError
-from mmedge.verify import Numerics, raise_failures, second_shape_feeds, verify_component
+from mmedge.verify import Tolerance, raise_failures, second_shape_feeds, verify_component
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_numerics_beyond_tolerance_fail_but_a_lossy_stage_only_reports_them(text
         [feed],
         stage="quantize",
         reference_name="fp32-bundle",
-        numerics=Numerics(min_cosine=0.98),
+        tolerance=Tolerance(min_cosine=0.98),
     )
     assert lossy.passed, lossy.detail  # a uniform scale keeps the cosine at 1
     assert "min cosine 1.00000 (pass >= 0.98)" in lossy.detail
