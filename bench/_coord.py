@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import mmedge.errors
-from mmedge.bench._stats import Sample
+from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import BenchProgress
 from mmedge.errors import MMEdgeError
 
 __all__ = ["Measurement", "Plan", "VariantSpec", "Worker", "measure"]
 
-Progress = Callable[[BenchProgress], None]
+ProgressCallback = Callable[[BenchProgress], None]
 _STDERR_TAIL = 2000  # characters of a crashed worker's stderr shown in the error
 
 
@@ -62,7 +62,7 @@ class Measurement:
     """What the rounds produced so far; filled in place so an interruption loses nothing."""
 
     ready: dict[str, dict[str, Any]] = field(default_factory=dict)
-    samples: dict[str, dict[int, list[Sample]]] = field(default_factory=dict)
+    samples: dict[str, dict[int, list[RunTiming]]] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
     hotspots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
@@ -140,7 +140,7 @@ class Worker:
         return MMEdgeError(f"the benchmark process of variant {self.name!r} exited with code {code}:\n{tail}")
 
 
-def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: Progress) -> None:
+def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: ProgressCallback) -> None:
     """Warm-up and timed rounds per batch size, then memory and hot spots; fills ``into``."""
     for w in workers:
         into.samples[w.name] = {}
@@ -178,7 +178,7 @@ def _rounds(
     count: int,
     budget_s: float | None,
     into: Measurement | None,
-    progress: Progress,
+    progress: ProgressCallback,
     phase: str,
 ) -> None:
     """Run every worker once per round, in a shuffled order; ``budget_s`` replaces ``count`` when set."""
@@ -189,7 +189,7 @@ def _rounds(
         for w in rng.sample(list(workers), len(workers)):
             reply = w.request({"cmd": "run", "batch": batch})
             if into is not None:
-                into.samples[w.name][batch].append(Sample.from_json(reply))
+                into.samples[w.name][batch].append(RunTiming.from_json(reply))
         done += 1
         fraction = done / count if budget_s is None else min(1.0, (time.monotonic() - start) / budget_s)
         progress(BenchProgress(phase, batch, done, count if budget_s is None else None, fraction))

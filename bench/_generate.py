@@ -25,15 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bench._stats import Sample, latency_stats
+from mmedge.bench._stats import RunTiming, Span, latency_stats
 from mmedge.bench._tables import Table, fmt_ms
 from mmedge.bench._types import LatencyStats
 from mmedge.bundle import Bundle, Manifest
 from mmedge.runtime.pipeline import Pipeline
 
 __all__ = ["GenerationStats", "first_token_feed", "generation_sample", "generation_table", "measure_generation"]
-
-Span = tuple[str, str, int, int]  # (kind, name, start_ns, end_ns) as Pipeline's trace reports them
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def _stats(batch: int, max_len: int, calls: Sequence[tuple[int, int, list[int], 
     )
 
 
-def generation_sample(e2e_ns: int, spans: Sequence[Span], decoder: str) -> Sample:
+def generation_sample(e2e_ns: int, spans: Sequence[Span], decoder: str) -> RunTiming:
     """One ``generate`` call attributed: preprocess, each component (the decoder's steps summed),
     and "copies" for the rest (handing outputs on, and the search's work between steps)."""
     busy: dict[str, int] = {}
@@ -109,7 +107,7 @@ def generation_sample(e2e_ns: int, spans: Sequence[Span], decoder: str) -> Sampl
     parts = [("preprocess", "preprocess", preprocess)]
     parts += [(name, "component", ns) for name, ns in busy.items()]
     parts += [("copies", "copies", max(0, e2e_ns - preprocess - inside)), ("postprocess", "postprocess", 0)]
-    return Sample(e2e_ns, tuple(parts), busy)
+    return RunTiming(e2e_ns, tuple(parts), busy)
 
 
 def first_token_feed(manifest: Manifest, component: str, batch: int) -> dict[str, np.ndarray]:

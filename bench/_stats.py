@@ -10,13 +10,14 @@ import numpy as np
 
 from mmedge.bench._types import Attribution, BatchResult, ComponentLatency, LatencyStats, Part
 
-__all__ = ["Sample", "batch_result", "latency_stats"]
+__all__ = ["RunTiming", "Span", "batch_result", "latency_stats"]
 
 NS_PER_MS = 1e6
+Span = tuple[str, str, int, int]  # (kind, name, start_ns, end_ns) as Pipeline's trace reports them
 
 
 @dataclass(frozen=True)
-class Sample:
+class RunTiming:
     """One timed run of one variant: end to end, its attributed parts, and each component's busy time."""
 
     e2e_ns: int
@@ -27,7 +28,7 @@ class Sample:
         return {"e2e_ns": self.e2e_ns, "parts": [list(p) for p in self.parts], "busy": dict(self.busy)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+    def from_json(cls, data: Mapping[str, Any]) -> RunTiming:
         parts = tuple((str(n), str(k), int(ns)) for n, k, ns in data["parts"])
         return cls(int(data["e2e_ns"]), parts, {str(k): int(v) for k, v in data["busy"].items()})
 
@@ -48,7 +49,7 @@ def latency_stats(ns: Sequence[int]) -> LatencyStats:
     )
 
 
-def batch_result(batch: int, samples: Sequence[Sample]) -> BatchResult:
+def batch_result(batch: int, samples: Sequence[RunTiming]) -> BatchResult:
     """Statistics of ``samples`` (at least one) taken at batch size ``batch``."""
     latency = latency_stats([s.e2e_ns for s in samples])
     names = list(dict.fromkeys(name for s in samples for name in s.busy))
@@ -59,7 +60,7 @@ def batch_result(batch: int, samples: Sequence[Sample]) -> BatchResult:
     return BatchResult(batch, latency, throughput, components, attribution(samples))
 
 
-def attribution(samples: Sequence[Sample]) -> Attribution:
+def attribution(samples: Sequence[RunTiming]) -> Attribution:
     """Mean time of each part; means add up, so parts sum to the mean end-to-end time when complete."""
     n = len(samples)
     totals: dict[tuple[str, str], int] = {}

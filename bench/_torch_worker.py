@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.bench._profile import hotspots
-from mmedge.bench._stats import Sample
+from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import MODEL_PART, Hotspots
 from mmedge.bench._worker import serve
 from mmedge.bundle import load_bundle
@@ -101,7 +101,7 @@ class TorchRunner:
             self._cache = (id(feeds), {k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()})
         return self._cache[1]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Sample:
+    def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming:
         import torch
 
         tensors = self._tensors(feeds)
@@ -113,7 +113,7 @@ class TorchRunner:
         busy = {name: marks[-1] - marks[0] for name, marks in self._marks.items() if len(marks) >= 2}
         rest = max(0, e2e - sum(busy.values()))
         parts = tuple((n, "component", ns) for n, ns in busy.items()) + ((self._rest, "component", rest),)
-        return Sample(e2e, parts, {**busy, self._rest: rest})
+        return RunTiming(e2e, parts, {**busy, self._rest: rest})
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         """Self CPU time per aten op from torch.profiler, like ORT's per-op kernel time."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from mmedge.bench._generate import first_token_feed, generation_sample
 from mmedge.bench._profile import hotspots, ort_op_totals
-from mmedge.bench._stats import Sample
+from mmedge.bench._stats import RunTiming, Span
 from mmedge.bench._types import MODEL_PART, Hotspots
 from mmedge.bundle import RAW_INPUTS, load_bundle
 from mmedge.errors import BundleError, InputError
@@ -29,8 +29,6 @@ from mmedge.runtime.pipeline import Pipeline
 from mmedge.sessions import SessionSettings, create_session, session_options
 
 __all__ = ["OnnxRunner", "PipelineRunner", "import_onnxruntime", "load_variant", "pipeline_sample"]
-
-Span = tuple[str, str, int, int]  # (kind, name, start_ns, end_ns) as Pipeline's trace reports them
 
 
 def import_onnxruntime() -> None:
@@ -45,7 +43,7 @@ def load_variant(spec: Mapping[str, Any]) -> PipelineRunner | OnnxRunner:
     raise BundleError(f"unknown benchmark variant kind {spec['kind']!r}")
 
 
-def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[str]]) -> Sample:
+def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[str]]) -> RunTiming:
     """Attribute one ``Pipeline.run`` to preprocess, each component, copies between them and postprocess.
 
     Components of one stage run concurrently: the stage's wall time (first start to last end)
@@ -67,7 +65,7 @@ def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[
     parts += [("copies", "copies", max(0, single.get("execute", 0) - windows))]
     parts += [("postprocess", "postprocess", single.get("postprocess", 0))]
     busy = {c: inside[c][1] - inside[c][0] for stage in plan for c in stage if c in inside}
-    return Sample(e2e_ns, tuple(parts), busy)
+    return RunTiming(e2e_ns, tuple(parts), busy)
 
 
 class PipelineRunner:
@@ -90,7 +88,7 @@ class PipelineRunner:
     def _record(self, kind: str, name: str, start: int, end: int) -> None:
         self._spans.append((kind, name, start, end))  # list.append is atomic: encoder threads call this too
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Sample:
+    def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming:
         self._spans.clear()
         start = time.perf_counter_ns()
         if self._decoder is not None:  # a captioner: time the whole generation
@@ -142,11 +140,11 @@ class OnnxRunner:
         self.size_bytes = self._path.stat().st_size
         self.notes = plan.fallbacks
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Sample:
+    def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming:
         start = time.perf_counter_ns()
         self.session.run(None, dict(feeds))
         e2e = time.perf_counter_ns() - start
-        return Sample(e2e, ((MODEL_PART, "component", e2e),), {MODEL_PART: e2e})
+        return RunTiming(e2e, ((MODEL_PART, "component", e2e),), {MODEL_PART: e2e})
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:

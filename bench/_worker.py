@@ -7,7 +7,7 @@ output written to stdout is redirected to stderr so it cannot corrupt the protoc
 
 * first line: ``{"spec": {...}, "inputs": {batch: npz path}, "t_spawn": ns}`` → ``{"ready": ...}``
   after importing the framework, loading the model and running it once (the cold start);
-* ``{"cmd": "run", "batch": b}`` → one :class:`Sample`;
+* ``{"cmd": "run", "batch": b}`` → one :class:`RunTiming`;
 * ``{"cmd": "memory"}`` → peak RSS so far; ``{"cmd": "profile", "batch": b, "runs": n}`` → hot spots;
 * ``{"cmd": "exit"}`` or end of input → the process exits.
 
@@ -30,16 +30,14 @@ import numpy as np
 
 from mmedge.bench._inputs import load_npz
 from mmedge.bench._profile import hotspots_to_json
-from mmedge.bench._stats import Sample
+from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import Hotspots
 from mmedge.errors import MMEdgeError
 
-__all__ = ["Runner", "peak_rss_bytes", "serve"]
-
-Feeds = Mapping[str, np.ndarray]
+__all__ = ["VariantRunner", "peak_rss_bytes", "serve"]
 
 
-class Runner(Protocol):
+class VariantRunner(Protocol):
     """A loaded model variant that the worker times."""
 
     precision: str
@@ -47,9 +45,9 @@ class Runner(Protocol):
     size_bytes: int
     notes: tuple[str, ...]
 
-    def run(self, feeds: Feeds) -> Sample: ...
+    def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming: ...
 
-    def profile(self, feeds: Feeds, runs: int) -> list[Hotspots]: ...
+    def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]: ...
 
 
 def peak_rss_bytes() -> int:
@@ -70,7 +68,7 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def serve(import_framework: Callable[[], None], load: Callable[[Mapping[str, Any]], Runner]) -> int:
+def serve(import_framework: Callable[[], None], load: Callable[[Mapping[str, Any]], VariantRunner]) -> int:
     """Run the worker protocol until the coordinator says exit; returns the process exit code."""
     t_main = time.monotonic_ns()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,8 +94,8 @@ def serve(import_framework: Callable[[], None], load: Callable[[Mapping[str, Any
 
 
 def _start(
-    config: Mapping[str, Any], t_main: int, import_framework: Callable[[], None], load: Callable[..., Runner]
-) -> tuple[Runner, dict[int, Feeds], dict[str, Any]]:
+    config: Mapping[str, Any], t_main: int, import_framework: Callable[[], None], load: Callable[..., VariantRunner]
+) -> tuple[VariantRunner, dict[int, Mapping[str, np.ndarray]], dict[str, Any]]:
     t0 = time.monotonic_ns()
     feeds = {int(b): load_npz(Path(p)) for b, p in config["inputs"].items()}
     t1 = time.monotonic_ns()
@@ -123,7 +121,9 @@ def _start(
     return runner, feeds, ready
 
 
-def _dispatch(runner: Runner, feeds: Mapping[int, Feeds], command: Mapping[str, Any]) -> dict[str, Any]:
+def _dispatch(
+    runner: VariantRunner, feeds: Mapping[int, Mapping[str, np.ndarray]], command: Mapping[str, Any]
+) -> dict[str, Any]:
     kind = command["cmd"]
     if kind == "run":
         return runner.run(feeds[int(command["batch"])]).to_json()

@@ -15,7 +15,7 @@ from tinybundle import VOCAB
 from mmedge.bench._inputs import bench_inputs
 from mmedge.bench._plan import check_same_inputs
 from mmedge.bench._profile import hotspots, ort_op_totals
-from mmedge.bench._stats import Sample, attribution
+from mmedge.bench._stats import RunTiming, attribution
 from mmedge.bench._variants import pipeline_sample
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import InputError
@@ -56,8 +56,8 @@ def test_concurrent_encoders_share_their_stage_wall_time_by_busy_time() -> None:
 
 def test_attribution_is_the_mean_of_each_part() -> None:
     samples = [
-        Sample(100, (("a", "component", 60), ("b", "copies", 30))),
-        Sample(300, (("a", "component", 200), ("b", "copies", 90))),
+        RunTiming(100, (("a", "component", 60), ("b", "copies", 30))),
+        RunTiming(300, (("a", "component", 200), ("b", "copies", 90))),
     ]
     a = attribution(samples)
     assert [(p.name, p.mean_ms * 1e6) for p in a.parts] == [("a", pytest.approx(130)), ("b", pytest.approx(60))]

@@ -166,6 +166,7 @@ def test_example_inputs_must_fit_forward(tiny: SimpleNamespace, tmp_path, inputs
         pytest.param({"audio_frontend": "fft"}, "audio_frontend must be one of", id="frontend"),
         pytest.param({"opset": 9}, "opset must be an integer from 13 to 20", id="opset"),
         pytest.param({"tolerance": Tolerance(atol=-1.0)}, "non-negative", id="tolerance"),
+        pytest.param({"tolerance": Tolerance(min_cosine=0.99)}, "no min_cosine", id="tolerance-cosine"),
         pytest.param({"modalities": {"text": "video"}}, "'video' is not one of", id="modality"),
         pytest.param(
             {"preprocess": {"img": TextPreprocess(max_length=4)}}, r"preprocess names \['img'\]", id="preprocess-name"
