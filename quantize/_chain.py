@@ -19,10 +19,11 @@ import numpy as np
 import onnx
 
 from mmedge.bundle import Manifest, OutputSpec
+from mmedge.graph import Graph
 from mmedge.quantize._apply import apply, excluded_nodes
 from mmedge.quantize._generation import caption_spec, compare_captions
-from mmedge.quantize._graph import Runner, downstream, fed_by_wiring, topological, upstream
 from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
+from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.recipes import Recipe, quantized_ops
 from mmedge.quantize.report import TensorComparison
@@ -52,13 +53,18 @@ class Chain:
     recipes: dict[str, Recipe]  # components absent here are copied unchanged (already quantized)
     work: Path
     method: str
-    calibration: Runner
-    holdout: Runner
+    calibration: SampleExecutor
+    holdout: SampleExecutor
     versions: dict[str, Path] = field(default_factory=dict)  # current file of each component
     excluded: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> why, per component
     kept: dict[str, dict[str, str]] = field(default_factory=dict)  # fallback exclusions, node -> why
     _models: dict[str, onnx.ModelProto] = field(default_factory=dict)
     _counter: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def graph(self) -> Graph:
+        """The bundle's wiring graph (the one the executors run by)."""
+        return self.calibration.graph
 
     def quantizes(self, component: str) -> bool:
         recipe = self.recipes.get(component)
@@ -111,16 +117,16 @@ class Chain:
 
     def rebuild(self, start: str | None = None) -> None:
         """Re-quantize ``start`` and everything downstream of it (everything when None), in order."""
-        affected = None if start is None else {start} | downstream(self.manifest, start)
-        for c in topological(self.manifest):
-            if affected is None or c.name in affected:
-                self.versions[c.name], self.excluded[c.name] = self.build(c.name)
+        affected = None if start is None else {start} | self.graph.downstream(start)
+        for c in self.graph.order():
+            if affected is None or c in affected:
+                self.versions[c], self.excluded[c] = self.build(c)
 
     def calibrated_on(self, component: str) -> str:
         """Where ``component``'s calibration inputs came from, for the report."""
         if not self.quantizes(component) or self.recipes[component].mode != "static":
             return ""
-        sources = upstream(self.manifest, component)
+        sources = self.calibration.upstream(component)
         if not sources:
             return "raw inputs"
         return "outputs of " + ", ".join(f"{u} ({'quantized' if self.quantizes(u) else 'FP32'})" for u in sources)
@@ -129,30 +135,30 @@ class Chain:
         """Model outputs whose component (and its upstream) can run from raw samples, and the
         generated caption of a bundle with a decoder (scored by whole-caption exact match)."""
         caption = caption_spec(self.manifest)
-        runnable = [o for o in self.manifest.outputs if _runnable(self.manifest, o.component)]
+        runnable = [o for o in self.manifest.outputs if self._runnable(o.component)]
         return runnable + ([caption] if caption else [])
 
-    def end_to_end(self, versions: Mapping[str, Path], runner: Runner | None = None) -> list[OutputResult]:
+    def end_to_end(self, versions: Mapping[str, Path], executor: SampleExecutor | None = None) -> list[OutputResult]:
         """Every evaluable model output of ``versions`` against the FP32 bundle."""
-        runner = runner or self.holdout
+        executor = executor or self.holdout
         results = []
         for spec in self.evaluable():
             if spec == caption_spec(self.manifest):
                 results.append(
-                    OutputResult(spec, "exact", *compare_captions(self.manifest, runner, self.fp32, versions))
+                    OutputResult(spec, "exact", *compare_captions(self.manifest, executor, self.fp32, versions))
                 )
                 continue
-            ref = [o[spec.tensor] for o in runner.outputs(self.fp32, spec.component)]
-            test = [o[spec.tensor] for o in runner.outputs(versions, spec.component)]
+            ref = [o[spec.tensor] for o in executor.outputs(self.fp32, spec.component)]
+            test = [o[spec.tensor] for o in executor.outputs(versions, spec.component)]
             comparison = compare(spec.tensor, ref, test)
             metric = AGREEMENT_KINDS.get(spec.kind, "cosine")
             value = comparison.cosine if metric == "cosine" else agreement(spec.kind, ref, test)
             results.append(OutputResult(spec, metric, value, comparison, ref, test))
         return results
 
-    def score(self, versions: Mapping[str, Path], runner: Runner | None = None) -> float:
+    def score(self, versions: Mapping[str, Path], executor: SampleExecutor | None = None) -> float:
         """The fallback criterion: mean agreement of the discrete outputs (mean cosine if none)."""
-        results = self.end_to_end(versions, runner)
+        results = self.end_to_end(versions, executor)
         discrete = [r.agreement for r in results if r.metric != "cosine"] or [r.agreement for r in results]
         return float(np.mean(discrete)) if discrete else math.nan
 
@@ -161,9 +167,9 @@ class Chain:
         return {**self.fp32, component: path or self.versions[component]}
 
     def _upstream_digest(self, component: str) -> str:
-        key = tuple(self.calibration.key(self.versions, u) for u in upstream(self.manifest, component))
+        key = tuple(self.calibration.key(self.versions, u) for u in self.calibration.upstream(component))
         return hashlib.sha256(repr(key).encode()).hexdigest()[:12]
 
-
-def _runnable(manifest: Manifest, component: str) -> bool:
-    return fed_by_wiring(manifest, component) and all(_runnable(manifest, u) for u in upstream(manifest, component))
+    def _runnable(self, component: str) -> bool:
+        """Whether raw samples drive ``component``: the wiring feeds it and everything it needs."""
+        return all(self.graph.fed_by_wiring(c) for c in self.graph.needed([component]))

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.bundle import RAW_INPUTS, Manifest, OutputSpec
+from mmedge.bundle import Manifest, OutputSpec
 from mmedge.decoding import generate
 from mmedge.errors import QuantizationError
-from mmedge.quantize._graph import Runner
 from mmedge.quantize._metrics import compare
+from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.report import TensorComparison
 
 __all__ = ["CAPTION", "caption_spec", "compare_captions"]
@@ -36,37 +36,32 @@ def caption_spec(manifest: Manifest) -> OutputSpec | None:
 
 
 def compare_captions(
-    manifest: Manifest, runner: Runner, reference: Mapping[str, Path], versions: Mapping[str, Path]
+    manifest: Manifest, executor: SampleExecutor, reference: Mapping[str, Path], versions: Mapping[str, Path]
 ) -> tuple[float, TensorComparison, list[np.ndarray], list[np.ndarray]]:
     """(exact-match rate, comparison of log-probabilities, reference ids, version ids) of a
     generative bundle's captions; ids are int64 [examples, max_length] per sample, padded with
     the pad id."""
-    ref_ids, ref_scores = _captions(manifest, runner, reference)
-    ids, scores = _captions(manifest, runner, versions)
+    ref_ids, ref_scores = _captions(manifest, executor, reference)
+    ids, scores = _captions(manifest, executor, versions)
     same = np.concatenate([np.all(a == b, axis=1) for a, b in zip(ref_ids, ids, strict=True)])
     comparison = compare("caption log-probability", ref_scores, scores)
     return float(same.mean()) if same.size else 1.0, comparison, ref_ids, ids
 
 
 def _captions(
-    manifest: Manifest, runner: Runner, versions: Mapping[str, Path]
+    manifest: Manifest, executor: SampleExecutor, versions: Mapping[str, Path]
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Greedy captions (padded ids) and their log-probabilities, per sample of ``runner``."""
+    """Greedy captions (padded ids) and their log-probabilities, per sample of ``executor``."""
     g = manifest.generation
     if g is None:
         raise QuantizationError(f"bundle of {manifest.model.name} has no decoder to generate captions with")
     decoder = manifest.component(g.decoder)
-    edges = manifest.edges_into(g.decoder)
-    produced = {e.source: runner.outputs(versions, e.source) for e in edges if e.source != RAW_INPUTS}
 
     def step(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return runner.run(g.decoder, versions[g.decoder], feeds)
+        return executor.run(g.decoder, versions[g.decoder], feeds)
 
     all_ids, all_scores = [], []
-    for i, sample in enumerate(runner.samples):
-        initial = {
-            e.input: sample[e.output] if e.source == RAW_INPUTS else produced[e.source][i][e.output] for e in edges
-        }
+    for initial in executor.wired(versions, g.decoder):
         result = generate(step, initial, spec=g, decoder=decoder, vocab=())
         ids = np.full((len(result.token_ids), g.max_length), g.pad_id, dtype=np.int64)
         for row, tokens in enumerate(result.token_ids):

@@ -18,7 +18,6 @@ from mmedge.cpu import cpu_model_and_flags, int8_kernels_saturate
 from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._generation import CAPTION, caption_spec
-from mmedge.quantize._graph import fed_by_wiring, upstream
 from mmedge.quantize._metrics import accuracy, compare
 from mmedge.quantize.recipes import QUANTIZED_OPS
 from mmedge.quantize.report import (
@@ -57,7 +56,7 @@ def build_report(
     components = tuple(_component_report(chain, c, unchanged.get(c.name), speed.get(c.name)) for c in m.components)
     outputs = tuple(_output_report(r, labels) for r in chain.end_to_end(chain.versions))
     score = chain.score(chain.versions)
-    skipped = [c.name for c in m.components if not fed_by_wiring(m, c.name)]
+    skipped = [c.name for c in m.components if not chain.graph.fed_by_wiring(c.name)]
     extra = []
     if skipped and caption_spec(m) is not None:
         extra = [
@@ -90,7 +89,7 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: 
     path = chain.versions[c.name]
     recipe = chain.recipes.get(c.name)
     comparisons: tuple[TensorComparison, ...] = ()
-    if chain.quantizes(c.name) and fed_by_wiring(chain.manifest, c.name):
+    if chain.quantizes(c.name) and chain.graph.fed_by_wiring(c.name):
         ref = chain.holdout.outputs(chain.fp32, c.name)
         test = chain.holdout.outputs(chain.only(c.name), c.name)
         comparisons = tuple(compare(t.name, [o[t.name] for o in ref], [o[t.name] for o in test]) for t in c.outputs)
@@ -231,7 +230,7 @@ def _verification(chain: Chain, c: Component, r: ComponentReport) -> Verificatio
         shapes=dims.shapes,
         dynamic_dims_ok=dims.dynamic_dims_ok,
         detail=(
-            f"{len(feeds)} held-out samples, FP32 inputs from {', '.join(upstream(chain.manifest, c.name)) or 'raw inputs'}; "
+            f"{len(feeds)} held-out samples, FP32 inputs from {', '.join(chain.holdout.upstream(c.name)) or 'raw inputs'}; "
             f"worst output {worst.tensor!r}: cosine {worst.cosine:.5f} (pass >= {COMPONENT_MIN_COSINE}), SQNR {worst.sqnr_db:.1f} dB; "
             f"shape check: {dims.detail}"
         ),

@@ -21,10 +21,11 @@ import onnx
 
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import QuantizationError
+from mmedge.graph import Graph
 from mmedge.quantize._apply import METHODS, prepare
 from mmedge.quantize._chain import Chain
-from mmedge.quantize._graph import Runner
 from mmedge.quantize._report_build import build_report, write_bundle
+from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
@@ -96,7 +97,9 @@ def quantize_bundle(
                 prepared[c.name] = prepare(c.name, src.component_path(c.name), work)
         recipes = resolve_recipes(recipe, {name: onnx.load(str(p)) for name, p in prepared.items()})
         fp32 = {c.name: src.component_path(c.name) for c in manifest.components}
-        chain = Chain(manifest, fp32, prepared, recipes, work, method, Runner(manifest, calib), Runner(manifest, held))
+        graph = Graph(manifest)
+        calibration, holdout = SampleExecutor(graph, calib), SampleExecutor(graph, held)
+        chain = Chain(manifest, fp32, prepared, recipes, work, method, calibration, holdout)
         chain.versions = dict(fp32)
         say("quantizing components (chained calibration)")
         chain.rebuild()

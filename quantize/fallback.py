@@ -28,7 +28,6 @@ import onnx
 
 from mmedge.errors import QuantizationError, translated
 from mmedge.quantize._chain import Chain, OutputResult
-from mmedge.quantize._graph import downstream
 from mmedge.quantize._metrics import noise_ratio
 from mmedge.quantize._surgery import dequantized_weights, without_quantization
 from mmedge.quantize.calibration import SampleReader
@@ -99,7 +98,7 @@ def _affects_outputs(chain: Chain, component: str) -> bool:
     """Whether ``component`` is quantized and produces or feeds an evaluable model output."""
     if not chain.quantizes(component):
         return False
-    reach = {component} | downstream(chain.manifest, component)
+    reach = {component} | chain.graph.downstream(component)
     return any(o.component in reach for o in chain.evaluable())
 
 

@@ -32,7 +32,6 @@ import numpy as np
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import QuantizationError, translated
 from mmedge.quantize._chain import Chain
-from mmedge.quantize._graph import topological
 from mmedge.quantize._metrics import compare
 from mmedge.sessions import create_session, plain_options
 
@@ -59,7 +58,7 @@ def kernel_agreement(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> floa
 def fix_saturation(chain: Chain, say: Callable[[str], None]) -> list[str]:
     """Re-quantize, with ``reduce_range``, every INT8 component whose kernels saturate here; notes for the report."""
     notes = []
-    for component in (c.name for c in topological(chain.manifest)):
+    for component in chain.graph.order():
         recipe = chain.recipes.get(component)
         if recipe is None or recipe.reduce_range or chain.versions[component] == chain.fp32[component]:
             continue  # nothing was quantized, or with 7-bit weights already

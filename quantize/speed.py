@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
-from mmedge.quantize._graph import fed_by_wiring
 from mmedge.quantize.recipes import Recipe
 from mmedge.timing import interleaved_latency
 
@@ -55,7 +54,7 @@ def check_speed(chain: Chain, components: list[str], threads: int) -> dict[str, 
     """
     checks = {}
     for name in components:
-        if not chain.quantizes(name) or not fed_by_wiring(chain.manifest, name):
+        if not chain.quantizes(name) or not chain.graph.fed_by_wiring(name):
             continue
         if chain.versions[name] == chain.fp32[name]:
             continue  # the recipe supports no op of this graph: it is FP32 already

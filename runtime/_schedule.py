@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import RAW_INPUTS, Manifest
 from mmedge.errors import MMEdgeError
+from mmedge.graph import Graph
 
 __all__ = ["HELPER_NICE", "Schedule", "encoder_probe", "lower_helper_priority", "measure_costs", "share_threads"]
 
@@ -76,17 +76,19 @@ def share_threads(costs: Mapping[str, float], budget: int) -> dict[str, int]:
     return {primary: max(1, budget - sum(n - 1 for n in others.values())), **others}
 
 
-def encoder_probe(manifest: Manifest, component: str) -> dict[str, np.ndarray] | None:
-    """Zeros for each input of a raw-fed component at its example shape (batch 1); None if not sizable."""
-    specs = {s.name: s for s in manifest.inputs}
-    feeds = {}
-    for edge in manifest.edges_into(component):
-        spec = specs.get(edge.output) if edge.source == RAW_INPUTS else None
-        shape = spec.sized_shape(1) if spec is not None else None
-        if shape is None:
-            return None
-        feeds[edge.input] = np.zeros(shape, dtype=np.dtype(spec.dtype))
-    return feeds
+def encoder_probe(graph: Graph, component: str) -> dict[str, np.ndarray] | None:
+    """Zeros for each input of an encoder at its example shape (batch 1); None if not sizable."""
+    if component not in graph.encoders():
+        return None
+    zeros = {}
+    wanted = graph.raw_inputs([component])
+    for spec in graph.manifest.inputs:
+        if spec.name in wanted:
+            shape = spec.sized_shape(1)
+            if shape is None:
+                return None
+            zeros[spec.name] = np.zeros(shape, dtype=np.dtype(spec.dtype))
+    return graph.feeds(component, zeros, {})
 
 
 def measure_costs(runners: Mapping[str, Callable[[], Any]]) -> dict[str, float] | None:

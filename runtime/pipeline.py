@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmedge.bundle import RAW_INPUTS, Bundle, Manifest, load_bundle
+from mmedge.bundle import Bundle, Manifest, load_bundle
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
@@ -132,7 +132,6 @@ class Pipeline:
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         _warn_unchecked_saturation(self._bundle.manifest)
         self._graph = Graph(self._bundle.manifest)
-        self._edges = {c.name: self._bundle.manifest.edges_into(c.name) for c in self._bundle.manifest.components}
         self._generator = Generator(self._bundle) if self._bundle.manifest.generation is not None else None
         self._router = InputRouter(self._bundle, self._graph, limits)
         if max_partitions is not None and (isinstance(max_partitions, bool) or not isinstance(max_partitions, int)):
@@ -215,7 +214,7 @@ class Pipeline:
         session = self._session(decoder)
         return self._generator.run(
             lambda feed: self._timed("component", decoder, session.run, feed),
-            self._inputs_of(decoder, feeds.raw, values),
+            self._graph.feeds(decoder, feeds.raw, values),
             max_len=max_len,
             strategy=strategy,
             beam_size=beam_size,
@@ -228,7 +227,7 @@ class Pipeline:
         by input name if it has several. Returns its outputs by tensor name; pass them to
         :meth:`run` to skip the encoder there.
         """
-        component = self._encoder_for(name)
+        component = self._graph.encoder_for(name)
         raw_names = sorted(self._graph.raw_inputs([component]) - self._router.mask_inputs.keys())
         inputs = x if isinstance(x, Mapping) else ({raw_names[0]: x} if len(raw_names) == 1 else x)
         if not isinstance(inputs, Mapping):
@@ -278,7 +277,7 @@ class Pipeline:
         stage = self._graph.full_plan[0] if self._graph.full_plan else ()
         if len(stage) < 2 or self._budget < 2:
             return
-        probes = {c: encoder_probe(self.manifest, c) for c in stage}
+        probes = {c: encoder_probe(self._graph, c) for c in stage}
         if any(p is None for p in probes.values()):
             return
         costs = measure_costs({c: partial(self._sessions[c].run, probes[c]) for c in stage})
@@ -297,7 +296,7 @@ class Pipeline:
         """Run the needed components stage by stage; returns every component's outputs."""
         values: dict[str, dict[str, Any]] = dict(feeds.provided)
         for stage in self._graph.stages(targets, frozenset(feeds.provided)):
-            jobs = {c: (self._session(c), self._inputs_of(c, feeds.raw, values)) for c in stage}
+            jobs = {c: (self._session(c), self._graph.feeds(c, feeds.raw, values)) for c in stage}
             if len(stage) == 1 or self._pool is None or not self._schedule.concurrent.issuperset(stage):
                 values.update({c: self._timed("component", c, s.run, job) for c, (s, job) in jobs.items()})
                 continue
@@ -321,34 +320,6 @@ class Pipeline:
         result = fn(*args)
         self._trace(kind, name, start, time.perf_counter_ns())
         return result
-
-    def _inputs_of(
-        self, component: str, raw: Mapping[str, np.ndarray], values: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        return {
-            e.input: raw[e.output] if e.source == RAW_INPUTS else values[e.source][e.output]
-            for e in self._edges[component]
-        }
-
-    def _encoder_for(self, name: str) -> str:
-        components = {c.name for c in self.manifest.components}
-        if not isinstance(name, str):
-            raise InputError(f"encode takes a modality, input or component name (a str), found {type(name).__name__}")
-        if name in components:
-            component = name
-        elif name in self._router.raw_keys:
-            consumers = self._graph.consumers(self._router.raw_keys[name])
-            if len(consumers) != 1:
-                raise InputError(f"input {name!r} feeds {list(consumers)}; name the component to encode")
-            component = consumers[0]
-        else:
-            raise InputError(
-                f"nothing to encode named {short_repr(name)}; use a modality or input ({', '.join(self._router.raw_keys)}) "
-                f"or a component ({', '.join(sorted(components))})"
-            )
-        if self._graph.upstream(component):
-            raise InputError(f"{component!r} is fed by other components, so it is not an encoder; use run()")
-        return component
 
 
 def _check_options(
