@@ -21,7 +21,7 @@ from mmedge.bench._generate import first_token_feed, generation_sample
 from mmedge.bench._profile import hotspots, ort_op_totals
 from mmedge.bench._stats import RunTiming, Span
 from mmedge.bench._types import MODEL_PART, Hotspots
-from mmedge.bundle import RAW_INPUTS, load_bundle
+from mmedge.bundle import load_bundle
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
 from mmedge.providers import resolve_providers
@@ -76,7 +76,8 @@ class PipelineRunner:
         self._threads = int(spec["threads"])
         self._providers = spec["providers"]
         self.pipe = Pipeline(spec["path"], self._providers, threads=self._threads, trace=self._record)
-        self._plan = Graph(self.pipe.manifest).full_plan
+        self._graph = Graph(self.pipe.manifest)
+        self._plan = self._graph.full_plan
         self._decoder = self.pipe.manifest.generation.decoder if self.pipe.manifest.generation else None
         self._path = Path(spec["path"])
         placement = self.pipe.providers_used.values()
@@ -110,10 +111,9 @@ class PipelineRunner:
                     session = _profiled_session(
                         self._path / manifest.component(name).file, name, threads, tmp, self._providers
                     )
-                    feed = {
-                        e.input: feeds[e.output] if e.source == RAW_INPUTS else values[e.source][e.output]
-                        for e in manifest.edges_into(name)
-                    } | first_token_feed(manifest, name, len(next(iter(feeds.values()))))
+                    feed = self._graph.feeds(name, feeds, values) | first_token_feed(
+                        manifest, name, len(next(iter(feeds.values())))
+                    )
                     for _ in range(runs):
                         out = session.run(None, feed)
                     values[name] = dict(zip((o.name for o in session.get_outputs()), out, strict=True))
