@@ -9,7 +9,7 @@ from mmedge.bundle import Asset, Component
 from mmedge.errors import ExportError
 from mmedge.export import _manifest as mf
 from mmedge.export._capture import Call, used_tensors
-from mmedge.export._context import Ctx, Part, model_prefix, raise_failed
+from mmedge.export._context import Ctx, ExportedPart, model_prefix, raise_failed
 from mmedge.export._exporters import Exported, ExportJob, export_verified
 from mmedge.export._tree import flatten
 from mmedge.export._types import EncoderSpec, VerificationRow
@@ -40,7 +40,7 @@ def _numpy(tensors: Mapping[str, Any]) -> dict[str, Any]:
     return {n: numpy_of(t) for n, t in tensors.items()}
 
 
-def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> Part:
+def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> ExportedPart:
     """``<modality>_encoder.onnx``: the encoder on its raw inputs, outputs flattened and named."""
     from mmedge.export._frontend import swap_mel_frontends
     from mmedge.export._wrappers import EncoderModule
@@ -81,10 +81,10 @@ def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> Part:
         output_structure=structure,
         optimizations=(*exported.optimizations, *swapped),
     )
-    return Part(component, exported.rows, features, call.output, out_axes, _assets(spec.name, file, exported))
+    return ExportedPart(component, exported.rows, features, call.output, out_axes, _assets(spec.name, file, exported))
 
 
-def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Part]) -> Part:
+def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[ExportedPart]) -> ExportedPart:
     """``fusion_head.onnx``: ``forward`` with encoders stubbed, fed the encoder outputs it uses.
 
     Raw inputs that ``forward`` also uses outside the encoders (a mask, decoder tokens) become
@@ -139,10 +139,10 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Part]) -
         output_structure=structure,
         optimizations=exported.optimizations,
     )
-    return Part(component, exported.rows, assets=_assets(HEAD, file, exported))
+    return ExportedPart(component, exported.rows, assets=_assets(HEAD, file, exported))
 
 
-def _feature_axes(parts: Sequence[Part], name: str) -> Mapping[int, str]:
+def _feature_axes(parts: Sequence[ExportedPart], name: str) -> Mapping[int, str]:
     return next(p.axes[name] for p in parts if name in p.axes)
 
 
@@ -164,7 +164,7 @@ def _check_reproduces(head: Any, values: Mapping[str, Any], expected: Any, ctx: 
     )
 
 
-def check_chain(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[VerificationRow, ...]:
+def check_chain(ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart) -> tuple[VerificationRow, ...]:
     """Run encoders then head in onnxruntime, wired as in the manifest, against ``model(**inputs)``."""
     ctx.report("chain", "verifying")
     values = [ctx.runs.numpy(r, list(ctx.runs.inputs[0])) for r in (0, 1)]
@@ -184,7 +184,7 @@ def check_chain(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[Verificati
     return rows
 
 
-def export_monolithic(ctx: Ctx, head: Part) -> Part:
+def export_monolithic(ctx: Ctx, head: ExportedPart) -> ExportedPart:
     """``model.onnx``: the whole model in one graph, the benchmark's baseline."""
     from mmedge.export._wrappers import MonolithicModule
 
@@ -204,7 +204,7 @@ def export_monolithic(ctx: Ctx, head: Part) -> Part:
     component = Component(
         name="monolithic", file=MONOLITHIC_FILE, role="head", inputs=(), outputs=(), exporter=exported.exporter
     )
-    return Part(
+    return ExportedPart(
         component,
         exported.rows,
         assets=(Asset(name="monolithic", file=MONOLITHIC_FILE), *_assets("monolithic", MONOLITHIC_FILE, exported)),

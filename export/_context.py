@@ -16,7 +16,7 @@ from mmedge.export._types import VerificationRow
 from mmedge.export._verify import numpy_of
 from mmedge.verify import Tolerance
 
-__all__ = ["Ctx", "Part", "Progress", "Runs", "model_prefix", "raise_failed"]
+__all__ = ["Ctx", "ExportedPart", "Progress", "Runs", "model_prefix", "raise_failed"]
 
 Progress = Callable[[str, str], None]  # (step or component name, status)
 
@@ -60,7 +60,7 @@ class Ctx:
 
 
 @dataclass(frozen=True)
-class Part:
+class ExportedPart:
     """One exported component and what later steps need from it."""
 
     component: Component
@@ -70,7 +70,7 @@ class Part:
     axes: Axes = field(default_factory=dict)  # output name -> axes
     assets: tuple[Asset, ...] = ()  # external weight files, only for components over 2 GB
 
-    def with_record(self, verification: Verification) -> Part:
+    def with_record(self, verification: Verification) -> ExportedPart:
         component = dataclasses.replace(self.component, verification=(*self.component.verification, verification))
         return dataclasses.replace(self, component=component)
 

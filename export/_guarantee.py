@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmedge.errors import ExportError
-from mmedge.export._context import Ctx, Part, model_prefix
+from mmedge.export._context import Ctx, ExportedPart, model_prefix
 from mmedge.export._tree import flatten
 from mmedge.export._verify import numpy_of
 from mmedge.verify import raise_failures, verify_component
@@ -25,7 +25,7 @@ def _numpy(tensors: Mapping[str, Any]) -> dict[str, Any]:
     return {n: numpy_of(t) for n, t in tensors.items()}
 
 
-def _head_runs(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[dict], list[dict]]:
+def _head_runs(ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart) -> tuple[list[dict], list[dict]]:
     """(feeds, PyTorch outputs) of the head for both runs: encoder outputs and raw inputs it takes."""
     names = [t.name for t in head.component.inputs]
     feeds = []
@@ -36,7 +36,9 @@ def _head_runs(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[dict],
     return feeds, outputs
 
 
-def verify_export(ctx: Ctx, parts: Sequence[Part], head: Part) -> tuple[list[Part], Part]:
+def verify_export(
+    ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart
+) -> tuple[list[ExportedPart], ExportedPart]:
     """``parts`` and ``head`` with the shared verifier's record; raises ExportError naming failures."""
     runs: dict[str, tuple[list[dict], list[dict]]] = {
         p.component.name: (

@@ -20,7 +20,7 @@ from mmedge.export._types import EncoderSpec
 
 __all__ = ["Split", "guess_modality", "input_modalities", "plan_split"]
 
-MODALITIES = ("text", "image", "audio")
+_KNOWN_MODALITIES = ("text", "image", "audio")  # mmedge.bundle.MODALITIES but "other": an encoder is named after these
 _NAME_HINTS = {
     "text": ("text", "token", "ids", "caption", "word", "sentence", "query"),
     "image": ("image", "img", "pixel", "vision", "photo", "picture", "frame"),
@@ -95,7 +95,7 @@ def plan_split(
     for key, path in encoders.items():
         call = _one_call(model, key, path, cap)
         calls[path] = call
-        modality = key if key in MODALITIES else "other"
+        modality = key if key in _KNOWN_MODALITIES else "other"
         specs.append(EncoderSpec(name=f"{key}_encoder", path=path, modality=modality, inputs=call.raw_inputs))
     return Split(encoders=tuple(specs), calls=calls, output=cap.output, auto=False)
 
@@ -182,7 +182,7 @@ def _auto_split(
     for raw, path, call in chosen:
         modality = modalities[raw]
         # Two encoders of one modality (e.g. two cameras) are named after their inputs instead.
-        key = modality if modality in MODALITIES and taken.count(modality) == 1 else raw
+        key = modality if modality in _KNOWN_MODALITIES and taken.count(modality) == 1 else raw
         specs.append(EncoderSpec(name=f"{key}_encoder", path=path, modality=modality, inputs=(raw,)))
         calls[path] = call
         notes.append(f"auto-split: {key}_encoder = {type(model).__name__}.{path} on input {raw!r} ({modality})")

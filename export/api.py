@@ -30,7 +30,7 @@ from mmedge.export import _manifest as mf
 from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
 from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
-from mmedge.export._context import Ctx, Part, Progress, Runs
+from mmedge.export._context import Ctx, ExportedPart, Progress, Runs
 from mmedge.export._guarantee import verify_export
 from mmedge.export._split import Split, input_modalities, plan_split
 from mmedge.export._types import ExportResult
@@ -170,7 +170,9 @@ class _Meta:
     tokenizer: Any = None  # a tokenizers.Tokenizer saved as tokenizer.json
 
 
-def _manifest(ctx: Ctx, meta: _Meta, parts: Sequence[Part], head: Part, mono: Part | None) -> Manifest:
+def _manifest(
+    ctx: Ctx, meta: _Meta, parts: Sequence[ExportedPart], head: ExportedPart, mono: ExportedPart | None
+) -> Manifest:
     wiring = [Edge(RAW_INPUTS, t.name, p.component.name, t.name) for p in parts for t in p.component.inputs]
     producers = {t.name: p.component.name for p in parts for t in p.component.outputs}
     wiring += [

@@ -6,6 +6,6 @@ reports per target (android, ios, generic) which mobile execution providers coul
 component's nodes. A stage like quantize: it reads and writes only the bundle contract.
 """
 
-from mmedge.mobile.api import TARGETS, ComponentReport, MobileReport, package_mobile, parse_fixed_shapes
+from mmedge.mobile.api import TARGETS, MobileComponentReport, MobileReport, package_mobile, parse_fixed_shapes
 
-__all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
+__all__ = ["TARGETS", "MobileComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmedge.mobile._ort import ort_tool
-from mmedge.mobile._rules import CPU_FIX, DYNAMIC_FIX, RANK_FIX, RULES, Graph, Miss, fix_for, key, tables
+from mmedge.mobile._rules import CPU_FIX, DYNAMIC_FIX, RANK_FIX, RULES, GraphFacts, Miss, fix_for, key, tables
 
 __all__ = ["EPS", "Blocker", "EPReport", "UnsupportedOp", "analyze", "blockers"]
 
@@ -71,7 +71,7 @@ class Blocker:
 class _OpTable:
     """One EP's supported ops and caveat rules, shaped as ORT's checker expects (``is_op_supported``)."""
 
-    def __init__(self, ep: str, table: dict[str, str], graph: Graph, level: str) -> None:
+    def __init__(self, ep: str, table: dict[str, str], graph: GraphFacts, level: str) -> None:
         self.ep, self.table, self.graph, self.level = ep, table, graph, level
         self.rules = RULES.get(ep, {})
         self.taken: set[tuple[str, ...]] = set()
@@ -140,7 +140,7 @@ def analyze(optimized: Any, fixed: Any, eps: Sequence[str], level: str) -> tuple
     with ``fixed`` (the graph before optimisation) as a second source of value shapes."""
     checker = ort_tool("mobile_helpers.usability_checker")
     graph = _with_shapes(optimized, fixed).graph
-    facts, known = Graph.of(graph), tables()
+    facts, known = GraphFacts.of(graph), tables()
     reports = []
     for ep in eps:
         table = _OpTable(ep, known[ep], facts, level)

@@ -10,11 +10,11 @@ from typing import Any
 from mmedge.bundle import Dim, Verification
 from mmedge.mobile._eps import Blocker, EPReport
 
-__all__ = ["ComponentReport", "MobileReport"]
+__all__ = ["MobileComponentReport", "MobileReport"]
 
 
 @dataclass(frozen=True)
-class ComponentReport:
+class MobileComponentReport:
     """One component before and after packaging, and how the mobile EPs would run it."""
 
     name: str
@@ -51,7 +51,7 @@ class MobileReport:
     eps: tuple[str, ...]  # the execution providers checked for this target
     fixed_dims: Mapping[str, int]
     fixed_dim_origin: Mapping[str, str]  # where each size came from
-    components: tuple[ComponentReport, ...]
+    components: tuple[MobileComponentReport, ...]
     required_operators: tuple[str, ...]  # lines of required_operators.config: "domain;opset;Op1,Op2"
     onnxruntime_version: str
 
@@ -63,7 +63,7 @@ class MobileReport:
     def size_after(self) -> int:
         return sum(c.size_after for c in self.components)
 
-    def component(self, name: str) -> ComponentReport:
+    def component(self, name: str) -> MobileComponentReport:
         return next(c for c in self.components if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class MobileReport:
         return "\n".join(lines) + "\n"
 
 
-def _component_markdown(c: ComponentReport) -> list[str]:
+def _component_markdown(c: MobileComponentReport) -> list[str]:
     shapes = "; ".join(f"{k} {list(v)}" for k, v in c.inputs.items())
     lines = [
         f"## {c.name}",

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from mmedge.mobile._ort import ort_tool
 
-__all__ = ["AUDIO_FIX", "CPU_FIX", "DYNAMIC_FIX", "RANK_FIX", "RULES", "Graph", "Miss", "fix_for", "key", "tables"]
+__all__ = ["AUDIO_FIX", "CPU_FIX", "DYNAMIC_FIX", "RANK_FIX", "RULES", "GraphFacts", "Miss", "fix_for", "key", "tables"]
 
 AUDIO_FIX = (
     "re-export with `mmedge export --audio-frontend conv` (the STFT becomes convolutions with fixed DFT "
@@ -60,7 +60,9 @@ _XNNPACK_TABLE = {
 
 
 @dataclass(frozen=True)
-class Graph:
+class GraphFacts:
+    """What the EP rules need to know about one ONNX graph: value ranks and dims, constants, who feeds whom."""
+
     ranks: dict[str, int]
     dims: dict[str, tuple[int | None, ...]]
     constants: frozenset[str]
@@ -68,7 +70,7 @@ class Graph:
     consumers: dict[str, list[Any]]
 
     @classmethod
-    def of(cls, graph: Any) -> Graph:
+    def of(cls, graph: Any) -> GraphFacts:
         values = [*graph.input, *graph.value_info, *graph.output]
         shapes = {
             v.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
@@ -116,11 +118,11 @@ class Miss:
     fix: str
 
 
-Rule = Callable[[Any, Graph, Taker], Miss | None]
+Rule = Callable[[Any, GraphFacts, Taker], Miss | None]
 
 
 def _rank(allowed: Sequence[int], what: str) -> Rule:
-    def rule(node: Any, g: Graph, _: Taker) -> Miss | None:
+    def rule(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
         rank = g.ranks.get(node.input[0])
         if rank is None:
             return Miss("input rank unknown (no shape information)", DYNAMIC_FIX)
@@ -132,7 +134,7 @@ def _rank(allowed: Sequence[int], what: str) -> Rule:
 
 
 def _constant(*indices: int, required: bool = False) -> Rule:
-    def rule(node: Any, g: Graph, _: Taker) -> Miss | None:
+    def rule(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
         for i in indices:
             name = node.input[i] if i < len(node.input) else ""
             if (name or required) and name not in g.constants:
@@ -142,13 +144,13 @@ def _constant(*indices: int, required: bool = False) -> Rule:
     return rule
 
 
-def _known_chw(node: Any, g: Graph, _: Taker) -> Miss | None:
+def _known_chw(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
     if None in g.dims.get(node.input[0], (None,))[1:]:
         return Miss("channels, height and width of the input must be known", DYNAMIC_FIX)
     return None
 
 
-def _unit_gemm(node: Any, g: Graph, _: Taker) -> Miss | None:
+def _unit_gemm(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
     attrs = {a.name: a for a in node.attribute}
     if any(name in attrs and attrs[name].f != 1.0 for name in ("alpha", "beta")):
         return Miss("only alpha = beta = 1 is supported", CPU_FIX)
@@ -157,13 +159,13 @@ def _unit_gemm(node: Any, g: Graph, _: Taker) -> Miss | None:
     return None
 
 
-def _small_b(node: Any, g: Graph, _: Taker) -> Miss | None:
+def _small_b(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
     if g.ranks.get(node.input[1], 3) > 2:
         return Miss("input B must have rank <= 2", CPU_FIX)
     return None
 
 
-def _fused_activation(node: Any, g: Graph, table: Taker) -> Miss | None:
+def _fused_activation(node: Any, g: GraphFacts, table: Taker) -> Miss | None:
     producer = g.producer.get(node.input[0])
     if (
         producer is None
@@ -174,7 +176,7 @@ def _fused_activation(node: Any, g: Graph, table: Taker) -> Miss | None:
     return None
 
 
-def _qdq_member(node: Any, g: Graph, table: Taker) -> Miss | None:
+def _qdq_member(node: Any, g: GraphFacts, table: Taker) -> Miss | None:
     """A Q/DQ node goes with the quantized op it belongs to, if XNNPACK takes that op."""
     if node.op_type == "DequantizeLinear":
         targets = g.consumers.get(node.output[0], [])
@@ -188,14 +190,14 @@ def _qdq_member(node: Any, g: Graph, table: Taker) -> Miss | None:
     return None
 
 
-def _float_only(node: Any, g: Graph, _: Taker) -> Miss | None:
+def _float_only(node: Any, g: GraphFacts, _: Taker) -> Miss | None:
     producer = g.producer.get(node.input[0])
     if producer is not None and producer.op_type == "DequantizeLinear":
         return Miss("quantized (QDQ) Gemm/MatMul is not supported, only float", CPU_FIX)
     return None
 
 
-def _constant_pad(node: Any, g: Graph, table: Taker) -> Miss | None:
+def _constant_pad(node: Any, g: GraphFacts, table: Taker) -> Miss | None:
     mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
     if mode != "constant":
         return Miss(f"only constant padding is supported, not {mode!r}", _PAD_FIX)

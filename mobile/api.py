@@ -30,7 +30,7 @@ from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_b
 from mmedge.errors import BundleError, InputError
 from mmedge.mobile._eps import EPS, analyze, blockers
 from mmedge.mobile._ort import LEVELS, convert, required_operators, run_model, write_operator_config
-from mmedge.mobile._report import ComponentReport, MobileReport
+from mmedge.mobile._report import MobileComponentReport, MobileReport
 from mmedge.mobile._shapes import (
     DimPlan,
     concrete,
@@ -44,7 +44,7 @@ from mmedge.mobile._shapes import (
 from mmedge.mobile._verify import ATOL, RTOL, max_abs_difference, probe_inputs, random_tensor
 from mmedge.verify import Tolerance, raise_failures, verify_component
 
-__all__ = ["TARGETS", "ComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
+__all__ = ["TARGETS", "MobileComponentReport", "MobileReport", "package_mobile", "parse_fixed_shapes"]
 
 TARGETS: dict[str, tuple[str, ...]] = {"android": ("NNAPI", "XNNPACK"), "ios": ("CoreML", "XNNPACK"), "generic": EPS}
 DEFAULT_OPTIMIZATION = {"android": "basic", "ios": "basic", "generic": "extended"}
@@ -129,12 +129,12 @@ def _order(m: Manifest) -> list[Component]:
 
 def _package_components(
     source: Bundle, s: _Settings, dirs: tuple[Path, Path], progress: Callable[[str], None] | None
-) -> list[tuple[Component, ComponentReport]]:
+) -> list[tuple[Component, MobileComponentReport]]:
     """Fix, convert, verify and analyse every component; raise once if any fails verification."""
     m = source.manifest
     raw = probe_inputs(source, {i.name: concrete(i.shape, s.plan.probe, f"input {i.name!r}") for i in m.inputs})
     values: dict[str, dict[str, Any]] = {}
-    results: list[tuple[Component, ComponentReport]] = []
+    results: list[tuple[Component, MobileComponentReport]] = []
     for c in _order(m):
         feeds = _feeds(m, c, raw, values, s.plan)
         values[c.name] = run_model(
@@ -183,7 +183,7 @@ def _package_one(
     s: _Settings,
     dirs: tuple[Path, Path],
     fixed_io: Mapping[str, Any],
-) -> tuple[Component, ComponentReport]:
+) -> tuple[Component, MobileComponentReport]:
     """One component: fixed graph → ``.ort`` in the stage, verified and analysed."""
     import onnx
 
@@ -222,7 +222,7 @@ def _package_one(
     as_pipeline_runs_it = run_model(source.component_path(c.name), feeds, what)  # onnxruntime's defaults
     optimized = onnx.load(str(optimized_path))
     eps = analyze(optimized, model, TARGETS[s.target], s.level)
-    report = ComponentReport(
+    report = MobileComponentReport(
         name=c.name,
         source_file=c.file,
         mobile_file=file,
@@ -257,7 +257,7 @@ def _fixed_model(
 
 
 def _report(
-    source: Bundle, out: Path, s: _Settings, reports: list[ComponentReport], operators: tuple[str, ...]
+    source: Bundle, out: Path, s: _Settings, reports: list[MobileComponentReport], operators: tuple[str, ...]
 ) -> MobileReport:
     import onnxruntime as ort
 
