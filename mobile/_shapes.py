@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmedge.bundle import (
-    RAW_INPUTS,
     AudioPreprocess,
     Dim,
     ImagePreprocess,
@@ -29,6 +28,7 @@ from mmedge.bundle import (
     TextPreprocess,
 )
 from mmedge.errors import BundleError, InputError
+from mmedge.graph import Graph
 from mmedge.mobile._ort import ort_tool
 
 __all__ = [
@@ -104,9 +104,10 @@ def plan_dims(manifest: Manifest, overrides: Mapping[str, int] | None, *, fix_al
 
 def _settable_dims(m: Manifest) -> set[str]:
     names = {d for i in m.inputs for d in i.shape if isinstance(d, str)}
+    graph = Graph(m)
     for c in m.components:
-        fed = {e.input for e in m.edges_into(c.name)}
-        names |= {d for t in c.inputs if t.name not in fed for d in t.shape if isinstance(d, str)}
+        unfed = graph.unfed(c.name)
+        names |= {d for t in c.inputs if t.name in unfed for d in t.shape if isinstance(d, str)}
     return names
 
 
@@ -246,18 +247,12 @@ def graph_io(model: Any, declared: Sequence[TensorSpec], *, outputs: bool) -> tu
 
 
 def feeding_patterns(
-    manifest: Manifest, plan: DimPlan, component: str, fixed_io: Mapping[str, Any]
+    graph: Graph, plan: DimPlan, component: str, fixed_io: Mapping[str, Any]
 ) -> dict[str, tuple[Dim, ...]]:
-    """Each input of ``component``: the raw input's fixed pattern, or the feeding component's fixed output."""
-    c = manifest.component(component)
-    sources = {e.input: e for e in manifest.edges_into(component)}
-    patterns = {}
-    for t in c.inputs:
-        edge = sources.get(t.name)
-        if edge is None:
-            patterns[t.name] = plan.pattern(t.shape)
-        elif edge.source == RAW_INPUTS:
-            patterns[t.name] = plan.pattern(manifest.input(edge.output).shape)
-        else:
-            patterns[t.name] = next(o.shape for o in fixed_io[edge.source] if o.name == edge.output)
-    return patterns
+    """Each input of ``component``: the raw input's fixed pattern, the feeding component's fixed
+    output, or (an input no edge feeds) its own fixed pattern."""
+    raw = {i.name: plan.pattern(i.shape) for i in graph.manifest.inputs}
+    produced = {u: {o.name: o.shape for o in fixed_io[u]} for u in graph.upstream(component)}
+    wired = graph.feeds(component, raw, produced)
+    inputs = graph.manifest.component(component).inputs
+    return {t.name: wired[t.name] if t.name in wired else plan.pattern(t.shape) for t in inputs}

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mmedge.bundle import RAW_INPUTS, Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
+from mmedge.bundle import Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
 from mmedge.errors import BundleError, InputError
+from mmedge.graph import Graph
 from mmedge.mobile._eps import EPS, analyze, blockers
 from mmedge.mobile._ort import LEVELS, convert, required_operators, run_model, write_operator_config
 from mmedge.mobile._report import MobileComponentReport, MobileReport
@@ -57,6 +58,7 @@ class _Settings:
     target: str
     level: str
     plan: DimPlan
+    graph: Graph
 
     @property
     def arm(self) -> bool:
@@ -93,7 +95,7 @@ def package_mobile(
             f"components {already} of {source.path} are already in ORT format; package the ONNX bundle they came from"
         )
     plan = plan_dims(source.manifest, fixed_shapes, fix_all=target != "generic")
-    settings = _Settings(target, optimization or DEFAULT_OPTIMIZATION[target], plan)
+    settings = _Settings(target, optimization or DEFAULT_OPTIMIZATION[target], plan, Graph(source.manifest))
     with staged_bundle(out) as stage, tempfile.TemporaryDirectory(prefix="mmedge-mobile-") as tmp:
         results = _package_components(source, settings, (stage, Path(tmp)), progress)
         components = {c.name: c for c, _ in results}
@@ -110,23 +112,6 @@ def package_mobile(
     return report
 
 
-def _order(m: Manifest) -> list[Component]:
-    """Components so that each comes after every component feeding it."""
-    done: list[Component] = []
-    pending = list(m.components)
-    while pending:
-        ready = [
-            c
-            for c in pending
-            if all(e.source == RAW_INPUTS or e.source in {d.name for d in done} for e in m.edges_into(c.name))
-        ]
-        if not ready:
-            raise BundleError(f"the wiring has a cycle through {[c.name for c in pending]}; re-export the bundle")
-        done += ready
-        pending = [c for c in pending if c not in ready]
-    return done
-
-
 def _package_components(
     source: Bundle, s: _Settings, dirs: tuple[Path, Path], progress: Callable[[str], None] | None
 ) -> list[tuple[Component, MobileComponentReport]]:
@@ -135,8 +120,8 @@ def _package_components(
     raw = probe_inputs(source, {i.name: concrete(i.shape, s.plan.probe, f"input {i.name!r}") for i in m.inputs})
     values: dict[str, dict[str, Any]] = {}
     results: list[tuple[Component, MobileComponentReport]] = []
-    for c in _order(m):
-        feeds = _feeds(m, c, raw, values, s.plan)
+    for c in (m.component(name) for name in s.graph.order()):
+        feeds = _feeds(s.graph, c, raw, values, s.plan)
         values[c.name] = run_model(
             source.component_path(c.name), feeds, f"component {c.name!r}", level=s.level, target_arm=s.arm
         )
@@ -156,22 +141,20 @@ def _package_components(
 
 
 def _feeds(
-    m: Manifest, c: Component, raw: Mapping[str, Any], values: Mapping[str, Any], plan: DimPlan
+    graph: Graph, c: Component, raw: Mapping[str, Any], values: Mapping[str, Any], plan: DimPlan
 ) -> dict[str, Any]:
+    """``c``'s inputs as the wiring feeds them; an input the runtime feeds itself (a decoder's state)
+    gets a random tensor of its probe shape: any valid value will do."""
     import numpy as np
 
-    edges = {e.input: e for e in m.edges_into(c.name)}
+    wired = graph.feeds(c.name, raw, values)
     rng = np.random.default_rng(1)
-    feeds = {}
-    for t in c.inputs:
-        edge = edges.get(t.name)
-        if edge is None:  # fed by the runtime itself (a decoder's state): any valid tensor will do
-            feeds[t.name] = random_tensor(t.dtype, concrete(t.shape, plan.probe, f"{c.name}.{t.name}"), rng)
-        elif edge.source == RAW_INPUTS:
-            feeds[t.name] = raw[edge.output]
-        else:
-            feeds[t.name] = values[edge.source][edge.output]
-    return feeds
+    return {
+        t.name: wired[t.name]
+        if t.name in wired
+        else random_tensor(t.dtype, concrete(t.shape, plan.probe, f"{c.name}.{t.name}"), rng)
+        for t in c.inputs
+    }
 
 
 def _package_one(
@@ -189,7 +172,7 @@ def _package_one(
 
     stage, tmp = dirs
     what = f"component {c.name!r}"
-    model = _fixed_model(source, c, reference, s.plan, fixed_io)
+    model = _fixed_model(source, c, reference, s, fixed_io)
     fixed, optimized_path = tmp / f"{c.name}.onnx", tmp / f"{c.name}.optimized.onnx"
     onnx.save(model, str(fixed))
     file = str(PurePosixPath(c.file).with_suffix(".ort"))
@@ -240,7 +223,7 @@ def _package_one(
 
 
 def _fixed_model(
-    source: Bundle, c: Component, reference: Mapping[str, Any], plan: DimPlan, fixed_io: Mapping[str, Any]
+    source: Bundle, c: Component, reference: Mapping[str, Any], s: _Settings, fixed_io: Mapping[str, Any]
 ) -> Any:
     """The component's ONNX graph with the planned dims fixed on its inputs, and on its outputs
     too once every input is fully fixed (their sizes are then those of the reference run)."""
@@ -248,7 +231,7 @@ def _fixed_model(
 
     what = f"component {c.name!r}"
     model = onnx.load(str(source.component_path(c.name)))
-    patterns = feeding_patterns(source.manifest, plan, c.name, fixed_io)
+    patterns = feeding_patterns(s.graph, s.plan, c.name, fixed_io)
     fix_inputs(model, patterns, what)
     if all(isinstance(d, int) for shape in patterns.values() for d in shape):
         fix_outputs(model, {name: value.shape for name, value in reference.items()}, what)
