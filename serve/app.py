@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException
 
 from mmedge import __version__
-from mmedge.bundle import RAW_INPUTS, InputSpec, Manifest, TensorSpec
+from mmedge.bundle import InputSpec, Manifest, TensorSpec
 from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.graph import Graph
@@ -113,20 +113,14 @@ def generation_inputs(manifest: Manifest) -> tuple[InputSpec, ...]:
 def encoder_routes(manifest: Manifest) -> dict[str, tuple[str, tuple[InputSpec, ...]]]:
     """``/v1/encode/{key}`` → (encoder component, its raw inputs); key = modality, or the component
     name where several encoders share a modality."""
-    raw_by_target: dict[str, list[str]] = {}
-    from_components = set()
-    for e in manifest.wiring:
-        if e.source == RAW_INPUTS:
-            raw_by_target.setdefault(e.target, []).append(e.output)
-        else:
-            from_components.add(e.target)
-    encoders = [c for c in manifest.components if c.role == "encoder" and c.name in raw_by_target]
-    encoders = [c for c in encoders if c.name not in from_components]
+    graph = Graph(manifest)
+    encoders = [manifest.component(name) for name in graph.encoders()]
     modalities = [c.modality for c in encoders]
     routes = {}
     for c in encoders:
         key = c.modality if c.modality and modalities.count(c.modality) == 1 else c.name
-        routes[key] = (c.name, tuple(manifest.input(n) for n in dict.fromkeys(raw_by_target[c.name])))
+        names = graph.raw_inputs([c.name])
+        routes[key] = (c.name, tuple(i for i in manifest.inputs if i.name in names))
     return routes
 
 

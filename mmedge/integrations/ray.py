@@ -44,8 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import MANIFEST_NAME, RAW_INPUTS, load_bundle
+from mmedge.bundle import MANIFEST_NAME, load_bundle
 from mmedge.errors import BundleError, InputError
+from mmedge.graph import Graph
 
 __all__ = ["BundlePredictor", "predict_dataset", "read_bundle_files"]
 
@@ -152,10 +153,9 @@ def _input_name(manifest: Any, key: str) -> str:
 
 
 def _encoder_inputs(manifest: Any, name: str) -> set[str]:
-    """The raw inputs ``encode=name`` needs: a component's wired inputs, or the named input itself."""
-    if name in {c.name for c in manifest.components}:
-        return {e.output for e in manifest.edges_into(name) if e.source == RAW_INPUTS}
-    return {_input_name(manifest, name)}
+    """The raw inputs of the encoder ``encode=name`` names (a modality, input or component)."""
+    graph = Graph(manifest)
+    return set(graph.raw_inputs([graph.encoder_for(name)]))
 
 
 def _column_value(column: np.ndarray, dtype: str, rank: int) -> Any:
