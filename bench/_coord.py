@@ -4,8 +4,8 @@ Workers are started one after another (so each cold start runs alone), then ever
 each variant once: a slow minute of the machine, a thermal dip or a noisy neighbour lands on
 every variant alike. The order is shuffled each round (seeded) so that each variant follows each
 other about equally often: a run leaves the CPU to the next one with its caches filled with its own
-data and, for PyTorch, OpenMP threads still spinning. A fixed rotation let the subject follow
-PyTorch in 3 rounds of 4 (and the monolithic model never), which cost it ~1 ms a run on 2 cores.
+data and, for PyTorch, OpenMP threads still spinning. A fixed rotation would make one variant
+always pay for the one before it (see ``benchmarks/NOTES.md``).
 Only one worker computes at a time; the others wait on their pipe. Ctrl-C (KeyboardInterrupt) stops the rounds and keeps
 what was measured; the report is then marked partial.
 """

@@ -136,9 +136,9 @@ def ffn_down_projections(onnx_file: str | os.PathLike[str]) -> tuple[str, ...]:
     """Names of a transformer graph's FFN down-projections: MatMuls whose weight has more rows than columns.
 
     In BERT-style encoders these (intermediate -> hidden, fed by GELU outputs) see the widest
-    activations; keeping them FP32 under dynamic INT8 (``Recipe(mode="dynamic",
-    exclude_nodes=...)``) lifted the worst FP32/INT8 cosine of all-MiniLM-L6-v2 embeddings from
-    0.988 to 0.990 at a third of the model's weights (benchmarks/results/hf_fusion.md).
+    activations, so keeping them FP32 under dynamic INT8 (``Recipe(mode="dynamic",
+    exclude_nodes=...)``) brings the embeddings closer to FP32 at the cost of a third of the
+    weights (results in ``benchmarks/NOTES.md``).
     """
     import onnx
 

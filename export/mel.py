@@ -1,17 +1,17 @@
 """Mel spectrogram front-end with an STFT-free implementation that exports everywhere.
 
 ``torchaudio.transforms.MelSpectrogram`` computes an STFT. In ONNX that is the ``STFT`` op: the
-TorchScript exporter cannot export it, mobile execution providers do not run it, and in an INT8
-bundle it took ~29% of inference time. A short-time Fourier transform with a fixed window is a
-strided convolution with cos/sin kernels, so ``impl="conv"`` computes the same power spectrogram
-with convolutions (window folded into the kernels, same centre padding) followed by the same mel
-filterbank as a matrix product. It matches torchaudio to float32 rounding.
+TorchScript exporter cannot export it, mobile execution providers do not run it, and onnxruntime
+runs it slowly. A short-time Fourier transform with a fixed window is a strided convolution with
+cos/sin kernels, so ``impl="conv"`` computes the same power spectrogram with convolutions (window
+folded into the kernels, same centre padding) followed by the same mel filterbank as a matrix
+product. It matches torchaudio to float32 rounding.
 
 One ``Conv1d`` over whole frames costs ``n_fft`` multiply-adds per frequency bin and frame. When
 ``n_fft`` and ``hop_length`` share a divisor ``N1`` (400 and 160 share 20), the DFT is split in two
 stages as in a Cooley-Tukey FFT: a grouped strided conv over blocks of ``N1`` samples computes
 ``N1`` DFTs of length ``n_fft / N1``, and a grouped 1x1 conv combines them with the twiddle factors.
-That is ~5x fewer multiply-adds (measured in onnxruntime: 0.49 -> 0.26 ms for 1 s at 16 kHz); the
+That is ~5x fewer multiply-adds at the reference sizes (timings in ``benchmarks/NOTES.md``); the
 one-conv form remains for sizes without such a divisor.
 """
 

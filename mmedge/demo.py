@@ -29,7 +29,7 @@ class DemoPlan:
 
     train_samples: int = 2000  # synthetic training set
     holdout_samples: int = 400  # held out: accuracy, INT8 agreement, the examples shown
-    epochs: int = 3  # ~99% held-out accuracy at lr 2e-3 (one-cycle), about 2 minutes on 2 cores
+    epochs: int = 3  # enough for a near-perfect held-out accuracy in a few minutes (benchmarks/NOTES.md)
     calibration_samples: int = 128  # INT8 calibration drawn from the training set
     bench_iterations: int = 60  # timed rounds per variant
     examples: int = 6  # predictions printed next to the truth

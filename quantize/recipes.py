@@ -1,8 +1,8 @@
 """Quantization recipes: what to do with one component, chosen from the ops in its graph.
 
 A :class:`Recipe` says how one ONNX component is quantized: static QDQ INT8 for conv/linear
-encoders and heads (the fastest on CPU: QUInt8 activations, QInt8 per-channel weights, measured
-2-3x over FP32 on AVX2 and AVX-512 VNNI), dynamic INT8 for recurrent and attention text
+encoders and heads (the fastest on CPU: QUInt8 activations, QInt8 per-channel weights), dynamic
+INT8 for recurrent and attention text
 encoders (their activations change range with every sequence, so ranges are computed at run
 time), FP16 for GPUs, or FP32 (left alone). :func:`choose_recipe` picks one from the op types
 and records why, so the report can say it. Spectral front-ends (STFT/DFT, a DFT-as-convolution,
@@ -62,9 +62,8 @@ SPECTRAL_OPS = frozenset({"STFT", "DFT", "MelWeightMatrix"})
 FRONTEND_MAX_LINEAR = 3
 # A static Conv whose dot products are shorter than this (C_in/groups · kH · kW) stays FP32:
 # onnxruntime's FP32 conv has a kernel for few input channels, its INT8 conv has nothing to
-# vectorise over. Measured (AVX2, 1 thread, 64x101 input, then a 16->16 3x3 INT8 conv): a
-# 1-channel 3x3 first conv 0.45 ms INT8 vs 0.34 ms kept FP32; 3-channel 0.48 vs 0.39; at 4
-# channels (36) INT8 wins (0.95 vs 1.19). Depthwise convs have their own INT8 kernel and are kept.
+# vectorise over, so a 1- or 3-channel first conv is faster kept FP32 (timings in
+# benchmarks/NOTES.md). Depthwise convs have their own INT8 kernel and are quantized.
 MIN_CONV_DEPTH = 32
 # Statically quantized, these ops lose more than they gain: normalisation statistics and softmax
 # probabilities need more than 256 levels (optimum excludes them for the same reason).
@@ -77,7 +76,7 @@ class Recipe:
 
     mode: str = "static"  # one of MODES
     per_channel: bool = True  # per-output-channel weight scales (static Conv/Gemm/MatMul)
-    reduce_range: bool = False  # 7-bit weights; only for CPUs that saturate (measured slower on AVX2)
+    reduce_range: bool = False  # 7-bit weights; only for CPUs whose INT8 kernels saturate (quantize.saturation)
     activation_type: str = "uint8"  # static activations: "uint8" (x86 U8S8 kernels) or "int8" (ARM, GPU)
     weight_type: str = "int8"
     exclude_nodes: tuple[str, ...] = ()  # node names kept in FP32

@@ -1,9 +1,9 @@
 """Keep a component FP32 where its quantized graph does not run faster on this CPU.
 
-INT8 gains depend on the CPU and the graph. Measured on an AVX2 EPYC (no VNNI): a static INT8
-audio CNN whose spectral front-end must stay FP32 pays Q/DQ at the border and ran no faster
-than FP32 (1.46 vs 1.28 ms), and a static INT8 fusion head of one Gemm spent more time quantizing
-its input than the Gemm took in FP32. There, quantization costs accuracy and buys nothing, so
+INT8 gains depend on the CPU and the graph. A static INT8 audio CNN whose spectral front-end must
+stay FP32 pays Q/DQ at the border and can run no faster than FP32, and a static INT8 fusion head
+of one Gemm can spend more time quantizing its input than the Gemm takes in FP32 (measurements:
+``benchmarks/NOTES.md``). There, quantization costs accuracy and buys nothing, so
 for every component whose recipe was chosen automatically, ``quantize_bundle`` times the FP32
 and the quantized graph interleaved (:func:`mmedge.timing.interleaved_latency`, sessions
 opened as the Pipeline opens them) on a calibration input, and keeps FP32 unless the quantized

@@ -1,14 +1,12 @@
 """How the encoders of a bundle share the CPU: intra-op threads per session, and which run at once.
 
 Encoders of one stage (all fed by raw inputs only) run concurrently, and the costliest one sets the
-pace. Measured on 2 cores with TriModalNet (ResNet-18 + audio CNN + LSTM; see
-``benchmarks/results/trimodal.md``): splitting the budget evenly (1 thread each) left ResNet-18 on
-one core and made the split bundle up to 1.7× slower than the monolithic model, and running the
-encoders one after another with every thread wasted the cores that small graphs cannot use (INT8
-ResNet-18 at 64×64 runs 3.5 ms on 1 thread, 3.0 ms on 2). Giving the costliest encoder the whole
-budget and each other encoder a thread or a cost-proportional share beside it was fastest in both
-precisions (FP32 split then beats the monolithic graph). Intra-op threads sleep instead of spinning
-(see ``_session.session_options``), so the one-thread-per-side-encoder oversubscription costs little.
+pace. Splitting the budget evenly would starve the costliest encoder of cores, and running the
+encoders one after another with every thread wastes the cores that small graphs cannot use. So
+each other encoder gets its cost share of the budget (at least one thread) and runs beside the
+costliest, which gets the rest plus one thread per other encoder: the whole budget when the others
+have one thread each. Intra-op threads sleep instead of spinning (see
+:func:`mmedge.sessions.session_options`), so the one-thread-per-side-encoder oversubscription costs little.
 
 Costs are measured at load: every encoder of the stage runs on zeros of its example shape (one
 warm-up, then the faster of two timed runs), which also takes the first-run allocations off the
@@ -16,10 +14,10 @@ first request.
 
 The helper threads that run the other encoders are niced (Linux: per-thread priority): the
 costliest encoder's threads then get the cores whenever they are ready, and the cheaper encoders
-fill the gaps its parallel loops leave. Measured with INT8 TriModalNet on 2 cores, encoder stage:
-2.6 ms at equal priority, 2.45 at nice 5, 2.3 at nice 10. Nice 10 starved the helpers of the FP32
-split in the benchmark harness (its ResNet keeps both cores busy, so the helpers ran after it):
-split/monolithic 1.03 → 1.1; nice 5 is the compromise.
+fill the gaps its parallel loops leave. The nice is mild (``HELPER_NICE``): a stronger one starves
+the helpers when the costliest encoder keeps every core busy, and they then run after it.
+
+The measurements behind these choices are in ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ __all__ = ["HELPER_NICE", "Schedule", "encoder_probe", "lower_helper_priority", 
 log = logging.getLogger("mmedge.runtime")
 
 _TIMED_RUNS = 2
-HELPER_NICE = 5  # added to the helper threads' niceness (see above; 19 starves them on a busy machine)
+HELPER_NICE = 5  # added to the helper threads' niceness (see above: mild, so a busy machine does not starve them)
 
 
 @dataclass(frozen=True)
