@@ -43,6 +43,8 @@ _SECTIONS = {"model", "inputs", "encoders", "export"}
 _EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch"}
 _INPUT_KEYS = {"shape", "dtype", "low", "high", "modality", "preprocess"}
 _PREPROCESS = {"text": TextPreprocess, "image": ImagePreprocess, "audio": AudioPreprocess}
+# Where a bare ``--model`` name (``TriModalNet``) is found: its ``REFERENCE_MODELS`` mapping.
+REFERENCE_PACKAGE = "mmedge.models"
 
 
 @dataclass(frozen=True)
@@ -128,24 +130,31 @@ def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 
 def resolve_class(spec: str) -> type:
-    """``package.module:ClassName``, or the name of a reference model such as ``TriModalNet``."""
-    if ":" not in spec:
-        from mmedge.models import REFERENCE_MODELS
+    """``package.module:ClassName``, or the name of a reference model such as ``TriModalNet``.
 
-        if spec in REFERENCE_MODELS:
-            return REFERENCE_MODELS[spec]
-        raise ExportError(f"--model {spec!r}: give package.module:ClassName, or one of {', '.join(REFERENCE_MODELS)}")
+    The reference models (:data:`REFERENCE_PACKAGE`) are an application built on this stage, so a
+    bare name is looked up in that package at run time, as any user's ``package.module`` is.
+    """
+    if ":" not in spec:
+        known = getattr(_import(REFERENCE_PACKAGE, spec), "REFERENCE_MODELS", {})
+        if spec in known:
+            return known[spec]
+        raise ExportError(f"--model {spec!r}: give package.module:ClassName, or one of {', '.join(known)}")
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ExportError(
-            f"--model {spec!r}: cannot import {module_name!r} ({e}); is it installed or on PYTHONPATH?"
-        ) from e
+    module = _import(module_name, spec)
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):
         raise ExportError(f"--model {spec!r}: {module_name} has no class {attr!r}")
     return cls
+
+
+def _import(module_name: str, spec: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise ExportError(
+            f"--model {spec!r}: cannot import {module_name!r} ({e}); is it installed or on PYTHONPATH?"
+        ) from e
 
 
 def _config_class(cls: type) -> type | None:

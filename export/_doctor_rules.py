@@ -44,7 +44,7 @@ _RULES = {
         "warning",
         "STFT/FFT: the TorchScript exporter cannot export it, NNAPI/CoreML/XNNPACK cannot run the ONNX STFT/DFT op, "
         "and it is slow in onnxruntime",
-        "compute the spectrogram with convolutions over windowed DFT kernels: mmedge.models.MelFrontend(impl='conv'), "
+        "compute the spectrogram with convolutions over windowed DFT kernels: mmedge.export.mel.MelFrontend(impl='conv'), "
         "or MelFrontend.from_torchaudio(mel) for a torchaudio MelSpectrogram",
     ),
     "complex": _Rule(

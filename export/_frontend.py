@@ -36,7 +36,7 @@ def swap_mel_frontends(
     import numpy as np
     import torch
 
-    from mmedge.models import MelFrontend
+    from mmedge.export.mel import MelFrontend
 
     paths = _mel_paths(encoder)
     for path in paths:

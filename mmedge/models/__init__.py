@@ -7,8 +7,8 @@ keyed like ``forward``'s arguments, and the attributes the exporter records in a
 All weights are randomly initialised; nothing is downloaded. Importing this package imports torch.
 """
 
+from mmedge.export.mel import MelFrontend
 from mmedge.models.caption import CaptionConfig, CaptionNet
-from mmedge.models.mel import MelFrontend
 from mmedge.models.resnet_bert import ResNetBertConfig, ResNetBertNet
 from mmedge.models.textimage import TextImageConfig, TextImageNet
 from mmedge.models.trimodal import TriModalConfig, TriModalNet

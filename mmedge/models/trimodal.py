@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
 from mmedge.data import TRIMODAL_LABELS, VOCAB
+from mmedge.export.mel import MelFrontend
 from mmedge.models._blocks import (
     ConcatHead,
     LSTMTextEncoder,
@@ -21,7 +22,6 @@ from mmedge.models._blocks import (
     resnet_encoder,
     text_preprocess,
 )
-from mmedge.models.mel import MelFrontend
 from mmedge.models.textimage import RESNET18_FEATURES
 
 __all__ = ["AudioEncoder", "TriModalConfig", "TriModalNet"]
