@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from mmedge.bundle import Bundle, InputSpec
+from mmedge.bundle.vocab import vocab_size
 from mmedge.errors import InputError
-from mmedge.runtime.text import load_tokenizer
 
 __all__ = ["BenchInputs", "bench_inputs", "load_npz", "save_npz"]
 
@@ -55,7 +55,8 @@ def _synthetic(bundle: Bundle, spec: InputSpec, batch: int, seed: int, index: in
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
-    high = _vocab_size(bundle, spec) if spec.modality == "text" else _FALLBACK_VOCAB
+    # Token ids must index the embedding table; the vocabulary says how big it is.
+    high = (vocab_size(bundle, spec) if spec.modality == "text" else None) or _FALLBACK_VOCAB
     return rng.integers(0, high, shape).astype(dtype)
 
 
@@ -72,15 +73,6 @@ def _shape(spec: InputSpec, batch: int) -> tuple[int, ...]:
             "to size it; pass inputs (an .npz of model tensors, --inputs)"
         )
     return shape
-
-
-def _vocab_size(bundle: Bundle, spec: InputSpec) -> int:
-    """Token ids must index the embedding table; the vocabulary says how big it is."""
-    try:
-        tokenizer = load_tokenizer(bundle, spec)
-    except ImportError:  # a Hugging Face tokenizer without the `tokenizers` package
-        tokenizer = None
-    return tokenizer.vocab_size if tokenizer is not None else _FALLBACK_VOCAB
 
 
 def _cycle(tensor: np.ndarray, batch: int) -> np.ndarray:

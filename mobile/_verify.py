@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mmedge.bundle import Bundle, InputSpec
+from mmedge.bundle.vocab import vocab_size
 
 __all__ = ["ATOL", "RTOL", "max_abs_difference", "probe_inputs", "random_tensor"]
 
@@ -31,10 +32,7 @@ def random_tensor(
 
 def _id_bound(bundle: Bundle, spec: InputSpec) -> int:
     """Token ids must index the vocabulary; without one, ids 0 and 1 are valid for any embedding."""
-    from mmedge.runtime.text import load_tokenizer
-
-    tokenizer = load_tokenizer(bundle, spec)
-    return tokenizer.vocab_size if tokenizer is not None else 2
+    return vocab_size(bundle, spec) or 2
 
 
 def probe_inputs(bundle: Bundle, shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:

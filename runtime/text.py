@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmedge.bundle import Bundle, InputSpec, TextPreprocess
+from mmedge.bundle.vocab import text_asset, vocab_tokens
 from mmedge.errors import BundleError, InputError
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 
@@ -49,7 +50,7 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: Path, pre: TextPreprocess) -> Vocabulary:
-        tokens = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        tokens = vocab_tokens(path)
         ids: dict[str, int] = {}
         for i, token in enumerate(tokens):
             ids.setdefault(token, i)  # a repeated token keeps its first id
@@ -95,15 +96,9 @@ def load_tokenizer(bundle: Bundle, spec: InputSpec) -> Tokenizer | None:
     The file must be one of the bundle's assets, so load_bundle has checked its hash.
     """
     pre = spec.preprocess
-    if not isinstance(pre, TextPreprocess) or not (pre.tokenizer_file or pre.vocab_file):
+    path = text_asset(bundle, spec) if isinstance(pre, TextPreprocess) else None
+    if path is None:
         return None
-    rel = pre.tokenizer_file or pre.vocab_file
-    if rel not in {a.file for a in bundle.manifest.assets}:
-        raise BundleError(
-            f"input {spec.name!r}: tokenizer file {rel!r} is not listed in the manifest's assets, so its "
-            "integrity cannot be checked; re-export the bundle"
-        )
-    path = bundle.path / rel
     if pre.tokenizer_file:
         return _HFTokenizer(path, pre.max_length)
     return Vocabulary.from_file(path, pre)
