@@ -15,10 +15,14 @@ file, so strings fed to an exported bundle give the ids the model was trained on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mmedge.bundle import Manifest
 
 __all__ = [
     "BOS_ID",
@@ -27,6 +31,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PAD_ID",
+    "REFERENCE_SETS",
     "TEXTIMAGE_LABELS",
     "TRIMODAL_LABELS",
     "UNK_ID",
@@ -39,6 +44,7 @@ __all__ = [
     "make_textimage",
     "make_trimodal",
     "normalize_images",
+    "reference_set",
 ]
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -370,3 +376,36 @@ def make_captions(n: int, seed: int = 0, *, image_size: int = 64) -> CaptionData
         vocab=VOCAB,
         raw_images=raw,
     )
+
+
+# Reference model name (ModelInfo.name) -> the factory of the synthetic data it is trained on.
+REFERENCE_SETS: dict[str, Callable[..., Dataset | CaptionDataset]] = {
+    "TriModalNet": make_trimodal,
+    "TextImageNet": make_textimage,
+    "ResNetBertNet": make_textimage,
+    "CaptionNet": make_captions,
+}
+
+
+def reference_set(manifest: Manifest, n: int, seed: int = 0) -> Dataset | CaptionDataset | None:
+    """``n`` samples of a reference model's synthetic data, shaped as its bundle's inputs; None for other models.
+
+    ``mmedge quantize --calibration synthetic`` calibrates with it. The sizes come from the
+    manifest's preprocessing (image side, text length, audio rate and length).
+    """
+    factory = REFERENCE_SETS.get(manifest.model.name)
+    return None if factory is None else factory(n, seed, **_bundle_sizes(manifest, factory))
+
+
+def _bundle_sizes(manifest: Manifest, factory: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword arguments of ``factory`` that make arrays of the bundle's shapes."""
+    sizes: dict[str, Any] = {}
+    for spec in manifest.inputs:
+        pre = spec.preprocess
+        if spec.modality == "image" and pre is not None:
+            sizes["image_size"] = pre.size[0]
+        elif spec.modality == "audio" and pre is not None:
+            sizes["sample_rate"], sizes["audio_seconds"] = pre.sample_rate, pre.max_seconds
+        elif spec.modality == "text" and pre is not None and factory is not make_captions:
+            sizes["text_length"] = pre.max_length
+    return sizes

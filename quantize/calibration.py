@@ -12,6 +12,7 @@ a bad sample must be named before any quantization work starts.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,13 +28,9 @@ from mmedge.errors import QuantizationError
 __all__ = ["Sample", "SampleReader", "collect_samples", "synthetic_calibration"]
 
 Sample = dict[str, np.ndarray]
-# Reference model name (ModelInfo.name) -> the mmedge.data factory of its synthetic data.
-_SYNTHETIC = {
-    "TriModalNet": "make_trimodal",
-    "TextImageNet": "make_textimage",
-    "ResNetBertNet": "make_textimage",
-    "CaptionNet": "make_captions",
-}
+# The package of the reference models' synthetic data (numpy only). It is an application built on
+# this stage, so it is named here and imported when asked for, as a user's data module would be.
+SYNTHETIC_DATA = "mmedge.data"
 
 
 class SampleReader(CalibrationDataReader):
@@ -172,20 +169,18 @@ def synthetic_calibration(manifest: Manifest, n: int, seed: int = 0) -> SampleRe
     """``n`` one-example samples (with labels) of a reference model's synthetic data.
 
     Only for bundles exported from the reference models (``mmedge.models``): the synthetic data
-    of ``mmedge.data`` is sized from the manifest's inputs (image side, text length, audio rate
-    and length). Raises :class:`QuantizationError` for any other model.
+    (:data:`SYNTHETIC_DATA`'s ``reference_set``) is sized from the manifest's inputs. Raises
+    :class:`QuantizationError` for any other model.
     """
-    from mmedge import data
-
-    factory = _SYNTHETIC.get(manifest.model.name)
-    if factory is None:
+    data = importlib.import_module(SYNTHETIC_DATA)
+    if manifest.model.name not in data.REFERENCE_SETS:
         raise QuantizationError(
-            f"no synthetic data for model {manifest.model.name!r} (there is for {sorted(_SYNTHETIC)}); "
+            f"no synthetic data for model {manifest.model.name!r} (there is for {sorted(data.REFERENCE_SETS)}); "
             "pass calibration samples: a directory of .npz files or an iterable of input dicts"
         )
     if n < 1:
         raise QuantizationError(f"synthetic sample count must be at least 1, got {n}")
-    dataset = getattr(data, factory)(n, seed, **_synthetic_sizes(manifest, factory))
+    dataset = data.reference_set(manifest, n, seed)
     missing = sorted({i.name for i in manifest.inputs if i.default is None} - set(dataset.inputs))
     if missing:
         raise QuantizationError(
@@ -194,17 +189,3 @@ def synthetic_calibration(manifest: Manifest, n: int, seed: int = 0) -> SampleRe
     names = [i.name for i in manifest.inputs if i.name in dataset.inputs]
     samples = [{k: dataset.inputs[k][j : j + 1] for k in names} for j in range(n)]
     return SampleReader(samples, labels=getattr(dataset, "labels", None))
-
-
-def _synthetic_sizes(manifest: Manifest, factory: str) -> dict[str, Any]:
-    """Keyword arguments of the ``mmedge.data`` factory that make arrays of the bundle's shapes."""
-    sizes: dict[str, Any] = {}
-    for spec in manifest.inputs:
-        pre = spec.preprocess
-        if spec.modality == "image" and pre is not None:
-            sizes["image_size"] = pre.size[0]
-        elif spec.modality == "audio" and pre is not None:
-            sizes["sample_rate"], sizes["audio_seconds"] = pre.sample_rate, pre.max_seconds
-        elif spec.modality == "text" and pre is not None and factory != "make_captions":
-            sizes["text_length"] = pre.max_length
-    return sizes

@@ -22,12 +22,12 @@ from tinymodels import TINY_CONFIGS, tiny_model
 torch = pytest.importorskip("torch")
 
 from mmedge.bundle import load_bundle  # noqa: E402
+from mmedge.data import REFERENCE_SETS  # noqa: E402
 from mmedge.export import export_model  # noqa: E402
 from mmedge.models import (  # noqa: E402
     REFERENCE_MODELS,
 )
 from mmedge.quantize import QuantizationReport, quantize_bundle, synthetic_calibration  # noqa: E402
-from mmedge.quantize.calibration import _SYNTHETIC  # noqa: E402
 from mmedge.quantize.recipes import RECURRENT_OPS  # noqa: E402
 from mmedge.runtime import Pipeline  # noqa: E402
 
@@ -52,7 +52,7 @@ AUTO_AGREEMENT = 0.7
 
 
 def test_every_reference_model_is_covered() -> None:
-    assert set(BUILDERS) == set(AUTO) == set(_SYNTHETIC) == set(REFERENCE_MODELS)
+    assert set(BUILDERS) == set(AUTO) == set(REFERENCE_SETS) == set(REFERENCE_MODELS)
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
