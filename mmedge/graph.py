@@ -15,6 +15,7 @@ inputs once the earlier stages are done, so a stage's components can run concurr
 from __future__ import annotations
 
 import reprlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
@@ -105,7 +106,7 @@ class Graph:
             raise InputError(
                 f"an encoder is named by a modality, input or component (a str), found {type(name).__name__}"
             )
-        keys = self._input_keys()
+        keys = self.input_keys()
         if name in self._edges:
             component = name
         elif name in keys:
@@ -127,12 +128,12 @@ class Graph:
             )
         return component
 
-    def _input_keys(self) -> dict[str, str]:
-        """Raw input by key: each input's name, and a modality that only one input has."""
+    def input_keys(self) -> dict[str, str]:
+        """Raw input by the keys a caller may use for it: its name, and its modality if no other input has it."""
         keys = {i.name: i.name for i in self.manifest.inputs}
-        modalities = [i.modality for i in self.manifest.inputs]
+        modalities = Counter(i.modality for i in self.manifest.inputs)
         for i in self.manifest.inputs:
-            if modalities.count(i.modality) == 1:
+            if modalities[i.modality] == 1:
                 keys.setdefault(i.modality, i.name)  # an input's own name wins over a modality
         return keys
 

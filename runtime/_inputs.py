@@ -50,11 +50,7 @@ class InputRouter:
         self.limits = limits
         manifest = bundle.manifest
         self._specs = {i.name: i for i in manifest.inputs}
-        self.raw_keys: dict[str, str] = {i.name: i.name for i in manifest.inputs}
-        for modality in {i.modality for i in manifest.inputs}:
-            names = [i.name for i in manifest.inputs if i.modality == modality]
-            if len(names) == 1:
-                self.raw_keys.setdefault(modality, names[0])
+        self.raw_keys = graph.input_keys()
         self.output_keys: dict[str, tuple[str, TensorSpec]] = {}
         encoders = [c for c in manifest.components if c.role == "encoder"]
         tensor_names = [t.name for c in encoders for t in c.outputs]
