@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge._hashing import sha256_file
+from mmedge.bundle import sha256_file
 from mmedge.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointReport", "load_checkpoint"]

@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
-from mmedge.bundle import RAW_INPUTS, Edge, Manifest
-from mmedge.errors import BundleError, InputError
+from mmedge.bundle import RAW_INPUTS, Edge, Manifest, wiring_stages
+from mmedge.errors import InputError
 
 __all__ = ["Graph"]
 
@@ -164,20 +164,9 @@ class Graph:
         return _memo(self._plans, self._stages, frozenset(targets), provided)
 
     def _stages(self, targets: frozenset[str], provided: frozenset[str]) -> tuple[tuple[str, ...], ...]:
-        left = set(self.needed(targets, provided))
-        done = set(provided)
-        order = [c.name for c in self.manifest.components]
-        stages: list[tuple[str, ...]] = []
-        while left:
-            ready = tuple(c for c in order if c in left and self._upstream[c] <= done)
-            if not ready:
-                raise BundleError(
-                    f"the manifest wiring has a cycle through components {sorted(left)}; re-export the bundle"
-                )
-            stages.append(ready)
-            left -= set(ready)
-            done |= set(ready)
-        return tuple(stages)
+        needed = self.needed(targets, provided)
+        # provided components are no keys, so wiring_stages counts them as done
+        return wiring_stages({c.name: self._upstream[c.name] for c in self.manifest.components if c.name in needed})
 
 
 _SHORT = reprlib.Repr()  # user-given names in messages, cut to about 80 characters

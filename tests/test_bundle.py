@@ -80,7 +80,7 @@ def _fix_output_dim(bundle: Path) -> None:
     onnx.save(model, p)
     _edit_manifest(bundle, lambda d: None)  # manifest untouched, hash now wrong → rehash below
     b = json.loads((bundle / MANIFEST_NAME).read_text())
-    from mmedge._hashing import sha256_file
+    from mmedge.bundle import sha256_file
 
     b["components"][0]["sha256"] = sha256_file(p)
     (bundle / MANIFEST_NAME).write_text(json.dumps(b))

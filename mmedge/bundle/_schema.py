@@ -14,9 +14,10 @@ dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["type_problems"]
@@ -24,11 +25,83 @@ __all__ = ["type_problems"]
 
 def type_problems(obj: Any, where: str) -> list[str]:
     """Every field of dataclass ``obj`` (recursively) whose value does not fit its annotation."""
-    hints = typing.get_type_hints(type(obj))
+    if _fits(type(obj))(obj):
+        return []  # the common case, answered without building a message per field
+    hints = _hints(type(obj))
     problems: list[str] = []
     for f in dataclasses.fields(obj):
         problems += _problems(getattr(obj, f.name), hints[f.name], f"{where}.{f.name}")
     return problems
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # resolving string annotations evaluates code: once per class, not once per manifest entry
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _fits(hint: Any) -> Callable[[Any], bool]:
+    """A predicate for "value fits ``hint``", built once per annotation: the fast path of the
+    walk below, which a manifest with tens of thousands of entries takes for every one of them."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    plain = _plain_types(args if origin in (typing.Union, types.UnionType) else (hint,))
+    if hint is Any:
+        return lambda _v: True
+    if plain is not None:
+        accepted, bool_ok = plain
+        return lambda v: isinstance(v, accepted) and (bool_ok or not isinstance(v, bool))
+    if origin in (typing.Union, types.UnionType):
+        options = [_fits(option) for option in args]
+        return lambda v: any(fits(v) for fits in options)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _all_items(_fits(args[0]))
+    if origin is tuple:
+        items = [_fits(a) for a in args]
+        return lambda v: (
+            isinstance(v, tuple) and len(v) == len(items) and all(f(x) for f, x in zip(items, v, strict=True))
+        )
+    if origin is Mapping:
+        key, value = _fits(args[0]), _fits(args[1])
+        return lambda v: isinstance(v, Mapping) and all(key(k) and value(x) for k, x in v.items())
+    if dataclasses.is_dataclass(hint):
+        return _all_fields(hint)
+    return lambda v: isinstance(v, hint)
+
+
+def _plain_types(options: tuple[Any, ...]) -> tuple[tuple[type, ...], bool] | None:
+    """(classes to isinstance-check, whether a bool passes) for options that are all plain classes."""
+    if not all(isinstance(o, type) and not dataclasses.is_dataclass(o) and o is not tuple for o in options):
+        return None
+    accepted = tuple(options) + ((int,) if float in options else ())
+    return accepted, bool in options
+
+
+def _all_items(item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    def fits(value: Any) -> bool:
+        if not isinstance(value, tuple):
+            return False
+        for v in value:  # noqa: SIM110 - a loop, not all(...): no generator per tuple on the hot path
+            if not item(v):
+                return False
+        return True
+
+    return fits
+
+
+def _all_fields(cls: type) -> Callable[[Any], bool]:
+    hints = _hints(cls)
+    checks = [(f.name, _fits(hints[f.name])) for f in dataclasses.fields(cls)]
+
+    def fits(value: Any) -> bool:
+        if not isinstance(value, cls):
+            return False
+        for name, check in checks:  # noqa: SIM110 - as above
+            if not check(getattr(value, name)):
+                return False
+        return True
+
+    return fits
 
 
 def _problems(value: Any, hint: Any, where: str) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from mmedge._hashing import sha256_file
+from mmedge.bundle import sha256_file
 from mmedge.errors import ExportError
 from mmedge.export import load_checkpoint
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mmedge._hashing import sha256_file
-from mmedge.bundle import TextPreprocess, load_bundle
+from mmedge.bundle import TextPreprocess, load_bundle, sha256_file
 from mmedge.cli import main
 
 USER_MODEL = '''

@@ -15,18 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mmedge.bundle
+from mmedge.bundle import _load
 
 
 def _slow_publish() -> None:
-    load = mmedge.bundle.load_bundle
+    load = _load.load_bundle
 
     def slow(path: Any, **kwargs: Any) -> Any:
         if ".partial-" in Path(path).name:
             time.sleep(1.0)
         return load(path, **kwargs)
 
-    mmedge.bundle.load_bundle = slow  # what staged_bundle calls before renaming
+    _load.load_bundle = slow  # what staged_bundle calls before renaming
 
 
 def main(argv: list[str]) -> int:

@@ -146,10 +146,10 @@ def test_stale_work_directories_of_dead_processes_are_removed(tmp_path: Path) ->
 
 def test_replacing_without_an_atomic_exchange_still_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where renameat2 is missing (macOS, some file systems) three renames replace the bundle."""
-    import mmedge.bundle
+    from mmedge.bundle import _publish
 
     dest = build_tiny_bundle(tmp_path / "b")
-    monkeypatch.setattr(mmedge.bundle, "_exchange", lambda _a, _b: False)
+    monkeypatch.setattr(_publish, "_exchange", lambda _a, _b: False)
     build_tiny_bundle(dest, seed=1)
     assert (
         load_bundle(dest).manifest.components[0].sha256

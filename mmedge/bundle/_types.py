@@ -1,0 +1,309 @@
+"""The manifest's types: frozen dataclasses for every entry, and the vocabularies they draw from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from mmedge.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+# A manifest is a few KB; anything near this is malformed or hostile.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# The most elements one preprocessed item (an image, a wave, a text row) may have: larger recipes
+# are edits or corruption, and would make the runtime allocate gigabytes per call.
+MAX_ITEM_ELEMENTS = 2**26
+RAW_INPUTS = "inputs"  # Edge.source naming a raw model input rather than a component
+
+MODALITIES = ("text", "image", "audio", "other")
+ROLES = ("encoder", "head", "decoder")
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "ort")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
+
+Dim = int | str  # a fixed size, or a symbolic name such as "batch"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor at a component boundary."""
+
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+    shape: tuple[Dim, ...]  # symbolic dims are strings ("batch", "seq")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How raw images become the encoder's NCHW float tensor."""
+
+    size: tuple[int, int]  # (height, width) the encoder was exported for
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    scale: float = 1.0 / 255.0  # applied to uint8 pixels before mean/std
+    layout: str = "NCHW"
+
+
+@dataclass(frozen=True)
+class AudioPreprocess:
+    """How raw waveforms become the encoder's (batch, samples) float tensor."""
+
+    sample_rate: int
+    max_seconds: float  # waveforms are padded with zeros or cropped to this length
+    mono: bool = True
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    """How strings become token ids; the vocabulary or tokenizer is an asset of the bundle."""
+
+    max_length: int
+    pad_id: int = 0
+    unk_id: int | None = None
+    vocab_file: str | None = None  # one token per line, line index = id
+    tokenizer_file: str | None = None  # a Hugging Face `tokenizers` JSON file
+    lowercase: bool = True
+    # The raw input that takes this text's attention mask (1 = token, 0 = padding); the runtime
+    # derives it from the same strings or id lists, so callers give only the text.
+    mask_input: str | None = None
+
+
+Preprocess = ImagePreprocess | AudioPreprocess | TextPreprocess
+_PREPROCESS_BY_MODALITY: dict[str, type] = {
+    "image": ImagePreprocess,
+    "audio": AudioPreprocess,
+    "text": TextPreprocess,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One raw model input, as the user feeds it."""
+
+    name: str
+    modality: str  # one of MODALITIES
+    dtype: str
+    shape: tuple[Dim, ...]
+    example_shape: tuple[int, ...] = ()  # the concrete shape used at export; default for fixing dims
+    preprocess: Preprocess | None = None
+    default: float | None = None  # fill value when the input is omitted; None = required
+
+    def sized_shape(self, batch: int) -> tuple[int, ...] | None:
+        """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``example_shape``.
+
+        None when a symbolic dim has no example size to take (callers say what to pass instead).
+        """
+        shape = []
+        for axis, dim in enumerate(self.shape):
+            if isinstance(dim, int):
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(batch)
+            elif axis < len(self.example_shape):
+                shape.append(self.example_shape[axis])
+            else:
+                return None
+        return tuple(shape)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Numerical check of one component after one stage (export, optimize, quantize, mobile)."""
+
+    stage: str
+    reference: str  # what it was compared with: "pytorch", "fp32-bundle", ...
+    passed: bool
+    max_abs_error: float
+    max_rel_error: float
+    atol: float
+    rtol: float
+    shapes: tuple[tuple[tuple[int, ...], ...], ...] = ()  # input shapes of each checked run
+    dynamic_dims_ok: bool = True
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One ONNX (or ORT-format) file of the bundle and its place in the graph."""
+
+    name: str
+    file: str
+    role: str  # one of ROLES
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    modality: str | None = None
+    precision: str = "fp32"
+    format: str = "onnx"
+    exporter: str = ""  # "dynamo", "torchscript", "optimum", ...
+    opset: int | None = None
+    sha256: str = ""  # filled in by write_manifest
+    size_bytes: int = 0  # filled in by write_manifest
+    output_structure: Any = None  # nested lists of output names for tuple/dict returns
+    quantization: Mapping[str, Any] | None = None  # the recipe record written by mmedge.quantize
+    optimizations: tuple[str, ...] = ()
+    verification: tuple[Verification, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One tensor flowing into a component input: from a raw input or another component."""
+
+    source: str  # a component name, or RAW_INPUTS for a raw model input
+    output: str  # the tensor name at the source
+    target: str  # a component name
+    input: str  # the input name at the target
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One model output and what it means."""
+
+    name: str
+    component: str
+    tensor: str
+    kind: str = "logits"  # one of OUTPUT_KINDS
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A non-ONNX file the runtime needs (vocabulary, tokenizer), hashed like components."""
+
+    name: str
+    file: str
+    sha256: str = ""
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How the runtime generates a token sequence with a decoder component, one token per step.
+
+    Before the first step, every input of ``decoder`` except ``token_input`` takes its value from
+    the wiring (for a captioner: the LSTM state an init component computes from the image
+    feature), and the token fed is ``bos_id``. After each step the next token is chosen from
+    ``logits_output`` and fed back through ``token_input``, and each ``state`` output replaces
+    its paired input. Wired inputs that are not state keep their value for the whole sequence
+    (an encoder memory, say). A sequence ends with ``eos_id`` or after ``max_length`` tokens.
+    Every state tensor has one axis named "batch", the axis beam search reorders.
+    """
+
+    decoder: str  # the component run once per token (role "decoder")
+    token_input: str  # its integer [batch, 1] input: the previous token
+    logits_output: str  # its [batch, vocab] output: the next token's logits
+    state: tuple[tuple[str, str], ...]  # (input, output) pairs of the decoder carried to the next step
+    bos_id: int
+    eos_id: int
+    pad_id: int = 0
+    max_length: int = 32  # most tokens generated per sequence after <bos>, <eos> included
+    vocab: str = "vocab"  # the asset with one token per line (line index = id) that decodes ids to text
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where the bundle came from."""
+
+    name: str
+    class_path: str = ""
+    checkpoint_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The whole contract of a bundle."""
+
+    model: ModelInfo
+    inputs: tuple[InputSpec, ...]
+    components: tuple[Component, ...]
+    wiring: tuple[Edge, ...]
+    outputs: tuple[OutputSpec, ...]
+    assets: tuple[Asset, ...] = ()
+    created_by: Mapping[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    generation: GenerationSpec | None = None  # set for bundles that generate sequences (captioning)
+
+    @cached_property
+    def _index(self) -> _Index:
+        # lookups by name are asked once per component or input while loading and running: a scan
+        # each time would make a large manifest quadratic. The first entry of a name wins (loading
+        # refuses duplicates anyway).
+        by_target: dict[str, list[Edge]] = {}
+        for e in self.wiring:
+            by_target.setdefault(e.target, []).append(e)
+        return _Index(
+            components=_first_by_name(self.components),
+            inputs=_first_by_name(self.inputs),
+            assets=_first_by_name(self.assets),
+            edges_into={target: tuple(edges) for target, edges in by_target.items()},
+        )
+
+    def component(self, name: str) -> Component:
+        found = self._index.components.get(name)
+        if found is None:
+            known = ", ".join(c.name for c in self.components)
+            raise BundleError(f"no component named {name!r} in the bundle; it has: {known}")
+        return found
+
+    def input(self, name: str) -> InputSpec:
+        found = self._index.inputs.get(name)
+        if found is None:
+            known = ", ".join(i.name for i in self.inputs)
+            raise BundleError(f"no input named {name!r} in the bundle; it has: {known}")
+        return found
+
+    def asset(self, name: str) -> Asset:
+        found = self._index.assets.get(name)
+        if found is None:
+            raise BundleError(f"no asset named {name!r} in the bundle")
+        return found
+
+    def edges_into(self, component: str) -> tuple[Edge, ...]:
+        return self._index.edges_into.get(component, ())
+
+
+@dataclass(frozen=True)
+class _Index:
+    """A manifest's entries by name (see ``Manifest._index``)."""
+
+    components: Mapping[str, Component]
+    inputs: Mapping[str, InputSpec]
+    assets: Mapping[str, Asset]
+    edges_into: Mapping[str, tuple[Edge, ...]]
+
+
+def _first_by_name(entries: Sequence[Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for entry in entries:
+        found.setdefault(entry.name, entry)
+    return found
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, validated bundle: its directory and manifest."""
+
+    path: Path
+    manifest: Manifest
+    # whether files are checked against their sha256: at load, and again when a session opens one
+    check_hashes: bool = True
+    # component → the asset files its ONNX graph keeps external weights in, as found at load;
+    # None for a Bundle built by hand (then a session opening a component looks again)
+    external_data: Mapping[str, tuple[str, ...]] | None = None
+
+    def component_path(self, name: str) -> Path:
+        return self.path / self.manifest.component(name).file
+
+    def asset_path(self, name: str) -> Path:
+        return self.path / self.manifest.asset(name).file
+
+
+def required_inputs(inputs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
+    """The inputs a caller must pass: those without a default, except the attention masks the
+    runtime derives from their text input (``TextPreprocess.mask_input``)."""
+    derived = {i.preprocess.mask_input for i in inputs if isinstance(i.preprocess, TextPreprocess)}
+    return tuple(i for i in inputs if i.default is None and i.name not in derived)
