@@ -4,7 +4,9 @@
 (static QDQ INT8 for conv/linear, dynamic INT8 for recurrent/attention text encoders, FP32 for
 spectral front-ends), calibrates each component on its quantized upstream's outputs, measures
 the result against FP32 on held-out samples, keeps the most damaging tensors FP32 until the
-agreement target is met, and writes a normal bundle. Needs onnx, onnxruntime and numpy only.
+agreement target is met, and writes a normal bundle. A component whose pre-processing,
+calibration or quantization fails is retried without that step, or kept FP32, and the report
+says why (``strict=True``: an error instead). Needs onnx, onnxruntime and numpy only.
 """
 
 from mmedge.quantize.api import AccuracyWarning, quantize_bundle
@@ -16,6 +18,7 @@ from mmedge.quantize.report import (
     FallbackRound,
     OutputReport,
     QuantizationReport,
+    StepFailure,
     TensorComparison,
 )
 
@@ -29,6 +32,7 @@ __all__ = [
     "QuantizationReport",
     "Recipe",
     "SampleReader",
+    "StepFailure",
     "TensorComparison",
     "choose_recipe",
     "collect_samples",

@@ -2,9 +2,11 @@
 
 :func:`prepare` names every node (exclusion lists and the report need names) and runs
 ``quant_pre_process`` (symbolic shape inference + basic graph optimisations: the quantizer
-only quantizes tensors whose shapes it knows). :func:`apply` then runs ``quantize_static``
-(QDQ), ``quantize_dynamic`` or the FP16 converter on the prepared file. Every onnxruntime
-exception is translated here into a :class:`QuantizationError` that names the component.
+only quantizes tensors whose shapes it knows). :func:`apply` then calibrates (static) and runs
+``quantize_static`` (QDQ), ``quantize_dynamic`` or the FP16 converter on the prepared file.
+Every onnxruntime exception is translated here into a :class:`StepError` (a
+:class:`QuantizationError`) that names the component and the step, so the chain can retry the
+component without that step (:mod:`mmedge.quantize._isolation`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -21,24 +24,63 @@ from mmedge.errors import QuantizationError, translated
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.recipes import Recipe, frontend_nodes, shallow_convs
 
-__all__ = ["METHODS", "apply", "excluded_nodes", "prepare"]
+__all__ = [
+    "METHODS",
+    "CalibrationError",
+    "PreprocessError",
+    "QuantizerError",
+    "StepError",
+    "apply",
+    "excluded_nodes",
+    "named_copy",
+    "prepare",
+]
 
 METHODS = ("minmax", "entropy", "percentile")
 
 
-def prepare(component: str, source: Path, work: Path) -> Path:
-    """The named, pre-processed FP32 copy of ``source`` that every recipe starts from."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+class StepError(QuantizationError):
+    """One step of quantizing one component raised; ``step`` names it. The chain retries the
+    component without that step where that is sound, else keeps it FP32 (``strict``: re-raised)."""
 
+    step = ""
+
+
+class PreprocessError(StepError):
+    step = "pre-processing"
+
+
+class CalibrationError(StepError):
+    step = "calibration"
+
+
+class QuantizerError(StepError):
+    step = "quantization"
+
+
+def named_copy(component: str, source: Path, work: Path) -> Path:
+    """A copy of ``source`` in ``work`` whose every node has a unique name (exclusions and the report need names)."""
     model = onnx.load(str(source))
     _name_nodes(model, component)
     named = work / f"{component}.named.onnx"
     onnx.save(model, str(named))
+    return named
+
+
+def prepare(component: str, source: Path, work: Path) -> Path:
+    """The named, pre-processed FP32 copy of ``source`` that every recipe starts from.
+
+    Raises :class:`PreprocessError` when ``quant_pre_process`` fails; the named copy is then
+    ``work / f"{component}.named.onnx"``, which the quantizers can read as it is.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    named = named_copy(component, source, work)
     pre = work / f"{component}.pre.onnx"
     # On incomplete inference onnxruntime saves sym_shape_infer_temp.onnx (+ external data) into the
     # current directory before raising: run it from the work dir so nothing lands in the user's cwd.
     with (
-        translated(QuantizationError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"),
+        translated(PreprocessError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"),
         contextlib.chdir(work),
         _quiet("onnxruntime.tools.symbolic_shape_infer"),
     ):
@@ -119,54 +161,80 @@ def apply(
 ) -> None:
     """Write ``prepared`` quantized by ``recipe`` to ``out``, keeping ``exclude`` nodes FP32.
 
-    Static recipes calibrate on ``samples`` (the component's own input dicts) with ``method``;
-    ``cache`` keeps the computed ranges so fallback rounds re-quantize without re-calibrating.
+    Static recipes first calibrate on ``samples`` (the component's own input dicts) with
+    ``method`` and keep the ranges in ``cache``, so fallback rounds re-quantize without
+    re-calibrating. onnxruntime failures raise :class:`CalibrationError` or
+    :class:`QuantizerError`, so the chain knows which step to go without.
     """
-    with translated(QuantizationError, f"quantizing {prepared.name.removesuffix('.pre.onnx')!r} ({recipe.mode})"):
+    component = prepared.name.removesuffix(".pre.onnx").removesuffix(".named.onnx")
+    if recipe.mode not in ("static", "dynamic", "fp16"):
+        raise QuantizationError(f"recipe mode {recipe.mode!r} does not quantize; copy the FP32 file instead")
+    if recipe.mode == "static":
+        if samples is None or not len(samples):
+            raise QuantizationError("static quantization needs calibration samples; none were given")
+        cache = cache or out.with_suffix(".ranges.json")
+        if not cache.is_file():
+            with translated(CalibrationError, f"calibrating {component!r} ({method} ranges, onnxruntime calibrator)"):
+                _calibrate(prepared, samples, method, cache)
+    # onnxruntime logs a root-logger warning for a graph quant_pre_process could not prepare;
+    # the report says so already.
+    with translated(QuantizerError, f"quantizing {component!r} ({recipe.mode})"), _quiet(""):
         if recipe.mode == "static":
-            _static(recipe, prepared, out, exclude=exclude, samples=samples, method=method, cache=cache)
+            _static(recipe, prepared, out, exclude=exclude, method=method, cache=cache)
         elif recipe.mode == "dynamic":
             _dynamic(recipe, prepared, out, exclude)
-        elif recipe.mode == "fp16":
-            _fp16(recipe, prepared, out, exclude)
         else:
-            raise QuantizationError(f"recipe mode {recipe.mode!r} does not quantize; copy the FP32 file instead")
+            _fp16(recipe, prepared, out, exclude)
 
 
-def _static(
-    recipe: Recipe,
-    prepared: Path,
-    out: Path,
-    *,
-    exclude: Sequence[str],
-    samples: SampleReader | None,
-    method: str,
-    cache: Path | None,
-) -> None:
-    if samples is None or not len(samples):
-        raise QuantizationError("static quantization needs calibration samples; none were given")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+def _calibrate(prepared: Path, samples: SampleReader, method: str, cache: Path) -> None:
+    """Compute the activation ranges of ``prepared`` on ``samples`` into ``cache`` (what
+    ``quantize_static`` does itself without a cache; done apart so a failure here is told apart)."""
+    from onnxruntime.quantization import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     samples.rewind()
     # The histogram calibrators print progress to stdout, which belongs to `--json` output.
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(
-            str(prepared),
-            str(out),
-            samples,
-            quant_format=QuantFormat.QDQ,
-            per_channel=recipe.per_channel,
-            reduce_range=recipe.reduce_range,
-            activation_type=_quant_type(recipe.activation_type),
-            weight_type=_quant_type(recipe.weight_type),
-            nodes_to_exclude=list(exclude),
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[method],
-            calibration_cache_path=cache,
+    with (
+        tempfile.TemporaryDirectory(prefix="calibrate-", dir=cache.parent) as tmp,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        calibrator = create_calibrator(
+            prepared,
+            sorted({*QDQRegistry, *QLinearOpsRegistry}),  # the op types quantize_static calibrates
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_calibration_method(method),
         )
+        calibrator.collect_data(samples)
+        save_tensors_data(calibrator.compute_data(), cache)
+
+
+def _calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+
+
+def _static(recipe: Recipe, prepared: Path, out: Path, *, exclude: Sequence[str], method: str, cache: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    quantize_static(
+        str(prepared),
+        str(out),
+        None,  # the ranges come from the cache _calibrate wrote
+        quant_format=QuantFormat.QDQ,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        activation_type=_quant_type(recipe.activation_type),
+        weight_type=_quant_type(recipe.weight_type),
+        nodes_to_exclude=list(exclude),
+        calibrate_method=_calibration_method(method),
+        calibration_cache_path=cache,
+    )
 
 
 def _dynamic(recipe: Recipe, prepared: Path, out: Path, exclude: Sequence[str]) -> None:

@@ -20,13 +20,14 @@ import onnx
 
 from mmedge.bundle import Manifest, OutputSpec
 from mmedge.graph import Graph
-from mmedge.quantize._apply import apply, excluded_nodes
+from mmedge.quantize._apply import StepError, apply, excluded_nodes
 from mmedge.quantize._generation import caption_spec, compare_captions
+from mmedge.quantize._isolation import without_step
 from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
 from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.recipes import Recipe, quantized_ops
-from mmedge.quantize.report import TensorComparison
+from mmedge.quantize.report import StepFailure, TensorComparison
 
 __all__ = ["Chain", "OutputResult"]
 
@@ -58,6 +59,8 @@ class Chain:
     versions: dict[str, Path] = field(default_factory=dict)  # current file of each component
     excluded: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> why, per component
     kept: dict[str, dict[str, str]] = field(default_factory=dict)  # fallback exclusions, node -> why
+    failures: dict[str, list[StepFailure]] = field(default_factory=dict)  # steps that raised, per component
+    strict: bool = False  # a step that raises is an error, not retried without it (mmedge.quantize._isolation)
     _models: dict[str, onnx.ModelProto] = field(default_factory=dict)
     _counter: itertools.count = field(default_factory=itertools.count)
 
@@ -120,7 +123,21 @@ class Chain:
         affected = None if start is None else {start} | self.graph.downstream(start)
         for c in self.graph.order():
             if affected is None or c in affected:
-                self.versions[c], self.excluded[c] = self.build(c)
+                self.versions[c], self.excluded[c] = self._isolated_build(c)
+
+    def _isolated_build(self, component: str) -> tuple[Path, dict[str, str]]:
+        """``build``; where a step raises, again without it, or FP32 (each recorded in ``failures``).
+
+        Ends: a calibration failure retries once as dynamic INT8, anything else turns FP32, which builds nothing.
+        """
+        while True:
+            try:
+                return self.build(component)
+            except StepError as e:
+                self.recipes[component], failure = without_step(
+                    component, self.recipes[component], e, strict=self.strict
+                )
+                self.failures.setdefault(component, []).append(failure)
 
     def calibrated_on(self, component: str) -> str:
         """Where ``component``'s calibration inputs came from, for the report."""

@@ -98,6 +98,9 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: 
     precision, reason = (recipe.precision, recipe.reason) if recipe else (c.precision, unchanged or "")
     if precision == "int8" and not quant_ops:
         precision, reason = "fp32", f"{reason}; but no op of this graph is supported by that mode, so it stays FP32"
+    for f in chain.failures.get(c.name, ()):
+        if f.action not in reason:  # a retried recipe says it already
+            reason = f"{reason}; {f.step} failed, so {f.action}"
     return ComponentReport(
         name=c.name,
         precision=precision,
@@ -111,6 +114,7 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: 
         outputs=comparisons,
         fp32_ms=speed.fp32_ms if speed else None,
         quantized_ms=speed.quantized_ms if speed else None,
+        failures=tuple(chain.failures.get(c.name, ())),
     )
 
 
@@ -181,6 +185,8 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
         "excluded_nodes": {e.name: e.reason for e in r.excluded},
         "fallback_rounds": [f.index for f in report.fallback if f.component == c.name],
         "report": "quantization_report.json",
+        # steps that raised on this component and what was done instead (mmedge.quantize._isolation)
+        "failures": [dataclasses.asdict(f) for f in r.failures],
     }
     if recipe.precision == "int8":  # what the kernel-saturation check saw (mmedge.quantize.saturation)
         record["kernels_checked_on"] = {"cpu": cpu_model_and_flags()[0], "saturating": int8_kernels_saturate()}
@@ -190,9 +196,14 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
         c,
         precision=r.precision,
         quantization=record,
-        optimizations=(*c.optimizations, "quant_pre_process"),
+        optimizations=(*c.optimizations, *_pre_processed(r)),
         verification=(*c.verification, _verification(chain, c, r)),
     )
+
+
+def _pre_processed(r: ComponentReport) -> tuple[str, ...]:
+    """``("quant_pre_process",)`` unless that step failed and the component was quantized without it."""
+    return () if any(f.step == "pre-processing" for f in r.failures) else ("quant_pre_process",)
 
 
 def _verification(chain: Chain, c: Component, r: ComponentReport) -> Verification:

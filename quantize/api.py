@@ -22,8 +22,9 @@ import onnx
 from mmedge.bundle import Bundle, load_bundle
 from mmedge.errors import QuantizationError
 from mmedge.graph import Graph
-from mmedge.quantize._apply import METHODS, prepare
+from mmedge.quantize._apply import METHODS
 from mmedge.quantize._chain import Chain
+from mmedge.quantize._isolation import prepare_all
 from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.calibration import Sample, collect_samples
@@ -68,7 +69,10 @@ def quantize_bundle(
     dict of those per component. ``method``: "minmax", "entropy" or "percentile". Below
     ``min_agreement`` (end-to-end top-1 agreement with FP32), up to ``max_fallback_rounds``
     rounds keep sensitive tensors FP32; if still below, an :class:`AccuracyWarning` is issued
-    (``strict=True``: a :class:`QuantizationError`, and nothing is written). ``speed_check``:
+    (``strict=True``: a :class:`QuantizationError`, and nothing is written). A component whose
+    pre-processing, calibration or quantization raises is retried without that step where that is
+    sound (no ``quant_pre_process``; dynamic instead of calibrated static INT8), else kept FP32; the
+    report (``ComponentReport.failures``) and the manifest say why (``strict=True``: an error). ``speed_check``:
     components with an "auto" recipe stay FP32 where their quantized graph is not faster on this
     CPU (timed interleaved with FP32; see :mod:`mmedge.quantize.speed`).
     """
@@ -83,24 +87,28 @@ def quantize_bundle(
     _check_recipe_targets(recipe, unchanged)
     # Fail on a bad recipe now, not after minutes of work; auto choices are made again below on
     # the pre-processed graphs (constants folded).
-    resolve_recipes(recipe, {name: m for name, m in originals.items() if name not in unchanged})
+    requested = resolve_recipes(recipe, {name: m for name, m in originals.items() if name not in unchanged})
+    kept_fp32 = {n for n, r in requested.items() if r.mode == "fp32" and n not in auto_components(recipe, requested)}
     del originals
     say("reading calibration samples")
     calib = collect_samples(calibration, manifest, "calibration")
     held, calib, labels, holdout_note = _split_holdout(holdout, calib, labels, manifest)
     with tempfile.TemporaryDirectory(prefix="mmedge-quantize-") as tmp:
         work = Path(tmp)
-        prepared = {}
-        for c in manifest.components:
-            if c.name not in unchanged:
-                say(f"pre-processing {c.name}")
-                prepared[c.name] = prepare(c.name, src.component_path(c.name), work)
+        prepared, failures = prepare_all(
+            ((c.name, src.component_path(c.name)) for c in manifest.components if c.name not in unchanged),
+            work,
+            fp32=kept_fp32,
+            strict=strict,
+            say=say,
+        )
         recipes = resolve_recipes(recipe, {name: onnx.load(str(p)) for name, p in prepared.items()})
         fp32 = {c.name: src.component_path(c.name) for c in manifest.components}
         graph = Graph(manifest)
         calibration, holdout = SampleExecutor(graph, calib), SampleExecutor(graph, held)
         chain = Chain(manifest, fp32, prepared, recipes, work, method, calibration, holdout)
         chain.versions = dict(fp32)
+        chain.failures, chain.strict = failures, strict
         say("quantizing components (chained calibration)")
         chain.rebuild()
         saturation = fix_saturation(chain, say)

@@ -43,7 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--min-agreement", type=float, default=0.99, help="end-to-end top-1 agreement target (default 0.99)"
     )
     parser.add_argument("--max-rounds", type=int, default=4, help="accuracy fallback rounds at most (default 4)")
-    parser.add_argument("--strict", action="store_true", help="fail (write nothing) if the agreement target is missed")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (write nothing) if the agreement target is missed, or if a component's pre-processing, "
+        "calibration or quantization fails (default: retry it without that step, else keep it FP32, and report why)",
+    )
     parser.add_argument(
         "--no-speed-check",
         dest="speed_check",
@@ -96,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     else:
         show_report(report)
+    for c in report.components:
+        for f in c.failures:
+            console.print(f"[yellow]WARNING[/yellow] {c.name}: {f.error}; {f.action}", soft_wrap=True)
     for w in caught:
         console.print(f"[yellow]WARNING[/yellow] {w.message}")
     return 0

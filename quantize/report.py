@@ -26,6 +26,7 @@ __all__ = [
     "FallbackRound",
     "OutputReport",
     "QuantizationReport",
+    "StepFailure",
     "TensorComparison",
 ]
 
@@ -54,6 +55,15 @@ class ExcludedNode:
 
 
 @dataclass(frozen=True)
+class StepFailure:
+    """A step that raised on one component, and what was done instead; the other components go on."""
+
+    step: str  # "pre-processing", "calibration" or "quantization"
+    error: str  # the typed error: which onnxruntime call failed and its exception
+    action: str  # what was done instead: quantized without that step, or kept FP32
+
+
+@dataclass(frozen=True)
 class ComponentReport:
     """What quantization did to one component."""
 
@@ -69,6 +79,7 @@ class ComponentReport:
     outputs: tuple[TensorComparison, ...]  # with FP32 inputs: this component's own error
     fp32_ms: float | None = None  # the speed check (auto recipes): FP32 and quantized graph, median ms
     quantized_ms: float | None = None
+    failures: tuple[StepFailure, ...] = ()  # steps that raised on this component (failure isolation)
 
     @property
     def speedup(self) -> float | None:
@@ -237,6 +248,15 @@ def _markdown(r: QuantizationReport) -> str:
             *_table(
                 ["component", "FP32 ms", "quantized ms", "speed-up", "kept"],
                 [[c.name, c.fp32_ms, c.quantized_ms, f"{c.speedup:.2f}×", c.precision] for c in timed],
+            ),
+        ]
+    failures = [(c.name, f) for c in r.components for f in c.failures]
+    if failures:
+        lines += [
+            "## Steps that failed (the component was retried without the step, or kept FP32)",
+            "",
+            *_table(
+                ["component", "step", "error", "done instead"], [[c, f.step, f.error, f.action] for c, f in failures]
             ),
         ]
     excluded = [(c.name, e) for c in r.components for e in c.excluded]
