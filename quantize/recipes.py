@@ -2,12 +2,11 @@
 
 A :class:`Recipe` says how one ONNX component is quantized: static QDQ INT8 for conv/linear
 encoders and heads (the fastest on CPU: QUInt8 activations, QInt8 per-channel weights), dynamic
-INT8 for recurrent and attention text
-encoders (their activations change range with every sequence, so ranges are computed at run
-time), FP16 for GPUs, or FP32 (left alone). :func:`choose_recipe` picks one from the op types
-and records why, so the report can say it. Spectral front-ends (STFT/DFT, a DFT-as-convolution,
-power, mel, log) are kept FP32 whatever the mode: a power spectrum spans many decades that 256
-levels cannot hold.
+INT8 for recurrent and attention text encoders (their activations change range with every
+sequence, so ranges are computed at run time), FP16 for GPUs, or FP32 (left alone).
+:func:`choose_recipe` picks one from the op types and records why, so the report can say it.
+Spectral front-ends (STFT/DFT, a DFT-as-convolution, power, mel, log) are kept FP32 whatever the
+mode: a power spectrum spans many decades that 256 levels cannot hold.
 """
 
 from __future__ import annotations
