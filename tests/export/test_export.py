@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tinymodels import VOCAB, LSTMText, MaskedNet, MeanText, TriNet, masked_inputs, tri_inputs
 from torch import Tensor, nn
 
 from mmedge.bundle import RAW_INPUTS, AudioPreprocess, Edge, ImagePreprocess, TextPreprocess, load_bundle
@@ -35,9 +35,9 @@ def _run_chain(bundle: Path, inputs: dict[str, Tensor]) -> dict[str, np.ndarray]
     return {o.name: values[(o.component, o.tensor)] for o in manifest.outputs}
 
 
-def test_design_doc_model_exports_verifies_and_leaves_the_model_alone(tiny: SimpleNamespace, tmp_path: Path) -> None:
-    model = tiny.TriNet().train()
-    text, image, audio = tiny.tri_inputs().values()
+def test_design_doc_model_exports_verifies_and_leaves_the_model_alone(tmp_path: Path) -> None:
+    model = TriNet().train()
+    text, image, audio = tri_inputs().values()
     result = export_model(
         model,
         example_inputs={"text": text, "image": image, "audio": audio},
@@ -49,7 +49,7 @@ def test_design_doc_model_exports_verifies_and_leaves_the_model_alone(tiny: Simp
             "audio": AudioPreprocess(sample_rate=16000, max_seconds=0.025),
         },
         labels=("a", "b", "c"),
-        vocab=[f"w{i}" for i in range(tiny.VOCAB)],
+        vocab=[f"w{i}" for i in range(VOCAB)],
     )
     m = result.manifest
     assert sorted(p.name for p in result.path.iterdir()) == [
@@ -94,14 +94,14 @@ def test_design_doc_model_exports_verifies_and_leaves_the_model_alone(tiny: Simp
         _run_chain(result.path, other)["logits"], model.eval()(**other).detach().numpy(), atol=LOGITS_ATOL, rtol=1e-3
     )
     assert model.train().training  # the user's model: still its own mode, its own encoders
-    assert type(model.text_encoder) is tiny.MeanText
+    assert type(model.text_encoder) is MeanText
 
 
-def test_tuple_encoder_output_raw_mask_in_head_and_monolithic(tiny: SimpleNamespace, tmp_path: Path) -> None:
-    model = tiny.MaskedNet()
+def test_tuple_encoder_output_raw_mask_in_head_and_monolithic(tmp_path: Path) -> None:
+    model = MaskedNet()
     result = export_model(
         model,
-        tiny.masked_inputs(),
+        masked_inputs(),
         {"text": "text_encoder", "image": "image_encoder"},
         out=tmp_path / "b",
         monolithic=True,
@@ -131,7 +131,7 @@ def test_tuple_encoder_output_raw_mask_in_head_and_monolithic(tiny: SimpleNamesp
         "chain",
         "monolithic",
     }
-    inputs = tiny.masked_inputs(batch=3)
+    inputs = masked_inputs(batch=3)
     inputs = {"text": inputs["text"][:, :4], "image": inputs["image"], "mask": inputs["mask"][:, :4]}
     expected = model.eval()(**inputs)["logits"].detach().numpy()
     mono = _session(result.path, "model").run(["logits"], {n: t.numpy() for n, t in inputs.items()})[0]
@@ -139,9 +139,9 @@ def test_tuple_encoder_output_raw_mask_in_head_and_monolithic(tiny: SimpleNamesp
     np.testing.assert_allclose(_run_chain(result.path, inputs)["logits"], expected, atol=LOGITS_ATOL, rtol=1e-3)
 
 
-def test_auto_split_exports_what_it_reports(tiny: SimpleNamespace, tmp_path: Path) -> None:
-    ids = torch.randint(0, tiny.VOCAB, (2, 7))
-    result = export_model(_TextOnly(tiny.LSTMText(), 6), {"text": ids}, out=tmp_path / "b", dynamic=False)
+def test_auto_split_exports_what_it_reports(tmp_path: Path) -> None:
+    ids = torch.randint(0, VOCAB, (2, 7))
+    result = export_model(_TextOnly(LSTMText(), 6), {"text": ids}, out=tmp_path / "b", dynamic=False)
     assert result.auto_split
     assert [(e.name, e.path, e.inputs) for e in result.encoders] == [("text_encoder", "text_encoder", ("text",))]
     assert result.warnings[0] == "auto-split: text_encoder = _TextOnly.text_encoder on input 'text' (text)"
@@ -163,11 +163,11 @@ class _TextOnly(nn.Module):
 
 
 def test_dynamo_fixing_a_dimension_falls_back_to_torchscript_and_says_so(
-    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(exporters, "preferred_order", lambda _module: ("dynamo", "torchscript"))
-    ids = torch.randint(0, tiny.VOCAB, (2, 7))
-    result = export_model(_TextOnly(tiny.LSTMText(), 6), {"text": ids}, {"text": "text_encoder"}, out=tmp_path / "b")
+    ids = torch.randint(0, VOCAB, (2, 7))
+    result = export_model(_TextOnly(LSTMText(), 6), {"text": ids}, {"text": "text_encoder"}, out=tmp_path / "b")
     assert result.exporters["text_encoder"] == "torchscript"
     assert result.manifest.component("text_encoder").exporter == "torchscript"
     (warning,) = [w for w in result.warnings if w.startswith("text_encoder:")]
@@ -299,12 +299,12 @@ def test_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Path) -
 
 
 def test_nested_encoder_path_and_external_data_over_the_protobuf_limit(
-    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Nested(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoders = nn.ModuleDict({"text": tiny.MeanText()})
+            self.encoders = nn.ModuleDict({"text": MeanText()})
             self.head = nn.Linear(8, 2)
 
         def forward(self, text: Tensor) -> Tensor:
@@ -312,7 +312,7 @@ def test_nested_encoder_path_and_external_data_over_the_protobuf_limit(
 
     monkeypatch.setattr(exporters, "PROTOBUF_LIMIT", 64)  # pretend every component is over 2 GB
     model = Nested()
-    ids = torch.randint(0, tiny.VOCAB, (2, 5))
+    ids = torch.randint(0, VOCAB, (2, 5))
     result = export_model(model, {"text": ids}, {"text": "encoders.text"}, out=tmp_path / "b")
     m = result.manifest
     assert result.encoders[0].path == "encoders.text"
@@ -325,4 +325,4 @@ def test_nested_encoder_path_and_external_data_over_the_protobuf_limit(
     np.testing.assert_allclose(
         _run_chain(result.path, {"text": ids[:1, :3]})["logits"], model(ids[:1, :3]).detach().numpy(), atol=LOGITS_ATOL
     )
-    assert isinstance(model.encoders["text"], tiny.MeanText)
+    assert isinstance(model.encoders["text"], MeanText)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from types import SimpleNamespace
 
 import pytest
 import torch
+from tinymodels import ConvAudio, ConvImage, MeanText, TriNet, tri_inputs
 from torch import Tensor, nn
 
 from mmedge.bundle import TextPreprocess
@@ -48,8 +48,8 @@ def test_flatten_rejects_non_tensor_outputs() -> None:
         flatten((torch.zeros(1), "label"), "x", "encoder 'x'")
 
 
-def test_auto_split_picks_children_called_on_one_raw_input(tiny: SimpleNamespace) -> None:
-    split = _plan(tiny.TriNet(), tiny.tri_inputs())
+def test_auto_split_picks_children_called_on_one_raw_input() -> None:
+    split = _plan(TriNet(), tri_inputs())
     assert split.auto
     assert [(e.name, e.path, e.modality, e.inputs) for e in split.encoders] == [
         ("text_encoder", "text_encoder", "text", ("text",)),
@@ -59,11 +59,11 @@ def test_auto_split_picks_children_called_on_one_raw_input(tiny: SimpleNamespace
     assert any("auto-split: audio_encoder = TriNet.audio_encoder" in n for n in split.notes)
 
 
-def test_auto_split_names_two_encoders_of_one_modality_after_their_inputs(tiny: SimpleNamespace) -> None:
+def test_auto_split_names_two_encoders_of_one_modality_after_their_inputs() -> None:
     class Stereo(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.left_net, self.right_net, self.head = tiny.ConvImage(), tiny.ConvImage(), nn.Linear(8, 2)
+            self.left_net, self.right_net, self.head = ConvImage(), ConvImage(), nn.Linear(8, 2)
 
         def forward(self, left: Tensor, right: Tensor) -> Tensor:
             return self.head(torch.cat([self.left_net(left), self.right_net(right)], 1))
@@ -86,19 +86,19 @@ def test_auto_split_without_candidates_asks_for_encoders() -> None:
         _plan(Fused(), {"a": torch.randn(1, 4), "b": torch.randn(1, 4)})
 
 
-def test_wrong_encoder_name_suggests_the_right_one(tiny: SimpleNamespace) -> None:
+def test_wrong_encoder_name_suggests_the_right_one() -> None:
     with pytest.raises(
         ExportError,
         match=r"no submodule 'txt_encoder'\. Did you mean 'text_encoder'.*direct children are: text_encoder, image_encoder, audio_encoder, head",
     ):
-        _plan(tiny.TriNet(), tiny.tri_inputs(), {"text": "txt_encoder"})
+        _plan(TriNet(), tri_inputs(), {"text": "txt_encoder"})
 
 
-def test_encoder_fed_preprocessed_tensor_says_how_to_restructure(tiny: SimpleNamespace) -> None:
+def test_encoder_fed_preprocessed_tensor_says_how_to_restructure() -> None:
     class PreprocessInForward(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.audio_encoder, self.head = tiny.ConvAudio(), nn.Linear(4, 2)
+            self.audio_encoder, self.head = ConvAudio(), nn.Linear(8, 2)
 
         def forward(self, audio: Tensor) -> Tensor:
             return self.head(self.audio_encoder(torch.log1p(audio.abs())))
@@ -123,16 +123,16 @@ def test_encoder_fed_preprocessed_tensor_says_how_to_restructure(tiny: SimpleNam
         pytest.param({}, "encoders is empty", id="empty"),
     ],
 )
-def test_bad_encoder_maps_are_refused(tiny: SimpleNamespace, encoders: dict, match: str) -> None:
+def test_bad_encoder_maps_are_refused(encoders: dict, match: str) -> None:
     with pytest.raises(ExportError, match=match):
-        _plan(tiny.TriNet(), tiny.tri_inputs(), encoders)
+        _plan(TriNet(), tri_inputs(), encoders)
 
 
-def test_encoder_called_twice_or_never_is_refused(tiny: SimpleNamespace) -> None:
+def test_encoder_called_twice_or_never_is_refused() -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.text_encoder, self.unused = tiny.MeanText(), tiny.MeanText()
+            self.text_encoder, self.unused = MeanText(), MeanText()
 
         def forward(self, a: Tensor, b: Tensor) -> Tensor:
             return self.text_encoder(a) + self.text_encoder(b)
@@ -154,9 +154,9 @@ def test_encoder_called_twice_or_never_is_refused(tiny: SimpleNamespace) -> None
         pytest.param({"text": [1, 2]}, "'text' is a list, not a tensor", id="not-a-tensor"),
     ],
 )
-def test_example_inputs_must_fit_forward(tiny: SimpleNamespace, tmp_path, inputs: dict, match: str) -> None:
+def test_example_inputs_must_fit_forward(tmp_path, inputs: dict, match: str) -> None:
     with pytest.raises(ExportError, match=match):
-        export_model(tiny.TriNet(), inputs, out=tmp_path / "b")
+        export_model(TriNet(), inputs, out=tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 
@@ -173,9 +173,9 @@ def test_example_inputs_must_fit_forward(tiny: SimpleNamespace, tmp_path, inputs
         ),
     ],
 )
-def test_bad_options_are_refused_before_exporting(tiny: SimpleNamespace, tmp_path, options: dict, match: str) -> None:
+def test_bad_options_are_refused_before_exporting(tmp_path, options: dict, match: str) -> None:
     with pytest.raises(ExportError, match=match):
-        export_model(tiny.TriNet(), tiny.tri_inputs(), out=tmp_path / "b", **options)
+        export_model(TriNet(), tri_inputs(), out=tmp_path / "b", **options)
 
 
 @pytest.mark.parametrize(

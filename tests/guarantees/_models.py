@@ -7,7 +7,7 @@ builds it like a reference model.
 from __future__ import annotations
 
 import torch
-from tinymodels import VOCAB, MeanText
+from tinymodels import VOCAB, ConvAudio, MeanText
 from torch import Tensor, nn
 
 
@@ -29,15 +29,6 @@ class _TwoInputs(nn.Module):
             "text": torch.randint(1, VOCAB, (batch, 6), generator=gen),
             "audio": torch.randn(batch, 400, generator=gen),
         }
-
-
-class ConvAudio(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(1, 8, 9, stride=4)
-
-    def forward(self, audio: Tensor) -> Tensor:
-        return torch.relu(self.conv(audio.unsqueeze(1))).mean(-1)
 
 
 class CleanNet(_TwoInputs):
