@@ -9,7 +9,7 @@ and providers. Torch is never imported here: the spec is checked for form, the w
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ def variant_specs(
     *,
     torch_model: str | None,
     checkpoint: Path | None,
+    model_kwargs: Mapping[str, Any] | None = None,
     threads: int,
     providers: Any,
     monolithic: bool,
@@ -71,6 +72,7 @@ def variant_specs(
             "kind": "torch",
             "model": torch_model,
             "checkpoint": str(checkpoint) if checkpoint else None,
+            "model_kwargs": dict(model_kwargs) if model_kwargs is not None else None,
             "bundle": str(subject.path),
             "threads": threads,
         }

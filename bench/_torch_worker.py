@@ -2,7 +2,8 @@
 
 This module imports torch, so only the benchmark's PyTorch worker process ever loads it: the
 runtime's processes stay torch-free. The model is a reference model name or
-``package.module:Class`` built without arguments, with optional checkpoint weights, run in
+``package.module:Class`` built without arguments or from an export.toml's ``[model]`` table, with
+optional checkpoint weights, run in
 ``inference_mode`` with the benchmark's thread count on the same tensors as the ONNX variants.
 Encoder submodules named like the bundle's encoder components are timed with forward hooks;
 the rest of ``forward`` is attributed to the head.
@@ -34,8 +35,12 @@ def _import_torch() -> None:
     import torch  # noqa: F401 - timed on its own: the framework's import cost
 
 
-def build_model(spec: str) -> Any:
-    """A reference model by name, or ``package.module:Class()``; raises InputError naming the fix."""
+def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """A reference model by name, or ``package.module:Class()``; raises InputError naming the fix.
+
+    ``kwargs`` (an export.toml's ``[model]`` table) are its constructor arguments, or the fields of
+    its config dataclass, built as ``mmedge export --config`` builds them.
+    """
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:
@@ -50,10 +55,17 @@ def build_model(spec: str) -> Any:
                 f"unknown reference model {spec!r}; choose one of {', '.join(REFERENCE_MODELS)} or pass 'package.module:Class'"
             )
         cls = REFERENCE_MODELS[spec]
+    if kwargs is not None:
+        from mmedge.export import build_model as build_from_config
+
+        return build_from_config(cls, kwargs)
     try:
         return cls()
     except TypeError as e:
-        raise InputError(f"torch model {spec!r} must be constructible without arguments ({e})") from e
+        raise InputError(
+            f"torch model {spec!r} must be constructible without arguments ({e}); "
+            "give its constructor arguments in an export.toml [model] table: --config export.toml"
+        ) from e
 
 
 class TorchRunner:
@@ -63,7 +75,7 @@ class TorchRunner:
         import torch
 
         torch.set_num_threads(int(spec["threads"]))
-        self.model = build_model(spec["model"])
+        self.model = build_model(spec["model"], spec.get("model_kwargs"))
         if spec.get("checkpoint"):
             from mmedge.train import load_checkpoint
 

@@ -35,7 +35,7 @@ from mmedge.bench._types import (
     VariantResult,
 )
 from mmedge.bundle import Bundle, load_bundle
-from mmedge.errors import ConfigError
+from mmedge.errors import ConfigError, InputError
 from mmedge.providers import ProviderRequest
 from mmedge.sessions import default_thread_budget
 
@@ -48,6 +48,7 @@ def bench(
     compare: Sequence[str | os.PathLike[str] | Bundle] = (),
     torch_model: str | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    config: str | os.PathLike[str] | None = None,
     inputs: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
     batch_sizes: Sequence[int] = (1,),
     iterations: int = 50,
@@ -68,6 +69,8 @@ def bench(
         compare: other bundles (e.g. the FP32 bundle an INT8 one came from); same inputs required.
         torch_model: add PyTorch eager: a reference model name (``"TriModalNet"``) or
             ``"package.module:Class"`` built without arguments; ``checkpoint`` loads its weights.
+        config: an ``export.toml`` (as ``mmedge export --config`` reads it) whose ``[model]`` table
+            gives ``torch_model``'s constructor arguments (or its config dataclass's fields).
         inputs: model tensors by input name, or an ``.npz`` of them (cycled to each batch size);
             default: seeded synthetic tensors of the manifest's example shapes.
         batch_sizes: measure latency and throughput at each of these.
@@ -98,6 +101,7 @@ def bench(
         others,
         torch_model=torch_model,
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        model_kwargs=_model_kwargs(config, torch_model),
         threads=budget,
         providers=providers,
         monolithic=monolithic,
@@ -275,3 +279,14 @@ def _comparisons(results: Sequence[VariantResult], subject: str) -> tuple[Compar
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 and a > 0 else None
+
+
+def _model_kwargs(config: str | os.PathLike[str] | None, torch_model: str | None) -> dict[str, Any] | None:
+    """The ``[model]`` table of ``config``, read with export's loader (None without a config)."""
+    if config is None:
+        return None
+    if torch_model is None:
+        raise InputError("a config was given without a PyTorch model; pass torch_model (--torch) too")
+    from mmedge.export import load_config
+
+    return dict(load_config(config).model)

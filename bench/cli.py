@@ -58,6 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--checkpoint", help="weights for --torch (state_dict: .pt or .safetensors)")
     parser.add_argument(
+        "--config",
+        metavar="TOML",
+        help="export.toml whose [model] table gives --torch's constructor arguments (as `mmedge export --config`)",
+    )
+    parser.add_argument(
         "--inputs", help=".npz of model tensors keyed by input name (default: seeded synthetic tensors)"
     )
     parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8 (default 1)")
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             compare=args.compare,
             torch_model=args.torch,
             checkpoint=args.checkpoint,
+            config=args.config,
             inputs=args.inputs,
             batch_sizes=batch_sizes,
             iterations=args.iterations,

@@ -7,7 +7,8 @@ image_size = 32
 [inputs.text]                 # optional when the model has example_inputs(batch)
 shape = [2, 16]
 dtype = "int64"
-high = 500                    # integer inputs are drawn from [low, high); default: len(model.vocab)
+high = 500                    # integer inputs are drawn from [low, high); default: len(model.vocab), else
+                              # num_embeddings of the nn.Embedding(Bag) that reads the input
 modality = "text"             # optional: decides the dynamic axes
 [inputs.text.preprocess]      # optional: fields of mmedge.bundle.TextPreprocess / ImagePreprocess / AudioPreprocess
 max_length = 16
@@ -201,6 +202,7 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
         return dict(model.example_inputs(batch))
     gen = torch.Generator().manual_seed(0)
     out = {}
+    unknown = {}  # integer inputs without high: bounded by the embedding that reads them
     for name, spec in config.inputs.items():
         dtype = getattr(torch, spec.dtype, None)
         if not isinstance(dtype, torch.dtype):
@@ -209,12 +211,62 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
             out[name] = torch.randn(spec.shape, generator=gen, dtype=dtype)
             continue
         high = spec.high if spec.high is not None else len(getattr(model, "vocab", ()) or ())
-        if high <= spec.low:
-            raise ExportError(
-                f"[inputs.{name}] needs high = <exclusive upper bound> for its {spec.dtype} values (e.g. the vocabulary size)"
-            )
-        out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
+        if high > spec.low:
+            out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
+        else:
+            out[name] = torch.full(spec.shape, spec.low, dtype=dtype)  # a valid id for any embedding
+            unknown[name] = spec, dtype
+    if unknown:
+        bounds, why = _embedding_bounds(model, out, list(unknown))
+        for name, (spec, dtype) in unknown.items():
+            if bounds.get(name, 0) <= spec.low:
+                raise ExportError(
+                    f"[inputs.{name}] needs high = <exclusive upper bound> for its {spec.dtype} values (e.g. the "
+                    f"vocabulary size): no nn.Embedding or nn.EmbeddingBag of {type(model).__name__} reads it "
+                    f"directly{why}, so mmedge cannot tell its bound"
+                )
+            out[name] = torch.randint(spec.low, bounds[name], spec.shape, generator=gen, dtype=dtype)
     return out
+
+
+def _embedding_bounds(model: Any, inputs: Mapping[str, Any], names: list[str]) -> tuple[dict[str, int], str]:
+    """The ``num_embeddings`` of the ``nn.Embedding`` / ``nn.EmbeddingBag`` that reads each of
+    ``names`` as it is (the tensor or a view of it), found by running ``model`` once on ``inputs``
+    in eval mode with forward pre-hooks; the smallest where several read it. Also a note on why
+    the run failed ("" if it ran): placeholder ids the model cannot run on leave those inputs out.
+    """
+    import torch
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        return {}, ""
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    if not embeddings:
+        return {}, ""
+    storages = {inputs[name].untyped_storage().data_ptr(): name for name in names}
+    found: dict[str, int] = {}
+
+    def reads(module: nn.Module, args: tuple[Any, ...]) -> None:
+        ids = args[0] if args else None
+        name = storages.get(ids.untyped_storage().data_ptr()) if isinstance(ids, torch.Tensor) else None
+        if name is not None:
+            found[name] = min(found.get(name, module.num_embeddings), module.num_embeddings)
+
+    handles = [m.register_forward_pre_hook(reads) for m in embeddings]
+    training = model.training
+    why = ""
+    try:
+        model.eval()  # no BatchNorm statistics updated by this look
+        with torch.no_grad():
+            model(**inputs)
+    except Exception as e:  # noqa: BLE001 - reported in the "needs high" error instead
+        first = (str(e).strip().splitlines() or [""])[0]
+        why = f" (running it on placeholder ids to look failed: {type(e).__name__}: {first})"
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+    return found, why
 
 
 def encoders_option(given: list[str] | None, configured: dict[str, str] | None) -> dict[str, str] | None:
