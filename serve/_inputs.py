@@ -4,8 +4,11 @@ Every value becomes either a batch-major numpy tensor (merged by concatenation) 
 items (merged end to end), each with its row count. The meaning of a value is exactly the
 runtime's: a numeric array with the input's full rank is the model tensor; one rank lower is a
 single raw item (token ids, an HWC image, a waveform at the bundle's rate); strings are text.
-Uploaded files are decoded here (Pillow, soundfile) after their headers are checked against the
-limits, so a decompression bomb or an hour of audio is refused before any work is queued.
+Uploaded files are decoded here (Pillow, soundfile), but only after every file of the request has
+been measured from its header and the request's decoded size fits both
+:attr:`RequestLimits.max_decoded_bytes` and the server's memory budget (the ``admit`` callback):
+a decompression bomb, an hour of audio or a batch of big photos is refused before any is decoded.
+A JSON body is costed the same way before it is parsed, by counting its values.
 
 Problems raise :class:`RequestError` with the HTTP status to answer (400 unreadable body,
 413 over a limit, 422 valid syntax but unusable values).
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +27,27 @@ import numpy as np
 from mmedge.bundle import InputSpec, Manifest, required_inputs
 from mmedge.decoding import STRATEGIES
 
-__all__ = ["IMAGE_FORMATS", "Limits", "ParsedInputs", "RequestError", "from_form", "from_json", "resolve"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "ParsedInputs",
+    "RequestError",
+    "RequestLimits",
+    "from_form",
+    "from_json",
+    "json_bytes",
+    "resolve",
+]
 
 # Decoders for untrusted uploads: common raster formats only (no EPS/PDF, which shell out).
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+# What decoded inputs occupy: Pillow keeps a pixel in up to 4 bytes (RGB is stored as RGBX), a
+# sound file is read as float32 samples, and a parsed JSON value is a Python object (a float is
+# 24 bytes, plus 8 for its slot in a list; 64 bounds a small dict or list too).
+IMAGE_BYTES_PER_PIXEL = 4
+AUDIO_BYTES_PER_SAMPLE = 4
+JSON_BYTES_PER_VALUE = 64
+
+Admit = Callable[[int], None]  # reserves a request's decoded bytes server-wide, or raises
 
 
 class RequestError(Exception):
@@ -39,12 +59,29 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
-class Limits:
-    """What one request may carry."""
+class RequestLimits:
+    """What one HTTP request may carry (the runtime's own per-call limits are ``InputLimits``)."""
 
     max_rows: int = 64  # items per request, over all of its inputs' batch axis
     max_image_pixels: int = 16_000_000  # width x height of one uploaded image
     max_audio_seconds: float = 600.0  # duration of one uploaded sound file
+    max_decoded_bytes: int = 64 * 2**20  # all of a request's inputs once decoded, measured before (decoded_bytes)
+
+
+def json_bytes(text: bytes | str) -> int:
+    """An upper bound on the memory ``json.loads(text)`` takes, from a count of its separators."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    values = 1 + sum(data.count(c) for c in (b",", b"[", b"{", b":"))
+    return len(data) + values * JSON_BYTES_PER_VALUE
+
+
+def _within_budget(size: int, limits: RequestLimits) -> None:
+    if size > limits.max_decoded_bytes:
+        raise RequestError(
+            413,
+            f"the request's inputs would take {size / 2**20:.1f} MiB decoded, over the limit of "
+            f"{limits.max_decoded_bytes / 2**20:g} MiB per request (--max-decoded-mb); send fewer or smaller items",
+        )
 
 
 @dataclass(frozen=True)
@@ -67,14 +104,20 @@ def resolve(manifest: Manifest, key: str, allowed: tuple[InputSpec, ...]) -> Inp
     raise RequestError(422, f"unknown input {key!r}; this endpoint takes: {names}")
 
 
-def from_json(body: bytes, manifest: Manifest, allowed: tuple[InputSpec, ...], limits: Limits) -> ParsedInputs:
-    """Parse ``{"inputs": {name: value}}``."""
+def from_json(
+    body: bytes, manifest: Manifest, allowed: tuple[InputSpec, ...], limits: RequestLimits, admit: Admit | None = None
+) -> ParsedInputs:
+    """Parse ``{"inputs": {name: value}}``, after costing it (:func:`json_bytes`) against the budgets."""
+    cost = json_bytes(body)
+    _within_budget(cost, limits)
+    if admit is not None:
+        admit(cost)
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(400, f"the body is not valid JSON ({e})") from e
     except RecursionError as e:
         raise RequestError(400, "the JSON body is nested too deeply") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise RequestError(400, f"the body is not valid JSON ({_short(e)})") from e
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), dict):
         raise RequestError(422, 'expected a JSON object {"inputs": {"<input name>": value, ...}}')
     values: dict[str, tuple[Any, int]] = {}
@@ -84,6 +127,12 @@ def from_json(body: bytes, manifest: Manifest, allowed: tuple[InputSpec, ...], l
             raise RequestError(422, f"input {spec.name!r} is given twice (by name and by modality)")
         values[spec.name] = _json_value(spec, raw)
     return _finish(values, allowed, limits)
+
+
+def _short(e: Exception, limit: int = 200) -> str:
+    """An exception's message, cut so that a huge echoed value cannot flood responses or logs."""
+    text = str(e)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
@@ -165,34 +214,52 @@ def _raw_item(spec: InputSpec, array: np.ndarray, what: str) -> np.ndarray:
 
 
 def from_form(
-    form: Mapping[str, list[Any]], manifest: Manifest, allowed: tuple[InputSpec, ...], limits: Limits
+    form: Mapping[str, list[Any]],
+    manifest: Manifest,
+    allowed: tuple[InputSpec, ...],
+    limits: RequestLimits,
+    admit: Admit | None = None,
 ) -> ParsedInputs:
     """Parse multipart fields: files for image/audio inputs, strings for text, JSON arrays otherwise.
 
     ``form`` maps each field name to all its values (a repeated field is a batch); file values
-    are ``(filename, bytes)`` pairs.
+    are ``(filename, bytes)`` pairs. Every file is measured from its header first; nothing is
+    decoded unless the whole request fits ``limits`` and ``admit`` accepts its decoded size.
     """
-    values: dict[str, tuple[Any, int]] = {}
+    fields: dict[str, tuple[InputSpec, list[Any]]] = {}
     for key, items in form.items():
         spec = resolve(manifest, key, allowed)
-        if spec.name in values:
+        if spec.name in fields:
             raise RequestError(422, f"input {spec.name!r} is given twice (by name and by modality)")
-        values[spec.name] = _form_value(spec, items, limits)
+        fields[spec.name] = (spec, items)
+    cost = sum(_field_cost(spec, items, limits) for spec, items in fields.values())
+    _within_budget(cost, limits)
+    if admit is not None:
+        admit(cost)
+    values = {name: _form_value(spec, items) for name, (spec, items) in fields.items()}
     return _finish(values, allowed, limits)
 
 
-def _form_value(spec: InputSpec, items: list[Any], limits: Limits) -> tuple[Any, int]:
+def _field_cost(spec: InputSpec, items: list[Any], limits: RequestLimits) -> int:
+    """Bytes one field's values take decoded, from file headers and JSON separators (422/413 if unusable)."""
     what = f"input {spec.name!r}"
     files = [i for i in items if isinstance(i, tuple)]
     if files and len(files) != len(items):
         raise RequestError(422, f"{what}: mixes uploaded files and plain fields; send one kind")
-    if files:
-        if spec.modality == "image":
-            decoded = [_image(data, f"{what} file {name!r}", limits) for name, data in files]
-        elif spec.modality == "audio":
-            decoded = [_audio(data, f"{what} file {name!r}", limits) for name, data in files]
-        else:
-            raise RequestError(422, f"{what}: is {spec.modality}; send it as a field, not a file")
+    if not files:
+        return sum(json_bytes(i) for i in items)
+    if spec.modality == "image":
+        return sum(_image_bytes(data, f"{what} file {name!r}", limits) for name, data in files)
+    if spec.modality == "audio":
+        return sum(_audio_bytes(data, f"{what} file {name!r}", limits) for name, data in files)
+    raise RequestError(422, f"{what}: is {spec.modality}; send it as a field, not a file")
+
+
+def _form_value(spec: InputSpec, items: list[Any]) -> tuple[Any, int]:
+    what = f"input {spec.name!r}"
+    if items and isinstance(items[0], tuple):  # files (already measured, all of one kind)
+        decode = _image if spec.modality == "image" else _audio
+        decoded = [decode(data, f"{what} file {name!r}") for name, data in items]
         return decoded, len(decoded)
     if spec.modality == "text":
         return list(items), len(items)
@@ -200,60 +267,85 @@ def _form_value(spec: InputSpec, items: list[Any], limits: Limits) -> tuple[Any,
         raise RequestError(422, f"{what}: send one JSON array field (a batch is a nested array)")
     try:
         raw = json.loads(items[0])
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise RequestError(422, f"{what}: expected a file upload or a JSON array field ({e})") from e
+    except RecursionError as e:
+        raise RequestError(422, f"{what}: the JSON array field is nested too deeply") from e
+    except ValueError as e:  # JSONDecodeError, an integer of over 4300 digits
+        raise RequestError(422, f"{what}: expected a file upload or a JSON array field ({_short(e)})") from e
     return _json_value(spec, raw)
 
 
-def _image(data: bytes, what: str, limits: Limits) -> Any:
-    """Decode an uploaded image after checking its size from the header."""
+def _open_image(data: bytes, what: str) -> Any:
+    """A lazily decoded Pillow image (only its header is read)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
         raise RequestError(415, "this server cannot read image files: install Pillow (mmedge[files])") from e
     try:
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        return Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise RequestError(413, f"{what}: the image is too large ({e})") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise RequestError(422, f"{what}: not a readable image ({e})") from e
-    width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise RequestError(422, f"{what}: not a readable image ({_short(e)})") from e
+
+
+def _image_bytes(data: bytes, what: str, limits: RequestLimits) -> int:
+    """The decoded size of an uploaded image, from its header; 413 over the pixel limit."""
+    width, height = _open_image(data, what).size
     if width * height > limits.max_image_pixels:
         raise RequestError(
             413, f"{what}: {width}x{height} pixels is over the limit of {limits.max_image_pixels:,} pixels"
         )
+    return width * height * IMAGE_BYTES_PER_PIXEL
+
+
+def _image(data: bytes, what: str) -> Any:
+    """Decode an uploaded image (already measured)."""
+    image = _open_image(data, what)
     try:
         image.load()
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
-        raise RequestError(422, f"{what}: the image data is corrupt ({e})") from e
+        raise RequestError(422, f"{what}: the image data is corrupt ({_short(e)})") from e
     return image
 
 
-def _audio(data: bytes, what: str, limits: Limits) -> Any:
-    """Decode an uploaded sound file after checking its duration from the header."""
+def _sound_file(data: bytes, what: str) -> Any:
     try:
         import soundfile
     except ImportError as e:
         raise RequestError(415, "this server cannot read sound files: install soundfile (mmedge[files])") from e
+    try:
+        return soundfile.SoundFile(io.BytesIO(data))
+    except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
+        raise RequestError(422, f"{what}: not a readable sound file ({_short(e)})") from e
+
+
+def _audio_bytes(data: bytes, what: str, limits: RequestLimits) -> int:
+    """The decoded size of an uploaded sound file, from its header; 413 over the duration limit."""
+    with _sound_file(data, what) as f:
+        seconds = f.frames / f.samplerate if f.samplerate else float("inf")
+        if seconds > limits.max_audio_seconds:
+            raise RequestError(
+                413, f"{what}: {seconds:.1f} s of audio is over the limit of {limits.max_audio_seconds:g} s"
+            )
+        return f.frames * f.channels * AUDIO_BYTES_PER_SAMPLE
+
+
+def _audio(data: bytes, what: str) -> Any:
+    """Decode an uploaded sound file (already measured)."""
     from mmedge.runtime.preprocess import Audio
 
-    try:
-        with soundfile.SoundFile(io.BytesIO(data)) as f:
-            seconds = f.frames / f.samplerate if f.samplerate else float("inf")
-            if seconds > limits.max_audio_seconds:
-                raise RequestError(
-                    413, f"{what}: {seconds:.1f} s of audio is over the limit of {limits.max_audio_seconds:g} s"
-                )
+    with _sound_file(data, what) as f:
+        try:
             wave = f.read(dtype="float32", always_2d=True)
-            rate = f.samplerate
-    except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
-        raise RequestError(422, f"{what}: not a readable sound file ({e})") from e
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise RequestError(422, f"{what}: not a readable sound file ({_short(e)})") from e
+        rate = f.samplerate
     if wave.shape[0] == 0:
         raise RequestError(422, f"{what}: the sound file has no samples")
     return Audio(np.ascontiguousarray(wave.T), int(rate))
 
 
-def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], limits: Limits) -> ParsedInputs:
+def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], limits: RequestLimits) -> ParsedInputs:
     if not values:
         raise RequestError(422, f"no inputs given; this endpoint takes: {', '.join(s.name for s in allowed)}")
     rows = {name: n for name, (_, n) in values.items()}

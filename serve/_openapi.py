@@ -32,10 +32,20 @@ _ERROR = {
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The body cannot be parsed (not JSON, broken multipart)", **_ERROR},
-    413: {"description": "Over a size limit (body bytes, items, image pixels, audio seconds)", **_ERROR},
+    400: {"description": "The body cannot be parsed (not JSON, broken multipart), or the Host is not served", **_ERROR},
+    401: {"description": "The server needs an API key: 'Authorization: Bearer <key>'", **_ERROR},
+    403: {"description": "A cross-origin request from an origin not allowed", **_ERROR},
+    408: {"description": "The request body did not arrive within the body timeout", **_ERROR},
+    413: {
+        "description": "Over a size limit (body bytes, items, image pixels, audio seconds, decoded bytes)",
+        **_ERROR,
+    },
     415: {"description": "Unsupported content type; send application/json or multipart/form-data", **_ERROR},
     422: {"description": "The inputs do not fit the model (names, dtypes, shapes, values)", **_ERROR},
+    429: {
+        "description": "Too many requests in progress, or their memory budget is full (retry after Retry-After)",
+        **_ERROR,
+    },
     503: {"description": "OverloadedError (retry after the Retry-After header) or shutting down", **_ERROR},
 }
 

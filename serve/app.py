@@ -8,8 +8,10 @@ route per encoder, so the OpenAPI spec gives each its exact inputs), ``GET /v1/m
 
 Inference bodies are JSON ``{"inputs": {name: value}}`` or multipart (files for image/audio,
 fields for text). Every request goes through one :class:`MicroBatcher`; every client mistake is
-a 4xx with a message (400 unparsable, 413 too large, 415 content type, 422 unusable inputs,
-503 overloaded or shutting down), never a 500.
+a 4xx with a message (400 unparsable or foreign Host, 401 no API key, 403 foreign Origin,
+408 body too slow, 413 too large, 415 content type, 422 unusable inputs, 429 server busy),
+never a 500; 503 means overloaded or shutting down. Access (:class:`Access`) is checked before a
+body is read, and a body is decoded only once the request fits its budgets (:class:`ServerBudget`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,18 @@ from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.graph import Graph
 from mmedge.serve import _openapi
-from mmedge.serve._inputs import Limits, ParsedInputs, RequestError, from_form, from_json, generation_options
+from mmedge.serve._access import Access, AccessGuard
+from mmedge.serve._budget import Ledger, OverBudgetError, ServerBudget
+from mmedge.serve._inputs import (
+    ParsedInputs,
+    RequestError,
+    RequestLimits,
+    from_form,
+    from_json,
+    generation_options,
+)
 from mmedge.serve._metrics import Metrics
-from mmedge.serve._middleware import BodyLimit, RequestMetrics
+from mmedge.serve._middleware import RETRY_AFTER_S, TICKET, Admission, RequestMetrics
 from mmedge.serve.batcher import BatchPolicy, MicroBatcher, OverloadedError, ShuttingDownError
 
 __all__ = [
@@ -85,8 +96,10 @@ class ServeOptions:
     """Everything about serving except where (host/port/workers belong to the CLI)."""
 
     batch: BatchPolicy = field(default_factory=BatchPolicy)
-    limits: Limits = field(default_factory=Limits)
+    limits: RequestLimits = field(default_factory=RequestLimits)  # what one request may carry
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies are refused with 413
+    budget: ServerBudget = field(default_factory=ServerBudget)  # the whole server's work in progress
+    access: Access = field(default_factory=Access)  # API key, allowed Host names, CORS origins
 
 
 def batching_problem(manifest: Manifest) -> str:
@@ -138,6 +151,7 @@ class _Server:
             policy = replace(policy, max_batch=1)
         self.options = replace(options, batch=policy)
         self.metrics = metrics
+        self.ledger = Ledger(options.budget)
         self.batcher = MicroBatcher(self._run_batch, policy, on_batch=self.metrics.observe_batch)
         self.encoders = encoder_routes(self.manifest)
 
@@ -157,12 +171,14 @@ class _Server:
     async def parse(self, request: Request, specs: tuple[InputSpec, ...]) -> ParsedInputs:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         limits = self.options.limits
+        ticket = request.scope.get(TICKET)  # decoded bytes are reserved on it, before decoding
+        admit = ticket.reserve if ticket is not None else None
         if content_type == "application/json":
             body = await request.body()
-            return await run_in_threadpool(from_json, body, self.manifest, specs, limits)
+            return await run_in_threadpool(from_json, body, self.manifest, specs, limits, admit)
         if content_type == "multipart/form-data":
             fields = await _form_fields(request, len(specs) * limits.max_rows, self.options.max_body_bytes)
-            return await run_in_threadpool(from_form, fields, self.manifest, specs, limits)
+            return await run_in_threadpool(from_form, fields, self.manifest, specs, limits, admit)
         raise RequestError(
             415, f"unsupported content type {content_type or 'none'!r}; send application/json or multipart/form-data"
         )
@@ -227,6 +243,8 @@ class _Server:
                 "note": self.batching_note,
             },
             "limits": {**asdict(self.options.limits), "max_body_bytes": self.options.max_body_bytes},
+            "budget": asdict(self.options.budget),
+            "auth": self.options.access.api_key is not None,
             "component_timing": self.traced,
         }
 
@@ -285,7 +303,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, str(e))
 
     async def overloaded(_: Request, e: OverloadedError) -> JSONResponse:
-        return _error(503, str(e), {"Retry-After": "1"})
+        return _error(503, str(e), {"Retry-After": str(RETRY_AFTER_S)})
+
+    async def over_budget(_: Request, e: OverBudgetError) -> JSONResponse:
+        return _error(429, str(e), {"Retry-After": str(RETRY_AFTER_S)})
 
     async def shutting_down(_: Request, e: ShuttingDownError) -> JSONResponse:
         return _error(503, str(e))
@@ -302,6 +323,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         (RequestError, problem),
         (InputError, bad_input),
         (OverloadedError, overloaded),
+        (OverBudgetError, over_budget),
         (ShuttingDownError, shutting_down),
         (MultiPartException, bad_multipart),
         (MMEdgeError, server_side),
@@ -362,7 +384,19 @@ def _build(pipeline: PipelineLike, options: ServeOptions, metrics: Metrics, *, o
     app.state.server = server
     _install_error_handlers(app)
     _add_routes(app, server)
-    app.add_middleware(BodyLimit, max_bytes=server.options.max_body_bytes)
+    # Outermost last: metrics see every request; access is checked before a body is read.
+    app.add_middleware(Admission, max_bytes=server.options.max_body_bytes, ledger=server.ledger)
+    access = server.options.access
+    app.add_middleware(AccessGuard, access=access)
+    if access.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(access.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
     app.add_middleware(RequestMetrics, metrics=server.metrics)
     return app
 

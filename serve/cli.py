@@ -6,6 +6,11 @@ metrics summed over all of them. The bundle is checked before anything listens, 
 bundle or a busy port is an ``ERROR`` line and exit code 1, not a traceback. SIGTERM or Ctrl-C
 shut down gracefully: stop accepting, finish in-flight requests (up to ``--graceful-timeout``),
 drain the batch queue, exit 0.
+
+Access: on loopback (the default) anyone on this machine may call it; bound to any other address it
+needs an API key (``--api-key`` or ``MMEDGE_API_KEY``) unless ``--no-auth`` says something in front
+of it authenticates. Only loopback Host names are answered unless ``--allowed-host`` adds others,
+and browsers on other origins are refused unless ``--cors-origin`` allows them.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from mmedge.console import console, print_json
 from mmedge.errors import MMEdgeError
 from mmedge.runtime.pipeline import STRICT_HELP
 from mmedge.runtime.policy import PROVIDERS_HELP, parse_policy
-from mmedge.serve._inputs import Limits
+from mmedge.serve._access import LOOPBACK_NAMES, Access, is_loopback
+from mmedge.serve._budget import MiB, ServerBudget
+from mmedge.serve._inputs import RequestLimits
 from mmedge.serve.app import ServeOptions, app_for_bundle
 from mmedge.serve.batcher import BatchPolicy
 
 __all__ = ["configure", "run", "worker_app"]
 
 CONFIG_ENV = "MMEDGE_SERVE_CONFIG"  # how the parent hands the configuration to --workers processes
+API_KEY_ENV = "MMEDGE_API_KEY"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +80,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--max-audio-seconds", type=float, default=600.0, help="longest uploaded sound file (default %(default)s)"
     )
+    limits.add_argument(
+        "--max-decoded-mb",
+        type=float,
+        default=64.0,
+        help="one request's inputs once decoded, measured from headers first (default %(default)s)",
+    )
+    budget = parser.add_argument_group("server budget")
+    budget.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=128.0,
+        help="bodies and decoded inputs held at once, per process; more get 429 (default %(default)s)",
+    )
+    budget.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=32,
+        help="requests in progress per process; more get 429 (default %(default)s)",
+    )
+    budget.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=30.0,
+        help="a body must arrive within this, else 408 (default %(default)s)",
+    )
+    budget.add_argument(
+        "--keep-alive-s", type=int, default=5, help="idle keep-alive connections close after (default %(default)s)"
+    )
+    access = parser.add_argument_group("access")
+    access.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' (prefer the {API_KEY_ENV} environment variable: "
+        "arguments are visible to other users); required when --host is not loopback",
+    )
+    access.add_argument(
+        "--no-auth", action="store_true", help="serve a non-loopback address without an API key (a proxy authenticates)"
+    )
+    access.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides localhost, 127.0.0.1, ::1 and --host ('*': any); repeatable",
+    )
+    access.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API (https://app.example.com); repeatable; none by default",
+    )
+    access.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    access.add_argument("--ssl-keyfile", default=None, help="the certificate's private key (PEM)")
     parser.add_argument(
         "--graceful-timeout",
         type=float,
@@ -90,20 +152,71 @@ def _options(args: argparse.Namespace) -> ServeOptions:
         workers=args.batch_threads,
     )
     problems = policy.problems()
-    limits = Limits(args.max_items, args.max_image_pixels, args.max_audio_seconds)
+    limits = RequestLimits(
+        args.max_items, args.max_image_pixels, args.max_audio_seconds, int(args.max_decoded_mb * MiB)
+    )
+    budget = ServerBudget(args.max_concurrent, int(args.max_memory_mb * MiB), args.body_timeout_s)
     flags = {
         "max_rows": "--max-items",
         "max_image_pixels": "--max-image-pixels",
         "max_audio_seconds": "--max-audio-seconds",
+        "max_decoded_bytes": "--max-decoded-mb",
+        "max_concurrent": "--max-concurrent",
+        "max_memory_bytes": "--max-memory-mb",
+        "body_timeout_s": "--body-timeout-s",
     }
-    problems += [f"{flags[k]} must be positive" for k, v in asdict(limits).items() if v <= 0]
-    if args.max_body_mb <= 0:
-        problems.append("--max-body-mb must be positive")
+    values = {**asdict(limits), **asdict(budget)}
+    problems += [f"{flags[k]} must be positive" for k, v in values.items() if v <= 0]
+    for flag, value in (("--max-body-mb", args.max_body_mb), ("--keep-alive-s", args.keep_alive_s)):
+        if value <= 0:
+            problems.append(f"{flag} must be positive")
     if args.workers < 1:
         problems.append("--workers must be at least 1")
+    access = _access(args)
+    problems += access.problems() + _auth_problems(args, access)
+    problems += _tls_problems(args)
     if problems:
         raise MMEdgeError("invalid serve options: " + "; ".join(problems))
-    return ServeOptions(batch=policy, limits=limits, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    return ServeOptions(
+        batch=policy,
+        limits=limits,
+        max_body_bytes=int(args.max_body_mb * MiB),
+        budget=budget,
+        access=access,
+    )
+
+
+def _access(args: argparse.Namespace) -> Access:
+    key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    bind = [] if args.host in ("0.0.0.0", "::", "") else [args.host]  # a wildcard is no name a client sends
+    hosts = tuple(dict.fromkeys([*LOOPBACK_NAMES, *bind, *args.allowed_host]))
+    return Access(api_key=key, allowed_hosts=hosts, cors_origins=tuple(args.cors_origin))
+
+
+def _tls_problems(args: argparse.Namespace) -> list[str]:
+    """Load the certificate now, so a wrong file is an ERROR line before the model loads."""
+    if args.ssl_certfile is None and args.ssl_keyfile is None:
+        return []
+    if args.ssl_certfile is None or args.ssl_keyfile is None:
+        return ["--ssl-certfile and --ssl-keyfile go together"]
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    except (OSError, ssl.SSLError) as e:
+        return [f"cannot use --ssl-certfile {args.ssl_certfile} with --ssl-keyfile {args.ssl_keyfile} ({e})"]
+    return []
+
+
+def _auth_problems(args: argparse.Namespace, access: Access) -> list[str]:
+    if access.api_key is not None and args.no_auth:
+        return ["--no-auth and an API key contradict each other; drop one"]
+    if access.api_key is None and not args.no_auth and not is_loopback(args.host):
+        return [
+            f"--host {args.host} is reachable from other machines, so the server needs an API key: set "
+            f"{API_KEY_ENV} (or --api-key), or pass --no-auth if a proxy in front of it authenticates"
+        ]
+    return []
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -156,6 +269,11 @@ def run(args: argparse.Namespace) -> int:
 
             load_bundle(args.bundle)  # fail here, once, rather than in every worker
             app = "mmedge.serve.cli:worker_app"
+        if args.no_auth and not is_loopback(args.host):
+            console.print(
+                f"[bold yellow]WARNING[/] --no-auth: anyone who can reach {args.host} can run the model; "
+                "make sure a proxy in front of it authenticates"
+            )
         _announce(args, sock, options)
         stopped_by = _serve(app, sock, args, {**settings, "options": asdict(options)})
     finally:
@@ -167,9 +285,12 @@ def run(args: argparse.Namespace) -> int:
 def _announce(args: argparse.Namespace, sock: socket.socket, options: ServeOptions) -> None:
     """Say where the server listens (the port matters with --port 0); JSON goes out at once."""
     host, port = sock.getsockname()[:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    scheme = "https" if args.ssl_certfile else "http"
+    url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     if args.json:
-        print_json({"url": url, "pid": os.getpid(), "workers": args.workers, "options": asdict(options)})
+        shown = asdict(options)
+        shown["access"]["api_key"] = "(set)" if options.access.api_key else None  # never print the key
+        print_json({"url": url, "pid": os.getpid(), "workers": args.workers, "options": shown})
         sys.stdout.flush()
     console.print(f"serving {args.bundle} on {url} ({args.workers} worker(s)); API docs at {url}/docs")
 
@@ -185,6 +306,9 @@ def _serve(app: Any, sock: socket.socket, args: argparse.Namespace, settings: di
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=args.keep_alive_s,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
         lifespan="on",
     )
     received: list[str] = []
@@ -230,8 +354,13 @@ def worker_app() -> Any:
     """The app of one ``--workers`` process, configured by the parent through the environment."""
     settings = json.loads(os.environ[CONFIG_ENV])
     raw = settings["options"]
+    access = raw["access"]
     options = ServeOptions(
-        batch=BatchPolicy(**raw["batch"]), limits=Limits(**raw["limits"]), max_body_bytes=raw["max_body_bytes"]
+        batch=BatchPolicy(**raw["batch"]),
+        limits=RequestLimits(**raw["limits"]),
+        max_body_bytes=raw["max_body_bytes"],
+        budget=ServerBudget(**raw["budget"]),
+        access=Access(access["api_key"], tuple(access["allowed_hosts"]), tuple(access["cors_origins"])),
     )
     return app_for_bundle(
         settings["bundle"],

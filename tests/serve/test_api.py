@@ -20,7 +20,7 @@ from PIL import Image
 from tinybundle import LABELS, tiny_inputs
 
 from mmedge.runtime import Pipeline
-from mmedge.serve import BatchPolicy, Limits, ServeOptions, create_app
+from mmedge.serve import BatchPolicy, RequestLimits, ServeOptions, create_app
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -210,7 +210,7 @@ def test_unsupported_content_type_and_unknown_route(client: httpx.Client) -> Non
 
 @pytest.fixture(scope="module")
 def strict_url(pipeline: Pipeline, serve_app: Callable) -> Iterator[str]:
-    limits = Limits(max_rows=2, max_image_pixels=100, max_audio_seconds=0.01)
+    limits = RequestLimits(max_rows=2, max_image_pixels=100, max_audio_seconds=0.01)
     with serve_app(create_app(pipeline, ServeOptions(limits=limits, max_body_bytes=4096))) as url:
         yield url
 
