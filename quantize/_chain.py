@@ -19,8 +19,9 @@ import numpy as np
 import onnx
 
 from mmedge.bundle import Manifest, OutputSpec
+from mmedge.errors import QuantizationError
 from mmedge.graph import Graph
-from mmedge.quantize._apply import StepError, apply, excluded_nodes
+from mmedge.quantize._apply import QuantizerError, StepError, apply, excluded_nodes
 from mmedge.quantize._generation import caption_spec, compare_captions
 from mmedge.quantize._isolation import without_step
 from mmedge.quantize._metrics import AGREEMENT_KINDS, agreement, compare
@@ -132,12 +133,27 @@ class Chain:
         """
         while True:
             try:
-                return self.build(component)
+                path, excluded = self.build(component)
+                self._check_runs(component, path)
             except StepError as e:
                 self.recipes[component], failure = without_step(
                     component, self.recipes[component], e, strict=self.strict
                 )
                 self.failures.setdefault(component, []).append(failure)
+            else:
+                return path, excluded
+
+    def _check_runs(self, component: str, path: Path) -> None:
+        """A quantized graph that onnxruntime cannot load or run on a calibration sample failed quantization."""
+        if path == self.fp32[component] or not self.graph.fed_by_wiring(component):
+            return
+        feeds = self.calibration.feeds(self.versions, component)  # upstream outputs: cached, and not ours to blame
+        try:
+            for feed in feeds[:1]:
+                self.calibration.run(component, path, feed)
+        except QuantizationError as e:
+            self.discard(path)
+            raise QuantizerError(f"quantizing {component!r}: the quantized graph does not run: {e}") from e
 
     def calibrated_on(self, component: str) -> str:
         """Where ``component``'s calibration inputs came from, for the report."""

@@ -114,6 +114,27 @@ def test_quantizer_failure_keeps_the_component_fp32(
     assert [f["step"] for f in manifest.component("fusion_head").quantization["failures"]] == steps
 
 
+def test_a_quantized_graph_that_does_not_run_is_kept_fp32(
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmedge.quantize._samples import SampleExecutor
+
+    real = SampleExecutor.run
+
+    def run(self: SampleExecutor, component: str, path: Path, feed: dict) -> dict:
+        if component == "fusion_head" and path.parent.name.startswith("mmedge-quantize-"):
+            raise QuantizationError(f"running component {component!r} ({path.name}): Fail: no kernel")
+        return real(self, component, path, feed)
+
+    monkeypatch.setattr(SampleExecutor, "run", run)
+    report = _quantize(tiny_bundle, tmp_path / "out", tiny_samples)
+    head = next(c for c in report.components if c.name == "fusion_head")
+    assert head.precision == "fp32"
+    ((step, error),) = [(f.step, f.error) for f in head.failures]
+    assert step == "quantization"
+    assert error.startswith("quantizing 'fusion_head': the quantized graph does not run: running component")
+
+
 @pytest.mark.parametrize(
     "case",
     [
