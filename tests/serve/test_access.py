@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -229,3 +237,49 @@ def test_loopback_needs_no_key_and_hosts_default_to_loopback_plus_the_bind_host(
 def test_bad_access_and_budget_flags_are_one_error(argv: list[str], message: str) -> None:
     with pytest.raises(MMEdgeError, match=message):
         _cli_options(*argv)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_tls_and_the_key_from_the_environment_reach_the_server(tiny_dir: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    command = [sys.executable, "-m", "mmedge", "serve", str(tiny_dir), "--port", "0", "--json", "--threads", "1"]
+    command += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    env = {**os.environ, "MMEDGE_API_KEY": KEY}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        text, announced = "", None
+        for line in proc.stdout:  # the announcement is the first JSON object on stdout
+            text += line
+            try:
+                announced = json.loads(text)
+                break
+            except json.JSONDecodeError:
+                continue
+        assert announced is not None, proc.stderr.read()
+        url = announced["url"]
+        assert url.startswith("https://127.0.0.1:")
+        assert announced["options"]["access"]["api_key"] == "(set)"  # never the key itself
+        assert KEY not in text
+        trusted = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"{url}/healthz", verify=trusted, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the HTTPS server never answered"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert httpx.get(f"{url}/v1/model", verify=trusted, timeout=5).status_code == 401
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url.replace("https://", "http://") + "/healthz", timeout=5)  # no plain HTTP on that port
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
