@@ -21,6 +21,7 @@ from mmedge.bundle import (
     Edge,
     Manifest,
     ModelInfo,
+    check_replaceable,
     load_bundle,
     staged_bundle,
     write_manifest,
@@ -59,6 +60,7 @@ def export_model(
     progress: Progress | None = None,
     model_info: ModelInfo | None = None,
     tokenizer: Any = None,
+    force: bool = False,
 ) -> ExportResult:
     """Export ``model`` as a split ONNX bundle in ``out`` and verify it against PyTorch.
 
@@ -73,10 +75,12 @@ def export_model(
     ``tokenizer`` (a ``tokenizers.Tokenizer`` or transformers fast tokenizer) is saved in the
     bundle as ``tokenizer.json`` so the runtime takes strings; an ``attention_mask`` input is
     then derived from the same strings (see :mod:`mmedge.export._hf_tokenizer`).
+    An existing ``out`` is replaced only if it is an mmedge bundle (``force=True``: any folder).
     Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
     """
     tol = tolerance or Tolerance()
     opset = check_options(opset, audio_frontend, tol)
+    check_replaceable(out, force=force)
     from mmedge.export._components import check_chain, export_encoder, export_head, export_monolithic
 
     report = progress or (lambda _step, _status: None)
@@ -102,7 +106,7 @@ def export_model(
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
-    with staged_bundle(out) as stage:
+    with staged_bundle(out, force=force) as stage:
         found = [f.line() for f in doctor.findings if f.severity != "info"]
         ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes, *found])
         parts = [export_encoder(ctx, spec, split.calls[spec.path]) for spec in specs]

@@ -29,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", help="export.toml: [model] kwargs, [inputs.<name>] specs, [encoders], [export]")
     parser.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not an mmedge bundle (its files are deleted)"
+    )
     parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument(
         "--monolithic", action="store_true", default=None, help="also write the whole model as model.onnx"
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
                 progress=update,
                 model_info=info,
+                force=args.force,
             )
     warnings = [*(_ckpt_warnings(ckpt) if ckpt else []), *result.warnings]
     if args.json:
@@ -147,6 +151,7 @@ def _export_captioner(
         ),
         progress=update,
         model_info=info,
+        force=args.force,
     )
 
 

@@ -36,6 +36,7 @@ from mmedge.bundle import (
     Manifest,
     ModelInfo,
     OutputSpec,
+    check_replaceable,
     load_bundle,
     staged_bundle,
     write_manifest,
@@ -82,6 +83,7 @@ def export_captioner(
     tolerance: Tolerance | None = None,
     progress: Progress | None = None,
     model_info: ModelInfo | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Export a captioner as ``image_encoder`` + ``decoder_init`` + ``decoder_step`` and verify it.
 
@@ -92,10 +94,12 @@ def export_captioner(
     tensors (``h``, ``c`` for an LSTM): init outputs ``h0``, step inputs ``h``, step outputs
     ``h_out``. ``max_length`` (tokens generated after <bos>, <eos> included) defaults to
     ``model.config.max_caption_length - 1``; ``vocab`` and ``preprocess`` to the model's attributes.
+    An existing ``out`` is replaced only if it is an mmedge bundle (``force=True``: any folder).
     Raises :class:`~mmedge.errors.ExportError` naming the component and the fix.
     """
     tol = tolerance or Tolerance()
     opset = check_options(opset, "keep", tol)
+    check_replaceable(out, force=force)
     work = working_copy(model)
     name, image = _check_model(work, example_inputs, state_names)
     vocab = tuple(vocab if vocab is not None else getattr(model, "vocab", None) or ())
@@ -103,7 +107,7 @@ def export_captioner(
     given = preprocess if preprocess is not None else getattr(model, "preprocess", None) or {}
     pre = mf.resolve_preprocess({k: v for k, v in given.items() if k == name}, model, {name: image}, vocab)
     runs = _reference_runs(work, name, image, state_names=state_names, spec=spec, vocab_size=len(vocab))
-    with staged_bundle(out) as stage:
+    with staged_bundle(out, force=force) as stage:
         env = _Env(stage, opset, tol, progress or (lambda _step, _status: None))
         parts = _export_parts(env, work, runs)
         chain = _check_generation(env, work, runs, spec=spec, parts=parts, vocab=vocab)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ from mmedge.bundle import (
     Manifest,
     TextPreprocess,
     Verification,
+    check_replaceable,
     load_bundle,
+    scratch_directory,
     staged_bundle,
     write_manifest,
 )
@@ -93,6 +94,7 @@ def optimize_transformers(
     threads: int = 2,
     min_speedup: float = 1.03,
     tolerance: Tolerance | None = None,
+    force: bool = False,
 ) -> FusionResult:
     """Fuse the transformer encoders of ``bundle`` into a new bundle at ``out``.
 
@@ -102,18 +104,20 @@ def optimize_transformers(
     model type, mapped by optimum to onnxruntime's optimizer family for the "ort" fuser.
     ``seq_length``: the length timed, default the text input's ``max_length`` (what the runtime
     feeds). Raises :class:`~mmedge.errors.ExportError` when nothing can be fused, or a named
-    fuser's graph fails its check.
+    fuser's graph fails its check. An existing ``out`` is replaced only if it is an mmedge bundle
+    (``force=True``: any folder).
     """
     from mmedge.export._hf_fusion import ort_model_type
 
     plan = _check_options(fuse, threads, min_speedup, tolerance, seq_length)
     plan = dataclasses.replace(plan, model_type=ort_model_type(model_type))
+    check_replaceable(out, force=force)
     src = load_bundle(bundle)
     targets = _targets(src, components)
     trials: list[FusionTrial] = []
     kept: dict[str, str] = {}
     lengths = {c.name: seq_length or _text_length(src.manifest, c) for c in targets}
-    with tempfile.TemporaryDirectory(prefix="mmedge-fuse-") as tmp, staged_bundle(out) as stage:
+    with scratch_directory("fuse") as tmp, staged_bundle(out, force=force) as stage:
         for rel in [c.file for c in src.manifest.components] + [a.file for a in src.manifest.assets]:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src.path / rel, stage / rel)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import Bundle, Component, check_io
+from mmedge.bundle import Bundle, Component, check_io, verify_component_file
 from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError, translated
 from mmedge.providers import CPU, ProviderPlan
 from mmedge.verify import session_specs
@@ -184,6 +184,7 @@ def open_session(
 ) -> ComponentSession:
     """Create the session of component ``name``, dropping accelerators one by one if the plan allows."""
     component = bundle.manifest.component(name)
+    verify_component_file(bundle, name)  # a lazy session opens long after load_bundle's checks
     providers = list(plan.providers)
     failed: dict[str, str] = {}
     while True:

@@ -19,14 +19,23 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mmedge.bundle import Asset, Bundle, Component, Manifest, load_bundle, staged_bundle, write_manifest
+from mmedge.bundle import (
+    Asset,
+    Bundle,
+    Component,
+    Manifest,
+    check_replaceable,
+    load_bundle,
+    scratch_directory,
+    staged_bundle,
+    write_manifest,
+)
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
 from mmedge.mobile._eps import EPS, analyze, blockers
@@ -73,6 +82,7 @@ def package_mobile(
     fixed_shapes: Mapping[str, int] | None = None,
     optimization: str | None = None,
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> MobileReport:
     """Write the mobile bundle of ``bundle`` to ``out`` (atomically) and return its report.
 
@@ -80,7 +90,8 @@ def package_mobile(
     (all three; dims stay dynamic unless ``fixed_shapes`` names them). ``fixed_shapes``: sizes by
     dim name (``{"batch": 1, "seq": 16}``) overriding the defaults (see ``_mobile_shapes``).
     ``optimization``: ``"basic"``, ``"extended"`` or ``"all"``; default per target as above.
-    ``progress`` is called with each component's name once it is done.
+    ``progress`` is called with each component's name once it is done. An existing ``out`` is
+    replaced only if it is an mmedge bundle (``force=True``: any folder).
     Raises InputError for bad options, BundleError if the source is unusable or a mobile component
     does not reproduce its source.
     """
@@ -88,6 +99,7 @@ def package_mobile(
         raise InputError(f"target (--target) must be one of {', '.join(TARGETS)}, found {target!r}")
     if optimization is not None and optimization not in LEVELS:
         raise InputError(f"optimization (--optimization) must be one of {', '.join(LEVELS)}, found {optimization!r}")
+    check_replaceable(out, force=force)
     source = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     already = [c.name for c in source.manifest.components if c.format != "onnx"]
     if already:
@@ -96,7 +108,7 @@ def package_mobile(
         )
     plan = plan_dims(source.manifest, fixed_shapes, fix_all=target != "generic")
     settings = _Settings(target, optimization or DEFAULT_OPTIMIZATION[target], plan, Graph(source.manifest))
-    with staged_bundle(out) as stage, tempfile.TemporaryDirectory(prefix="mmedge-mobile-") as tmp:
+    with staged_bundle(out, force=force) as stage, scratch_directory("mobile") as tmp:
         results = _package_components(source, settings, (stage, Path(tmp)), progress)
         components = {c.name: c for c, _ in results}
         operators = write_operator_config(

@@ -25,6 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="the ONNX bundle to package (FP32 or INT8)")
     parser.add_argument("--out", required=True, help="directory of the mobile bundle (replaced if it is a bundle)")
     parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not an mmedge bundle (its files are deleted)"
+    )
+    parser.add_argument(
         "--target",
         choices=("android", "ios", "generic"),
         default="generic",
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             target=args.target,
             fixed_shapes=fixed,
             optimization=args.optimization,
+            force=args.force,
             progress=lambda name: bar.update(task, advance=1, status=name),
         )
     if args.json:

@@ -133,13 +133,18 @@ def _output_report(result: Any, labels: Any) -> OutputReport:
     )
 
 
-def write_bundle(chain: Chain, src: Bundle, out: str | os.PathLike[str], report: QuantizationReport) -> None:
-    """Write the quantized bundle (components, assets, report, manifest) atomically to ``out``."""
+def write_bundle(
+    chain: Chain, src: Bundle, out: str | os.PathLike[str], report: QuantizationReport, *, force: bool = False
+) -> None:
+    """Write the quantized bundle (components, assets, report, manifest) atomically to ``out``.
+
+    ``force``: replace ``out`` even if it is not an mmedge bundle (see ``staged_bundle``).
+    """
     import onnxruntime
 
     m = src.manifest
     by_name = {r.name: r for r in report.components}
-    with staged_bundle(out) as stage:
+    with staged_bundle(out, force=force) as stage:
         for c in m.components:
             _copy(chain.versions[c.name], stage / c.file)
         for a in m.assets:

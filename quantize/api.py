@@ -10,7 +10,6 @@ write the bundle atomically with precision, recipe record, verification and repo
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from mmedge.bundle import Bundle, load_bundle
+from mmedge.bundle import Bundle, check_replaceable, load_bundle, scratch_directory
 from mmedge.errors import QuantizationError
 from mmedge.graph import Graph
 from mmedge.quantize._apply import METHODS
@@ -58,6 +57,7 @@ def quantize_bundle(
     strict: bool = False,
     speed_check: bool = True,
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> QuantizationReport:
     """Quantize the bundle at ``bundle`` into a new bundle at ``out`` and return the report.
 
@@ -74,9 +74,11 @@ def quantize_bundle(
     sound (no ``quant_pre_process``; dynamic instead of calibrated static INT8), else kept FP32; the
     report (``ComponentReport.failures``) and the manifest say why (``strict=True``: an error). ``speed_check``:
     components with an "auto" recipe stay FP32 where their quantized graph is not faster on this
-    CPU (timed interleaved with FP32; see :mod:`mmedge.quantize.speed`).
+    CPU (timed interleaved with FP32; see :mod:`mmedge.quantize.speed`). An existing ``out`` is
+    replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
     """
     _check_options(method, min_agreement, max_fallback_rounds)
+    check_replaceable(out, force=force)
     say = progress or (lambda _message: None)
     src = load_bundle(bundle)
     manifest = src.manifest
@@ -93,7 +95,7 @@ def quantize_bundle(
     say("reading calibration samples")
     calib = collect_samples(calibration, manifest, "calibration")
     held, calib, labels, holdout_note = _split_holdout(holdout, calib, labels, manifest)
-    with tempfile.TemporaryDirectory(prefix="mmedge-quantize-") as tmp:
+    with scratch_directory("quantize") as tmp:
         work = Path(tmp)
         prepared, failures = prepare_all(
             ((c.name, src.component_path(c.name)) for c in manifest.components if c.name not in unchanged),
@@ -133,7 +135,7 @@ def quantize_bundle(
         if strict and not report.met:
             raise QuantizationError(_missed(report))
         say(f"writing {out}")
-        write_bundle(chain, src, out, report)
+        write_bundle(chain, src, out, report, force=force)
     if not report.met:
         warnings.warn(_missed(report), AccuracyWarning, stacklevel=2)
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from mmedge.bundle import load_bundle
+from mmedge.bundle import check_replaceable, load_bundle
 from mmedge.console import console, human_bytes, print_json, table
 from mmedge.errors import QuantizationError
 from mmedge.quantize._apply import METHODS
@@ -22,6 +22,9 @@ SYNTHETIC = "synthetic"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="FP32 bundle directory (from `mmedge export`)")
     parser.add_argument("--out", required=True, help="directory to write the quantized bundle to")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not an mmedge bundle (its files are deleted)"
+    )
     parser.add_argument(
         "--calibration",
         default=SYNTHETIC,
@@ -71,6 +74,7 @@ def parse_recipe(text: str) -> str | dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_replaceable(args.out, force=args.force)  # before calibration data is read or made
     manifest = load_bundle(args.bundle).manifest
     labels = None
     if args.calibration == SYNTHETIC:
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         report = quantize_bundle(
             args.bundle,
             args.out,
+            force=args.force,
             calibration=calibration,
             holdout=holdout,
             labels=labels,

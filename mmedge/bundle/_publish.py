@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mmedge.bundle import _load
 from mmedge.bundle._hashing import sha256_file
@@ -76,15 +76,20 @@ def staged_bundle(out: str | os.PathLike[str], *, force: bool = False) -> Iterat
     killed processes left beside ``out`` are removed first.
     """
     dest = Path(out)
-    if dest.exists() or dest.is_symlink():
-        check_replaceable(dest, force=force)
+    check_replaceable(dest, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(dest)
     stage = _work_dir(dest, "partial")
     stage.mkdir()
     try:
         yield stage
-        _load.load_bundle(stage)  # never publish something that would not load
+        published = _load.load_bundle(stage)  # never publish something that would not load
+        stray = _unlisted(stage, _listed(published.manifest))
+        if stray:  # a stage's bug: the next run could not replace this bundle without --force
+            raise BundleError(
+                f"refusing to publish {dest}: the staged bundle holds files its manifest does not list "
+                f"({', '.join(stray[:_SHOWN])}); list them as assets or write them elsewhere"
+            )
         _fsync_dir(stage)
         if dest.exists():
             _swap(stage, dest)  # the stage now holds the previous bundle, removed below
@@ -101,9 +106,12 @@ def check_replaceable(dest: str | os.PathLike[str], *, force: bool = False) -> N
 
     Safe: an empty directory, or an mmedge bundle (a valid manifest that mmedge wrote) in which
     every file is listed by the manifest. ``force`` accepts any directory. A path that is not a
-    directory (a file, a symlink) is never replaced.
+    directory (a file, a symlink) is never replaced; a path that does not exist is fine. Stages
+    call this first, so a run that could not publish fails before its work, not after.
     """
     dest = Path(dest)
+    if not dest.exists() and not dest.is_symlink():
+        return
     if dest.is_symlink() or not dest.is_dir():
         raise BundleError(f"output {dest} exists and is not a directory; choose another --out")
     if force or not any(dest.iterdir()):
@@ -122,13 +130,18 @@ def check_replaceable(dest: str | os.PathLike[str], *, force: bool = False) -> N
             f"output {dest} holds a bundle that mmedge did not write (created_by: {dict(manifest.created_by)}); "
             f"refusing to replace it. {fix}"
         )
-    unlisted = _unlisted(dest, {MANIFEST_NAME, *(rel for _, rel, _ in files(manifest))})
+    unlisted = _unlisted(dest, _listed(manifest))
     if unlisted:
         shown = ", ".join(unlisted[:_SHOWN]) + (", ..." if len(unlisted) > _SHOWN else "")
         raise BundleError(
             f"output {dest} is an mmedge bundle but also holds files its manifest does not list ({shown}); "
             f"refusing to replace it, which would delete them. Move them out first. {fix}"
         )
+
+
+def _listed(manifest: Manifest) -> set[str]:
+    """Every file a bundle may hold: its manifest, components and assets."""
+    return {MANIFEST_NAME, *(PurePosixPath(rel).as_posix() for _, rel, _ in files(manifest))}
 
 
 def _unlisted(root: Path, listed: set[str]) -> list[str]:
