@@ -2,9 +2,10 @@
 
 Threads: ORT's intra-op pool of each session does the math. ``threads`` (default: the physical
 cores this process may use) is the budget. Encoders (the first stage: fed by raw inputs only) run
-at the same time: at load each is timed on zeros of its example shape; the others get a cost share
-of the budget (at least one thread) on lower-priority helper threads, the costliest the rest plus
-one thread per other encoder, on the calling thread (the plan and its costs: :attr:`Pipeline.schedule`; why:
+at the same time: at load each is timed on zeros of its example shape; all but the costliest get a
+cost share of the budget (at least one thread) on lower-priority helper threads, the costliest the
+rest plus one thread per other encoder on the calling thread (the plan and its costs:
+:attr:`Pipeline.schedule`; why:
 :mod:`mmedge.runtime._schedule`). Later components, and every component with ``threads=1`` or
 ``lazy=True``, run one after another with the whole budget. Inter-op threads are 1: components
 are small sequential graphs.
