@@ -7,18 +7,17 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hf._models import IMAGE_SIZE, TEXT_LENGTH, Exported, bert_tokenizer, encode
 
 from mmedge.bundle import RAW_INPUTS, Edge, TextPreprocess, load_bundle
 from mmedge.errors import BundleError, ExportError, InputError
 from mmedge.runtime import Pipeline
 
 PARITY_ATOL = 1e-4
-IMAGE_SIZE = 32  # as the exported models (conftest)
 OTHER_TEXTS = [
     "the dogs sleep on a red sofa",
     "a photo",
@@ -38,7 +37,7 @@ def _torch(model: torch.nn.Module, inputs: dict[str, object]) -> dict[str, np.nd
 
 
 @pytest.mark.slow
-def test_bert_resnet_manifest_and_parity(bert_export: SimpleNamespace, hf: SimpleNamespace) -> None:
+def test_bert_resnet_manifest_and_parity(bert_export: Exported) -> None:
     result = bert_export.result
     m = result.manifest
     assert all(row.passed and row.max_abs_error <= PARITY_ATOL for row in result.verification)
@@ -46,7 +45,7 @@ def test_bert_resnet_manifest_and_parity(bert_export: SimpleNamespace, hf: Simpl
     ids, mask = m.input("input_ids"), m.input("attention_mask")
     assert (ids.modality, ids.shape, mask.modality, mask.shape) == ("text", ("batch", "seq"), "other", ("batch", "seq"))
     assert ids.preprocess == TextPreprocess(
-        max_length=hf.TEXT_LENGTH,
+        max_length=TEXT_LENGTH,
         pad_id=0,
         tokenizer_file="tokenizer.json",
         lowercase=False,
@@ -56,21 +55,21 @@ def test_bert_resnet_manifest_and_parity(bert_export: SimpleNamespace, hf: Simpl
     assert Edge(RAW_INPUTS, "attention_mask", "text_encoder", "attention_mask") in m.wiring
     assert [t.name for t in m.component("text_encoder").inputs] == ["input_ids", "attention_mask"]
     # a third shape, independent of the exporter's own checks: batch 4, sequence 7
-    feeds = {**{k: v.numpy() for k, v in hf.encode(bert_export.hf, OTHER_TEXTS, 7).items()}, "image": _images(4, 3)}
+    feeds = {**{k: v.numpy() for k, v in encode(bert_export.hf, OTHER_TEXTS, 7).items()}, "image": _images(4, 3)}
     with Pipeline(result.path, providers="cpu") as pipe:
         got = pipe.run(feeds)["logits"]
     np.testing.assert_allclose(got, _torch(bert_export.model, feeds)["logits"], atol=PARITY_ATOL, rtol=1e-3)
 
 
 @pytest.mark.slow
-def test_strings_give_the_hf_tokenizers_ids_and_outputs(bert_export: SimpleNamespace, hf: SimpleNamespace) -> None:
+def test_strings_give_the_hf_tokenizers_ids_and_outputs(bert_export: Exported) -> None:
     from mmedge.runtime.preprocess import prepare_text
     from mmedge.runtime.text import load_tokenizer
 
     bundle = load_bundle(bert_export.path)
     spec = bundle.manifest.input("input_ids")
     ids, mask = prepare_text(spec, OTHER_TEXTS, lambda: load_tokenizer(bundle, spec))
-    reference = hf.encode(bert_export.hf, OTHER_TEXTS)
+    reference = encode(bert_export.hf, OTHER_TEXTS)
     np.testing.assert_array_equal(ids, reference["input_ids"].numpy())
     np.testing.assert_array_equal(mask, reference["attention_mask"].numpy())
     assert mask[3].all()  # the long text is truncated with [SEP] kept, as the HF tokenizer does
@@ -88,7 +87,7 @@ def test_strings_give_the_hf_tokenizers_ids_and_outputs(bert_export: SimpleNames
 
 
 @pytest.mark.slow
-def test_clip_dual_encoder_split_and_parity(clip_export: SimpleNamespace, hf: SimpleNamespace) -> None:
+def test_clip_dual_encoder_split_and_parity(clip_export: Exported) -> None:
     result = clip_export.result
     m = result.manifest
     assert all(row.passed and row.max_abs_error <= PARITY_ATOL for row in result.verification)
@@ -98,7 +97,7 @@ def test_clip_dual_encoder_split_and_parity(clip_export: SimpleNamespace, hf: Si
     assert m.input("input_ids").preprocess.pad_id == 0  # from the transformers tokenizer's pad_token_id
     texts = ["a photo of a red circle", "two dogs in the park", "a bowl of fruit"]
     image = _images(3, 5)
-    reference = {**hf.encode(clip_export.hf, texts), "pixel_values": torch.from_numpy(image)}
+    reference = {**encode(clip_export.hf, texts), "pixel_values": torch.from_numpy(image)}
     with torch.no_grad():  # the wrapper is CLIPModel's own logits_per_image
         expected = clip_export.clip(**reference).logits_per_image.numpy()
     np.testing.assert_allclose(_torch(clip_export.model, reference)["logits_per_image"], expected, atol=1e-6)
@@ -109,7 +108,7 @@ def test_clip_dual_encoder_split_and_parity(clip_export: SimpleNamespace, hf: Si
 
 
 @pytest.mark.slow
-def test_runtime_takes_strings_without_transformers_or_torch(bert_export: SimpleNamespace) -> None:
+def test_runtime_takes_strings_without_transformers_or_torch(bert_export: Exported) -> None:
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -138,11 +137,11 @@ def test_runtime_takes_strings_without_transformers_or_torch(bert_export: Simple
         pytest.param("no-padding", "has no padding id", id="no-pad-id"),
     ],
 )
-def test_tokenizer_errors(tokenizer: object, match: str, hf: SimpleNamespace) -> None:
+def test_tokenizer_errors(tokenizer: object, match: str) -> None:
     from mmedge.export._hf_tokenizer import text_setup
 
     if tokenizer == "no-padding":
-        tokenizer = hf.bert_tokenizer()
+        tokenizer = bert_tokenizer()
         tokenizer.no_padding()
     inputs = {"input_ids": torch.ones(1, 4, dtype=torch.int64), "attention_mask": torch.ones(1, 4, dtype=torch.int64)}
     with pytest.raises(ExportError, match=match):

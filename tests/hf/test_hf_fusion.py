@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import pytest
+from hf._models import Exported
 
 from mmedge.bundle import load_bundle
 from mmedge.errors import BundleError, ExportError
@@ -29,7 +29,7 @@ def _logits(path: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_auto_fusion_is_timed_verified_and_recorded(bert_export: SimpleNamespace, tmp_path: Path) -> None:
+def test_auto_fusion_is_timed_verified_and_recorded(bert_export: Exported, tmp_path: Path) -> None:
     result = optimize_transformers(bert_export.path, tmp_path / "fused", seq_length=16)
     assert set(result.kept) == {"text_encoder"}  # the ResNet has no attention: left alone
     assert {t.fuser for t in result.trials} == {"onnxscript", "ort"}
@@ -60,9 +60,7 @@ def test_auto_fusion_is_timed_verified_and_recorded(bert_export: SimpleNamespace
     ("fuser", "attention"),
     [pytest.param("onnxscript", True, id="onnxscript"), pytest.param("ort", False, id="ort")],
 )
-def test_named_fuser_is_applied_and_checked(
-    bert_export: SimpleNamespace, tmp_path: Path, fuser: str, attention: bool
-) -> None:
+def test_named_fuser_is_applied_and_checked(bert_export: Exported, tmp_path: Path, fuser: str, attention: bool) -> None:
     result = optimize_transformers(bert_export.path, tmp_path / fuser, fuse=fuser, components=["text_encoder"])
     assert result.kept == {"text_encoder": fuser}
     (trial,) = result.trials
@@ -94,7 +92,7 @@ def test_fusion_option_errors(tiny_bundle: Path, tmp_path: Path, kwargs: dict, e
 
 
 @pytest.mark.slow
-def test_dynamic_int8_of_the_bert_encoder_with_report(bert_export: SimpleNamespace, tmp_path: Path) -> None:
+def test_dynamic_int8_of_the_bert_encoder_with_report(bert_export: Exported, tmp_path: Path) -> None:
     from mmedge.quantize import quantize_bundle
 
     hf = bert_export.hf

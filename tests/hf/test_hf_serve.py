@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
+from hf._models import Exported
 
 pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'mmedge[serve]'")
 
@@ -19,7 +18,7 @@ TEXTS = ["a red car parked near the house", "two dogs"]
 
 
 @pytest.mark.slow
-def test_strings_alone_are_a_complete_request(bert_export: SimpleNamespace) -> None:
+def test_strings_alone_are_a_complete_request(bert_export: Exported) -> None:
     image = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     app = app_for_bundle(bert_export.path, ServeOptions(), providers="cpu", threads=1)
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
