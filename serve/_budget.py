@@ -25,14 +25,6 @@ class ServerBudget:
     max_memory_bytes: int = 128 * MiB  # bodies being read + decoded inputs of admitted requests; more get 429
     body_timeout_s: float = 30.0  # a request body must arrive whole within this; a stalled upload gets 408
 
-    def problems(self) -> list[str]:
-        """Every invalid setting, as readable lines (empty when usable)."""
-        return [
-            f"{name} must be positive, found {getattr(self, name)}"
-            for name in ("max_concurrent", "max_memory_bytes", "body_timeout_s")
-            if getattr(self, name) <= 0
-        ]
-
 
 class OverBudgetError(Exception):
     """The server's memory budget cannot hold this request now; the client should retry later (429)."""

@@ -172,6 +172,11 @@ def _options(args: argparse.Namespace) -> ServeOptions:
             problems.append(f"{flag} must be positive")
     if args.workers < 1:
         problems.append("--workers must be at least 1")
+    if args.max_decoded_mb + 2 * args.max_body_mb > args.max_memory_mb:
+        problems.append(
+            "--max-memory-mb must hold one whole request: at least --max-decoded-mb + 2 x --max-body-mb "
+            f"({args.max_decoded_mb + 2 * args.max_body_mb:g})"
+        )
     access = _access(args)
     problems += access.problems() + _auth_problems(args, access)
     problems += _tls_problems(args)

@@ -232,6 +232,7 @@ def test_loopback_needs_no_key_and_hosts_default_to_loopback_plus_the_bind_host(
         pytest.param(["--ssl-certfile", "nope.pem", "--ssl-keyfile", "nope.key"], "cannot use", id="missing-cert"),
         pytest.param(["--max-concurrent", "0"], "--max-concurrent must be positive", id="bad-concurrency"),
         pytest.param(["--max-decoded-mb", "0"], "--max-decoded-mb must be positive", id="bad-decoded"),
+        pytest.param(["--max-memory-mb", "64"], "must hold one whole request", id="memory-below-one-request"),
     ],
 )
 def test_bad_access_and_budget_flags_are_one_error(argv: list[str], message: str) -> None:
