@@ -91,6 +91,7 @@ def staged_bundle(out: str | os.PathLike[str], *, force: bool = False) -> Iterat
                 f"({', '.join(stray[:_SHOWN])}); list them as assets or write them elsewhere"
             )
         _fsync_dir(stage)
+        check_replaceable(dest, force=force)  # again: files may have been put there while the block ran
         if dest.exists():
             _swap(stage, dest)  # the stage now holds the previous bundle, removed below
         else:

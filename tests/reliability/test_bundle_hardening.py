@@ -308,6 +308,27 @@ def test_an_unlisted_file_in_a_bundle_blocks_replacing_it(tiny_bundle: Path) -> 
     assert [p.name for p in tiny_bundle.parent.iterdir()] == ["tiny"]  # no staging left behind
 
 
+def test_a_file_put_into_out_while_a_stage_works_is_kept(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = build_tiny_bundle(tmp_path / "source", seed=1)
+    with pytest.raises(BundleError, match=r"does not list \(late.txt\)"), staged_bundle(tiny_bundle) as stage:
+        for f in source.iterdir():
+            shutil.copy2(f, stage / f.name)
+        (tiny_bundle / "late.txt").write_text("saved while the export ran")
+    assert (tiny_bundle / "late.txt").read_text() == "saved while the export ran"
+    assert load_bundle(tiny_bundle).manifest.components[0].sha256 != load_bundle(source).manifest.components[0].sha256
+
+
+def test_a_staged_bundle_with_stray_files_is_never_published(tmp_path: Path) -> None:
+    """What a stage leaves in its staging folder beside the bundle would block the next run's --out."""
+    source = build_tiny_bundle(tmp_path / "source")
+    stray = r"refusing to publish .*\(debug.onnx\); list them as assets"
+    with pytest.raises(BundleError, match=stray), staged_bundle(tmp_path / "out") as stage:
+        for f in source.iterdir():
+            shutil.copy2(f, stage / f.name)
+        (stage / "debug.onnx").write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+
+
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
