@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from mmedge.errors import QuantizationError, translated
+from mmedge.quantize._apply import StepError
 from mmedge.quantize._chain import Chain, OutputResult
 from mmedge.quantize._metrics import noise_ratio
 from mmedge.quantize._surgery import dequantized_weights, without_quantization
@@ -62,7 +63,10 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
         return None, f"{worst} has no quantized tensor or node left to keep FP32"
     best, best_key, tried = None, keys[worst], []
     for cand in found:
-        path = _candidate_file(chain, worst, cand)
+        try:
+            path = _candidate_file(chain, worst, cand)
+        except StepError:
+            continue  # onnxruntime cannot quantize the graph with these nodes left out: not a candidate
         tried.append(path)
         key = _key(chain.end_to_end(chain.only(worst, path), chain.calibration))
         if key > best_key:
