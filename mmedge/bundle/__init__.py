@@ -45,6 +45,7 @@ from mmedge.bundle._types import (
     Verification,
     required_inputs,
 )
+from mmedge.bundle.vocab import vocab_size
 
 __all__ = [
     "DTYPES",
@@ -84,6 +85,7 @@ __all__ = [
     "sha256_file",
     "staged_bundle",
     "verify_component_file",
+    "vocab_size",
     "wiring_stages",
     "write_manifest",
 ]

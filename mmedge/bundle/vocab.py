@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from mmedge.bundle._types import Bundle, InputSpec, TextPreprocess
 from mmedge.errors import BundleError
-
-if TYPE_CHECKING:
-    from mmedge.bundle import Bundle, InputSpec
 
 __all__ = ["text_asset", "vocab_size", "vocab_tokens"]
 
@@ -26,7 +23,7 @@ def text_asset(bundle: Bundle, spec: InputSpec) -> Path | None:
     The file must be one of the bundle's assets, so that load_bundle has checked its hash.
     """
     pre = spec.preprocess
-    rel = getattr(pre, "tokenizer_file", None) or getattr(pre, "vocab_file", None)
+    rel = (pre.tokenizer_file or pre.vocab_file) if isinstance(pre, TextPreprocess) else None
     if not rel:
         return None
     if rel not in {a.file for a in bundle.manifest.assets}:
@@ -47,7 +44,7 @@ def vocab_size(bundle: Bundle, spec: InputSpec) -> int | None:
     path = text_asset(bundle, spec)
     if path is None:
         return None
-    if getattr(spec.preprocess, "tokenizer_file", None):
+    if isinstance(spec.preprocess, TextPreprocess) and spec.preprocess.tokenizer_file:
         return _tokenizer_json_size(path)
     return len(vocab_tokens(path))
 
