@@ -31,7 +31,7 @@ import numpy as np
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
-from mmedge.runtime._signal import resample, resize
+from mmedge.runtime._signal import resample, resize, resize_rows
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
@@ -41,6 +41,7 @@ MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 MAX_AMPLITUDE = 32_768.0  # louder than int16 full scale: PCM passed without scaling, not a float waveform
 _FILES_HINT = "pip install 'mmedge[files]'"
+_STRIP_BYTES = 2**18  # a PIL image's rows are converted to numpy at least this many bytes at a time
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,7 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
     if isinstance(item, str | os.PathLike):
         item = _open_image(Path(item), what, limits)
     if type(item).__module__.startswith("PIL."):
-        width, height = item.size
-        limits.check_elements(what, width * height * channels, f"image of {width}×{height} pixels")
-        item = np.asarray(item.convert("L" if channels == 1 else "RGB"))
+        return _layout(_pil_image(item, pre, channels, what, limits), pre, channels, what)
     if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
         found = f"array of shape {list(item.shape)}" if isinstance(item, np.ndarray) else type(item).__name__
         raise InputError(
@@ -187,8 +186,45 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
     limits.check_elements(what, item.size, f"image array of shape {list(item.shape)}")
     if item.size == 0:
         raise InputError(f"{what}: the image has no pixels (shape {list(item.shape)})")
-    pixels = _unit_range(item if item.ndim == 3 else item[:, :, None], pre, what)
-    pixels = _match_channels(resize(pixels, pre.size), channels, what)  # resized first: a gray image stays 1 channel
+    pixels = item if item.ndim == 3 else item[:, :, None]
+    scale = _pixel_scale(pixels, pre, what)  # uint8 is resized as it is and the small result scaled
+    return _layout(resize(pixels, pre.size) * scale, pre, channels, what)
+
+
+def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limits: InputLimits) -> np.ndarray:
+    """A PIL image resized to ``pre.size``, in [0, 1]; its rows are copied out a strip at a time."""
+    width, height = image.size
+    limits.check_elements(what, width * height * channels, f"image of {width}×{height} pixels")
+    if not width or not height:
+        raise InputError(f"{what}: the image has no pixels ({width}×{height})")
+    mode = "L" if channels == 1 or image.mode == "L" else "RGB"  # a gray image stays 1 channel until resized
+    image = image if image.mode == mode else image.convert(mode)
+    return resize_rows(_PilRows(image), (height, width, len(image.getbands())), pre.size) * np.float32(pre.scale)
+
+
+class _PilRows:
+    """``read(start, stop)`` of a PIL image's rows as ``(rows, W, C)`` uint8, converted a strip at a time.
+
+    Converting a multi-megapixel photo to one array costs more than resizing it (a fresh buffer
+    the size of the image); small strips, each the rows one block of the resize reads, stay in cache.
+    """
+
+    def __init__(self, image: Any) -> None:
+        self._image = image
+        self._strip = max(1, _STRIP_BYTES // (image.width * len(image.getbands())))
+        self._first, self._rows = 0, np.empty((0, image.width, len(image.getbands())), np.uint8)
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        if start < self._first or stop > self._first + len(self._rows):
+            end = min(self._image.height, max(stop, start + self._strip))
+            rows = np.asarray(self._image.crop((0, start, self._image.width, end)))
+            self._first, self._rows = start, rows if rows.ndim == 3 else rows[:, :, None]
+        return self._rows[start - self._first : stop - self._first]
+
+
+def _layout(pixels: np.ndarray, pre: ImagePreprocess, channels: int, what: str) -> np.ndarray:
+    """Resized ``(H, W, C)`` pixels in [0, 1] → normalised float32 in the recipe's layout."""
+    pixels = _match_channels(pixels, channels, what)  # after resizing: a gray image is resized as 1 channel
     mean = np.asarray(pre.mean, np.float32)
     std = np.asarray(pre.std, np.float32)
     out = (pixels - mean) / std
@@ -230,10 +266,10 @@ def _check_file(path: Path, what: str, kind: str) -> None:
         raise InputError(f"{what}: {kind} file {str(path)[:200]} does not exist (or is not a file)")
 
 
-def _unit_range(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.ndarray:
-    """Pixels as float32 in [0, 1]: uint8 scaled by the recipe, floats checked to be in range."""
+def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.float32:
+    """What takes these pixels to [0, 1]: the recipe's scale for uint8, 1 for floats checked to be in range."""
     if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) * np.float32(pre.scale)
+        return np.float32(pre.scale)
     if pixels.dtype.kind != "f":
         raise InputError(f"{what}: image arrays must be uint8 pixels or floats in [0, 1], found {pixels.dtype}")
     if not np.isfinite(pixels).all():
@@ -244,7 +280,7 @@ def _unit_range(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.ndarr
             f"{what}: float images must be in [0, 1], found values from {low:g} to {high:g}; "
             "pass uint8 pixels, or divide by 255"
         )
-    return pixels.astype(np.float32)
+    return np.float32(1.0)
 
 
 def _match_channels(pixels: np.ndarray, channels: int, what: str) -> np.ndarray:
