@@ -19,12 +19,15 @@ __all__ = ["check_io", "component_problems", "file_problems", "files", "verify_c
 
 
 def files(m: Manifest) -> list[tuple[str, str, str]]:
+    """(what, relative path, sha256) of every file the manifest lists: components, then assets."""
     return [(f"component {c.name!r}", c.file, c.sha256) for c in m.components] + [
         (f"asset {a.name!r}", a.file, a.sha256) for a in m.assets
     ]
 
 
 def file_problems(root: Path, what: str, rel: str, digest: str | None) -> list[str]:
+    """Why file ``rel`` of the bundle at ``root`` is unusable: outside it, a link, missing, or (when
+    ``digest`` is given) changed; [] if none of these."""
     p = Path(rel)
     if not rel or p.is_absolute() or ".." in p.parts or rel.startswith(("/", "\\")):
         return [f"{what}: path {rel!r} leaves the bundle directory; paths must be relative and inside it"]
