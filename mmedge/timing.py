@@ -4,14 +4,17 @@ Export uses it to keep a fused transformer graph only if it is faster, and quant
 only where it beats FP32 on this CPU. Sessions are opened as the Pipeline opens them
 (``ORT_ENABLE_ALL``, ``threads`` intra-op threads that sleep when idle, one inter-op thread), so a
 graph rewritten offline is compared with what ORT's own load-time optimisations make of the
-original. Each round runs every graph ``runs`` times in turn; the result is the median of all runs.
+original. Each round runs every graph ``runs`` times in turn, the order reversed every other round
+(A B, B A, ...) so that a drift within a round favours no graph. :func:`interleaved_latency` is
+the median of all runs; :func:`interleaved_rounds` yields each round's medians, for a caller that
+keeps timing until a comparison is decided (the quantize speed check).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ import numpy as np
 from mmedge.errors import MMEdgeError
 from mmedge.sessions import SessionSettings, create_session, session_options
 
-__all__ = ["interleaved_latency"]
+__all__ = ["interleaved_latency", "interleaved_rounds"]
 
 
 def interleaved_latency(
@@ -33,18 +36,56 @@ def interleaved_latency(
     error: type[MMEdgeError] = MMEdgeError,
 ) -> dict[str, float]:
     """Median milliseconds per run of each graph in ``paths`` on ``feeds``; ``error`` if one cannot load."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    timed = _round_times(paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error)
+    for _, per_graph in zip(range(rounds), timed, strict=False):
+        for name, values in per_graph.items():
+            times[name].extend(values)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_rounds(
+    paths: Mapping[str, Path],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    threads: int,
+    runs: int = 5,
+    warmup: int = 3,
+    error: type[MMEdgeError] = MMEdgeError,
+) -> Iterator[dict[str, float]]:
+    """Each round's median milliseconds per graph, round after round, for as long as the caller asks.
+
+    The sessions are opened and warmed up once, before the first round; ``error`` if one cannot load.
+    """
+    for per_graph in _round_times(paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error):
+        yield {name: statistics.median(values) for name, values in per_graph.items()}
+
+
+def _round_times(
+    paths: Mapping[str, Path],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    threads: int,
+    runs: int,
+    warmup: int,
+    error: type[MMEdgeError],
+) -> Iterator[dict[str, list[float]]]:
+    """Milliseconds of every run of every graph, one round at a time, without end."""
     sessions = {name: _open(name, Path(path), threads, error) for name, path in paths.items()}
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, dict(feeds))
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, session in sessions.items():
+    order = list(sessions)
+    while True:
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for name in order:
+            session = sessions[name]
             for _ in range(runs):
                 start = time.perf_counter()
                 session.run(None, dict(feeds))
                 times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+        yield times
+        order.reverse()
 
 
 def _open(name: str, path: Path, threads: int, error: type[MMEdgeError]) -> object:

@@ -18,9 +18,11 @@ from mmedge.quantize.report import (
     FallbackRound,
     OutputReport,
     QuantizationReport,
+    SpeedCheck,
     StepFailure,
     TensorComparison,
 )
+from mmedge.quantize.speed import SpeedPolicy
 
 __all__ = [
     "MODES",
@@ -32,6 +34,8 @@ __all__ = [
     "QuantizationReport",
     "Recipe",
     "SampleReader",
+    "SpeedCheck",
+    "SpeedPolicy",
     "StepFailure",
     "TensorComparison",
     "choose_recipe",

@@ -26,9 +26,10 @@ from mmedge.quantize.report import (
     FallbackRound,
     OutputReport,
     QuantizationReport,
+    SpeedCheck,
     TensorComparison,
+    json_safe,
 )
-from mmedge.quantize.speed import SpeedCheck
 from mmedge.verify import Tolerance, raise_failures, verify_component
 
 __all__ = ["build_report", "write_bundle"]
@@ -115,6 +116,7 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: 
         fp32_ms=speed.fp32_ms if speed else None,
         quantized_ms=speed.quantized_ms if speed else None,
         failures=tuple(chain.failures.get(c.name, ())),
+        speed=speed,
     )
 
 
@@ -193,6 +195,8 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
         # steps that raised on this component and what was done instead (mmedge.quantize._isolation)
         "failures": [dataclasses.asdict(f) for f in r.failures],
     }
+    if r.speed is not None:  # the speed check's rounds, interval and decision (mmedge.quantize.speed)
+        record["speed_check"] = json_safe(dataclasses.asdict(r.speed))
     if recipe.precision == "int8":  # what the kernel-saturation check saw (mmedge.quantize.saturation)
         record["kernels_checked_on"] = {"cpu": cpu_model_and_flags()[0], "saturating": int8_kernels_saturate()}
     if r.precision == "fp32":

@@ -31,7 +31,7 @@ from mmedge.quantize.fallback import fallback_round
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
 from mmedge.quantize.report import FallbackRound, QuantizationReport
 from mmedge.quantize.saturation import fix_saturation
-from mmedge.quantize.speed import check_speed
+from mmedge.quantize.speed import SpeedPolicy, check_speed
 from mmedge.sessions import default_thread_budget
 
 __all__ = ["AccuracyWarning", "quantize_bundle"]
@@ -55,7 +55,7 @@ def quantize_bundle(
     min_agreement: float = 0.99,
     max_fallback_rounds: int = 4,
     strict: bool = False,
-    speed_check: bool = True,
+    speed_check: bool | SpeedPolicy = True,
     progress: Callable[[str], None] | None = None,
     force: bool = False,
 ) -> QuantizationReport:
@@ -73,8 +73,9 @@ def quantize_bundle(
     pre-processing, calibration or quantization raises is retried without that step where that is
     sound (no ``quant_pre_process``; dynamic instead of calibrated static INT8), else kept FP32; the
     report (``ComponentReport.failures``) and the manifest say why (``strict=True``: an error). ``speed_check``:
-    components with an "auto" recipe stay FP32 where their quantized graph is not faster on this
-    CPU (timed interleaved with FP32; see :mod:`mmedge.quantize.speed`). An existing ``out`` is
+    components with an "auto" recipe stay FP32 where their quantized graph is not measurably faster on
+    this CPU (timed interleaved with FP32 at the deploy shape until a confidence interval decides, or
+    a cap: see :mod:`mmedge.quantize.speed`; a :class:`SpeedPolicy` sets threshold and caps). An existing ``out`` is
     replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
     """
     _check_options(method, min_agreement, max_fallback_rounds)
@@ -117,7 +118,8 @@ def quantize_bundle(
         speed = {}
         if speed_check:
             say("timing each quantized component against FP32")
-            speed = check_speed(chain, auto_components(recipe, prepared), default_thread_budget())
+            policy = speed_check if isinstance(speed_check, SpeedPolicy) else None
+            speed = check_speed(chain, auto_components(recipe, prepared), default_thread_budget(), policy)
         rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
         say("measuring against FP32")
         report = build_report(

@@ -12,7 +12,7 @@ from mmedge.quantize._apply import METHODS
 from mmedge.quantize.api import AccuracyWarning, quantize_bundle
 from mmedge.quantize.calibration import collect_samples, synthetic_calibration
 from mmedge.quantize.recipes import MODES
-from mmedge.quantize.report import REPORT_MD, QuantizationReport
+from mmedge.quantize.report import REPORT_MD, ComponentReport, QuantizationReport
 
 __all__ = ["configure", "run"]
 
@@ -114,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(c: ComponentReport) -> str:
+    """The speed check's speed-up with its interval, and '?' where a cap left it undecided."""
+    if c.speed is None:
+        return "-" if c.speedup is None else f"{c.speedup:.2f}×"
+    s = c.speed
+    return f"{s.speedup:.2f}× [{s.low:.2f}–{s.high:.2f}]{'' if s.conclusive else ' ?'}"
+
+
 def show_report(report: QuantizationReport) -> None:
     """Per-component and end-to-end tables of a quantization report, on stderr (also used by the demo)."""
     rows = [
@@ -125,7 +133,7 @@ def show_report(report: QuantizationReport) -> None:
             human_bytes(c.size_after),
             min((t.cosine for t in c.outputs), default=float("nan")),
             len(c.excluded),
-            "-" if c.speedup is None else f"{c.speedup:.2f}×",
+            _speed(c),
         )
         for c in report.components
     ]

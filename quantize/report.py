@@ -26,8 +26,10 @@ __all__ = [
     "FallbackRound",
     "OutputReport",
     "QuantizationReport",
+    "SpeedCheck",
     "StepFailure",
     "TensorComparison",
+    "json_safe",
 ]
 
 REPORT_JSON = "quantization_report.json"
@@ -64,6 +66,38 @@ class StepFailure:
 
 
 @dataclass(frozen=True)
+class SpeedCheck:
+    """One component's FP32 graph against its quantized graph, timed interleaved round after round.
+
+    Each round times both graphs on the component's deploy-shape input (the manifest's example
+    shape, batch 1); its FP32 median / quantized median is one ratio. Rounds go on until the
+    ``confidence`` interval of the ratios' geometric mean lies wholly above or below
+    ``threshold`` (INT8 is kept only if it is at least that much faster), or a cap is hit: then
+    the interval straddles the threshold, ``conclusive`` is False and the component stays FP32.
+    """
+
+    component: str
+    fp32_ms: float  # median over rounds of each round's FP32 median
+    quantized_ms: float
+    threads: int
+    shapes: Mapping[str, tuple[int, ...]]  # the component's input shapes as timed
+    rounds: int
+    seconds: float  # wall time of the timed rounds
+    speedup: float  # geometric mean of the per-round FP32 / quantized ratios
+    low: float  # the confidence interval of ``speedup``
+    high: float
+    confidence: float
+    threshold: float  # the speed-up INT8 must show to be kept
+    decision: str  # "quantized" or "fp32"
+    conclusive: bool  # False: a cap was hit before the interval cleared the threshold
+    why: str  # the decision in words (for the report and the manifest)
+
+    @property
+    def kept_fp32(self) -> bool:
+        return self.decision == "fp32"
+
+
+@dataclass(frozen=True)
 class ComponentReport:
     """What quantization did to one component."""
 
@@ -80,10 +114,13 @@ class ComponentReport:
     fp32_ms: float | None = None  # the speed check (auto recipes): FP32 and quantized graph, median ms
     quantized_ms: float | None = None
     failures: tuple[StepFailure, ...] = ()  # steps that raised on this component (failure isolation)
+    speed: SpeedCheck | None = None  # the whole speed check: rounds, interval, decision
 
     @property
     def speedup(self) -> float | None:
-        """FP32 time / quantized time from the speed check; None where it did not time this component."""
+        """The speed check's speed-up of the quantized graph; None where it did not time this component."""
+        if self.speed is not None:
+            return self.speed.speedup
         return self.fp32_ms / self.quantized_ms if self.fp32_ms and self.quantized_ms else None
 
 
@@ -140,7 +177,7 @@ class QuantizationReport:
         return self.size_after / self.size_before if self.size_before else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = _finite(dataclasses.asdict(self))
+        d = json_safe(dataclasses.asdict(self))
         d["size_ratio"] = self.size_ratio
         return d
 
@@ -154,14 +191,14 @@ class QuantizationReport:
         return REPORT_JSON, REPORT_MD
 
 
-def _finite(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON has no inf/NaN: write them as strings a reader can still parse with float()."""
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -240,15 +277,29 @@ def _markdown(r: QuantizationReport) -> str:
                 ],
             ),
         ]
-    timed = [c for c in r.components if c.speedup is not None]
+    timed = [(c, c.speed) for c in r.components if c.speed is not None]
     if timed:
         lines += [
-            "## Speed check (this CPU; quantized graphs that are not faster stay FP32)",
+            "## Speed check (this CPU, deploy shapes; quantized graphs not measurably faster stay FP32)",
             "",
             *_table(
-                ["component", "FP32 ms", "quantized ms", "speed-up", "kept"],
-                [[c.name, c.fp32_ms, c.quantized_ms, f"{c.speedup:.2f}×", c.precision] for c in timed],
+                ["component", "input shapes", "FP32 ms", "quantized ms", "speed-up", "interval", "rounds", "kept"],
+                [
+                    [
+                        c.name,
+                        ", ".join(f"{n} {list(shape)}" for n, shape in s.shapes.items()),
+                        s.fp32_ms,
+                        s.quantized_ms,
+                        f"{s.speedup:.2f}×",
+                        f"{s.low:.2f}–{s.high:.2f}× ({s.confidence:.0%})",
+                        s.rounds,
+                        c.precision + ("" if s.conclusive else " (undecided: cap)"),
+                    ]
+                    for c, s in timed
+                ],
             ),
+            *(f"- **{c.name}**: {s.why}" for c, s in timed),
+            "",
         ]
     failures = [(c.name, f) for c in r.components for f in c.failures]
     if failures:
