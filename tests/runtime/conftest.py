@@ -47,9 +47,14 @@ def edited_bundle(tiny_bundle: Path, tmp_path: Path) -> Callable[..., Path]:
             for f in [c.file for c in manifest.components] + [a.file for a in manifest.assets]:
                 if (tiny_bundle / f).is_file():
                     shutil.copy(tiny_bundle / f, stage / f)
+            listed = {a.file for a in manifest.assets}
             for f, data in (files or {}).items():
-                (stage / f).write_bytes(data)
+                if f in listed:
+                    (stage / f).write_bytes(data)
             write_manifest(stage, manifest)
+        for f, data in (files or {}).items():  # stray files: a published bundle never holds them, so add them after
+            if f not in listed:
+                (out / f).write_bytes(data)
         return out
 
     return make
