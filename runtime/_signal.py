@@ -187,7 +187,7 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int, *, max_samples: int 
     n_in = wave.shape[-1]
     n_full = round(n_in * up / down)
     n_out = n_full if max_samples is None else min(n_full, max_samples)
-    if up <= _MAX_PHASES and _polyphase(up, down).outputs_per_row <= n_full:
+    if up <= _MAX_PHASES and _cycles_per_row(up, down) * up <= n_full:
         return _resample_polyphase(wave, _polyphase(up, down), n_out=n_out)
     return _resample_chunked(wave, up, down, n_out=n_out)
 
@@ -198,6 +198,11 @@ def _filter_shape(up: int, down: int) -> tuple[float, float, np.ndarray]:
     half_width = _ZERO_CROSSINGS / cutoff
     reach = math.ceil(half_width)
     return cutoff, half_width, np.arange(-reach, reach + 1)
+
+
+def _cycles_per_row(up: int, down: int) -> int:
+    """Cycles of the rate ratio per polyphase row: enough that a row spans twice the filter."""
+    return max(1, math.ceil(2 * len(_filter_shape(up, down)[2]) / down))
 
 
 class _Polyphase:
@@ -211,8 +216,7 @@ class _Polyphase:
 
     def __init__(self, up: int, down: int) -> None:
         cutoff, half_width, offsets = _filter_shape(up, down)
-        taps = len(offsets)
-        cycles = max(1, math.ceil(2 * taps / down))
+        taps, cycles = len(offsets), _cycles_per_row(up, down)
         self.reach, self.taps = int(-offsets[0]), taps
         self.inputs_per_row, self.outputs_per_row = cycles * down, cycles * up
         columns = np.arange(self.outputs_per_row)

@@ -176,7 +176,7 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
     if isinstance(item, str | os.PathLike):
         item = _open_image(Path(item), what, limits)
     if type(item).__module__.startswith("PIL."):
-        return _layout(_pil_image(item, pre, channels, what, limits), pre, channels, what)
+        return _layout(_pil_image(item, pre, channels, what, limits), pre.scale, pre, channels, what)
     if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
         found = f"array of shape {list(item.shape)}" if isinstance(item, np.ndarray) else type(item).__name__
         raise InputError(
@@ -188,18 +188,18 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
         raise InputError(f"{what}: the image has no pixels (shape {list(item.shape)})")
     pixels = item if item.ndim == 3 else item[:, :, None]
     scale = _pixel_scale(pixels, pre, what)  # uint8 is resized as it is and the small result scaled
-    return _layout(resize(pixels, pre.size) * scale, pre, channels, what)
+    return _layout(resize(pixels, pre.size), scale, pre, channels, what)
 
 
 def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limits: InputLimits) -> np.ndarray:
-    """A PIL image resized to ``pre.size``, in [0, 1]; its rows are copied out a strip at a time."""
+    """A PIL image resized to ``pre.size`` (float32, 0–255); its rows are copied out a strip at a time."""
     width, height = image.size
     limits.check_elements(what, width * height * channels, f"image of {width}×{height} pixels")
     if not width or not height:
         raise InputError(f"{what}: the image has no pixels ({width}×{height})")
     mode = "L" if channels == 1 or image.mode == "L" else "RGB"  # a gray image stays 1 channel until resized
     image = image if image.mode == mode else image.convert(mode)
-    return resize_rows(_PilRows(image), (height, width, len(image.getbands())), pre.size) * np.float32(pre.scale)
+    return resize_rows(_PilRows(image), (height, width, len(image.getbands())), pre.size)
 
 
 class _PilRows:
@@ -222,13 +222,14 @@ class _PilRows:
         return self._rows[start - self._first : stop - self._first]
 
 
-def _layout(pixels: np.ndarray, pre: ImagePreprocess, channels: int, what: str) -> np.ndarray:
-    """Resized ``(H, W, C)`` pixels in [0, 1] → normalised float32 in the recipe's layout."""
+def _layout(pixels: np.ndarray, scale: float, pre: ImagePreprocess, channels: int, what: str) -> np.ndarray:
+    """Resized ``(H, W, C)`` float32 pixels (this call's own) → scaled, normalised, in the recipe's layout."""
     pixels = _match_channels(pixels, channels, what)  # after resizing: a gray image is resized as 1 channel
-    mean = np.asarray(pre.mean, np.float32)
-    std = np.asarray(pre.std, np.float32)
-    out = (pixels - mean) / std
-    return np.ascontiguousarray(out.transpose(2, 0, 1) if pre.layout == "NCHW" else out, dtype=np.float32)
+    # in place: no temporaries the size of the tensor
+    pixels *= np.float32(scale)
+    pixels -= np.asarray(pre.mean, np.float32)
+    pixels /= np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1) if pre.layout == "NCHW" else pixels)
 
 
 def _channels(spec: InputSpec, pre: ImagePreprocess) -> int:
@@ -266,10 +267,10 @@ def _check_file(path: Path, what: str, kind: str) -> None:
         raise InputError(f"{what}: {kind} file {str(path)[:200]} does not exist (or is not a file)")
 
 
-def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.float32:
+def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> float:
     """What takes these pixels to [0, 1]: the recipe's scale for uint8, 1 for floats checked to be in range."""
     if pixels.dtype == np.uint8:
-        return np.float32(pre.scale)
+        return pre.scale
     if pixels.dtype.kind != "f":
         raise InputError(f"{what}: image arrays must be uint8 pixels or floats in [0, 1], found {pixels.dtype}")
     if not np.isfinite(pixels).all():
@@ -280,7 +281,7 @@ def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> np.floa
             f"{what}: float images must be in [0, 1], found values from {low:g} to {high:g}; "
             "pass uint8 pixels, or divide by 255"
         )
-    return np.float32(1.0)
+    return 1.0
 
 
 def _match_channels(pixels: np.ndarray, channels: int, what: str) -> np.ndarray:
