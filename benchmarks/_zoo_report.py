@@ -1,0 +1,117 @@
+"""``zoo.md``: machine, targets met or missed with their causes, one table row per model, failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STAGES = ("export", "quantize", "run", "mobile")
+_VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def markdown(data: dict[str, Any]) -> str:
+    rows = data.get("rows", [])
+    m = data.get("machine", {})
+    flags = set(m.get("flags", []))
+    simd = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", *_VNNI))
+    s = data.get("settings", {})
+    lines = [
+        "# mmedge model zoo",
+        "",
+        f"{len(rows)} multimodal models built in code (random weights, tiny configs), each in its own process "
+        f"(cap {s.get('timeout_s')} s): export with parity at two shapes → quantize (INT8, {s.get('samples')} "
+        "calibration + "
+        f"{s.get('samples')} held-out generated samples, speed check {'on' if s.get('speed_check') else 'off'}) → "
+        f"`Pipeline` p50 (batch 1, {s.get('threads')} threads, 15 runs) → `package_mobile(target='android')`.",
+        "",
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores; {simd}; load average at start "
+        f"{m.get('load_average')} (a shared, busy VM: latencies are indicative); started {m.get('started')}; "
+        + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/zoo.py --out benchmarks/results` (`--only a,b` re-runs rows).",
+        "",
+        "## Targets",
+        "",
+        *_summary(rows),
+        "",
+        "## Rows",
+        "",
+        "| # | row | exercises | export (2-shape parity) | INT8 components | agreement | size INT8/FP32 | p50 ms FP32 / INT8 "
+        "| NNAPI / XNNPACK nodes | s export/quant/run/mobile | error (type: first line) |",
+        "|---:|---|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    lines += [_row(i, r) for i, r in enumerate(rows, 1)]
+    lines += ["", "## Failures and isolated steps", ""] + _failures(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _ok(r: dict[str, Any], stage: str) -> bool:
+    return bool(r.get("stages", {}).get(stage, {}).get("ok"))
+
+
+def _summary(rows: list[dict[str, Any]]) -> list[str]:
+    n = len(rows) or 1
+    runs = [r for r in rows if _ok(r, "export") and _ok(r, "run")]
+    good = [r for r in rows if r.get("stages", {}).get("quantize", {}).get("met")]
+    errors = [(r["name"], st, e) for r in rows for st, e in _errors(r)]
+    typed = [x for x in errors if x[2].get("typed")]
+    miss = lambda names: ", ".join(names) or "none"  # noqa: E731
+    return [
+        "| target | result | goal | verdict | misses |",
+        "|---|---:|---:|---|---|",
+        f"| every row exports (parity at 2 shapes) and runs in `Pipeline` | {len(runs)}/{len(rows)} | all | "
+        f"{'MET' if len(runs) == len(rows) else 'MISSED'} | {miss([r['name'] for r in rows if r not in runs])} |",
+        f"| rows quantized with agreement ≥ 99% (top-1, or cosine for embeddings) | {len(good)}/{len(rows)} "
+        f"({100 * len(good) / n:.0f}%) | ≥ 90% | {'MET' if len(good) >= 0.9 * len(rows) else 'MISSED'} | "
+        f"{miss([r['name'] for r in rows if r not in good])} |",
+        f"| every failure is a typed mmedge error saying what to do | {len(typed)}/{len(errors)} typed | all | "
+        f"{'MET' if len(typed) == len(errors) else 'MISSED'} | {miss([f'{a} ({b})' for a, b, e in errors if not e.get('typed')])} |",
+        f"| rows that packaged for mobile | {sum(_ok(r, 'mobile') for r in rows)}/{len(rows)} | — | — | "
+        f"{miss([r['name'] for r in rows if not _ok(r, 'mobile')])} |",
+    ]
+
+
+def _errors(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = [(st, v["error"]) for st, v in r.get("stages", {}).items() if not v.get("ok") and "error" in v]
+    if r.get("status") not in (None, "done"):
+        last = (r.get("log_tail") or [""])[-1][:200]
+        out.append(("process", {"type": r["status"], "typed": False, "message": last}))
+    return out
+
+
+def _row(i: int, r: dict[str, Any]) -> str:
+    st = r.get("stages", {})
+    ex, q, run, mob = (st.get(k, {}) for k in STAGES)
+    export = "—" if not ex else ("pass" if ex.get("ok") and ex.get("parity_two_shapes") else "**FAIL**")
+    if ex.get("ok"):
+        export += " (" + "/".join(sorted(set(ex.get("exporters", {}).values()))) + ")"
+    int8 = (
+        ", ".join(c.removesuffix("_encoder").removesuffix("_head") for c in q.get("int8", [])) if q.get("ok") else "—"
+    )
+    agree = (
+        " ".join(f"{o['agreement']:.3f}{'' if o['metric'] == 'top1' else ' cos'}" for o in q.get("outputs", [])) or "—"
+    )
+    if q.get("ok") and not q.get("met"):
+        agree = f"**{agree}**"
+    size = f"{q['size_ratio']:.2f}" if q.get("ok") else "—"
+    p50 = f"{run.get('fp32_p50_ms', '—')} / {run.get('int8_p50_ms', '—')}" if run.get("ok") else "—"
+    share = mob.get("ep_share", {})
+    eps = f"{share.get('NNAPI', 0):.0%} / {share.get('XNNPACK', 0):.0%}" if mob.get("ok") else "—"
+    secs = "/".join(str(st.get(k, {}).get("seconds", "—")) for k in STAGES)
+    errs = "; ".join(f"{s}: {e['type']}: {_cell(e['message'])[:160]}" for s, e in _errors(r)) or ""
+    return f"| {i} | `{r['name']}` | {r.get('covers', '')} | {export} | {int8} | {agree} | {size} | {p50} | {eps} | {secs} | {errs} |"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _failures(rows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rows:
+        for st, e in _errors(r):
+            typed = "typed" if e.get("typed") else "**untyped**"
+            lines.append(f"- `{r['name']}` {st}: {e['type']} ({typed}): {_cell(e.get('message', ''))}")
+        q = r.get("stages", {}).get("quantize", {})
+        lines += [f"- `{r['name']}` quantize step isolated (row went on): {_cell(f)}" for f in q.get("failures", [])]
+        lines += [f"- `{r['name']}` quantize warning: {_cell(w)}" for w in q.get("warnings", [])]
+    return lines or ["None."]
