@@ -2,7 +2,9 @@
 
 The subject bundle and every ``compare`` bundle run as split pipelines; a bundle that carries
 its whole model as the ``monolithic`` asset adds that ONNX file as a variant (once, however many
-bundles carry the same file); ``torch_model`` adds PyTorch eager. All get the same thread budget
+bundles carry the same file). Only FP32 bundles from ``mmedge export --monolithic`` carry one;
+deploy bundles (INT8, mobile) do not, so an INT8 bundle finds its baseline through the FP32 bundle
+it is compared with. ``torch_model`` adds PyTorch eager. All get the same thread budget
 and providers. Torch is never imported here: the spec is checked for form, the worker loads it.
 """
 
@@ -14,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from mmedge.bench._coord import VariantSpec
-from mmedge.bundle import Bundle
+from mmedge.bundle import MONOLITHIC_ASSET, Bundle
 from mmedge.errors import BundleError, InputError
 
 __all__ = ["MONOLITHIC_ASSET", "TORCH_WORKER", "check_same_inputs", "variant_specs"]
 
-MONOLITHIC_ASSET = "monolithic"  # the asset name mmedge.export gives the whole-model ONNX
 RUNTIME_WORKER = "mmedge.bench._worker"
 TORCH_WORKER = "mmedge.bench._torch_worker"
 _QUANTIZED_OPS = {

@@ -73,7 +73,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--providers", default="cpu", help="providers of the ONNX variants: cpu (default), auto, cuda, or cuda,cpu"
     )
-    parser.add_argument("--no-monolithic", action="store_true", help="skip the monolithic ONNX a bundle carries")
+    parser.add_argument(
+        "--no-monolithic",
+        action="store_true",
+        help="skip the monolithic ONNX an FP32 bundle (given or --compare'd) carries",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip per-op hot spots (ORT / torch profiler)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report")

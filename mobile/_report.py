@@ -54,6 +54,10 @@ class MobileReport:
     components: tuple[MobileComponentReport, ...]
     required_operators: tuple[str, ...]  # lines of required_operators.config: "domain;opset;Op1,Op2"
     onnxruntime_version: str
+    # bytes on disk: what inference on the source bundle reads (not its monolithic baseline graph),
+    # and every file of the mobile bundle, this report and the manifest included
+    bundle_size_before: int = 0
+    bundle_size_after: int = 0
 
     @property
     def size_before(self) -> int:
@@ -89,6 +93,8 @@ class MobileReport:
             f"Source `{self.source}`, target **{self.target}** (checked for {', '.join(self.eps)}), "
             f"ORT optimisation `{self.optimization}`, onnxruntime {self.onnxruntime_version}.",
             f"Fixed dims: {fixed or 'none (all dims stay dynamic)'}.",
+            f"Size on disk: {human_bytes(self.bundle_size_before)} (source bundle, without a monolithic baseline "
+            f"graph) → {human_bytes(self.bundle_size_after)} (this bundle, all files).",
             "",
             "| component | before | after | max abs error | vs source at ORT defaults | dynamic dims |",
             "|---|---:|---:|---:|---:|---|",

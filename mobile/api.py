@@ -31,10 +31,13 @@ from mmedge.bundle import (
     Component,
     Manifest,
     check_replaceable,
+    deploy_assets,
+    deploy_bytes,
     load_bundle,
     scratch_directory,
     staged_bundle,
     write_manifest,
+    write_sized,
 )
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
@@ -117,10 +120,18 @@ def package_mobile(
             [c.file for c in components.values()],
         )
         report = _report(source, Path(out), settings, [r for _, r in results], operators)
-        (stage / REPORT_JSON).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (stage / REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
-        _copy_assets(source, stage)
-        write_manifest(stage, _manifest(source.manifest, settings, components))
+        kept = _kept_assets(source)
+        _copy_assets(source, kept, stage)
+        manifest = _manifest(source.manifest, settings, components, kept)
+
+        def write(size: int) -> None:
+            nonlocal report
+            report = dataclasses.replace(report, bundle_size_after=size)
+            (stage / REPORT_JSON).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            (stage / REPORT_MD).write_text(report.to_markdown(), encoding="utf-8")
+            write_manifest(stage, manifest)
+
+        write_sized(stage, write)  # the report states the bundle's size on disk, itself included
     return report
 
 
@@ -267,20 +278,25 @@ def _report(
         components=tuple(reports),
         required_operators=operators,
         onnxruntime_version=ort.__version__,
+        bundle_size_before=deploy_bytes(source),
     )
 
 
-def _kept_assets(m: Manifest) -> tuple[Asset, ...]:
-    return tuple(a for a in m.assets if a.name not in _NEW_ASSETS and a.file not in _NEW_ASSETS.values())
+def _kept_assets(source: Bundle) -> tuple[Asset, ...]:
+    """What inference needs of the source's assets: no monolithic baseline graph, and no external
+    weights (an ``.ort`` file holds its own), nor the reports this stage writes anew."""
+    return tuple(
+        a for a in deploy_assets(source, {}) if a.name not in _NEW_ASSETS and a.file not in _NEW_ASSETS.values()
+    )
 
 
-def _copy_assets(source: Bundle, stage: Path) -> None:
-    for a in _kept_assets(source.manifest):
+def _copy_assets(source: Bundle, kept: tuple[Asset, ...], stage: Path) -> None:
+    for a in kept:
         (stage / a.file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source.path / a.file, stage / a.file)
 
 
-def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component]) -> Manifest:
+def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component], kept: tuple[Asset, ...]) -> Manifest:
     """The source manifest with the mobile components, fixed raw-input shapes and the new assets."""
     import onnxruntime as ort
 
@@ -294,6 +310,6 @@ def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component]) ->
         m,
         inputs=inputs,
         components=tuple(components[c.name] for c in m.components),
-        assets=_kept_assets(m) + tuple(Asset(name, file) for name, file in _NEW_ASSETS.items()),
+        assets=kept + tuple(Asset(name, file) for name, file in _NEW_ASSETS.items()),
         created_by={**m.created_by, "mobile_target": s.target, "ort_format": f"onnxruntime {ort.__version__}"},
     )

@@ -90,4 +90,7 @@ def show_report(report: MobileReport) -> None:
                 console.print(
                     f"{escape(c.name)}: [bold]{escape(b.op)}[/bold] ({escape(', '.join(b.eps))}) -> {escape(b.fix)}"
                 )
-    console.print(f"wrote {escape(report.out)}: required_operators.config, mobile_report.md, mobile_report.json")
+    console.print(
+        f"wrote {escape(report.out)} ({human_bytes(report.bundle_size_after)} on disk; source "
+        f"{human_bytes(report.bundle_size_before)}): required_operators.config, mobile_report.md, mobile_report.json"
+    )

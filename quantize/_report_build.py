@@ -13,7 +13,17 @@ from typing import Any
 import onnx
 
 from mmedge import __version__
-from mmedge.bundle import Asset, Bundle, Component, Verification, staged_bundle, write_manifest
+from mmedge.bundle import (
+    Asset,
+    Bundle,
+    Component,
+    Verification,
+    deploy_assets,
+    deploy_bytes,
+    staged_bundle,
+    write_manifest,
+    write_sized,
+)
 from mmedge.cpu import cpu_model_and_flags, int8_kernels_saturate
 from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
@@ -21,6 +31,8 @@ from mmedge.quantize._generation import CAPTION, caption_spec
 from mmedge.quantize._metrics import accuracy, compare
 from mmedge.quantize.recipes import QUANTIZED_OPS
 from mmedge.quantize.report import (
+    REPORT_JSON,
+    REPORT_MD,
     ComponentReport,
     ExcludedNode,
     FallbackRound,
@@ -83,6 +95,7 @@ def build_report(
         size_before=sum(c.size_bytes for c in m.components),
         size_after=sum(c.size_after for c in components),
         notes=(*notes, *extra),
+        bundle_size_before=deploy_bytes(src),
     )
 
 
@@ -137,21 +150,24 @@ def _output_report(result: Any, labels: Any) -> OutputReport:
 
 def write_bundle(
     chain: Chain, src: Bundle, out: str | os.PathLike[str], report: QuantizationReport, *, force: bool = False
-) -> None:
+) -> QuantizationReport:
     """Write the quantized bundle (components, assets, report, manifest) atomically to ``out``.
 
-    ``force``: replace ``out`` even if it is not an mmedge bundle (see ``staged_bundle``).
+    Only what inference needs: not the source's monolithic baseline graph (``mmedge bench`` finds
+    it in the FP32 bundle given to ``--compare``). Returns the report with the written bundle's
+    size on disk. ``force``: replace ``out`` even if it is not an mmedge bundle (see ``staged_bundle``).
     """
     import onnxruntime
 
     m = src.manifest
     by_name = {r.name: r for r in report.components}
+    written = report
     with staged_bundle(out, force=force) as stage:
         for c in m.components:
             _copy(chain.versions[c.name], stage / c.file)
-        for a in m.assets:
+        kept = deploy_assets(src, {c.file: chain.versions[c.name] for c in m.components})
+        for a in kept:
             _copy(src.path / a.file, stage / a.file)
-        report_files = report.write(stage)
         components = tuple(_component_entry(chain, c, by_name[c.name], report) for c in m.components)
         raise_failures(
             "quantize",
@@ -164,14 +180,22 @@ def write_bundle(
             dims_only=True,
             fix="Nothing was written. Keep that component FP32 (recipe={name: 'fp32'}) and report the bundle.",
         )
-        json_file, md_file = report_files
         assets = (
-            *m.assets,
-            Asset(name="quantization_report", file=json_file),
-            Asset(name="quantization_report_md", file=md_file),
+            *kept,
+            Asset(name="quantization_report", file=REPORT_JSON),
+            Asset(name="quantization_report_md", file=REPORT_MD),
         )
         created_by = {**m.created_by, "mmedge.quantize": __version__, "onnxruntime": onnxruntime.__version__}
-        write_manifest(stage, dataclasses.replace(m, components=components, assets=assets, created_by=created_by))
+        manifest = dataclasses.replace(m, components=components, assets=assets, created_by=created_by)
+
+        def write(size: int) -> None:
+            nonlocal written
+            written = dataclasses.replace(report, bundle_size_after=size)
+            written.write(stage)
+            write_manifest(stage, manifest)
+
+        write_sized(stage, write)
+    return written
 
 
 def _copy(source: Path, dest: Path) -> None:

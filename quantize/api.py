@@ -137,7 +137,7 @@ def quantize_bundle(
         if strict and not report.met:
             raise QuantizationError(_missed(report))
         say(f"writing {out}")
-        write_bundle(chain, src, out, report, force=force)
+        report = write_bundle(chain, src, out, report, force=force)
     if not report.met:
         warnings.warn(_missed(report), AccuracyWarning, stacklevel=2)
     return report

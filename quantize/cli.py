@@ -152,7 +152,8 @@ def show_report(report: QuantizationReport) -> None:
     verdict = "[green]met[/green]" if report.met else "[red]NOT met[/red]"
     console.print(
         f"agreement {report.agreement:.2%} (target {report.min_agreement:.2%}: {verdict}); "
-        f"size {human_bytes(report.size_before)} → {human_bytes(report.size_after)} ({report.size_ratio:.0%}); "
+        f"on disk {human_bytes(report.bundle_size_before)} → {human_bytes(report.bundle_size_after)} "
+        f"(model files {report.size_ratio:.0%} of FP32); "
         f"{len(report.fallback)} fallback round(s). Report: {report.output}/{REPORT_MD}",
         soft_wrap=True,  # one line: the report path stays copyable
     )

@@ -168,9 +168,13 @@ class QuantizationReport:
     components: tuple[ComponentReport, ...]
     outputs: tuple[OutputReport, ...]
     fallback: tuple[FallbackRound, ...]
-    size_before: int
-    size_after: int
+    size_before: int  # bytes of the component files (and their weights): FP32
+    size_after: int  # the same, quantized
     notes: tuple[str, ...] = ()  # explanations: holdout split, fallback outcome, skipped evaluation
+    # bytes on disk: what inference on the FP32 bundle reads (not its monolithic baseline graph), and
+    # every file of the written bundle, this report and the manifest included
+    bundle_size_before: int = 0
+    bundle_size_after: int = 0
 
     @property
     def size_ratio(self) -> float:
@@ -220,7 +224,9 @@ def _markdown(r: QuantizationReport) -> str:
         f"# Quantization report: {r.model}",
         "",
         f"- source: `{r.source}` → `{r.output}`",
-        f"- size: {_mb(r.size_before)} → {_mb(r.size_after)} ({r.size_ratio:.0%} of FP32)",
+        f"- size on disk: {_mb(r.bundle_size_before)} (FP32 bundle, without a monolithic baseline graph) → "
+        f"{_mb(r.bundle_size_after)} (this bundle, all files); model files {_mb(r.size_before)} → "
+        f"{_mb(r.size_after)} ({r.size_ratio:.0%} of FP32)",
         f"- end-to-end agreement with FP32: **{r.agreement:.2%}** (target {r.min_agreement:.2%}: {verdict})",
         f"- calibration: {r.method}, {r.calibration_samples} samples; held out: {r.holdout_samples} samples ({r.holdout_source})",
         "",

@@ -9,6 +9,7 @@ a sibling directory and renamed into place (``_publish``), so a crash never leav
 bundle where a complete one is expected.
 """
 
+from mmedge.bundle._deploy import MONOLITHIC_ASSET, deploy_assets, deploy_bytes, directory_bytes, write_sized
 from mmedge.bundle._hashing import sha256_file
 from mmedge.bundle._integrity import check_io, verify_component_file
 from mmedge.bundle._load import load_bundle
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_ITEM_ELEMENTS",
     "MAX_MANIFEST_BYTES",
     "MODALITIES",
+    "MONOLITHIC_ASSET",
     "OUTPUT_KINDS",
     "PRECISIONS",
     "RAW_INPUTS",
@@ -77,6 +79,9 @@ __all__ = [
     "Verification",
     "check_io",
     "check_replaceable",
+    "deploy_assets",
+    "deploy_bytes",
+    "directory_bytes",
     "load_bundle",
     "manifest_from_dict",
     "manifest_to_dict",
@@ -88,4 +93,5 @@ __all__ = [
     "vocab_size",
     "wiring_stages",
     "write_manifest",
+    "write_sized",
 ]
