@@ -61,31 +61,33 @@ class ZooNet(nn.Module):
             self.fusion = Fusion(fusion, len(parts), HIDDEN)
             self.classifier = nn.Linear(HIDDEN, CLASSES)
 
-    def fuse(self, outs: Mapping[str, Any]) -> torch.Tensor:
+    def fuse(self, outs: Mapping[str, Any]) -> Any:
         feats = [self.proj[m](self.picks[m](outs[m])) for m in self.order]
         if self.late:
             return torch.stack([self.heads[m](f) for m, f in zip(self.order, feats, strict=True)]).mean(0)
         fused = self.fusion(feats)
-        return nn.functional.normalize(fused, dim=-1) if self.embedding else self.classifier(fused)
+        if self.embedding:  # named so the manifest calls it an embedding (compared by cosine, not top-1)
+            return {"embedding": nn.functional.normalize(fused, dim=-1)}
+        return self.classifier(fused)
 
 
 class ImageText(ZooNet):
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> Any:
         return self.fuse({"image": self.image_encoder(image), "text": self.text_encoder(text)})
 
 
 class ImageAudio(ZooNet):
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> Any:
         return self.fuse({"image": self.image_encoder(image), "audio": self.audio_encoder(audio)})
 
 
 class TextAudio(ZooNet):
-    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, audio: torch.Tensor) -> Any:
         return self.fuse({"text": self.text_encoder(text), "audio": self.audio_encoder(audio)})
 
 
 class Tri(ZooNet):
-    def forward(self, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> Any:
         outs = {"image": self.image_encoder(image), "text": self.text_encoder(text)}
         return self.fuse({**outs, "audio": self.audio_encoder(audio)})
 
@@ -93,25 +95,25 @@ class Tri(ZooNet):
 class ImageHFText(ZooNet):
     """The text encoder takes two inputs: ids and attention mask."""
 
-    def forward(self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         return self.fuse({"image": self.image_encoder(image), "text": self.text_encoder(input_ids, attention_mask)})
 
 
 class HFTextAudio(ZooNet):
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio: torch.Tensor) -> Any:
         return self.fuse({"text": self.text_encoder(input_ids, attention_mask), "audio": self.audio_encoder(audio)})
 
 
 class TriHF(ZooNet):
     def forward(
         self, image: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, audio: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> Any:
         outs = {"image": self.image_encoder(image), "text": self.text_encoder(input_ids, attention_mask)}
         return self.fuse({**outs, "audio": self.audio_encoder(audio)})
 
 
 class KeywordOnly(ZooNet):
-    def forward(self, *, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, *, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> Any:
         outs = {"image": self.image_encoder(image), "text": self.text_encoder(text)}
         return self.fuse({**outs, "audio": self.audio_encoder(audio)})
 
@@ -129,7 +131,7 @@ class DictIO(ZooNet):
 class SharedImage(ZooNet):
     """One image encoder applied to two photos (e.g. before/after), plus text."""
 
-    def forward(self, image_a: torch.Tensor, image_b: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_a: torch.Tensor, image_b: torch.Tensor, text: torch.Tensor) -> Any:
         a, b = self.image_encoder(image_a), self.image_encoder(image_b)
         return self.fuse({"image": a - b, "text": self.text_encoder(text)})
 
@@ -137,14 +139,14 @@ class SharedImage(ZooNet):
 class GlueUnsqueeze(ZooNet):
     """Glue between raw input and encoder: ``audio.unsqueeze(1)`` for a Conv1d encoder."""
 
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> Any:
         return self.fuse({"image": self.image_encoder(image), "audio": self.audio_encoder(audio.unsqueeze(1))})
 
 
 class GlueScale(ZooNet):
     """Glue: images arrive in [0, 1] and are mapped to [-1, 1] in ``forward``."""
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> Any:
         return self.fuse({"image": self.image_encoder(image * 2 - 1), "text": self.text_encoder(text)})
 
 
@@ -186,6 +188,9 @@ def _mel(kind: str) -> Callable[[], Part]:
 # Whisper's encoder refuses any other number of mel frames than 2 * max_source_positions: declaring the
 # log-mel input "other" keeps only its batch dynamic (the export error's advice, dynamic=False, fixes batch too).
 _FIXED_MEL = {"modalities": {"audio": "other"}}
+# (B, frames, 40) filterbanks: "audio" makes the last axis dynamic (samples); the frames axis is axis 1,
+# which only the "text" modality (seq on axis 1) declares.
+_FRAMES = {"modalities": {"audio": "text"}}
 
 ROWS: tuple[Row, ...] = (
     Row("r18_lstm_mel_concat", Tri, {"image": _tv("resnet18"), "text": _rnn("lstm", False), "audio": _mel("mel")}, "concat", "ResNet-18 224², LSTM tuple, MelSpectrogram", image=224),
@@ -205,7 +210,7 @@ ROWS: tuple[Row, ...] = (
     Row("shared_r18_lstm", SharedImage, {"image": _tv("resnet18"), "text": _rnn("lstm", False)}, "concat", "one encoder, two image inputs"),
     Row("glue_unsqueeze_conv1d", GlueUnsqueeze, {"image": img_small, "audio": aud_conv1d}, "concat", "glue: audio.unsqueeze(1) → Conv1d"),
     Row("glue_scale_bigru", GlueScale, {"image": _tv("mobilenet_v3_small"), "text": _rnn("gru", True)}, "tanh", "glue: image*2-1, bi-GRU"),
-    Row("vit_rawgru_frames_gated", ImageAudio, {"image": _tv("vit"), "audio": aud_gru_frames}, "gated", "raw nn.GRU (bi) on float frames", audio="frames"),
+    Row("vit_rawgru_frames_gated", ImageAudio, {"image": _tv("vit"), "audio": aud_gru_frames}, "gated", "raw nn.GRU (bi) on float frames", audio="frames", export=_FRAMES),
     Row("mbv3_mel_late", ImageAudio, {"image": _tv("mobilenet_v3_small"), "audio": _mel("mel")}, "late", "MobileNetV3-S, mel, late avg"),
     Row("effb0_wav2vec2_xattn", ImageAudio, {"image": _tv("efficientnet_b0"), "audio": _ahf("wav2vec2")}, "xattn", "EfficientNet-B0, wav2vec2, cross-attn"),
     Row("bert_mel_gated", HFTextAudio, {"text": _hf("bert"), "audio": _mel("mel")}, "gated", "BERT (ids+mask), mel"),
