@@ -21,7 +21,7 @@ RowReader = Callable[[int, int], np.ndarray]  # rows [start, stop) of an (H, W, 
 # that matrix holds at most _WASTE times its non-zero weights (or is tiny): zero weights cost little
 # next to reading the input again per output, or a Python-level call per output.
 _WASTE = 2.0
-_TINY_BLOCK = 512  # weights; below this a block grows regardless (upsampling: 2 taps per output)
+_TINY_BLOCK = 64  # weights; below this a block grows regardless (upsampling: 2 taps per output)
 # Products of at most this many multiply-adds: OpenBLAS runs them on the calling thread (it wakes
 # its threads from 2^18), which on a busy machine is much faster than waiting for idle cores; the
 # smaller pieces also stay in cache.

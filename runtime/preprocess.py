@@ -319,9 +319,12 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
             f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
             "which looks like (samples, channels); transpose it"
         )
-    wave = wave.mean(axis=0, keepdims=True, dtype=np.float64) if pre.mono else _match_audio_channels(wave, spec, what)
+    if not pre.mono:
+        wave = _match_audio_channels(wave, spec, what)
+    elif len(wave) > 1:  # float32, as the resampler computes: no float64 copy of a long wave
+        wave = wave.mean(axis=0, keepdims=True, dtype=np.float32)
     length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
-    wave = resample(wave.astype(np.float64, copy=False), rate, pre.sample_rate, max_samples=length)
+    wave = resample(wave, rate, pre.sample_rate, max_samples=length)
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = kept
