@@ -8,12 +8,13 @@ of ``forward`` actually uses, so the fusion head gets exactly the inputs it need
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from mmedge.errors import ExportError, translated
+from mmedge.export._flow import METADATA, Flow, flowing, op_name
 
 __all__ = ["Call", "Capture", "Computed", "Raw", "capture", "used_tensors"]
 
@@ -31,6 +32,7 @@ class Computed:
 
     where: str  # "argument 0" or "keyword 'mask'"
     shape: tuple[int, ...]
+    container: str = ""  # "dict", "tuple", ... when the tensors came packed in one
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Call:
     args: tuple[Any, ...]  # Raw, Computed or a constant
     kwargs: Mapping[str, Any]
     output: Any  # as returned: tensors in tuples/dicts
+    sources: frozenset[str] = frozenset()  # raw inputs its tensor arguments derive from
+    serials: tuple[int, ...] = ()  # its tensor arguments in the capture's data flow (``_flow``)
+    start: int = 0  # how many ops had run when it was called
 
     @property
     def raw_inputs(self) -> tuple[str, ...]:
@@ -56,6 +61,15 @@ class Capture:
 
     output: Any
     calls: Mapping[str, tuple[Call, ...]]  # submodule path -> calls in order
+    flow: Flow | None = None
+
+    def glue(self, call: Call) -> tuple[str, ...]:
+        """The ops ``forward`` ran on raw inputs to make ``call``'s arguments (empty for raw arguments)."""
+        if self.flow is None or not call.computed:
+            return ()
+        ops = self.flow.glue(call.serials, call.start)
+        packed = {c.container for c in call.computed if c.container}
+        return (*ops, *sorted(f"pack {p}" for p in packed))
 
 
 def _classify(value: Any, where: str, raw_ids: Mapping[int, str]) -> Any:
@@ -67,46 +81,58 @@ def _classify(value: Any, where: str, raw_ids: Mapping[int, str]) -> Any:
         return Raw(name) if name is not None else Computed(where, tuple(value.shape))
     nested = [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
     if nested:
-        return Computed(f"{where} (tensors inside a {type(value).__name__})", tuple(nested[0].shape))
+        packed = type(value).__name__
+        return Computed(f"{where} (tensors inside a {packed})", tuple(nested[0].shape), packed)
     return value
 
 
 def capture(model: Any, inputs: Mapping[str, Any], paths: Sequence[str]) -> Capture:
-    """Run ``model(**inputs)`` once under ``no_grad`` with hooks on the submodules at ``paths``."""
+    """Run ``model(**inputs)`` once under ``no_grad`` with hooks on the submodules at ``paths``.
+
+    The pass is also logged by :func:`~mmedge.export._flow.flowing`, so each call knows which raw
+    inputs its arguments derive from and the capture can say which ops made them.
+    """
     import torch
 
     raw_ids = {id(t): name for name, t in inputs.items()}
     calls: dict[str, list[Call]] = {p: [] for p in paths}
+    starts: dict[str, list[int]] = {p: [] for p in paths}
 
-    def hook_for(path: str) -> Callable[..., None]:
-        def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def hooks_for(path: str, flow: Flow) -> tuple[Callable[..., None], Callable[..., None]]:
+        def before(_module: Any, _args: tuple[Any, ...], _kwargs: dict[str, Any]) -> None:
+            starts[path].append(len(flow.ops))
+
+        def after(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             calls[path].append(
                 Call(
                     args=tuple(_classify(a, f"argument {i}", raw_ids) for i, a in enumerate(args)),
                     kwargs={k: _classify(v, f"keyword {k!r}", raw_ids) for k, v in kwargs.items()},
                     output=output,
+                    sources=flow.sources((args, kwargs)),
+                    serials=flow.serials((args, kwargs)),
+                    start=starts[path].pop(),
                 )
             )
 
-        return hook
+        return before, after
 
-    handles = [model.get_submodule(p).register_forward_hook(hook_for(p), with_kwargs=True) for p in paths]
+    handles = []
     try:
-        with torch.no_grad(), translated(ExportError, f"{type(model).__name__}.forward failed on the example inputs"):
+        with (
+            torch.no_grad(),
+            translated(ExportError, f"{type(model).__name__}.forward failed on the example inputs"),
+            flowing(inputs) as flow,
+        ):
+            for p in paths:
+                before, after = hooks_for(p, flow)
+                module = model.get_submodule(p)
+                handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+                handles.append(module.register_forward_hook(after, with_kwargs=True))
             output = model(**inputs)
     finally:
         for h in handles:
             h.remove()
-    return Capture(output=output, calls={p: tuple(c) for p, c in calls.items()})
-
-
-# Tensor attributes that say nothing about a tensor's values or shape: reading them is not a use.
-_METADATA = frozenset({"device", "dtype", "layout", "requires_grad", "is_cuda", "is_sparse", "is_quantized"})
-
-
-def _func_name(func: Any) -> str:
-    owner = getattr(func, "__self__", None)  # property getters arrive as <descriptor>.__get__
-    return getattr(owner, "__name__", "") or getattr(func, "__name__", "")
+    return Capture(output=output, calls={p: tuple(c) for p, c in calls.items()}, flow=flow)
 
 
 @contextmanager
@@ -120,7 +146,7 @@ def _recording(watched: Mapping[str, Any], used: set[str]) -> Iterator[None]:
     class Recorder(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            if _func_name(func) not in _METADATA:
+            if op_name(func) not in METADATA:
                 used.update(
                     ids[id(t)] for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and id(t) in ids
                 )
@@ -130,11 +156,17 @@ def _recording(watched: Mapping[str, Any], used: set[str]) -> Iterator[None]:
         yield
 
 
-def used_tensors(fn: Callable[..., Any], watched: Mapping[str, Any]) -> set[str]:
-    """Names of the ``watched`` tensors that any torch operation touches while ``fn(*watched)`` runs."""
+def used_tensors(fn: Callable[..., Any], watched: Mapping[str, Any], glue_fed: Iterable[str] = ()) -> set[str]:
+    """Names of the ``watched`` tensors that any torch operation touches while ``fn(*watched)`` runs.
+
+    A ``glue_fed`` tensor (a raw input whose glue was folded into an encoder) counts only if its data
+    reaches ``fn``'s result or Python reads its value: the glue itself, which ``forward`` still runs
+    on it before the stubbed encoder, is not a use.
+    """
     import torch
 
     used: set[str] = set()
-    with torch.no_grad(), _recording(watched, used):
-        fn(*watched.values())
-    return used
+    with torch.no_grad(), _recording(watched, used), flowing(watched) as flow:
+        result = fn(*watched.values())
+    live = flow.live(result)
+    return {n for n in used if n in live or n not in set(glue_fed)}

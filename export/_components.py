@@ -40,18 +40,36 @@ def _numpy(tensors: Mapping[str, Any]) -> dict[str, Any]:
     return {n: numpy_of(t) for n, t in tensors.items()}
 
 
-def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> ExportedPart:
-    """``<modality>_encoder.onnx``: the encoder on its raw inputs, outputs flattened and named."""
-    from mmedge.export._frontend import swap_mel_frontends
-    from mmedge.export._wrappers import EncoderModule
+def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, split: Sequence[EncoderSpec] = ()) -> ExportedPart:
+    """``<modality>_encoder.onnx``: the encoder on its raw inputs, outputs flattened and named.
+
+    When ``forward`` computes the encoder's arguments from raw inputs (``spec.folded``), that
+    computation is exported in the component: the module is ``forward`` run up to the call, with
+    the other encoders of ``split`` stubbed out by their recorded outputs.
+    """
+    from mmedge.export._wrappers import EncoderModule, FoldedEncoderModule, stubbed
 
     names_in = tuple(dict.fromkeys(spec.inputs))
+    others = [s.path for s in split if s.path != spec.path and set(s.inputs).isdisjoint(names_in)]
+    with stubbed(ctx.work, others if call.computed else []) as stubs:
+        for path, stub in stubs.items():
+            stub.value = ctx.runs.calls[0][path].output
+        if call.computed:
+            constants = {n: t for n, t in ctx.runs.inputs[0].items() if n not in names_in}
+            module: Any = FoldedEncoderModule(ctx.work, spec.path, names_in, constants)
+        else:
+            module = EncoderModule(ctx.work.get_submodule(spec.path), call, names_in)
+        return _export_encoder(ctx, spec, call, module, names_in)
+
+
+def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_in: tuple[str, ...]) -> ExportedPart:
+    from mmedge.export._frontend import swap_mel_frontends
+
     key = spec.name.removesuffix("_encoder")
     prefix = key if isinstance(call.output, Mapping) else f"{key}_features"
     what = f"encoder {spec.path!r}"
     pairs, structure = flatten(call.output, prefix, what)
     features = (dict(pairs), dict(flatten(ctx.runs.calls[1][spec.path].output, prefix, what)[0]))
-    module = EncoderModule(ctx.work.get_submodule(spec.path), call, names_in)
     args = tuple(ctx.runs.inputs[0][n] for n in names_in)
     swapped: tuple[str, ...] = ()
     if ctx.audio_frontend == "conv" and spec.modality == "audio":
@@ -80,6 +98,7 @@ def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call) -> ExportedPart:
         opset=ctx.opset,
         output_structure=structure,
         optimizations=(*exported.optimizations, *swapped),
+        folded=spec.folded,
     )
     return ExportedPart(component, exported.rows, features, call.output, out_axes, _assets(spec.name, file, exported))
 
@@ -103,7 +122,7 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Exported
         probe = HeadModule(
             ctx.work, stubs=stubs, templates=templates, raw_names=tuple(raw[0]), inputs=tuple(values[0]), constants={}
         )
-        used = used_tensors(probe, values[0])
+        used = used_tensors(probe, values[0], glue_fed={n for s in specs if s.folded for n in s.inputs})
         _check_reproduces(probe, values[0], ctx.runs.outputs[0], ctx)
         inputs = tuple(n for n in values[0] if n in used)
         if not any(n in features[0] for n in inputs):

@@ -42,19 +42,7 @@ class Split:
 
 def guess_modality(name: str, tensor: Any, preprocess: Any) -> str:
     """A raw input's modality from its preprocessing metadata, else its name, else its dtype and rank."""
-    if type(preprocess) in _PREPROCESS_MODALITY:
-        return _PREPROCESS_MODALITY[type(preprocess)]
-    lowered = name.lower()
-    for modality, hints in _NAME_HINTS.items():
-        if any(h in lowered for h in hints):
-            return modality
-    import torch
-
-    if tensor.is_floating_point():
-        return {4: "image", 2: "audio", 3: "audio"}.get(tensor.dim(), "other")
-    if tensor.dtype in (torch.int64, torch.int32) and tensor.dim() == 2:
-        return "text"
-    return "other"
+    return _modality_reason(name, tensor, preprocess, {})[0]
 
 
 def input_modalities(
@@ -91,13 +79,74 @@ def plan_split(
         _check_path(model, key, path)
     _check_disjoint(encoders)
     cap = capture(model, inputs, list(encoders.values()))
-    specs, calls = [], {}
+    calls = {path: _one_call(model, key, path, cap) for key, path in encoders.items()}
+    # A raw input's modality as stated (argument, preprocessing, name), else those of the encoders it feeds.
+    kinds = {}
+    for r in inputs:
+        stated = _stated(r, preprocess.get(r), modalities)
+        fed = {k for k, p in encoders.items() if r in calls[p].sources}
+        kinds[r] = {stated} if stated in _KNOWN_MODALITIES else fed & set(_KNOWN_MODALITIES)
+    specs, notes = [], []
     for key, path in encoders.items():
-        call = _one_call(model, key, path, cap)
-        calls[path] = call
         modality = key if key in _KNOWN_MODALITIES else "other"
-        specs.append(EncoderSpec(name=f"{key}_encoder", path=path, modality=modality, inputs=call.raw_inputs))
-    return Split(encoders=tuple(specs), calls=calls, output=cap.output, auto=False)
+        spec, note = _spec(
+            model, f"{key}_encoder", path, modality=modality, call=calls[path], cap=cap, inputs=inputs, kinds=kinds
+        )
+        specs.append(spec)
+        notes += note
+    return Split(encoders=tuple(specs), calls=calls, output=cap.output, auto=False, notes=tuple(notes))
+
+
+def _stated(name: str, preprocess: Any, given: Mapping[str, str]) -> str | None:
+    """A raw input's modality from what was said about it (argument, preprocessing, name); None if nothing."""
+    if name in given:
+        return given[name]
+    if type(preprocess) in _PREPROCESS_MODALITY:
+        return _PREPROCESS_MODALITY[type(preprocess)]
+    lowered = name.lower()
+    return next((m for m, hints in _NAME_HINTS.items() if any(h in lowered for h in hints)), None)
+
+
+def _spec(
+    model: Any,
+    name: str,
+    path: str,
+    *,
+    modality: str,
+    call: Call,
+    cap: Capture,
+    inputs: Mapping[str, Any],
+    kinds: Mapping[str, set[str]],
+) -> tuple[EncoderSpec, list[str]]:
+    """The encoder's spec; computation ``forward`` does on its inputs before the call is folded into it."""
+    if not call.computed:
+        return EncoderSpec(name=name, path=path, modality=modality, inputs=call.raw_inputs), []
+    cls = type(model).__name__
+    where = ", ".join(f"{c.where} (shape {list(c.shape)})" for c in call.computed)
+    raw = tuple(n for n in inputs if n in call.sources)
+    if not raw:
+        raise ExportError(
+            f"{name}: submodule {path!r} receives {where} computed inside {cls}.forward from no raw model input "
+            "(only from parameters or constants), so it has no input to export. Choose the submodule that encodes "
+            "a model input."
+        )
+    if len(set().union(*(kinds[n] for n in raw))) > 1:
+        mixed = ", ".join(f"{n}: {'/'.join(sorted(kinds[n]))}" for n in raw if kinds[n])
+        raise ExportError(
+            f"{name}: submodule {path!r} receives a tensor computed inside {cls}.forward ({where}) from inputs of "
+            f"more than one modality ({mixed}); an encoder's component takes one modality's raw inputs, so that "
+            f"computation cannot be folded into it. Restructure the model so that forward calls self.{path}(<input>) "
+            "on one modality's inputs and mixes modalities after the encoders (in the fusion head), or move the "
+            "preprocessing into the data pipeline before the model."
+        )
+    folded = cap.glue(call) or ("forward",)  # computed by something the data-flow log did not see
+    shown = ", ".join(folded)
+    note = (
+        f"{name}: folded the computation {cls}.forward does on {', '.join(map(repr, raw))} before "
+        f"self.{path}(...) into the component ({shown}); its inputs are those raw inputs"
+    )
+    spec = EncoderSpec(name=name, path=path, modality=modality, inputs=raw, folded=folded)
+    return spec, [note]
 
 
 def _check_path(model: Any, key: str, path: str) -> None:
@@ -144,15 +193,7 @@ def _one_call(model: Any, key: str, path: str, cap: Capture) -> Call:
             "exported for one call. Give each use its own module, or export the shared module as part of the head."
         )
     call = calls[0]
-    if call.computed:
-        where = ", ".join(f"{c.where} (shape {list(c.shape)})" for c in call.computed)
-        raise ExportError(
-            f"encoder {key!r}: submodule {path!r} receives a tensor computed inside {cls}.forward ({where}), not a "
-            "raw model input, so exporting it alone would drop that computation. Restructure the model so that "
-            f"forward calls self.{path}(<input>) directly on its arguments: move the preprocessing into the encoder "
-            "(e.g. nn.Sequential(preprocess_module, encoder)) or into the data pipeline before the model."
-        )
-    if not call.raw_inputs:
+    if not call.raw_inputs and not call.computed:
         raise ExportError(
             f"encoder {key!r}: submodule {path!r} is called without any tensor input; it cannot be an encoder"
         )
@@ -164,29 +205,112 @@ def _one_call(model: Any, key: str, path: str, cap: Capture) -> Call:
 def _auto_split(
     model: Any, inputs: Mapping[str, Any], preprocess: Mapping[str, Any], given: Mapping[str, str]
 ) -> Split:
-    children = [name for name, _ in model.named_children()]
-    cap = capture(model, inputs, children)
-    chosen: list[tuple[str, str, Call]] = []  # (raw input, path, call)
-    for path in children:
-        calls = cap.calls[path]
-        if len(calls) == 1 and not calls[0].computed and len(calls[0].raw_inputs) == 1 and _has_tensor(calls[0]):
-            chosen.append((calls[0].raw_inputs[0], path, calls[0]))
+    """Per group of raw inputs of one modality, the largest submodule fed only by them, decided by data flow.
+
+    Every submodule is watched on one forward pass. A candidate is called once, has parameters,
+    returns tensors that are not the model's output, and its arguments derive from raw inputs of
+    exactly one modality; one that combines the outputs of two other candidates is a fusion, not
+    an encoder. Candidates are taken largest first (then the outermost, then one whose name says
+    the modality) while they share no raw input with one already taken.
+    """
+    cls = type(model).__name__
+    paths = [name for name, _ in model.named_modules() if name]
+    cap = capture(model, inputs, paths)
+    why = {r: _modality_reason(r, inputs[r], preprocess.get(r), given) for r in inputs}
+    modality = {r: m for r, (m, _) in why.items()}
+    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules() if name}
+    outputs = {id(t) for t in _safe_tensors(cap.output)}
+    fed = {
+        p: c[0]
+        for p, c in cap.calls.items()
+        if len(c) == 1
+        and c[0].sources
+        and sizes[p]
+        and len({modality[r] for r in c[0].sources}) == 1
+        and (found := _safe_tensors(c[0].output))
+        and not any(id(t) in outputs for t in found)
+    }
+    fed = {p: c for p, c in fed.items() if not _fuses(p, c, fed)}
+    ranked = sorted(fed, key=lambda p: (-sizes[p], p.count("."), not _named_for(p, modality, fed[p]), p))
+    chosen: list[str] = []
+    for p in ranked:
+        if all(fed[p].sources.isdisjoint(fed[q].sources) and not _nested(p, q) for q in chosen):
+            chosen.append(p)
     if not chosen:
+        children = ", ".join(n for n, _ in model.named_children()) or "none"
         raise ExportError(
-            f"could not detect encoders: no direct child of {type(model).__name__} is called with exactly one raw "
-            f"input (children: {', '.join(children) or 'none'}). Pass encoders={{'text': 'path.to.text_encoder', ...}}."
+            f"could not detect encoders: no submodule of {cls} is called once on inputs of one modality and leaves "
+            f"work for a fusion head (children: {children}). Pass encoders={{'text': 'path.to.text_encoder', ...}}."
         )
-    modalities = {raw: given.get(raw) or guess_modality(raw, inputs[raw], preprocess.get(raw)) for raw, _, _ in chosen}
-    taken = [modalities[raw] for raw, _, _ in chosen]
-    specs, calls, notes = [], {}, []
-    for raw, path, call in chosen:
-        modality = modalities[raw]
+    chosen.sort(key=lambda p: fed[p].start)  # in the order forward calls them
+    taken = [modality[min(fed[p].sources)] for p in chosen]
+    specs, notes = [], []
+    for p in chosen:
+        call = fed[p]
+        raw = tuple(n for n in inputs if n in call.sources)
+        m = modality[raw[0]]
         # Two encoders of one modality (e.g. two cameras) are named after their inputs instead.
-        key = modality if modality in _KNOWN_MODALITIES and taken.count(modality) == 1 else raw
-        specs.append(EncoderSpec(name=f"{key}_encoder", path=path, modality=modality, inputs=(raw,)))
-        calls[path] = call
-        notes.append(f"auto-split: {key}_encoder = {type(model).__name__}.{path} on input {raw!r} ({modality})")
-    return Split(encoders=tuple(specs), calls=calls, output=cap.output, auto=True, notes=tuple(notes))
+        key = (
+            m if m in _KNOWN_MODALITIES and taken.count(m) == 1 else (raw[0] if len(raw) == 1 else p.replace(".", "_"))
+        )
+        kinds = {r: {modality[r]} for r in inputs}
+        spec, folded = _spec(model, f"{key}_encoder", p, modality=m, call=call, cap=cap, inputs=inputs, kinds=kinds)
+        rivals = [q for q in fed if fed[q].sources == call.sources]
+        on = ", ".join(f"{r!r} ({m}: {why[r][1]})" for r in raw)
+        notes.append(
+            f"auto-split: {spec.name} = {cls}.{p} on input{'s' if len(raw) > 1 else ''} {on}: {sizes[p]:,} "
+            f"parameters, the largest of the {len(rivals)} submodules called once on {'/'.join(raw)} alone"
+        )
+        specs.append(spec)
+        notes += folded
+    return Split(
+        encoders=tuple(specs),
+        calls={s.path: fed[s.path] for s in specs},
+        output=cap.output,
+        auto=True,
+        notes=tuple(notes),
+    )
+
+
+def _modality_reason(name: str, tensor: Any, preprocess: Any, given: Mapping[str, str]) -> tuple[str, str]:
+    """A raw input's modality and why: as given, else its preprocessing, else its name, else dtype and rank."""
+    if name in given:
+        return given[name], "as given"
+    if type(preprocess) in _PREPROCESS_MODALITY:
+        return _PREPROCESS_MODALITY[type(preprocess)], f"its {type(preprocess).__name__}"
+    stated = _stated(name, None, {})
+    if stated is not None:
+        return stated, "its name"
+    import torch
+
+    shape = f"{str(tensor.dtype).removeprefix('torch.')} {tensor.dim()}-D tensor"
+    if tensor.is_floating_point():
+        return {4: "image", 2: "audio", 3: "audio"}.get(tensor.dim(), "other"), f"a {shape}"
+    if tensor.dtype in (torch.int64, torch.int32) and tensor.dim() == 2:
+        return "text", f"an {shape}"
+    return "other", f"a {shape}"
+
+
+def _safe_tensors(value: Any) -> list[Any]:
+    try:
+        return tensors(value)
+    except ExportError:
+        return []
+
+
+def _nested(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _fuses(path: str, call: Call, fed: Mapping[str, Call]) -> bool:
+    """Whether ``path`` combines two candidates fed by disjoint inputs (e.g. a head over two cameras)."""
+    parts = {c.sources for q, c in fed.items() if not _nested(path, q) and c.sources < call.sources}
+    return any(a.isdisjoint(b) for a in parts for b in parts if a != b)
+
+
+def _named_for(path: str, modality: Mapping[str, str], call: Call) -> bool:
+    hints = _NAME_HINTS.get(modality[min(call.sources)], ())
+    return any(h in path.lower() for h in hints)
 
 
 def _has_tensor(call: Call) -> bool:

@@ -24,6 +24,8 @@ class EncoderSpec:
     modality: str  # "text", "image", "audio" or "other"
     inputs: tuple[str, ...]  # raw model inputs it consumes, in call order
     dynamic_axes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # input -> axis -> symbol
+    # ops forward runs on the raw inputs before calling the encoder, exported inside its component
+    folded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any
 
 from torch import nn
 
+from mmedge.errors import ExportError
 from mmedge.export._capture import Call, Raw
 from mmedge.export._tree import rebuild, tensors
 
-__all__ = ["EncoderModule", "HeadModule", "MonolithicModule", "stubbed"]
+__all__ = ["EncoderModule", "FoldedEncoderModule", "HeadModule", "MonolithicModule", "stubbed"]
 
 
 class EncoderModule(nn.Module):
@@ -36,6 +37,66 @@ class EncoderModule(nn.Module):
         args = [given[a.name] if isinstance(a, Raw) else a for a in self.call.args]
         kwargs = {k: given[v.name] if isinstance(v, Raw) else v for k, v in self.call.kwargs.items()}
         return tuple(tensors(self.encoder(*args, **kwargs)))
+
+
+class _Reached(BaseException):
+    """Raised at the encoder's call to stop ``forward`` there, carrying the arguments it was given.
+
+    A BaseException, so that an ``except Exception`` in the user's forward lets it through.
+    """
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.call = (args, kwargs)
+
+
+class FoldedEncoderModule(nn.Module):
+    """``forward(*raw inputs)`` = ``forward``'s own code up to the encoder's call, then the encoder.
+
+    The computation ``forward`` does on the raw inputs before calling the encoder (an unsqueeze, a
+    ``/ 255``, a normalisation with buffers) is the user's code run as written, so the exporter
+    traces it with symbolic shapes. ``forward`` is stopped where it calls the encoder; other raw
+    inputs it needs on the way get their example values from ``constants`` (the split has shown
+    that none of them feeds this encoder). The call is intercepted by shadowing the attribute (so
+    no submodule scope is left open, which torch.export needs) or, for an encoder reached another
+    way (``self.encoders["audio"]``), by a pre-hook.
+    """
+
+    def __init__(self, model: Any, path: str, input_names: Sequence[str], constants: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.path = path
+        self.input_names = tuple(input_names)
+        self.constants = dict(constants)
+
+    @property
+    def encoder(self) -> Any:
+        return self.model.get_submodule(self.path)
+
+    def forward(self, *xs: Any) -> tuple[Any, ...]:
+        values = {**self.constants, **dict(zip(self.input_names, xs, strict=True))}
+        parent_path, _, leaf = self.path.rpartition(".")
+        parent = self.model.get_submodule(parent_path) if parent_path else self.model
+        encoder = self.encoder
+
+        def intercept(*args: Any, **kwargs: Any) -> Any:
+            raise _Reached(args, kwargs)
+
+        def pre_hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            raise _Reached(args, kwargs)
+
+        object.__setattr__(parent, leaf, intercept)  # the instance dict wins over nn.Module's __getattr__
+        handle = encoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            self.model.forward(**values)
+        except _Reached as reached:
+            args, kwargs = reached.call
+        else:
+            raise ExportError(f"internal: forward returned without calling {self.path!r}")
+        finally:
+            handle.remove()
+            del parent.__dict__[leaf]
+        return tuple(tensors(encoder(*args, **kwargs)))
 
 
 class _Stub(nn.Module):

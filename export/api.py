@@ -109,7 +109,7 @@ def export_model(
     with staged_bundle(out, force=force) as stage:
         found = [f.line() for f in doctor.findings if f.severity != "info"]
         ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes, *found])
-        parts = [export_encoder(ctx, spec, split.calls[spec.path]) for spec in specs]
+        parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)
         chain = check_chain(ctx, parts, head)
         parts, head = verify_export(ctx, parts, head)
@@ -148,7 +148,7 @@ def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modal
     calls2 = {}
     for path, first in split.calls.items():
         found = cap.calls[path]
-        if len(found) != 1 or found[0].raw_inputs != first.raw_inputs:
+        if len(found) != 1 or (found[0].raw_inputs, found[0].sources) != (first.raw_inputs, first.sources):
             raise ExportError(
                 f"submodule {path!r} is called differently for inputs of other sizes ({shapes}); encoders must be called once, on raw inputs"
             )

@@ -131,6 +131,7 @@ def _component_from_dict(d: Mapping[str, Any]) -> Component:
             "inputs": tuple(_tensor_from_dict(t) for t in d["inputs"]),
             "outputs": tuple(_tensor_from_dict(t) for t in d["outputs"]),
             "optimizations": tuple(d.get("optimizations", ())),
+            "folded": tuple(d.get("folded", ())),
             "verification": tuple(_verification_from_dict(v) for v in d.get("verification", ())),
         }
     )

@@ -147,6 +147,8 @@ class Component:
     quantization: Mapping[str, Any] | None = None  # the recipe record written by mmedge.quantize
     optimizations: tuple[str, ...] = ()
     verification: tuple[Verification, ...] = ()
+    # ops the model's forward ran on the raw inputs before this encoder, exported inside it (mmedge.export)
+    folded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

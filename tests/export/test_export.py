@@ -144,7 +144,10 @@ def test_auto_split_exports_what_it_reports(tmp_path: Path) -> None:
     result = export_model(_TextOnly(LSTMText(), 6), {"text": ids}, out=tmp_path / "b", dynamic=False)
     assert result.auto_split
     assert [(e.name, e.path, e.inputs) for e in result.encoders] == [("text_encoder", "text_encoder", ("text",))]
-    assert result.warnings[0] == "auto-split: text_encoder = _TextOnly.text_encoder on input 'text' (text)"
+    assert result.warnings[0] == (
+        "auto-split: text_encoder = _TextOnly.text_encoder on input 'text' (text: its name): 544 parameters, "
+        "the largest of the 3 submodules called once on text alone"
+    )
     assert "input 'text' (text) has no preprocessing metadata" in result.warnings[1]
     assert [c.name for c in result.manifest.components] == ["text_encoder", "fusion_head"]
     assert result.manifest.input("text").shape == (2, 7)  # dynamic=False: every dim fixed
