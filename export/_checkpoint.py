@@ -4,6 +4,9 @@
 carries code (anything but tensors and plain containers) is refused *before* it can run.
 ``.safetensors`` files cannot carry code at all. Missing, unexpected and mis-shaped keys are
 listed by name, because a half-loaded model exports and verifies perfectly — against itself.
+Values are checked too: sparse tensors (which ``load_state_dict`` cannot copy into dense
+parameters) and NaN/Inf weights (a diverged run) are refused by name; float64 weights cast into
+float32 parameters load with a :class:`~mmedge.errors.CheckpointWarning` and a note in the report.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmedge.bundle import sha256_file
-from mmedge.errors import CheckpointError
+from mmedge.errors import CheckpointError, CheckpointWarning
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointReport", "load_checkpoint"]
 
@@ -38,7 +42,7 @@ class CheckpointReport:
     missing: tuple[str, ...] = ()  # model keys the checkpoint lacks (left as initialised)
     unexpected: tuple[str, ...] = ()  # checkpoint keys the model lacks (ignored)
     mismatched: tuple[str, ...] = ()  # "key: checkpoint [..] vs model [..]"
-    notes: tuple[str, ...] = ()  # unwrapping done, e.g. {"state_dict": ...} or a "module." prefix
+    notes: tuple[str, ...] = ()  # unwrapping or casting done, e.g. a "module." prefix removed, float64 cast
 
 
 def _read(path: Path) -> tuple[str, Any]:
@@ -55,7 +59,9 @@ def _read(path: Path) -> tuple[str, Any]:
                 f"{path} is not a valid safetensors file ({e}); re-save it with safetensors.torch.save_file"
             ) from e
     try:
-        return "torch", torch.load(path, map_location="cpu", weights_only=True)
+        # a sparse tensor's indices are checked as it is built: a crafted one cannot reach memory out of bounds
+        with torch.sparse.check_sparse_tensor_invariants(enable=True):
+            return "torch", torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only names the global it blocked
         if found is None:
@@ -139,8 +145,13 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = 
             + "\nCheck that the "
             "model is built with the configuration it was trained with (--config), or load non-strictly to skip missing/unexpected keys."
         )
+    loaded = {k: v for k, v in state.items() if k in own}
+    _check_values(loaded, {name for name, _ in model.named_parameters()}, path)
+    cast = _float64_cast(loaded, own, path)
+    if cast:
+        notes.append(f"cast {len(cast)} float64 tensor(s) to the model's lower precision")
     with torch.no_grad():
-        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        model.load_state_dict(loaded, strict=False)
     return CheckpointReport(
         path=path,
         sha256=sha256_file(path),
@@ -151,3 +162,52 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = 
         mismatched=tuple(mismatched),
         notes=tuple(notes),
     )
+
+
+def _check_values(state: Mapping[str, Any], parameters: set[str], path: Path) -> None:
+    """CheckpointError naming sparse tensors, or NaN/Inf in parameters (NaN in buffers): each kind listed whole."""
+    import torch
+
+    sparse = [f"{k} ({str(v.layout).removeprefix('torch.')})" for k, v in state.items() if v.layout != torch.strided]
+    if sparse:
+        raise CheckpointError(
+            f"checkpoint {path.name} holds sparse tensors, which cannot load into the model's dense parameters: "
+            f"{_listed(sparse)}. Densify them and re-save: torch.save({{k: t.to_dense() if t.layout != "
+            "torch.strided else t for k, t in state.items()}, 'weights.pt')"
+        )
+    bad = []
+    for k, v in state.items():
+        if not (v.is_floating_point() or v.is_complex()):
+            continue
+        nan = int(torch.isnan(v).sum())
+        inf = int(torch.isinf(v).sum()) if k in parameters else 0  # an attention mask buffer may hold -inf
+        if nan or inf:
+            bad.append(f"{k} ({', '.join(f'{n} {kind}' for n, kind in ((nan, 'NaN'), (inf, 'Inf')) if n)})")
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path.name} has non-finite weights: {_listed(bad)}. Training diverged or the file is "
+            "damaged; an exported model would output NaN. Load a checkpoint saved before the divergence."
+        )
+
+
+def _float64_cast(state: Mapping[str, Any], own: Mapping[str, Any], path: Path) -> list[str]:
+    """Warn (CheckpointWarning) when float64 checkpoint tensors go into lower-precision model tensors."""
+    import torch
+
+    cast = [
+        k
+        for k, v in state.items()
+        if v.dtype == torch.float64 and own[k].is_floating_point() and own[k].dtype != torch.float64
+    ]
+    if cast:
+        into = "/".join(sorted({str(own[k].dtype).removeprefix("torch.") for k in cast}))
+        warnings.warn(
+            CheckpointWarning(
+                f"checkpoint {path.name}: {len(cast)} float64 tensor(s) cast float64 → {into} as they load, losing "
+                f"the precision beyond {into}: {_listed(cast)}. To keep it, build the model in float64 "
+                "(model.double()); to silence this, save the weights as float32: "
+                "torch.save({k: t.float() for k, t in state.items()}, 'weights.pt')"
+            ),
+            stacklevel=3,
+        )
+    return cast

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 __all__ = [
     "BundleError",
     "CheckpointError",
+    "CheckpointWarning",
     "ConfigError",
     "ExportError",
     "InputError",
@@ -55,6 +56,10 @@ class ProviderError(MMEdgeError):
 
 class ConfigError(MMEdgeError, ValueError):
     """An option passed to an mmedge API is invalid (a ValueError too, so ``except ValueError`` still works)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint loaded, but its values were converted on the way (float64 weights cast to float32)."""
 
 
 class PartitionWarning(UserWarning):

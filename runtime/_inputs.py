@@ -20,6 +20,7 @@ import numpy as np
 from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
 from mmedge.errors import InputError
 from mmedge.graph import Graph
+from mmedge.runtime._audio_length import MinimumLength, input_minimum, too_short
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.preprocess import check_array, prepare, prepare_text
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
@@ -60,6 +61,7 @@ class InputRouter:
                 if tensor_names.count(t.name) == 1 and t.name not in self.raw_keys:
                     self.output_keys[t.name] = (c.name, t)
         self._tokenizers: dict[str, Tokenizer | None] = {}
+        self._minimums: dict[str, MinimumLength | None] = {}  # audio input -> fewest samples, read on first use
         # attention-mask input -> the text input it is derived from (TextPreprocess.mask_input)
         self.mask_inputs: dict[str, str] = {
             i.preprocess.mask_input: i.name
@@ -180,6 +182,9 @@ class InputRouter:
             ]
         if not found and spec.modality == "text":
             found = id_range_problems(f"input {spec.name!r}", tensor, self._vocab_size(spec))
+        if not found and spec.modality == "audio":
+            least = self.minimum_samples(spec.name)
+            found = too_short(spec, tensor, least) if least is not None else []
         problems += found
         return None if found else tensor
 
@@ -189,6 +194,14 @@ class InputRouter:
             if name not in self._tokenizers:
                 self._tokenizers[name] = load_tokenizer(self._bundle, self._specs[name])
             return self._tokenizers[name]
+
+    def minimum_samples(self, name: str) -> MinimumLength | None:
+        """The fewest samples audio input ``name`` needs (from its encoders' graphs), read once on first use:
+        shorter audio would fail inside onnxruntime (see :mod:`mmedge.runtime._audio_length`)."""
+        with self._lock:
+            if name not in self._minimums:
+                self._minimums[name] = input_minimum(self._bundle, self._graph, self._specs[name])
+            return self._minimums[name]
 
     def _vocab_size(self, spec: InputSpec) -> int | None:
         """The vocabulary size, if known without importing an optional package."""

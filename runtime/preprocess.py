@@ -35,10 +35,19 @@ from mmedge.runtime._signal import resample, resize, resize_rows
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
-__all__ = ["MAX_AMPLITUDE", "MAX_SAMPLE_RATE", "MIN_SAMPLE_RATE", "Audio", "prepare", "prepare_text"]
+__all__ = [
+    "MAX_AMPLITUDE",
+    "MAX_SAMPLE_RATE",
+    "MIN_AUDIO_SECONDS",
+    "MIN_SAMPLE_RATE",
+    "Audio",
+    "prepare",
+    "prepare_text",
+]
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
+MIN_AUDIO_SECONDS = 0.001  # a shorter wave (a 1-frame file) is a click, not audio; shorter clips are zero-padded
 MAX_AMPLITUDE = 32_768.0  # louder than int16 full scale: PCM passed without scaling, not a float waveform
 _FILES_HINT = "pip install 'mmedge[files]'"
 _STRIP_BYTES = 2**18  # a PIL image's rows are converted to numpy at least this many bytes at a time
@@ -314,11 +323,7 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
             f"{what}: waveforms must be finite floats in [-1, 1], found values from {low:g} to {high:g}; "
             "divide int16 PCM by 32768 (int32 by 2**31)"
         )
-    if wave.shape[0] > wave.shape[1]:
-        raise InputError(
-            f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
-            "which looks like (samples, channels); transpose it"
-        )
+    _check_length(wave, rate, item, what)
     if not pre.mono:
         wave = _match_audio_channels(wave, spec, what)
     elif len(wave) > 1:  # float32, as the resampler computes: no float64 copy of a long wave
@@ -329,6 +334,24 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = kept
     return fitted[0] if pre.mono else fitted
+
+
+def _check_length(wave: np.ndarray, rate: int, item: Any, what: str) -> None:
+    """A ``(channels, samples)`` wave of at least MIN_AUDIO_SECONDS; an array that looks transposed is refused
+    (a file's layout is known: a 1-frame stereo file is short audio, not a transposed wave)."""
+    shortest = int(np.ceil(rate * MIN_AUDIO_SECONDS))
+    from_file = isinstance(item, str | os.PathLike)
+    if not from_file and wave.shape[0] > wave.shape[1] and wave.shape[0] >= shortest:
+        raise InputError(
+            f"{what}: a wave must be (samples,) or (channels, samples), found shape {list(wave.shape)}, "
+            "which looks like (samples, channels); transpose it"
+        )
+    if wave.shape[1] < shortest:
+        found = f"{item} holds" if from_file else "the wave has"
+        raise InputError(
+            f"{what}: {found} {wave.shape[1]} sample(s) per channel ({wave.shape[1] / rate:.3g} s at {rate} Hz), "
+            f"too short to be audio: give at least {MIN_AUDIO_SECONDS * 1000:g} ms ({shortest} samples at {rate} Hz)"
+        )
 
 
 def _match_audio_channels(wave: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:

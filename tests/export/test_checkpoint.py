@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mmedge.bundle import sha256_file
-from mmedge.errors import ExportError
+from mmedge.errors import CheckpointError, CheckpointWarning, ExportError
 from mmedge.export import load_checkpoint
 
 
@@ -143,3 +143,86 @@ def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path: Path) -> None:
     torch.save(_net(), path)
     with pytest.raises(ExportError, match=r"torch\.save\(model\.state_dict\(\)"):
         load_checkpoint(_net(), path)
+
+
+def _with(**changes: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {**_net().state_dict(), **changes}
+
+
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        pytest.param(
+            lambda: _with(**{"0.weight": _net().state_dict()["0.weight"].to_sparse()}),
+            r"holds sparse tensors, which cannot load into the model's dense parameters: 0\.weight \(sparse_coo\)\. "
+            r"Densify them and re-save: torch\.save\(\{k: t\.to_dense\(\)",
+            id="sparse",
+        ),
+        pytest.param(
+            lambda: _with(**{"0.bias": torch.tensor([0.0, float("nan"), float("nan"), 1.0])}),
+            r"has non-finite weights: 0\.bias \(2 NaN\)\. Training diverged",
+            id="nan",
+        ),
+        pytest.param(
+            lambda: _with(**{"0.weight": torch.full((4, 3), float("inf")), "2.bias": torch.tensor([float("-inf"), 0])}),
+            r"non-finite weights: 0\.weight \(12 Inf\), 2\.bias \(1 Inf\)\. .*Load a checkpoint saved before",
+            id="inf-listed-together",
+        ),
+    ],
+)
+def test_unloadable_values_are_refused_by_name(tmp_path: Path, state, match: str) -> None:
+    path = tmp_path / "values.pt"
+    torch.save(state(), path)
+    model = _net(hidden=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing half-loaded
+
+
+def test_an_infinite_buffer_loads(tmp_path: Path) -> None:
+    """A causal attention mask is a buffer of -inf: only parameters must be finite."""
+    model = _net()
+    model.register_buffer("mask", torch.triu(torch.full((3, 3), float("-inf")), diagonal=1))
+    path = tmp_path / "masked.pt"
+    torch.save(model.state_dict(), path)
+    assert load_checkpoint(model, path).loaded == 5
+
+
+def test_float64_weights_are_cast_with_a_warning(tmp_path: Path) -> None:
+    trained = _net()
+    path = tmp_path / "double.safetensors"
+    save_file({k: v.double() for k, v in trained.state_dict().items()}, str(path))
+    model = _net(hidden=4)
+    torch.manual_seed(5)
+    model[0].reset_parameters()
+    with pytest.warns(CheckpointWarning, match=r"4 float64 tensor\(s\) cast float64 → float32 .*: 0\.bias, 0\.weight"):
+        report = load_checkpoint(model, path)
+    assert _same_weights(trained, model)
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    assert report.notes == ("cast 4 float64 tensor(s) to the model's lower precision",)
+    # a float64 model keeps them as they are, silently
+    load_checkpoint(model.double(), path)
+
+
+@pytest.mark.slow
+def test_value_checks_at_resnet50_size(tmp_path: Path) -> None:
+    """A ResNet-50 checkpoint (25M parameters): one NaN deep inside is found and named; a float64 copy
+    warns once, listing the first tensors and how many more."""
+    from torchvision.models import resnet50
+
+    model = resnet50()
+    state = model.state_dict()
+    state["layer4.2.conv3.weight"] = state["layer4.2.conv3.weight"].clone()
+    state["layer4.2.conv3.weight"][7, 11, 0, 0] = float("nan")
+    path = tmp_path / "resnet50.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"non-finite weights: layer4\.2\.conv3\.weight \(1 NaN\)\."):
+        load_checkpoint(model, path)
+    doubled = tmp_path / "resnet50-double.pt"
+    torch.save({k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}, doubled)
+    with pytest.warns(
+        CheckpointWarning, match=r"cast float64 → float32 .*conv1\.weight, bn1\.weight.*\(and \d+ more\)"
+    ):
+        report = load_checkpoint(model, doubled)
+    assert report.loaded == len(model.state_dict())

