@@ -41,6 +41,8 @@ class DoctorReport:
     model: str  # the model's class name
     components: tuple[str, ...]  # the components of the split (or "model" when no split was found)
     findings: tuple[Finding, ...]
+    split: tuple[str, ...] = ()  # the proposed split, one line per encoder: "audio_encoder = audio_encoder on 'audio'"
+    reasons: tuple[str, ...] = ()  # how the split was decided (auto-split) and what is folded into encoders
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -58,6 +60,8 @@ class DoctorReport:
         return {
             "model": self.model,
             "components": list(self.components),
+            "split": list(self.split),
+            "reasons": list(self.reasons),
             "clean": [c for c in self.components if not self.for_component(c)],
             "errors": len(self.errors),
             "warnings": len(self.warnings),

@@ -207,11 +207,11 @@ def _auto_split(
 ) -> Split:
     """Per group of raw inputs of one modality, the largest submodule fed only by them, decided by data flow.
 
-    Every submodule is watched on one forward pass. A candidate is called once, has parameters,
-    returns tensors that are not the model's output, and its arguments derive from raw inputs of
-    exactly one modality; one that combines the outputs of two other candidates is a fusion, not
-    an encoder. Candidates are taken largest first (then the outermost, then one whose name says
-    the modality) while they share no raw input with one already taken.
+    Every submodule is watched on one forward pass. A candidate is called once, returns tensors
+    that are not the model's output, and its arguments derive from raw inputs of exactly one
+    modality; one that combines the outputs of two other candidates is a fusion, not an encoder.
+    Candidates are taken largest first (parameters, then buffers, then the outermost, then one
+    whose name says the modality) while they share no raw input with one already taken.
     """
     cls = type(model).__name__
     paths = [name for name, _ in model.named_modules() if name]
@@ -219,19 +219,20 @@ def _auto_split(
     why = {r: _modality_reason(r, inputs[r], preprocess.get(r), given) for r in inputs}
     modality = {r: m for r, (m, _) in why.items()}
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules() if name}
+    # a parameter-free front end (an STFT, a mel filterbank in buffers) can be an encoder too, ranked after
+    stored = {name: sum(b.numel() for b in m.buffers()) for name, m in model.named_modules() if name}
     outputs = {id(t) for t in _safe_tensors(cap.output)}
     fed = {
         p: c[0]
         for p, c in cap.calls.items()
         if len(c) == 1
         and c[0].sources
-        and sizes[p]
         and len({modality[r] for r in c[0].sources}) == 1
         and (found := _safe_tensors(c[0].output))
         and not any(id(t) in outputs for t in found)
     }
     fed = {p: c for p, c in fed.items() if not _fuses(p, c, fed)}
-    ranked = sorted(fed, key=lambda p: (-sizes[p], p.count("."), not _named_for(p, modality, fed[p]), p))
+    ranked = sorted(fed, key=lambda p: (-sizes[p], -stored[p], p.count("."), not _named_for(p, modality, fed[p]), p))
     chosen: list[str] = []
     for p in ranked:
         if all(fed[p].sources.isdisjoint(fed[q].sources) and not _nested(p, q) for q in chosen):

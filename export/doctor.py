@@ -22,7 +22,16 @@ from mmedge.export._doctor_trace import recording as preflight
 from mmedge.export._doctor_types import SEVERITIES, DoctorReport, Finding
 from mmedge.export._split import Split
 
-__all__ = ["SEVERITIES", "DoctorReport", "Finding", "diagnose", "preflight", "raise_errors", "report_for"]
+__all__ = [
+    "SEVERITIES",
+    "DoctorReport",
+    "Finding",
+    "diagnose",
+    "preflight",
+    "raise_errors",
+    "report_for",
+    "split_lines",
+]
 
 
 def report_for(
@@ -31,8 +40,21 @@ def report_for(
     """The report of a recorded pass; ``split`` is None when no split could be made (all is "model")."""
     components = (*(e.name for e in split.encoders), HEAD) if split is not None else (MODEL,)
     return DoctorReport(
-        model=type(model).__name__, components=components, findings=findings(rec, split, inputs, audio_frontend)
+        model=type(model).__name__,
+        components=components,
+        findings=findings(rec, split, inputs, audio_frontend),
+        split=split_lines(split) if split is not None else (),
+        reasons=split.notes if split is not None else (),
     )
+
+
+def split_lines(split: Split) -> tuple[str, ...]:
+    """One line per encoder: the submodule, the raw inputs it takes, and the glue folded into it."""
+    lines = []
+    for e in split.encoders:
+        folds = f", folding {', '.join(e.folded)}" if e.folded else ""
+        lines.append(f"{e.name} = {e.path} on {', '.join(map(repr, e.inputs))} ({e.modality}{folds})")
+    return (*lines, f"{HEAD} = the rest of forward")
 
 
 def raise_errors(report: DoctorReport) -> None:

@@ -60,7 +60,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show_report(report: DoctorReport) -> None:
-    """A table of the findings, then what breaks and the fix for each, then the verdict."""
+    """The proposed split and why, a table of the findings, what breaks and the fix for each, the verdict."""
+    if report.split:
+        console.print(f"[bold]Proposed split of {report.model}[/bold]")
+        for line in report.split:
+            console.print(f"  {line}")
+        for reason in report.reasons:
+            console.print(f"  [dim]why[/dim] {reason}")
     found = sorted(report.findings, key=lambda f: (report.components.index(f.component), f.severity))
     if found:
         console.print(

@@ -1,0 +1,178 @@
+"""encoders=None: per modality, the largest submodule fed by that modality's raw inputs alone, whatever its name.
+
+None of these encoders is named after its modality ("resnet", "bert", "gru"), or the name says it
+in another word ("vision", "sound"): the split is decided by data flow on one forward pass, and
+the report (Split.notes, ExportResult.warnings, ``mmedge doctor``) says how.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tinymodels import VOCAB, ConvImage
+from torch import Tensor, nn
+
+from mmedge.export import export_model
+from mmedge.export._split import plan_split
+from mmedge.export.doctor import diagnose
+from mmedge.export.doctor_cli import show_report
+from mmedge.runtime import Pipeline
+
+
+class TinyResNet(nn.Module):
+    """Nested blocks, so smaller candidates (``resnet.layer1``, ``resnet.stem``) exist inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.layer1 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.layer1(self.stem(x))).flatten(1)
+
+
+class TinyBert(nn.Module):
+    """ids and an attention mask -> the [CLS] vector, as a Hugging Face encoder is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = nn.Embedding(VOCAB, 16)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.layer(self.embeddings(input_ids), src_key_padding_mask=attention_mask == 0)
+
+
+class ResNetBert(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resnet, self.bert, self.classifier = TinyResNet(), TinyBert(), nn.Linear(8 + 16, 3)
+
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        cls = self.bert(input_ids, attention_mask)[:, 0]  # post-processing stays in the head
+        return self.classifier(torch.cat([self.resnet(pixels), cls], 1))
+
+
+class VisionSoundGru(nn.Module):
+    """A GRU over filterbank frames, a raw-wave conv fed ``wave.unsqueeze(1)``, and a vision tower."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vision = ConvImage()
+        self.sound = nn.Sequential(nn.Conv1d(1, 8, 9, stride=4), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        self.gru = nn.GRU(12, 10, batch_first=True)
+        self.fuse = nn.Sequential(nn.Linear(4 + 8 + 10, 64), nn.ReLU(), nn.Linear(64, 2))  # biggest, but fuses
+
+    def forward(self, x: Tensor, wave: Tensor, fbank: Tensor) -> Tensor:
+        _, h = self.gru(fbank)
+        return self.fuse(torch.cat([self.vision(x), self.sound(wave.unsqueeze(1)), h[-1]], 1))
+
+
+def _resnet_bert_inputs(batch: int = 2) -> dict[str, Tensor]:
+    gen = torch.Generator().manual_seed(batch)
+    mask = torch.ones(batch, 6, dtype=torch.long)
+    mask[0, 4:] = 0
+    return {
+        "pixels": torch.randn(batch, 3, 8, 8, generator=gen),
+        "input_ids": torch.randint(0, VOCAB, (batch, 6), generator=gen),
+        "attention_mask": mask,
+    }
+
+
+def _vision_sound_inputs(batch: int = 2) -> dict[str, Tensor]:
+    gen = torch.Generator().manual_seed(batch)
+    return {
+        "x": torch.randn(batch, 3, 10, 10, generator=gen),
+        "wave": torch.randn(batch, 200, generator=gen),
+        "fbank": torch.randn(batch, 5, 12, generator=gen),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "expected"),
+    [
+        pytest.param(
+            ResNetBert,
+            _resnet_bert_inputs,
+            [
+                ("image_encoder", "resnet", ("pixels",), ()),
+                ("text_encoder", "bert", ("input_ids", "attention_mask"), ()),
+            ],
+            id="resnet-bert",
+        ),
+        pytest.param(
+            VisionSoundGru,
+            _vision_sound_inputs,
+            [
+                ("fbank_encoder", "gru", ("fbank",), ()),
+                ("image_encoder", "vision", ("x",), ()),
+                ("wave_encoder", "sound", ("wave",), ("unsqueeze",)),
+            ],
+            id="vision-sound-gru",
+        ),
+    ],
+)
+def test_encoders_are_found_by_data_flow_whatever_their_names(model: type, inputs, expected: list) -> None:
+    split = plan_split(model().eval(), inputs(), None, {}, {})
+    assert split.auto
+    got = sorted((e.name, e.path, e.inputs, e.folded) for e in split.encoders)
+    assert got == sorted(expected)
+    for name, path, *_ in expected:
+        (note,) = [n for n in split.notes if n.startswith(f"auto-split: {name} = ")]
+        assert f"{model.__name__}.{path} on input" in note
+        assert "parameters, the largest of the" in note
+
+
+def test_the_modality_of_an_input_comes_from_its_tensor_when_its_name_says_nothing() -> None:
+    split = plan_split(VisionSoundGru().eval(), _vision_sound_inputs(), None, {}, {})
+    assert {e.path: e.modality for e in split.encoders} == {"vision": "image", "sound": "audio", "gru": "audio"}
+    assert any("'x' (image: a float32 4-D tensor)" in n for n in split.notes)
+    assert any("'fbank' (audio: a float32 3-D tensor)" in n for n in split.notes)
+
+
+def test_auto_split_exports_and_runs_like_pytorch(tmp_path: Path) -> None:
+    model = VisionSoundGru().eval()
+    # [batch, frames, features]: "other" keeps the feature axis fixed (audio would make the last axis dynamic).
+    result = export_model(model, _vision_sound_inputs(), out=tmp_path / "b", modalities={"fbank": "other"})
+    assert result.auto_split
+    assert [c.name for c in result.manifest.components] == [
+        "fbank_encoder",
+        "image_encoder",
+        "audio_encoder",
+        "fusion_head",
+    ]
+    assert result.manifest.component("audio_encoder").folded == ("unsqueeze",)
+    assert any(w.startswith("auto-split: image_encoder = VisionSoundGru.vision") for w in result.warnings)
+    check = _vision_sound_inputs(3)
+    with torch.no_grad():
+        expected = model(**check).numpy()
+    with Pipeline(result.path, "cpu", threads=1) as pipe:
+        got = pipe.run({n: t.numpy() for n, t in check.items()})["logits"]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_doctor_shows_the_proposed_split_and_why(capsys: pytest.CaptureFixture[str]) -> None:
+    report = diagnose(ResNetBert(), _resnet_bert_inputs())
+    assert report.split == (  # in the order forward calls them
+        "text_encoder = bert on 'input_ids', 'attention_mask' (text)",
+        "image_encoder = resnet on 'pixels' (image)",
+        "fusion_head = the rest of forward",
+    )
+    assert any(r.startswith("auto-split: text_encoder = ResNetBert.bert") for r in report.reasons)
+    assert json.loads(json.dumps(report.to_dict()))["split"] == list(report.split)
+    show_report(report)
+    err = capsys.readouterr().err
+    assert "Proposed split of ResNetBert" in err
+    assert "text_encoder = bert on 'input_ids', 'attention_mask' (text)" in err
+    assert "why" in err
+
+
+def test_doctor_lists_glue_folded_into_an_encoder() -> None:
+    report = diagnose(VisionSoundGru(), _vision_sound_inputs())
+    assert "wave_encoder = sound on 'wave' (audio, folding unsqueeze)" in report.split
+    assert any(r.startswith("wave_encoder: folded the computation") for r in report.reasons)
