@@ -123,3 +123,42 @@ def test_bench_finds_the_monolith_through_compare(mono_weights_bundle: Path, int
     compared = bench(out, compare=[mono_weights_bundle], **options)
     assert [v.name for v in compared.variants] == ["split INT8", "split FP32", "monolithic FP32"]
     assert {c.baseline for c in compared.comparisons} == {"split FP32", "monolithic FP32"}
+
+
+@pytest.fixture(scope="module")
+def external_encoder_bundle(mono_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bench tests' bundle with the image encoder's weights in ``image_encoder.onnx.data``."""
+    source = load_bundle(mono_bundle)
+    out = tmp_path_factory.mktemp("deploy") / "external"
+    with staged_bundle(out) as stage:
+        for f in [c.file for c in source.manifest.components] + [a.file for a in source.manifest.assets]:
+            shutil.copy(mono_bundle / f, stage / f)
+        onnx.save(
+            onnx.load(str(source.component_path("image_encoder"))),
+            stage / "image_encoder.onnx",
+            save_as_external_data=True,
+            location="image_encoder.onnx.data",
+            size_threshold=100,
+        )
+        assets = (*source.manifest.assets, Asset(name="image_encoder_weights", file="image_encoder.onnx.data"))
+        write_manifest(stage, dataclasses.replace(source.manifest, assets=assets))
+    return out
+
+
+def test_weights_go_where_a_graph_reads_them(external_encoder_bundle: Path, tmp_path: Path) -> None:
+    """An image encoder kept FP32 still reads its external weights; an .ort file holds its own."""
+    samples = [tiny_inputs(batch=2, seed=i) for i in range(6)]
+    quantize_bundle(
+        external_encoder_bundle,
+        tmp_path / "int8",
+        calibration=samples,
+        recipe={"image_encoder": "fp32", "text_encoder": "auto", "audio_encoder": "auto", "fusion_head": "auto"},
+        speed_check=False,
+    )
+    kept = load_bundle(tmp_path / "int8")
+    assert kept.manifest.asset("image_encoder_weights").file == "image_encoder.onnx.data"
+    assert "model.onnx" not in _files(tmp_path / "int8")
+    package_mobile(external_encoder_bundle, tmp_path / "mobile", target="generic")
+    files = _files(tmp_path / "mobile")
+    assert not {"image_encoder.onnx.data", "model.onnx"} & set(files)
+    assert "image_encoder_weights" not in {a.name for a in load_bundle(tmp_path / "mobile").manifest.assets}
