@@ -37,13 +37,19 @@ _STDERR_TAIL = 2000  # characters of a crashed worker's stderr shown in the erro
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """What a worker loads: ``spec`` is sent to it as JSON; ``module`` is the worker's ``-m`` module."""
+    """What a worker loads: ``spec`` is sent to it as JSON; ``module`` is the worker's ``-m`` module.
+
+    ``python`` is the interpreter to start it with (None: this one); a peer framework that needs
+    another torch (ExecuTorch) runs under its own. ``argv`` follows the module name.
+    """
 
     name: str
     kind: str
     source: str
     module: str
     spec: Mapping[str, Any]
+    python: str | None = None
+    argv: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Measurement:
     peak_rss: dict[str, int] = field(default_factory=dict)
     hotspots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    agreement: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # variant → Agreement per output
     partial: bool = False
 
 
@@ -78,7 +85,7 @@ class Worker:
         self._pending = False
         t_spawn = time.monotonic_ns()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", variant.module],
+            [variant.python or sys.executable, "-m", variant.module, *variant.argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

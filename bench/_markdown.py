@@ -5,6 +5,7 @@ from __future__ import annotations
 from mmedge.bench._generate import generation_table
 from mmedge.bench._tables import (
     Table,
+    agreement_table,
     attribution_table,
     components_table,
     hotspot_table,
@@ -74,6 +75,8 @@ def markdown(report: BenchReport) -> str:
         "",
     ]
     tables = [latency_table(report, batch)]
+    if any(v.agreement for v in report.variants):
+        tables.append(agreement_table(report, batch))
     if report.comparisons:
         tables.append(ratio_table(report))
     tables += [startup_table(report)]

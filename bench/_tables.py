@@ -15,6 +15,7 @@ from mmedge.console import human_bytes
 
 __all__ = [
     "Table",
+    "agreement_table",
     "attribution_table",
     "components_table",
     "fmt_ms",
@@ -83,6 +84,33 @@ def latency_table(report: BenchReport, batch: int) -> Table:
         )
     columns = ("variant", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms", "items/s", "time vs subject", "runs")
     return Table(f"End-to-end latency, batch {batch}", columns, tuple(rows))
+
+
+def agreement_table(report: BenchReport, batch: int) -> Table:
+    """Each variant's latency beside how closely its outputs follow PyTorch FP32 (speed alone misleads)."""
+    reference = next((v for v in report.variants if v.kind == "torch"), None)
+    ref = reference.at(batch) if reference else None
+    rows = []
+    for v in report.variants:
+        b = v.at(batch)
+        agree = (
+            "reference"
+            if v is reference
+            else "; ".join(f"{a.output} {fmt_agreement(a.metric, a.value, a.worst)}" for a in v.agreement) or MISSING
+        )
+        speed = ref.latency.p50_ms / b.latency.p50_ms if b and ref and b.latency.p50_ms > 0 else None
+        rows.append((v.name, v.precision, fmt_ms(b.latency.p50_ms if b else None), fmt_ratio(speed), agree))
+    samples = report.settings.agreement_samples
+    columns = ("variant", "precision", "p50 ms", "speed-up vs PyTorch", "agreement with PyTorch FP32")
+    return Table(
+        f"Speed beside accuracy, batch {batch} (agreement on {samples} samples: top-1 for logits, cosine otherwise)",
+        columns,
+        tuple(rows),
+    )
+
+
+def fmt_agreement(metric: str, value: float, worst: float) -> str:
+    return f"top-1 {value:.1%}" if metric == "top1" else f"cosine {value:.4f} (min {worst:.4f})"
 
 
 def ratio_table(report: BenchReport) -> Table:

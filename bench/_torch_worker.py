@@ -28,7 +28,7 @@ from mmedge.bench._worker import serve
 from mmedge.bundle import load_bundle
 from mmedge.errors import InputError
 
-__all__ = ["TorchRunner", "build_model"]
+__all__ = ["TorchRunner", "build_model", "flat_outputs"]
 
 
 def _import_torch() -> None:
@@ -66,6 +66,15 @@ def build_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> Any:
             f"torch model {spec!r} must be constructible without arguments ({e}); "
             "give its constructor arguments in an export.toml [model] table: --config export.toml"
         ) from e
+
+
+def flat_outputs(value: Any) -> list[np.ndarray]:
+    """A model's tensors as arrays, in order: one tensor, or a (nested) tuple, list or dict of them."""
+    if isinstance(value, Mapping):
+        return [a for v in value.values() for a in flat_outputs(v)]
+    if isinstance(value, tuple | list):
+        return [a for v in value for a in flat_outputs(v)]
+    return [value.detach().cpu().numpy()]
 
 
 class TorchRunner:
@@ -126,6 +135,13 @@ class TorchRunner:
         rest = max(0, e2e - sum(busy.values()))
         parts = tuple((n, "component", ns) for n, ns in busy.items()) + ((self._rest, "component", rest),)
         return RunTiming(e2e, parts, {**busy, self._rest: rest})
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """``forward``'s tensors, flattened in order (a tuple, list or dict of them, or one)."""
+        import torch
+
+        with torch.inference_mode():
+            return flat_outputs(self.model(**self._tensors(feeds)))
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         """Self CPU time per aten op from torch.profiler, like ORT's per-op kernel time."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODEL_PART",
     "SCHEMA_VERSION",
+    "Agreement",
     "Attribution",
     "BatchResult",
     "BenchProgress",
@@ -38,8 +39,9 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 2
-KINDS = ("split", "monolithic", "torch")  # VariantResult.kind
+SCHEMA_VERSION = 3
+KINDS = ("split", "monolithic", "torch", "peer")  # VariantResult.kind
+AGREEMENT_METRICS = ("top1", "cosine")  # Agreement.metric
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
 MODEL_PART = "model"  # the one component of a variant that is a single graph (monolithic ONNX, torch profile)
 
@@ -153,6 +155,21 @@ class Startup:
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """How closely one output of a variant follows PyTorch FP32 on the same generated samples.
+
+    Logits are scored by top-1 agreement (share of samples whose arg-max class is PyTorch's),
+    every other output by the cosine similarity of each sample's values to PyTorch's.
+    """
+
+    output: str
+    metric: str  # one of AGREEMENT_METRICS
+    value: float  # top-1: share of samples that agree; cosine: mean over samples
+    worst: float  # top-1: same as value; cosine: the lowest sample
+    samples: int
+
+
+@dataclass(frozen=True)
 class VariantResult:
     """One model variant: how it was run and everything measured about it."""
 
@@ -167,6 +184,7 @@ class VariantResult:
     batches: tuple[BatchResult, ...]
     hotspots: tuple[Hotspots, ...] = ()
     notes: tuple[str, ...] = ()  # fallbacks and anything else a reader must know
+    agreement: tuple[Agreement, ...] = ()  # with PyTorch FP32, one per output (empty: not measured)
 
     def at(self, batch: int) -> BatchResult | None:
         """The result at batch size ``batch``, or None if it was not measured."""
@@ -223,6 +241,7 @@ class BenchSettings:
     inputs: str  # "synthetic (seed N)" or the .npz path
     providers: tuple[str, ...]
     profile: bool
+    agreement_samples: int = 0  # generated samples each variant's outputs are compared with PyTorch's on
     schedule: str = "interleaved rounds, order shuffled each round (seeded) so each variant follows each other alike"
 
 

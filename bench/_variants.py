@@ -99,6 +99,11 @@ class PipelineRunner:
         e2e = time.perf_counter_ns() - start
         return pipeline_sample(e2e, list(self._spans), self._plan)
 
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The model outputs in the manifest's order (for the agreement with PyTorch)."""
+        found = self.pipe.run(feeds)
+        return [found[o.name] for o in self.pipe.manifest.outputs]
+
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         """Run each component ``runs`` times in profiled sessions, fed like the pipeline feeds it."""
         manifest = self.pipe.manifest
@@ -145,6 +150,10 @@ class OnnxRunner:
         self.session.run(None, dict(feeds))
         e2e = time.perf_counter_ns() - start
         return RunTiming(e2e, ((MODEL_PART, "component", e2e),), {MODEL_PART: e2e})
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs in its order (an exported whole model keeps the manifest's order)."""
+        return list(self.session.run(None, dict(feeds)))
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:

@@ -9,6 +9,8 @@ output written to stdout is redirected to stderr so it cannot corrupt the protoc
   after importing the framework, loading the model and running it once (the cold start);
 * ``{"cmd": "run", "batch": b}`` → one :class:`RunTiming`;
 * ``{"cmd": "memory"}`` → peak RSS so far; ``{"cmd": "profile", "batch": b, "runs": n}`` → hot spots;
+* ``{"cmd": "outputs", "samples": npz, "out": npz}`` → runs each sample at batch 1 and saves the
+  outputs (in the manifest's order), for the agreement with PyTorch FP32;
 * ``{"cmd": "exit"}`` or end of input → the process exits.
 
 Terminal Ctrl-C is ignored here: the coordinator decides when to stop and collects what was
@@ -28,6 +30,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from mmedge.bench._agreement import run_samples
 from mmedge.bench._inputs import load_npz
 from mmedge.bench._profile import hotspots_to_json
 from mmedge.bench._stats import RunTiming
@@ -48,6 +51,8 @@ class VariantRunner(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming: ...
 
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]: ...
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
 def peak_rss_bytes() -> int:
@@ -132,6 +137,8 @@ def _dispatch(
     if kind == "profile":
         found = runner.profile(feeds[int(command["batch"])], int(command["runs"]))
         return {"hotspots": [hotspots_to_json(h) for h in found]}
+    if kind == "outputs":
+        return run_samples(runner.outputs, Path(command["samples"]), Path(command["out"]))
     raise MMEdgeError(f"unknown benchmark worker command {kind!r}")
 
 

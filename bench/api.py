@@ -1,9 +1,11 @@
 """``bench``: latency, throughput, start-up, memory, size and hot spots of a bundle and its rivals.
 
 Every variant (this bundle, bundles to compare, the monolithic ONNX a bundle carries, PyTorch
-eager) runs in its own fresh process on the same input tensors with the same thread budget;
+eager, peer toolchains built from the same model) runs in its own fresh process on the same input tensors with the same thread budget;
 runs are interleaved (order shuffled each round) so machine drift hits every variant equally, and ratios are
-taken between medians of the same run. Torch is only imported in the PyTorch variant's process.
+taken between medians of the same run. Torch is only imported in the PyTorch variant's process
+(and ExecuTorch's). With PyTorch in the run, each variant's outputs on generated samples are scored
+against PyTorch FP32's (top-1 agreement for logits, cosine otherwise), beside its latency.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmedge.bench._agreement import measure_agreement
 from mmedge.bench._coord import Measurement, Plan, VariantSpec, Worker, measure
 from mmedge.bench._generate import GenerationStats, measure_generation
-from mmedge.bench._inputs import bench_inputs, save_npz
+from mmedge.bench._inputs import bench_inputs, load_npz, save_npz
 from mmedge.bench._machine import machine_info
+from mmedge.bench._peers import PeerJob, build_peers, plan_peers
 from mmedge.bench._plan import check_same_inputs, variant_specs
 from mmedge.bench._profile import hotspots_from_json
 from mmedge.bench._stats import batch_result
@@ -34,7 +39,7 @@ from mmedge.bench._types import (
     Startup,
     VariantResult,
 )
-from mmedge.bundle import Bundle, load_bundle
+from mmedge.bundle import Bundle, OutputSpec, load_bundle
 from mmedge.errors import ConfigError, InputError
 from mmedge.providers import ProviderRequest
 from mmedge.sessions import default_thread_budget
@@ -61,6 +66,11 @@ def bench(
     profile_runs: int = 10,
     seed: int = 0,
     progress: Callable[[BenchProgress], None] | None = None,
+    peers: Sequence[str] = (),
+    peer_python: str | os.PathLike[str] | None = None,
+    peer_calibration: str | os.PathLike[str] | None = None,
+    agreement_samples: int | None = None,
+    agreement_inputs: str | os.PathLike[str] | None = None,
 ) -> BenchReport:
     """Measure ``bundle`` against ``compare`` bundles, monolithic ONNX and PyTorch eager in one run.
 
@@ -83,6 +93,16 @@ def bench(
         profile: after timing, profile ``profile_runs`` runs per variant for per-op hot spots.
         progress: called after each step; raising KeyboardInterrupt there (or Ctrl-C) stops the
             benchmark and returns what was measured, marked ``partial``.
+        peers: other toolchains to build from ``torch_model`` and time: ``"ort-int8"``, ``"openvino"``,
+            ``"executorch"`` (each with its INT8 and keep-front-end variants), ``"all"``, or single
+            variants such as ``"openvino-int8-keepfe"``. Needs ``mmedge[peers]``; the onnxruntime
+            and OpenVINO peers start from the monolithic FP32 ONNX a bundle carries.
+        peer_python: the interpreter ExecuTorch builds and runs under (it pins its own torch).
+        peer_calibration: an ``.npz`` of samples (first axis) the peers' INT8 is calibrated on;
+            default: 32 generated samples.
+        agreement_samples: how many generated samples every variant's outputs are compared with
+            PyTorch's on (needs ``torch_model``); default 64 with peers, else 0 (not measured).
+        agreement_inputs: an ``.npz`` of real samples (first axis) to compare on instead.
     """
     _check_options(
         batch_sizes=batch_sizes,
@@ -96,17 +116,35 @@ def bench(
     others = [b if isinstance(b, Bundle) else load_bundle(b) for b in compare]
     check_same_inputs(subject, others)
     budget = threads or default_thread_budget()
+    sizes = tuple(dict.fromkeys(batch_sizes))
+    model_kwargs = _model_kwargs(config, torch_model)
+    jobs = plan_peers(
+        peers,
+        [subject, *others],
+        torch_spec=None
+        if torch_model is None
+        else {
+            "model": torch_model,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "model_kwargs": model_kwargs,
+        },
+        peer_python=str(peer_python) if peer_python is not None else None,
+        threads=budget,
+        batch_sizes=sizes,
+    )
+    n_agree = (64 if jobs else 0) if agreement_samples is None else agreement_samples
+    if n_agree and torch_model is None:
+        raise ConfigError("agreement is measured against PyTorch FP32: pass torch_model (--torch) too")
     variants = variant_specs(
         subject,
         others,
         torch_model=torch_model,
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        model_kwargs=_model_kwargs(config, torch_model),
+        model_kwargs=model_kwargs,
         threads=budget,
         providers=providers,
         monolithic=monolithic,
     )
-    sizes = tuple(dict.fromkeys(batch_sizes))
     plan = Plan(
         batch_sizes=sizes,
         iterations=iterations,
@@ -127,12 +165,20 @@ def bench(
         else "given arrays",
         providers=(providers,) if isinstance(providers, str) else tuple(str(p) for p in providers),
         profile=profile,
+        agreement_samples=n_agree,
     )
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     tensors = bench_inputs(subject, sizes, inputs, seed)
     machine = machine_info()  # before the run: its load average is the other work on the machine
-    into = _run(variants, tensors, plan, progress or (lambda _event: None))
+    extra = _Extra(
+        jobs=jobs,
+        providers=providers,
+        calibration=_samples(subject, peer_calibration, 32 if jobs else 0, seed + 1),
+        agreement=_samples(subject, agreement_inputs, n_agree, seed + 2),
+        outputs=subject.manifest.outputs,
+    )
+    into = _run(variants, tensors, plan, progress or (lambda _event: None), extra)
     generation = (  # a bundle with a decoder: time to first token, per-token latency, tokens/s
         ()
         if into.partial
@@ -177,30 +223,93 @@ def _check_options(
         raise ConfigError("; ".join(problems))
 
 
+@dataclass(frozen=True)
+class _Extra:
+    """Peers to build before the workers start, and the samples they calibrate and agree on."""
+
+    jobs: Sequence[PeerJob]
+    providers: ProviderRequest
+    calibration: Mapping[str, np.ndarray] | None
+    agreement: Mapping[str, np.ndarray] | None
+    outputs: Sequence[OutputSpec]  # the subject's, in order: what agreement scores
+
+
 def _run(
-    variants: Sequence[VariantSpec],
+    variants: list[VariantSpec],
     tensors: Mapping[int, Mapping[str, np.ndarray]],
     plan: Plan,
     progress: Callable[[BenchProgress], None],
+    extra: _Extra,
 ) -> Measurement:
-    """Start a worker per variant (one at a time, so cold starts do not overlap), then measure."""
+    """Build the peers (appended to ``variants``), start a worker per variant (one at a time, so
+    cold starts do not overlap), measure, then score every variant's outputs against PyTorch's."""
     into = Measurement()
     with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:
         scratch = Path(tmp)
         paths = {b: save_npz(scratch / f"inputs-{b}.npz", t) for b, t in tensors.items()}
         workers: list[Worker] = []
         try:
+            if extra.jobs and extra.calibration is not None:
+                _add_peers(variants, extra, extra.calibration, scratch, into=into, progress=progress)
             for i, v in enumerate(variants):
                 progress(BenchProgress("load", None, i, len(variants), i / len(variants), v.name))
                 workers.append(Worker(v, paths, scratch))
                 into.ready[v.name] = workers[-1].ready
             measure(workers, plan, into, progress)
+            reference = next((w.name for v, w in zip(variants, workers, strict=False) if v.kind == "torch"), None)
+            if extra.agreement is not None and reference is not None and not into.partial:
+                progress(BenchProgress("agreement", None, 0, 1, 0.0, reference))
+                samples = save_npz(scratch / "agreement.npz", extra.agreement)
+                into.agreement, failed = measure_agreement(workers, reference, samples, scratch, extra.outputs)
+                for name, why in failed.items():
+                    into.notes.setdefault(name, []).append(why)
         except KeyboardInterrupt:
             into.partial = True
         finally:
             for w in workers:
                 w.close()
     return into
+
+
+def _add_peers(
+    variants: list[VariantSpec],
+    extra: _Extra,
+    calibration: Mapping[str, np.ndarray],
+    scratch: Path,
+    *,
+    into: Measurement,
+    progress: Callable[[BenchProgress], None],
+) -> None:
+    """Build every peer (each in its own process) and append its timed variant."""
+    total = len(extra.jobs)
+
+    def started(i: int, peer: Any) -> None:
+        progress(BenchProgress("build", None, i, total, i / total, peer.name))
+
+    built = build_peers(
+        extra.jobs,
+        calibration=save_npz(scratch / "calibration.npz", calibration),
+        scratch=scratch,
+        bundle=Path(variants[0].source),
+        providers=extra.providers,
+        on_start=started,
+    )
+    for spec, notes in built:
+        variants.append(spec)
+        into.notes.setdefault(spec.name, []).extend(notes)
+
+
+def _samples(
+    subject: Bundle, given: str | os.PathLike[str] | None, count: int, seed: int
+) -> dict[str, np.ndarray] | None:
+    """Samples along the first axis: the given ``.npz``, else ``count`` generated ones (None if 0)."""
+    if given is not None:
+        arrays = load_npz(Path(given))
+        n = min((len(a) for a in arrays.values() if np.ndim(a)), default=1)
+        return bench_inputs(subject, (n,), arrays, seed)[n]  # checked against the inputs, like --inputs
+    if count <= 0:
+        return None
+    return bench_inputs(subject, (count,), None, seed)[count]
 
 
 def _report(
@@ -249,6 +358,7 @@ def _variant(v: VariantSpec, into: Measurement) -> VariantResult:
         batches=tuple(batch_result(b, s) for b, s in into.samples.get(v.name, {}).items() if s),
         hotspots=tuple(hotspots_from_json(h) for h in into.hotspots.get(v.name, [])),
         notes=tuple(ready["notes"]) + tuple(into.notes.get(v.name, ())),
+        agreement=tuple(into.agreement.get(v.name, ())),
     )
 
 

@@ -21,6 +21,7 @@ from mmedge.bench._generate import generation_table
 from mmedge.bench._markdown import busy_warning, machine_line
 from mmedge.bench._tables import (
     Table,
+    agreement_table,
     attribution_table,
     components_table,
     hotspot_table,
@@ -80,6 +81,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip per-op hot spots (ORT / torch profiler)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    parser.add_argument(
+        "--peers",
+        default="",
+        metavar="LIST",
+        help="peer toolchains built from --torch/--checkpoint and timed alongside, comma-separated: "
+        "ort-int8, openvino, executorch (each with its INT8 and front-end-kept-FP32 variants), all, or single "
+        "variants (openvino-int8-keepfe, ...); needs pip install 'mmedge[peers]'",
+    )
+    parser.add_argument(
+        "--peer-python", metavar="PATH", help="interpreter with executorch (and mmedge) for the ExecuTorch peers"
+    )
+    parser.add_argument(
+        "--peer-calibration",
+        metavar="NPZ",
+        help="samples (first axis) the peers' INT8 calibrates on (default: 32 generated)",
+    )
+    parser.add_argument(
+        "--agreement-samples",
+        type=int,
+        metavar="N",
+        help="generated samples each variant's outputs are compared with PyTorch FP32's on (default 64 with --peers, else 0)",
+    )
+    parser.add_argument("--agreement-inputs", metavar="NPZ", help="real samples (first axis) to compare on instead")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (needs matplotlib: mmedge[bench])")
     parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png into DIR")
@@ -111,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
             profile=not args.no_profile,
             seed=args.seed,
             progress=report_progress,
+            peers=[p.strip() for p in args.peers.split(",") if p.strip()],
+            peer_python=args.peer_python,
+            peer_calibration=args.peer_calibration,
+            agreement_samples=args.agreement_samples,
+            agreement_inputs=args.agreement_inputs,
         )
     written = write_outputs(report, Path(args.out) if args.out else None, args.markdown, args.chart)
     if args.json:
@@ -149,6 +178,8 @@ def show(report: BenchReport) -> None:
     batch = primary_batch(report)
     console.print(f"[bold]{escape(report.subject)}[/bold] on {escape(machine_line(report.machine))}")
     tables = [latency_table(report, batch)]
+    if any(v.agreement for v in report.variants):
+        tables.append(agreement_table(report, batch))
     if report.comparisons:
         tables.append(ratio_table(report))
     tables.append(startup_table(report))

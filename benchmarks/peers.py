@@ -1,0 +1,211 @@
+"""mmedge against peer toolchains, speed beside accuracy, on the reference models.
+
+Per model: train briefly on the synthetic data and export + quantize as ``run_standard.py`` does,
+then one interleaved ``mmedge bench`` run with the peers (onnxruntime INT8, OpenVINO FP32/INT8,
+ExecuTorch FP32/INT8, each INT8 also with its spectral front-end kept FP32) built from the same
+model and checkpoint, their INT8 calibrated on the same training samples mmedge's was, and every
+variant's top-1 agreement with PyTorch FP32 measured on held-out samples. Writes
+``<out>/peers.json`` and ``<out>/peers.md``.
+
+    .venv/bin/python benchmarks/peers.py --peer-python /tmp/et-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.bench import BenchReport, bench
+from mmedge.bench._markdown import busy_warning, machine_line
+
+__all__ = ["PEER_MODELS", "main"]
+
+RESULTS = Path(__file__).parent / "results"
+CALIBRATION = 128  # training samples every INT8 (mmedge's and the peers') is calibrated on
+AGREEMENT_SAMPLES = 300  # held-out samples (another seed) every variant is scored on
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A reference model, its synthetic data set and a short training (as ``run_standard.py``'s 64² recipes)."""
+
+    model: str  # name in mmedge.models.REFERENCE_MODELS
+    data: str  # factory in mmedge.data
+    train_samples: int
+    epochs: int
+    lr: float
+
+
+# ResNetBertNet (ResNet-50 + BERT-base-width text encoder) trains on fewer samples: its training
+# dominates the run on 2 cores.
+PEER_MODELS = {
+    "trimodal": Recipe("TriModalNet", "make_trimodal", train_samples=2000, epochs=3, lr=2e-3),
+    "textimage": Recipe("TextImageNet", "make_textimage", train_samples=2000, epochs=3, lr=2e-3),
+    "resnetbert": Recipe("ResNetBertNet", "make_textimage", train_samples=400, epochs=1, lr=5e-4),
+}
+
+
+def prepare(spec: Recipe, work: Path, threads: int) -> dict[str, Any]:
+    """Train, export the FP32 bundle with its monolithic model, quantize it with mmedge."""
+    import torch
+
+    from mmedge import data, models
+    from mmedge.export import export_model
+    from mmedge.quantize import quantize_bundle
+    from mmedge.train import evaluate, train
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = models.REFERENCE_MODELS[spec.model]()
+    make = getattr(data, spec.data)
+    trainset, held = make(spec.train_samples, seed=0), make(AGREEMENT_SAMPLES, seed=1)
+    _say(f"training {spec.model} on {spec.train_samples} synthetic samples, {spec.epochs} epochs")
+    train(model, trainset, epochs=spec.epochs, lr=spec.lr, checkpoint=work / "model.pt")
+    accuracy = evaluate(model, held)
+    _say(f"exporting (held-out accuracy {accuracy:.1%}) and quantizing with mmedge")
+    export_model(model, model.example_inputs(1), out=work / "fp32", monolithic=True)
+    q = quantize_bundle(work / "fp32", work / "int8", calibration=trainset.samples(CALIBRATION), holdout=held.samples())
+    _save(work / "calibration.npz", trainset.samples(CALIBRATION))
+    _save(work / "agreement.npz", held.samples())
+    return {
+        "model": spec.model,
+        "training": {"samples": spec.train_samples, "epochs": spec.epochs, "heldout_accuracy": accuracy},
+        "mmedge_int8_precision": {c.name: c.precision for c in q.components},
+    }
+
+
+def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], BenchReport]:
+    spec = PEER_MODELS[name]
+    if args.train_samples:
+        spec = dataclasses.replace(spec, train_samples=args.train_samples)
+    setup = prepare(spec, work, args.threads)
+    _say(f"benchmark with peers {args.peers} ({args.iterations} interleaved rounds, {args.threads} threads)")
+    report = bench(
+        work / "int8",
+        compare=[work / "fp32"],
+        torch_model=spec.model,
+        checkpoint=work / "model.pt",
+        iterations=args.iterations,
+        warmup=3,
+        threads=args.threads,
+        profile=False,
+        peers=args.peers,
+        peer_python=args.peer_python,
+        peer_calibration=work / "calibration.npz",
+        agreement_inputs=work / "agreement.npz",
+    )
+    return {"setup": setup, "report": report.to_dict(), "table": table(report)}, report
+
+
+def _save(path: Path, samples: Sequence[dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+
+
+def table(report: BenchReport) -> list[str]:
+    """Latency beside agreement with PyTorch FP32, one row per variant."""
+    torch_p50 = next((v.at(1).latency.p50_ms for v in report.variants if v.kind == "torch" and v.at(1)), None)
+    rows = [
+        "| variant | precision | p50 ms | min ms | vs PyTorch | top-1 agreement with PyTorch FP32 | size MiB | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in report.variants:
+        b = v.at(1)
+        if b is None:
+            continue
+        agree = "reference" if v.kind == "torch" else ", ".join(_agreement(a) for a in v.agreement) or "—"
+        speed = f"{torch_p50 / b.latency.p50_ms:.2f}×" if torch_p50 else "—"
+        rows.append(
+            f"| {v.name} | {v.precision} | {b.latency.p50_ms:.2f} | {b.latency.min_ms:.2f} | {speed} | {agree} | "
+            f"{v.size_bytes / 2**20:.1f} | {v.peak_rss_bytes / 2**20:.0f} |"
+        )
+    return rows
+
+
+def _agreement(a: Any) -> str:
+    return f"{a.value:.1%}" if a.metric == "top1" else f"cos {a.value:.4f} (min {a.worst:.4f})"
+
+
+def markdown(results: dict[str, dict[str, Any]], reports: dict[str, BenchReport]) -> str:
+    first = next(iter(reports.values()))
+    m = first.machine
+    lines = [
+        "# mmedge against peer toolchains: latency beside accuracy",
+        "",
+        f"- **Machine**: {machine_line(m)}",
+        "- **Load average at each run's start**: "
+        + "; ".join(f"{n}: {', '.join(f'{x:.1f}' for x in r.machine.load_average)}" for n, r in reports.items()),
+        "- **The machine was shared and busy** (other jobs ran on its 2 cores throughout): absolute times are "
+        "inflated and noisy; the variants ran interleaved (order shuffled each round), so their ratios are "
+        "the comparable numbers.",
+        f"- **Run**: batch 1, {first.settings.threads} threads per variant, {first.settings.iterations} interleaved "
+        "rounds after warm-up, every variant in its own process; peers built from the same model and "
+        "checkpoint, INT8 calibrated on the same 128 training samples as mmedge's; agreement = share of "
+        f"{AGREEMENT_SAMPLES} held-out samples whose top-1 class equals PyTorch FP32's.",
+        "- **Peers**: `ort-int8` = the monolithic FP32 ONNX through `quant_pre_process` + `quantize_static` "
+        "(QDQ, U8S8 per channel, MinMax); `openvino-fp32` = `ov.convert_model` of that ONNX, "
+        "`openvino-int8` = `nncf.quantize` defaults; `executorch-fp32` = `torch.export` + XNNPACK, "
+        "`executorch-int8` = pt2e `XNNPACKQuantizer` (symmetric, per channel) + XNNPACK; `-keepfe` = "
+        "the same with the spectral front-end left FP32 (ORT `nodes_to_exclude`, NNCF `IgnoredScope`, "
+        "pt2e annotations removed), for an equal-accuracy comparison.",
+        "",
+    ]
+    for name, result in results.items():
+        r = reports[name]
+        setup = result["setup"]
+        lines += [
+            f"## {setup['model']}",
+            "",
+            f"Trained {setup['training']['epochs']} epochs on {setup['training']['samples']} synthetic samples "
+            f"(held-out accuracy {setup['training']['heldout_accuracy']:.1%}); mmedge INT8 precision "
+            f"{setup['mmedge_int8_precision']}. Load average at start: "
+            f"{', '.join(f'{x:.1f}' for x in r.machine.load_average)}"
+            + (f" ({busy_warning(r.machine)})" if r.machine.busy else "")
+            + ".",
+            "",
+            *result["table"],
+            "",
+            "Notes:",
+            "",
+            *(f"- {v.name}: {note}" for v in r.variants for note in v.notes),
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(PEER_MODELS), default=["trimodal", "textimage"])
+    parser.add_argument("--peers", nargs="+", default=["ort-int8", "openvino", "executorch"])
+    parser.add_argument("--peer-python", help="interpreter with executorch (and mmedge) for the ExecuTorch peers")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
+    args = parser.parse_args(argv)
+    results, reports = {}, {}
+    for name in args.models:
+        with tempfile.TemporaryDirectory(prefix=f"mmedge-peers-{name}-") as tmp:
+            results[name], reports[name] = run(name, Path(tmp), args)
+        args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a later failure keeps these
+        (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (args.out / "peers.md").write_text(markdown(results, reports), encoding="utf-8")
+        _say(f"wrote {args.out / 'peers.json'} and peers.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
