@@ -32,62 +32,21 @@ Length = Callable[[int], int]
 _MAX_SAMPLES = 2**31  # the search's upper end: no audio encoder needs more samples than this
 _CONST_ELEMENTS = 4096  # constant-fold only small tensors (shapes, pads), never weights
 _KEEP = frozenset(
-    [
-        "Abs",
-        "Add",
-        "BatchNormalization",
-        "Cast",
-        "Ceil",
-        "Clip",
-        "Cos",
-        "Div",
-        "Dropout",
-        "DequantizeLinear",
-        "Elu",
-        "Equal",
-        "Erf",
-        "Exp",
-        "Floor",
-        "Gelu",
-        "Greater",
-        "HardSigmoid",
-        "HardSwish",
-        "Identity",
-        "InstanceNormalization",
-        "LayerNormalization",
-        "LeakyRelu",
-        "Less",
-        "Log",
-        "LogSoftmax",
-        "Max",
-        "Mean",
-        "Min",
-        "Mish",
-        "Mod",
-        "Mul",
-        "Neg",
-        "Not",
-        "Pow",
-        "PRelu",
-        "QuantizeLinear",
-        "Reciprocal",
-        "Relu",
-        "Round",
-        "Selu",
-        "Sigmoid",
-        "Sign",
-        "Sin",
-        "Softmax",
-        "Softplus",
-        "Softsign",
-        "Sqrt",
-        "Sub",
-        "Sum",
-        "Tanh",
-        "Where",
-    ]
+    (  # noqa: SIM905 (op names read better as words)
+        "Abs Add BatchNormalization Cast Ceil Clip Cos Div Dropout DequantizeLinear Elu Equal Erf Exp Floor "
+        "Gelu Greater HardSigmoid HardSwish Identity InstanceNormalization LayerNormalization LeakyRelu Less "
+        "Log LogSoftmax Max Mean Min Mish Mod Mul Neg Not Pow PRelu QuantizeLinear Reciprocal Relu Round Selu "
+        "Sigmoid Sign Sin Softmax Softplus Softsign Sqrt Sub Sum Tanh Where"
+    ).split()
 )
 _POOLS = frozenset({"MaxPool", "AveragePool", "LpPool"})
+# ops folded when all their inputs are small constants: the shape and pad arithmetic exporters emit
+_FOLDED = frozenset(
+    (  # noqa: SIM905
+        "Abs Add Cast Concat ConstantOfShape Div Equal Flatten Gather Identity Max Min Mul Neg Range Reshape "
+        "Slice Squeeze Sub Transpose Unsqueeze Where"
+    ).split()
+)
 
 
 @dataclass(frozen=True)
@@ -244,7 +203,8 @@ class _Walk:
             return
         shape = self._const(node.input[1])
         if shape is not None:
-            if shape.ndim == 1 and shape.size and shape[-1] in (-1, 0) and list(shape).count(-1) <= 1:
+            keeps = (-1,) if _attr(node, "allowzero", 0) else (-1, 0)  # 0 copies the input's dim unless allowzero
+            if shape.ndim == 1 and shape.size and shape[-1] in keeps and list(shape).count(-1) <= 1:
                 self._set(node.output[0], _Track(int(shape.size), int(shape.size) - 1, t.length))
             return
         concat = self.producers.get(node.input[1])
@@ -288,7 +248,7 @@ class _Walk:
         """A Conv or pool along time: a requirement, and the length after it."""
         spatial = t.axis - 2
         if node.op_type == "Conv":
-            weight = self.initializers.get(node.input[1])
+            weight = self.initializers.get(self._weight_source(node.input[1]))
             kernel = list(weight.dims[2:]) if weight is not None else _attr(node, "kernel_shape", None)
         else:
             kernel = _attr(node, "kernel_shape", None)
@@ -327,6 +287,11 @@ class _Walk:
             self.needs.append(_Need(t.length, frame_length, f"{_named(node)} takes frames of {frame_length}"))
 
     # -- small constants ------------------------------------------------------------------------
+
+    def _weight_source(self, name: str) -> str:
+        """The initializer behind a weight: itself, or the INT8 tensor a DequantizeLinear reads."""
+        node = self.producers.get(name)
+        return node.input[0] if node is not None and node.op_type == "DequantizeLinear" else name
 
     def _axes(self, node: Any) -> list[int] | None:
         if len(node.input) > 1 and node.input[1]:
@@ -377,6 +342,8 @@ class _Walk:
             return None
         if node.op_type == "Constant":
             return _constant_node(node)
+        if node.op_type not in _FOLDED:
+            return None
         values = [self._const(i, depth + 1) if i else None for i in node.input]
         if any(v is None for v, i in zip(values, node.input, strict=True) if i):
             return None
@@ -396,8 +363,13 @@ def _constant_node(node: Any) -> np.ndarray | None:
 
 
 def _evaluate(node: Any, name: str, values: list[np.ndarray | None]) -> np.ndarray | None:
-    """Run one node on constant inputs with onnx's reference evaluator."""
+    """Run one node on constant inputs with onnx's reference evaluator (never one that would allocate much)."""
     from onnx.reference import ReferenceEvaluator
+
+    if node.op_type == "ConstantOfShape" and math.prod(int(d) for d in values[0].reshape(-1)) > _CONST_ELEMENTS:
+        return None
+    if node.op_type == "Range" and abs(float((values[1] - values[0]) / values[2])) > _CONST_ELEMENTS:
+        return None
 
     try:
         feeds = {i: v for i, v in zip(node.input, values, strict=True) if i}

@@ -98,6 +98,24 @@ UNSQUEEZE = helper.make_node("Unsqueeze", ["audio", "axis1"], ["u"])
         pytest.param(
             [
                 UNSQUEEZE,
+                helper.make_node("QuantizeLinear", ["u", "scale", "zero"], ["q"]),
+                helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
+                helper.make_node("DequantizeLinear", ["w8", "scale", "zero8"], ["w"]),
+                helper.make_node("Conv", ["dq", "w"], ["out"], strides=[4]),
+            ],
+            {
+                "axis1": _ints(1),
+                "scale": np.array(0.01, np.float32),
+                "zero": np.array(0, np.uint8),
+                "zero8": np.array(0, np.int8),
+                "w8": np.ones((2, 1, 25), np.int8),
+            },
+            25,
+            id="int8-qdq-conv",
+        ),
+        pytest.param(
+            [
+                UNSQUEEZE,
                 helper.make_node("Transpose", ["u"], ["t"], perm=[0, 2, 1]),
                 helper.make_node("Transpose", ["t"], ["t2"], perm=[0, 2, 1]),
                 helper.make_node("Conv", ["t2", "w"], ["out"]),
