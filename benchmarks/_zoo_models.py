@@ -10,6 +10,7 @@ and its example inputs (batch 1), ``samples(row, n, seed)`` generated inputs for
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -225,15 +226,18 @@ BY_NAME = {r.name: r for r in ROWS}
 
 
 def samples(row: Row, n: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """``n`` generated batch-1 inputs: images in [0, 1], ids in [0, VOCAB), masks with padding, audio."""
+    """``n`` generated batch-1 inputs of 10 classes (class = index % 10); ``labels`` gives the classes.
+
+    Every modality carries the class, as in a real data set: images have a class colour, texts
+    draw half their tokens from a class range of the vocabulary, audio is a class tone plus noise.
+    """
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        item = {}
-        for name in _input_names(row):
-            item[name] = _one(row, name, g)
-        out.append(item)
-    return out
+    names = _input_names(row)
+    return [{name: _one(row, name, i % CLASSES, g) for name in names} for i in range(n)]
+
+
+def labels(n: int) -> list[int]:
+    return [i % CLASSES for i in range(n)]
 
 
 def _input_names(row: Row) -> list[str]:
@@ -245,26 +249,76 @@ def _input_names(row: Row) -> list[str]:
     return params
 
 
-def _one(row: Row, name: str, g: torch.Generator) -> torch.Tensor:
+def _one(row: Row, name: str, c: int, g: torch.Generator) -> torch.Tensor:
     if name.startswith("image"):
-        return torch.rand(1, 3, row.image, row.image, generator=g)
+        colour = torch.tensor([(c % 3) / 2, (c // 3 % 3) / 2, c / 9]).view(1, 3, 1, 1)
+        return 0.5 * torch.rand(1, 3, row.image, row.image, generator=g) + 0.5 * colour
     if name in ("text", "input_ids"):
-        return torch.randint(0, VOCAB, (1, TOKENS), generator=g)
+        ids = torch.randint(0, VOCAB, (1, TOKENS), generator=g)
+        ids[:, ::2] = c * (VOCAB // CLASSES) + torch.randint(0, 4, (1, (TOKENS + 1) // 2), generator=g)
+        return ids
     if name == "attention_mask":
         keep = int(torch.randint(TOKENS // 2, TOKENS + 1, (1,), generator=g))
         return (torch.arange(TOKENS) < keep).long().unsqueeze(0)
     if row.audio == "frames":
-        return torch.randn(1, 100, 40, generator=g)
+        x = torch.randn(1, 100, 40, generator=g)
+        x[..., 4 * c : 4 * c + 4] += 2
+        return x
     if row.audio == "logmel":
-        return torch.randn(1, 16, 100, generator=g)
-    return 0.1 * torch.randn(1, SAMPLE_RATE, generator=g)
+        x = torch.randn(1, 16, 100, generator=g)
+        x[:, c] += 2
+        return x
+    return 0.1 * _tone(c) + 0.05 * torch.randn(1, SAMPLE_RATE, generator=g)
 
 
-def build(row: Row, seed: int = 0) -> tuple[ZooNet, dict[str, torch.Tensor]]:
-    """The model in eval mode (lazy layers sized by one forward pass) and its example inputs."""
+@functools.cache
+def _tone(c: int) -> torch.Tensor:
+    return torch.sin(2 * torch.pi * 200 * (c + 1) * torch.arange(SAMPLE_RATE) / SAMPLE_RATE)
+
+
+def _batches(items: list[dict[str, torch.Tensor]], size: int) -> list[dict[str, torch.Tensor]]:
+    return [{k: torch.cat([x[k] for x in items[i : i + size]]) for k in items[0]} for i in range(0, len(items), size)]
+
+
+def train(model: ZooNet, row: Row, steps: int) -> None:
+    """A few Adam steps of the head on generated samples: logits get a trained model's margins, not near-ties.
+
+    The encoders are frozen (a linear probe: no backward through them, which keeps a row's build
+    cheap on 2 cores) but run in train mode, so their batch norms see the data. Embedding rows have
+    no labels: only the batch norms adapt.
+    """
+    size = 4 if row.image > 64 else 8
+    items = samples(row, steps * size, seed=7)
+    y = torch.tensor(labels(steps * size))
+    encoders = [p for n, p in model.named_parameters() if n.split(".")[0].endswith("_encoder")]
+    for p in encoders:
+        p.requires_grad_(False)
+    head = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(head, lr=3e-2)
+    model.train()
+    for i, batch in enumerate(_batches(items, size)):
+        if row.embedding:
+            with torch.no_grad():
+                model(**batch)
+            continue
+        out = model(**batch)
+        logits = out["logits"] if isinstance(out, dict) else out
+        loss = nn.functional.cross_entropy(logits, y[i * size : (i + 1) * size])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in encoders:
+        p.requires_grad_(True)
+    model.eval()
+
+
+def build(row: Row, seed: int = 0, train_steps: int = 20) -> tuple[ZooNet, dict[str, torch.Tensor]]:
+    """The model, trained ``train_steps`` steps, in eval mode, and its example inputs (batch 1)."""
     torch.manual_seed(seed)
     model = row.net({m: make() for m, make in row.parts.items()}, row.fusion, embedding=row.embedding).eval()
     example = samples(row, 1, seed=seed + 1)[0]
     with torch.no_grad():
-        model(**example)
+        model(**example)  # sizes the lazy projections
+    if train_steps:
+        train(model, row, train_steps)
     return model, example

@@ -91,6 +91,9 @@ def _spawn(name: str, args: argparse.Namespace) -> dict[str, Any]:
             os.killpg(proc.pid, signal.SIGKILL)
             log, _ = proc.communicate()
             status = f"timeout after {args.timeout} s"
+        finally:  # the zoo itself interrupted: the row's process group goes with it
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
         rec = _load(result) or {"name": name, "stages": {}}
         rec["status"], rec["seconds"] = status, round(time.perf_counter() - start, 1)
         if status != "done":
