@@ -40,7 +40,17 @@ from mmedge.quantize.recipes import Recipe
 from mmedge.quantize.report import SpeedCheck
 from mmedge.timing import interleaved_rounds
 
-__all__ = ["MIN_SPEEDUP", "MIN_TIMED_MS", "SpeedCheck", "SpeedPolicy", "check_speed", "deploy_sample"]
+__all__ = [
+    "MIN_SPEEDUP",
+    "MIN_TIMED_MS",
+    "SpeedCheck",
+    "SpeedPolicy",
+    "check_speed",
+    "decide",
+    "deploy_sample",
+    "ratio_interval",
+    "t_quantile",
+]
 
 MIN_SPEEDUP = 1.05  # INT8 must be at least this much faster, with confidence, to be kept
 MIN_TIMED_MS = 0.1
@@ -97,7 +107,10 @@ def check_speed(
         paths = {"fp32": chain.fp32[name], "quantized": chain.versions[name]}
         rounds = interleaved_rounds(paths, feeds, threads=threads, runs=policy.runs, error=QuantizationError)
         shapes = {k: tuple(int(d) for d in np.shape(v)) for k, v in feeds.items()}
-        checks[name] = decide(name, rounds, policy, threads=threads, shapes=shapes)
+        try:
+            checks[name] = decide(name, rounds, policy, threads=threads, shapes=shapes)
+        finally:
+            rounds.close()  # its sessions go now, not whenever the generator is collected
     slower = [name for name, check in checks.items() if check.kept_fp32]
     for name in slower:
         check, recipe = checks[name], chain.recipes[name]
