@@ -57,9 +57,10 @@ class FoldedEncoderModule(nn.Module):
     ``/ 255``, a normalisation with buffers) is the user's code run as written, so the exporter
     traces it with symbolic shapes. ``forward`` is stopped where it calls the encoder; other raw
     inputs it needs on the way get their example values from ``constants`` (the split has shown
-    that none of them feeds this encoder). The call is intercepted by shadowing the attribute (so
-    no submodule scope is left open, which torch.export needs) or, for an encoder reached another
-    way (``self.encoders["audio"]``), by a pre-hook.
+    that none of them feeds this encoder). The call is intercepted by a plain function put in the
+    encoder's place for the duration of the pass (so no submodule scope is left open, which
+    torch.export needs), or, for an encoder reached another way, by a pre-hook (then only the
+    TorchScript exporter copes).
     """
 
     def __init__(self, model: Any, path: str, input_names: Sequence[str], constants: Mapping[str, Any]) -> None:
@@ -75,28 +76,71 @@ class FoldedEncoderModule(nn.Module):
 
     def forward(self, *xs: Any) -> tuple[Any, ...]:
         values = {**self.constants, **dict(zip(self.input_names, xs, strict=True))}
-        parent_path, _, leaf = self.path.rpartition(".")
-        parent = self.model.get_submodule(parent_path) if parent_path else self.model
         encoder = self.encoder
-
-        def intercept(*args: Any, **kwargs: Any) -> Any:
-            raise _Reached(args, kwargs)
 
         def pre_hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             raise _Reached(args, kwargs)
 
-        object.__setattr__(parent, leaf, intercept)  # the instance dict wins over nn.Module's __getattr__
         handle = encoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
         try:
-            self.model.forward(**values)
+            with _intercepted(self.model, self.path):
+                self.model.forward(**values)
         except _Reached as reached:
             args, kwargs = reached.call
         else:
             raise ExportError(f"internal: forward returned without calling {self.path!r}")
         finally:
             handle.remove()
-            del parent.__dict__[leaf]
         return tuple(tensors(encoder(*args, **kwargs)))
+
+
+@contextmanager
+def _intercepted(model: Any, path: str) -> Iterator[None]:
+    """Put plain functions in place of the encoder at ``path`` and of the modules containing it.
+
+    The encoder's stand-in raises :class:`_Reached`; each container's runs its ``forward``
+    directly. Being no modules, they open no submodule scope that the raise would leave open
+    (torch.export checks them), and ``self.<name>`` as well as ``self.<dict>["<name>"]`` find them.
+    """
+    names = path.split(".")
+    swapped: list[tuple[Any, str, Any]] = []
+    try:
+        parent = model
+        for depth, leaf in enumerate(names):
+            module = parent._modules[leaf]
+            swapped.append((parent, leaf, module))
+            parent._modules[leaf] = _raise_reached if depth == len(names) - 1 else _ForwardOnly(module)
+            parent = module
+        yield
+    finally:
+        for parent, leaf, module in reversed(swapped):
+            parent._modules[leaf] = module
+
+
+def _raise_reached(*args: Any, **kwargs: Any) -> Any:
+    raise _Reached(args, kwargs)
+
+
+class _ForwardOnly:
+    """A container module as seen by ``forward``: calling it runs its ``forward`` without ``__call__``."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._module.forward(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._module[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._module)
+
+    def __len__(self) -> int:
+        return len(self._module)
 
 
 class _Stub(nn.Module):

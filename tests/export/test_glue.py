@@ -101,6 +101,36 @@ class DictInputs(nn.Module):
         return self.head(torch.cat([t, self.image_encoder(image)], 1))
 
 
+class Towers(nn.Module):
+    """Both encoders inside one container whose forward does the image's glue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text, self.image = MeanText(), ConvImage()
+
+    def forward(self, text: Tensor, img: Tensor) -> tuple[Tensor, Tensor]:
+        return self.text(text), self.image(img / 255)
+
+
+class NestedCall(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.towers, self.head = Towers(), nn.Linear(12, 2)
+
+    def forward(self, text: Tensor, img: Tensor) -> Tensor:
+        return self.head(torch.cat(self.towers(text, img), 1))
+
+
+class DictOfEncoders(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict({"text": MeanText(), "image": ConvImage()})
+        self.head = nn.Linear(12, 2)
+
+    def forward(self, text: Tensor, img: Tensor) -> Tensor:
+        return self.head(torch.cat([self.encoders["text"](text), self.encoders["image"](img[:, :, 1:-1, 1:-1])], 1))
+
+
 def _text(batch: int = 2, seq: int = 7) -> Tensor:
     return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seq))
 
@@ -169,6 +199,26 @@ CASES = [
         ),
         id="dict-packing-and-slicing",
     ),
+    pytest.param(
+        Glue(
+            NestedCall,
+            lambda b: {"text": _text(b), "img": torch.rand(b, 3, 12, 12) * 255},
+            {"text": "towers.text", "image": "towers.image"},
+            "image_encoder",
+            ("div",),
+        ),
+        id="encoder-called-inside-a-container",
+    ),
+    pytest.param(
+        Glue(
+            DictOfEncoders,
+            lambda b: {"text": _text(b), "img": torch.randn(b, 3, 12, 12)},
+            {"text": "encoders.text", "image": "encoders.image"},
+            "image_encoder",
+            ("slice",),
+        ),
+        id="encoder-in-a-module-dict",
+    ),
 ]
 
 
@@ -183,6 +233,7 @@ def test_glue_is_folded_into_its_encoder(tmp_path: Path, case: Glue) -> None:
     assert {t.name for t in manifest.component(case.component).inputs} == set(spec.inputs)  # raw model inputs
     assert all(not c.folded for c in manifest.components if c.name != case.component)
     assert any(w.startswith(f"{case.component}: folded the computation") for w in result.warnings)
+    assert not [w for w in result.warnings if "exporter failed" in w]  # torch.export traced the glue
     # The fusion head gets features, not the raw input the glue consumed.
     assert not set(spec.inputs) & {t.name for t in manifest.component("fusion_head").inputs}
     check = case.inputs(3)  # another batch size than the export's
@@ -245,3 +296,25 @@ def test_folded_encoder_quantizes_and_runs(tmp_path: Path) -> None:
     assert got.shape == expected.shape
     # INT8 error of an untrained tiny model: loose, but far below the logits' own spread.
     assert np.abs(got - expected).max() < 0.25
+
+
+def test_a_raw_input_folded_and_also_used_by_the_head_feeds_both(tmp_path: Path) -> None:
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_encoder, self.head = nn.Embedding(VOCAB, 8), nn.Linear(8, 2)
+
+        def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+            tokens = self.text_encoder(ids * mask)  # glue: padding ids zeroed
+            weights = mask.float().unsqueeze(-1)
+            return self.head((tokens * weights).sum(1) / weights.sum(1))
+
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    model = Pooled().eval()
+    result = export_model(model, {"ids": _text(), "mask": mask}, {"text": "text_encoder"}, out=tmp_path / "b")
+    m = result.manifest
+    assert m.component("text_encoder").folded == ("mul",)
+    assert [t.name for t in m.component("text_encoder").inputs] == ["ids", "mask"]
+    assert "mask" in {t.name for t in m.component("fusion_head").inputs}
+    assert "ids" not in {t.name for t in m.component("fusion_head").inputs}
