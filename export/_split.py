@@ -1,8 +1,12 @@
-"""Decide the split: which submodules are encoders, and check that each one runs on raw inputs.
+"""Decide the split: which submodules are encoders, and what each one's component takes in.
 
-An encoder can be exported on its own only if ``forward`` hands it raw model inputs: anything
-computed before it would be lost from the bundle. That is checked on a real forward pass (see
-``_capture``), so the error can name the module and the argument.
+Everything is read off one real forward pass (``_capture``, with the data flow of ``_flow``):
+which raw inputs each submodule's arguments derive from and through which ops. Computation
+``forward`` does on one modality's raw inputs before an encoder (``audio.unsqueeze(1)``,
+``img.float() / 255``, a normalisation, packing a dict) is *folded*: the encoder's component takes
+those raw inputs and runs that code too (``EncoderSpec.folded`` names the ops). Computation mixing
+modalities before an encoder is refused, naming the module and the inputs. With ``encoders=None``
+the encoders are found by the same data flow, whatever the submodules are called.
 """
 
 from __future__ import annotations

@@ -66,7 +66,9 @@ def export_model(
 
     ``example_inputs`` maps ``forward``'s argument names to example tensors; ``encoders`` maps a
     modality ("text", "image", "audio") to the dotted path of the submodule encoding it, or is
-    None to detect direct children called on exactly one raw input. Each encoder becomes
+    None to detect them by data flow (per modality, the largest submodule fed by its raw inputs
+    alone; see :mod:`mmedge.export._split`). Computation ``forward`` does on one modality's raw
+    inputs before calling an encoder is folded into that encoder's component. Each encoder becomes
     ``<modality>_encoder.onnx`` and the rest of ``forward`` ``fusion_head.onnx``. ``preprocess``,
     ``labels`` and ``vocab`` default to the model's attributes of those names.
     ``audio_frontend="conv"`` replaces torchaudio MelSpectrograms by an equivalent convolution.
@@ -150,7 +152,7 @@ def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modal
         found = cap.calls[path]
         if len(found) != 1 or (found[0].raw_inputs, found[0].sources) != (first.raw_inputs, first.sources):
             raise ExportError(
-                f"submodule {path!r} is called differently for inputs of other sizes ({shapes}); encoders must be called once, on raw inputs"
+                f"submodule {path!r} is called differently for inputs of other sizes ({shapes}); encoders must be called once, on the same raw inputs"
             )
         calls2[path] = found[0]
     return Runs(
