@@ -114,4 +114,7 @@ def _failures(rows: list[dict[str, Any]]) -> list[str]:
         q = r.get("stages", {}).get("quantize", {})
         lines += [f"- `{r['name']}` quantize step isolated (row went on): {_cell(f)}" for f in q.get("failures", [])]
         lines += [f"- `{r['name']}` quantize warning: {_cell(w)}" for w in q.get("warnings", [])]
+        if q.get("ok") and not q.get("met") and q.get("min_cosine"):
+            cos = ", ".join(f"{k} {v:.4f}" for k, v in q["min_cosine"].items())
+            lines.append(f"- `{r['name']}` worst-sample cosine of each INT8 component vs FP32 (its own damage): {cos}")
     return lines or ["None."]

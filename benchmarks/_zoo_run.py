@@ -64,7 +64,7 @@ def _stage(rec: dict[str, Any], name: str, save: Callable[[], None], fn: Callabl
             out["error"]["traceback_tail"] = traceback.format_exc().splitlines()[-4:]
     mine = [w for w in caught if w.category.__module__.startswith("mmedge")]
     if mine:
-        out["warnings"] = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:200]}" for w in mine})
+        out["warnings"] = sorted({f"{w.category.__name__}: {' '.join(str(w.message).split())[:700]}" for w in mine})
     out["seconds"] = round(time.perf_counter() - start, 1)
     rec["stages"][name] = out
     save()
@@ -107,6 +107,8 @@ def _quantize(src: Path, out: Path, cal: list[dict], hold: list[dict], speed_che
             for c in report.components
         },
         "int8": [c.name for c in report.components if c.precision == "int8"],
+        # each component's own damage (FP32 inputs): worst-sample cosine of its outputs against FP32
+        "min_cosine": {c.name: min((o.min_cosine for o in c.outputs), default=1.0) for c in report.components},
         "fallback_rounds": len(report.fallback),
         "failures": [
             f"{c.name}: {f.step}: {f.error[:200]} → {f.action}" for c in report.components for f in c.failures

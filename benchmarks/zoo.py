@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=32, help="calibration and held-out samples each")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speed-check", action="store_true", help="keep FP32 where INT8 is not faster (noisy on a busy VM)")
+    p.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="zoo.json files of other runs: merge their rows, run none"
+    )
     p.add_argument("--row", help=argparse.SUPPRESS)  # worker mode: run one row
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return p
@@ -48,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _worker(args)
     from _zoo_models import BY_NAME, ROWS
 
+    if args.merge:
+        return _merge(args.out, args.merge, [r.name for r in ROWS])
     names = [n for n in args.only.split(",") if n] or [r.name for r in ROWS]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
@@ -70,6 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         data["rows"] = [rows[r.name] for r in ROWS if r.name in rows]
         _write(args.out, data)
         print(f"[zoo] {name}: {_verdict(rows[name])}", file=sys.stderr, flush=True)
+    return 0
+
+
+def _merge(out: Path, others: Sequence[Path], order: list[str]) -> int:
+    """Fold the rows of runs made in parallel (e.g. halves of the zoo) into ``out``'s zoo.json."""
+    data = _load(out / "zoo.json")
+    rows = {r["name"]: r for r in data.get("rows", [])}
+    for other in others:
+        extra = _load(other)
+        rows.update({r["name"]: r for r in extra.get("rows", [])})
+        data.setdefault("merged", []).append({"from": str(other), "machine": extra.get("machine")})
+    data["rows"] = [rows[n] for n in order if n in rows]
+    _write(out, data)
     return 0
 
 
