@@ -176,3 +176,16 @@ def test_doctor_lists_glue_folded_into_an_encoder() -> None:
     report = diagnose(VisionSoundGru(), _vision_sound_inputs())
     assert "wave_encoder = sound on 'wave' (audio, folding unsqueeze)" in report.split
     assert any(r.startswith("wave_encoder: folded the computation") for r in report.reasons)
+
+
+def test_doctor_cli_prints_the_split(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmedge.cli import main
+
+    assert main(["doctor", "--model", "guarantees._models:CleanNet"]) == 0
+    err = capsys.readouterr().err
+    assert "Proposed split of CleanNet" in err
+    assert "audio_encoder = audio_encoder on 'audio' (audio)" in err
+    assert "why auto-split: text_encoder = CleanNet.text_encoder on input 'text'" in err
+    assert main(["doctor", "--model", "guarantees._models:CleanNet", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["split"][-1] == "fusion_head = the rest of forward"
