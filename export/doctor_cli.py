@@ -4,7 +4,8 @@ mmedge doctor --model TriModalNet
 mmedge doctor --model mypkg.models:MyNet --config export.toml --json
 
 The model is built as ``mmedge export`` builds it (same --model, --config, --encoder, --batch),
-traced once on its example inputs, and every finding is listed per component. Exits 1 when a
+traced once on its example inputs; the proposed split (each encoder, its raw inputs, the glue
+folded into it) is shown with how it was decided, then every finding is listed per component. Exits 1 when a
 finding is an error (``mmedge export`` would fail), else 0.
 """
 
