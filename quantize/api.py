@@ -77,6 +77,9 @@ def quantize_bundle(
     this CPU (timed interleaved with FP32 at the deploy shape until a confidence interval decides, or
     a cap: see :mod:`mmedge.quantize.speed`; a :class:`SpeedPolicy` sets threshold and caps). An existing ``out`` is
     replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
+    The output carries only what inference needs: not the source's monolithic ``model.onnx``
+    (benchmark against it with ``bench(out, compare=[bundle])``); the report's ``bundle_size_*``
+    are sizes on disk.
     """
     _check_options(method, min_agreement, max_fallback_rounds)
     check_replaceable(out, force=force)
