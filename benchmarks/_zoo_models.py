@@ -164,6 +164,9 @@ class Row:
     embedding: bool = False  # output a normalised embedding (cosine metric) instead of logits
     export: Mapping[str, Any] = field(default_factory=dict)  # extra export_model options
     audio: str = "wave"  # wave (B, 16000) | frames (B, 100, 40) | logmel (B, 16, 100)
+    # Example batch. nn.TransformerEncoder exports only from batch >= 2: from batch 1 dynamo fixes the
+    # batch (0/1 specialisation) and TorchScript bakes batch * heads into the attention's Reshape.
+    batch: int = 1
 
 
 def _tv(arch: str) -> Callable[[], Part]:
@@ -207,7 +210,7 @@ ROWS: tuple[Row, ...] = (
     Row("whisper_bag_concat", TextAudio, {"text": txt_bag, "audio": _ahf("whisper")}, "concat", "EmbeddingBag, Whisper enc (log-mel, 100 frames fixed)", audio="logmel", export=_FIXED_MEL),
     Row("r18_bag_film", ImageText, {"image": _tv("resnet18"), "text": txt_bag}, "film", "ResNet-18, EmbeddingBag, FiLM"),
     Row("kwonly_cnn_lstm_mel", KeywordOnly, {"image": img_small, "text": _rnn("lstm", False), "audio": _mel("mel")}, "concat", "keyword-only forward"),
-    Row("dictio_r18_transformer_mfcc", DictIO, {"image": _tv("resnet18"), "text": txt_transformer, "audio": _mel("mfcc")}, "gated", "forward(**batch) → dict (logits+embedding)"),
+    Row("dictio_r18_bigru_mfcc", DictIO, {"image": _tv("resnet18"), "text": _rnn("gru", True), "audio": _mel("mfcc")}, "gated", "forward(**batch) → dict (logits+embedding)"),
     Row("shared_r18_lstm", SharedImage, {"image": _tv("resnet18"), "text": _rnn("lstm", False)}, "concat", "one encoder, two image inputs"),
     Row("glue_unsqueeze_conv1d", GlueUnsqueeze, {"image": img_small, "audio": aud_conv1d}, "concat", "glue: audio.unsqueeze(1) → Conv1d"),
     Row("glue_scale_bigru", GlueScale, {"image": _tv("mobilenet_v3_small"), "text": _rnn("gru", True)}, "tanh", "glue: image*2-1, bi-GRU"),
@@ -217,7 +220,7 @@ ROWS: tuple[Row, ...] = (
     Row("bert_mel_gated", HFTextAudio, {"text": _hf("bert"), "audio": _mel("mel")}, "gated", "BERT (ids+mask), mel"),
     Row("t5_mfcc_film", HFTextAudio, {"text": _hf("t5"), "audio": _mel("mfcc")}, "film", "T5 encoder, MFCC, FiLM"),
     Row("convnext_bilstm_mfcc_concat", Tri, {"image": _tv("convnext_tiny"), "text": _rnn("lstm", True), "audio": _mel("mfcc")}, "concat", "ConvNeXt-T, bi-LSTM, MFCC"),
-    Row("regnet_transformer_hubert_xattn", Tri, {"image": _tv("regnet_y_400mf"), "text": txt_transformer, "audio": _ahf("hubert")}, "xattn", "RegNetY, TransformerEncoder, HuBERT"),
+    Row("regnet_transformer_hubert_xattn", Tri, {"image": _tv("regnet_y_400mf"), "text": txt_transformer, "audio": _ahf("hubert")}, "xattn", "RegNetY, TransformerEncoder, HuBERT; batch-2 example", batch=2),
     Row("swin_gru_whisper_tanh", Tri, {"image": _tv("swin_t"), "text": _rnn("gru", False), "audio": _ahf("whisper")}, "tanh", "Swin-T, GRU, Whisper enc (100 frames fixed)", audio="logmel", export=_FIXED_MEL),
     Row("r50_distilbert_embed", ImageHFText, {"image": _tv("resnet50"), "text": _hf("distilbert")}, "concat", "ResNet-50, DistilBERT, embedding out", embedding=True),
     Row("cnn_lstm_mel_convfrontend", Tri, {"image": img_small, "text": _rnn("lstm", False), "audio": _mel("mel")}, "concat", "audio_frontend='conv' (STFT-free mel)", export={"audio_frontend": "conv"}),
@@ -316,7 +319,7 @@ def build(row: Row, seed: int = 0, train_steps: int = 20) -> tuple[ZooNet, dict[
     """The model, trained ``train_steps`` steps, in eval mode, and its example inputs (batch 1)."""
     torch.manual_seed(seed)
     model = row.net({m: make() for m, make in row.parts.items()}, row.fusion, embedding=row.embedding).eval()
-    example = samples(row, 1, seed=seed + 1)[0]
+    example = _batches(samples(row, row.batch, seed=seed + 1), row.batch)[0]
     with torch.no_grad():
         model(**example)  # sizes the lazy projections
     if train_steps:
