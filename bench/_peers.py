@@ -14,6 +14,7 @@ interleaved with the other variants. ExecuTorch pins its own torch, so it builds
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -114,7 +115,7 @@ def plan_peers(
     return [
         PeerJob(
             p,
-            {**common, "peer": p.__dict__, "source": str(source) if source else None},
+            {**common, "peer": dataclasses.asdict(p), "source": str(source) if source else None},
             peer_python if p.family == "executorch" else None,
         )
         for p in peers
@@ -129,17 +130,22 @@ def build_peers(
     bundle: Path,
     providers: Any,
     on_start: Callable[[int, Peer], None],
-) -> list[tuple[VariantSpec, tuple[str, ...]]]:
-    """Build each peer in its own process; returns its timed variant and its build notes."""
-    out = []
+) -> tuple[list[tuple[VariantSpec, tuple[str, ...]]], list[str]]:
+    """Build each peer in its own process; returns each built one's timed variant and build notes,
+    and why each other one could not be built (the others still run; the report says so)."""
+    out, failed = [], []
     for i, job in enumerate(jobs):
         on_start(i, job.peer)
         suffix = {"ort": ".onnx", "openvino": ".xml", "executorch": ".pte"}[job.peer.family]
         request = {**job.request, "calibration": str(calibration), "out": str(scratch / f"{job.peer.name}{suffix}")}
-        built = _run_build(job, request)
+        try:
+            built = _run_build(job, request)
+        except MMEdgeError as e:
+            failed.append(f"peer {job.peer.name} not measured: {e}")
+            continue
         notes = (*built["notes"], f"built in {built['build_s']:.0f} s (own process; not in its start-up time)")
         out.append((_variant(job, built, bundle, providers), notes))
-    return out
+    return out, failed
 
 
 def _variant(job: PeerJob, built: Mapping[str, Any], bundle: Path, providers: Any) -> VariantSpec:

@@ -286,7 +286,7 @@ def _add_peers(
     def started(i: int, peer: Any) -> None:
         progress(BenchProgress("build", None, i, total, i / total, peer.name))
 
-    built = build_peers(
+    built, failed = build_peers(
         extra.jobs,
         calibration=save_npz(scratch / "calibration.npz", calibration),
         scratch=scratch,
@@ -297,6 +297,7 @@ def _add_peers(
     for spec, notes in built:
         variants.append(spec)
         into.notes.setdefault(spec.name, []).extend(notes)
+    into.notes.setdefault(variants[0].name, []).extend(failed)  # the subject's notes: the report shows them
 
 
 def _samples(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bench import BenchReport, bench
+from mmedge.bench import BenchReport, MachineInfo, bench
 from mmedge.bench._markdown import busy_warning, machine_line
 
 __all__ = ["PEER_MODELS", "main"]
@@ -55,7 +55,7 @@ PEER_MODELS = {
 }
 
 
-def prepare(spec: Recipe, work: Path, threads: int) -> dict[str, Any]:
+def prepare(spec: Recipe, work: Path, threads: int, agreement_samples: int) -> dict[str, Any]:
     """Train, export the FP32 bundle with its monolithic model, quantize it with mmedge."""
     import torch
 
@@ -68,7 +68,7 @@ def prepare(spec: Recipe, work: Path, threads: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = models.REFERENCE_MODELS[spec.model]()
     make = getattr(data, spec.data)
-    trainset, held = make(spec.train_samples, seed=0), make(AGREEMENT_SAMPLES, seed=1)
+    trainset, held = make(spec.train_samples, seed=0), make(agreement_samples, seed=1)
     _say(f"training {spec.model} on {spec.train_samples} synthetic samples, {spec.epochs} epochs")
     train(model, trainset, epochs=spec.epochs, lr=spec.lr, checkpoint=work / "model.pt")
     accuracy = evaluate(model, held)
@@ -88,7 +88,9 @@ def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any]
     spec = PEER_MODELS[name]
     if args.train_samples:
         spec = dataclasses.replace(spec, train_samples=args.train_samples)
-    setup = prepare(spec, work, args.threads)
+    if args.epochs:
+        spec = dataclasses.replace(spec, epochs=args.epochs)
+    setup = prepare(spec, work, args.threads, args.agreement_samples)
     _say(f"benchmark with peers {args.peers} ({args.iterations} interleaved rounds, {args.threads} threads)")
     report = bench(
         work / "int8",
@@ -135,22 +137,23 @@ def _agreement(a: Any) -> str:
     return f"{a.value:.1%}" if a.metric == "top1" else f"cos {a.value:.4f} (min {a.worst:.4f})"
 
 
-def markdown(results: dict[str, dict[str, Any]], reports: dict[str, BenchReport]) -> str:
-    first = next(iter(reports.values()))
-    m = first.machine
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    """The Markdown report, from the JSON records (so runs made separately can be merged)."""
+    machines = {n: _machine(r["report"]["machine"]) for n, r in results.items()}
+    first = next(iter(results.values()))["report"]["settings"]
     lines = [
         "# mmedge against peer toolchains: latency beside accuracy",
         "",
-        f"- **Machine**: {machine_line(m)}",
-        "- **Load average at each run's start**: "
-        + "; ".join(f"{n}: {', '.join(f'{x:.1f}' for x in r.machine.load_average)}" for n, r in reports.items()),
-        "- **The machine was shared and busy** (other jobs ran on its 2 cores throughout): absolute times are "
-        "inflated and noisy; the variants ran interleaved (order shuffled each round), so their ratios are "
-        "the comparable numbers.",
-        f"- **Run**: batch 1, {first.settings.threads} threads per variant, {first.settings.iterations} interleaved "
-        "rounds after warm-up, every variant in its own process; peers built from the same model and "
-        "checkpoint, INT8 calibrated on the same 128 training samples as mmedge's; agreement = share of "
-        f"{AGREEMENT_SAMPLES} held-out samples whose top-1 class equals PyTorch FP32's.",
+        f"- **Machine**: {machine_line(next(iter(machines.values())))}",
+        "- **Load average (1, 5, 15 min) at each run's start**: "
+        + "; ".join(f"{n}: {', '.join(f'{x:.1f}' for x in m.load_average)}" for n, m in machines.items()),
+        "- **The machine was shared and very busy** (other jobs used its 2 cores throughout, load average "
+        "10-15): absolute times are inflated and noisy; the variants of one model ran interleaved (order "
+        "shuffled each round), so the ratios within a table are the comparable numbers.",
+        f"- **Run**: batch 1, {first['threads']} threads per variant, {first['iterations']} interleaved rounds "
+        "after warm-up, every variant in its own process; peers built from the same model and checkpoint, "
+        f"INT8 calibrated on the same {CALIBRATION} training samples as mmedge's; agreement = share of "
+        f"{first.get('agreement_samples') or AGREEMENT_SAMPLES} held-out samples whose top-1 class equals PyTorch FP32's.",
         "- **Peers**: `ort-int8` = the monolithic FP32 ONNX through `quant_pre_process` + `quantize_static` "
         "(QDQ, U8S8 per channel, MinMax); `openvino-fp32` = `ov.convert_model` of that ONNX, "
         "`openvino-int8` = `nncf.quantize` defaults; `executorch-fp32` = `torch.export` + XNNPACK, "
@@ -160,26 +163,38 @@ def markdown(results: dict[str, dict[str, Any]], reports: dict[str, BenchReport]
         "",
     ]
     for name, result in results.items():
-        r = reports[name]
-        setup = result["setup"]
+        setup, m = result["setup"], machines[name]
         lines += [
             f"## {setup['model']}",
             "",
             f"Trained {setup['training']['epochs']} epochs on {setup['training']['samples']} synthetic samples "
             f"(held-out accuracy {setup['training']['heldout_accuracy']:.1%}); mmedge INT8 precision "
-            f"{setup['mmedge_int8_precision']}. Load average at start: "
-            f"{', '.join(f'{x:.1f}' for x in r.machine.load_average)}"
-            + (f" ({busy_warning(r.machine)})" if r.machine.busy else "")
+            f"{setup['mmedge_int8_precision']}. Load average at start: {', '.join(f'{x:.1f}' for x in m.load_average)}"
+            + (f" ({busy_warning(m)})" if m.busy else "")
             + ".",
             "",
             *result["table"],
             "",
             "Notes:",
             "",
-            *(f"- {v.name}: {note}" for v in r.variants for note in v.notes),
+            *(f"- {v['name']}: {note}" for v in result["report"]["variants"] for note in v["notes"]),
             "",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _machine(data: dict[str, Any]) -> MachineInfo:
+    return MachineInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def merge(paths: Sequence[Path], out: Path) -> None:
+    """Several runs' ``peers.json`` (one model each, say) into one ``peers.json`` + ``peers.md``."""
+    results: dict[str, Any] = {}
+    for path in paths:
+        results |= json.loads(path.read_text(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "peers.md").write_text(markdown(results), encoding="utf-8")
 
 
 def _say(message: str) -> None:
@@ -195,14 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
+    parser.add_argument("--epochs", type=int, help="override each model's training epochs")
+    parser.add_argument("--agreement-samples", type=int, default=AGREEMENT_SAMPLES, help="held-out samples scored")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, metavar="JSON", help="only merge these runs' peers.json into --out"
+    )
     args = parser.parse_args(argv)
-    results, reports = {}, {}
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
+    results = {}
     for name in args.models:
         with tempfile.TemporaryDirectory(prefix=f"mmedge-peers-{name}-") as tmp:
-            results[name], reports[name] = run(name, Path(tmp), args)
+            results[name], _ = run(name, Path(tmp), args)
         args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a later failure keeps these
         (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        (args.out / "peers.md").write_text(markdown(results, reports), encoding="utf-8")
+        (args.out / "peers.md").write_text(markdown(results), encoding="utf-8")
         _say(f"wrote {args.out / 'peers.json'} and peers.md")
     return 0
 

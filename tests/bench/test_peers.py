@@ -235,6 +235,9 @@ if sys.argv[3] == "build":
     request = json.loads(sys.stdin.readline())
     with open(os.environ["FAKE_PEER_LOG"], "a") as log:
         log.write(json.dumps(request["peer"]) + "\\n")
+    if request["peer"]["name"] == "executorch-int8":  # a peer whose build fails
+        print(json.dumps({{"error": "lowering failed", "type": "ExportError"}}))
+        sys.exit(1)
     paths = {{str(b): os.environ["FAKE_PEER_ONNX"] for b in request["batch_sizes"]}}
     print(json.dumps({{"paths": paths, "order": ["text", "image", "audio"], "notes": ["fake"], "build_s": 0.0}}))
     sys.exit(0)
@@ -271,7 +274,8 @@ def test_executorch_peers_run_under_the_peer_python(
         **FAST,
     )
     peers = [v for v in report.variants if v.kind == "peer"]
-    assert [v.name for v in peers] == list(PEER_GROUPS["executorch"])
+    assert [v.name for v in peers] == ["executorch-fp32", "executorch-int8-keepfe"]  # the others still ran
+    assert any("peer executorch-int8 not measured" in n and "lowering failed" in n for n in report.variants[0].notes)
     assert all(v.providers == ("fake-executorch",) for v in peers)
     assert all(v.agreement[0].value == 1.0 for v in peers)  # it ran the FP32 graph: full agreement
     built = (tmp_path / "builds.jsonl").read_text().splitlines()
@@ -297,3 +301,22 @@ def test_executorch_peers_for_real(peer_bundle: tuple[Path, Path], on_path: None
     assert by_name["executorch-fp32"].agreement[0].value == 1.0
     assert by_name["executorch-int8"].precision == "int8"
     assert any("annotations removed" in n and ": 0 nodes" not in n for n in by_name["executorch-int8-keepfe"].notes)
+
+
+def test_cli_passes_the_peer_options(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmedge.bench import cli as bench_cli
+    from mmedge.cli import main
+
+    seen: dict[str, object] = {}
+
+    def stop(*_args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise ConfigError("stopped")
+
+    monkeypatch.setattr(bench_cli, "bench", stop)
+    argv = ["bench", str(tiny_bundle), "--peers", "ort-int8, openvino", "--peer-python", "/x/python"]
+    argv += ["--agreement-samples", "7", "--agreement-inputs", "a.npz", "--peer-calibration", "c.npz"]
+    assert main(argv) != 0
+    assert seen["peers"] == ["ort-int8", "openvino"]
+    assert (seen["peer_python"], seen["agreement_samples"]) == ("/x/python", 7)
+    assert (seen["agreement_inputs"], seen["peer_calibration"]) == ("a.npz", "c.npz")
