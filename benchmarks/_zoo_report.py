@@ -21,13 +21,22 @@ def markdown(data: dict[str, Any]) -> str:
         f"(cap {s.get('timeout_s')} s): export with parity at two shapes → quantize (INT8, {s.get('samples')} "
         "calibration + "
         f"{s.get('samples')} held-out generated samples, speed check {'on' if s.get('speed_check') else 'off'}) → "
-        f"`Pipeline` p50 (batch 1, {s.get('threads')} threads, 15 runs) → `package_mobile(target='android')`.",
+        f"`Pipeline` p50 (batch 1, {s.get('threads')} threads, 15 runs) → `package_mobile(target='android')`. "
+        "Samples are generated with 10 classes that every modality carries (image colour, a token range, an audio "
+        "tone); each model's head is trained 20 Adam steps on them (encoders frozen, batch norms adapted), so "
+        "agreement is judged on a trained model's margins rather than on random-init near-ties.",
         "",
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores; {simd}; load average at start "
         f"{m.get('load_average')} (a shared, busy VM: latencies are indicative); started {m.get('started')}; "
         + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
         "",
-        "Reproduce: `.venv/bin/python benchmarks/zoo.py --out benchmarks/results` (`--only a,b` re-runs rows).",
+        "Reproduce: `.venv/bin/python benchmarks/zoo.py --out benchmarks/results` (`--only a,b` re-runs rows; "
+        "`--merge other/zoo.json` folds in rows run in parallel)."
+        + (
+            f" This table merges {len(data['merged']) + 1} runs made side by side (2–4 rows at a time)."
+            if data.get("merged")
+            else ""
+        ),
         "",
         "## Targets",
         "",
@@ -53,29 +62,59 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     runs = [r for r in rows if _ok(r, "export") and _ok(r, "run")]
     good = [r for r in rows if r.get("stages", {}).get("quantize", {}).get("met")]
     errors = [(r["name"], st, e) for r in rows for st, e in _errors(r)]
-    typed = [x for x in errors if x[2].get("typed")]
+    raised = [x for x in errors if x[2].get("typed") is not None]
+    typed = [x for x in raised if x[2].get("typed")]
+    capped = [r["name"] for r in rows if str(r.get("status", "")).startswith("timeout")]
     miss = lambda names: ", ".join(names) or "none"  # noqa: E731
     return [
         "| target | result | goal | verdict | misses |",
         "|---|---:|---:|---|---|",
         f"| every row exports (parity at 2 shapes) and runs in `Pipeline` | {len(runs)}/{len(rows)} | all | "
-        f"{'MET' if len(runs) == len(rows) else 'MISSED'} | {miss([r['name'] for r in rows if r not in runs])} |",
+        f"{'MET' if len(runs) == len(rows) else 'MISSED'} | {miss([_cause(r) for r in rows if r not in runs])} |",
         f"| rows quantized with agreement ≥ 99% (top-1, or cosine for embeddings) | {len(good)}/{len(rows)} "
         f"({100 * len(good) / n:.0f}%) | ≥ 90% | {'MET' if len(good) >= 0.9 * len(rows) else 'MISSED'} | "
-        f"{miss([r['name'] for r in rows if r not in good])} |",
-        f"| every failure is a typed mmedge error saying what to do | {len(typed)}/{len(errors)} typed | all | "
-        f"{'MET' if len(typed) == len(errors) else 'MISSED'} | {miss([f'{a} ({b})' for a, b, e in errors if not e.get('typed')])} |",
+        f"{miss([_cause(r) for r in rows if r not in good])} |",
+        f"| every failure is a typed mmedge error saying what to do | {len(typed)}/{len(raised)} typed | all | "
+        f"{'MET' if len(typed) == len(raised) else 'MISSED'} | {miss([f'{a} ({b})' for a, b, e in raised if not e.get('typed')])} |",
+        f"| rows within the zoo's time cap | {len(rows) - len(capped)}/{len(rows)} | all | "
+        f"{'MET' if not capped else 'MISSED'} | {miss(capped)} |",
         f"| rows that packaged for mobile | {sum(_ok(r, 'mobile') for r in rows)}/{len(rows)} | — | — | "
         f"{miss([r['name'] for r in rows if not _ok(r, 'mobile')])} |",
     ]
 
 
+def _cause(r: dict[str, Any]) -> str:
+    """The row's name and, briefly, why it missed: its first error, or the held-out predictions that flipped."""
+    errors = _errors(r)
+    if errors:
+        stage, e = errors[0]
+        return f"`{r['name']}` ({stage}: {e['type']}: {_cell(e.get('message', ''))[:150]})"
+    q = r.get("stages", {}).get("quantize", {})
+    flips = q.get("flips", [])
+    if flips:
+        margins = ", ".join(f"{f['fp32_margin']:.2f}" for f in flips)
+        return f"`{r['name']}` ({len(flips)} held-out prediction(s) flipped at FP32 margin {margins}, median {flips[0]['median_margin']:.2f})"
+    agreement = ", ".join(f"{o['agreement']:.3f}" for o in q.get("outputs", []))
+    return f"`{r['name']}` (agreement {agreement or 'not measured'})"
+
+
 def _errors(r: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    out = [(st, v["error"]) for st, v in r.get("stages", {}).items() if not v.get("ok") and "error" in v]
-    if r.get("status") not in (None, "done"):
-        last = (r.get("log_tail") or [""])[-1][:200]
-        out.append(("process", {"type": r["status"], "typed": False, "message": last}))
+    """Each failed stage's error; a row the zoo killed at its time cap is "typed": None (no error raised)."""
+    out = [(st, _detailed(v["error"])) for st, v in r.get("stages", {}).items() if not v.get("ok") and "error" in v]
+    status = r.get("status")
+    if status not in (None, "done"):
+        timeout = status.startswith("timeout")
+        last = "" if timeout else (r.get("log_tail") or [""])[-1][:200]
+        out.append(("process", {"type": status, "typed": None if timeout else False, "message": last}))
     return out
+
+
+def _detailed(error: dict[str, Any]) -> dict[str, Any]:
+    """A first line that ends in ':' introduces the details: add them from the traceback's last lines."""
+    if not error.get("message", "").endswith(":"):
+        return error
+    details = [line.strip() for line in error.get("traceback_tail", []) if line.strip().startswith("- ")]
+    return {**error, "message": " ".join([error["message"], *details])}
 
 
 def _row(i: int, r: dict[str, Any]) -> str:
@@ -109,7 +148,7 @@ def _failures(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for r in rows:
         for st, e in _errors(r):
-            typed = "typed" if e.get("typed") else "**untyped**"
+            typed = {True: "typed", False: "**untyped**", None: "killed at the zoo's time cap"}[e.get("typed")]
             lines.append(f"- `{r['name']}` {st}: {e['type']} ({typed}): {_cell(e.get('message', ''))}")
         q = r.get("stages", {}).get("quantize", {})
         lines += [f"- `{r['name']}` quantize step isolated (row went on): {_cell(f)}" for f in q.get("failures", [])]
@@ -117,4 +156,9 @@ def _failures(rows: list[dict[str, Any]]) -> list[str]:
         if q.get("ok") and not q.get("met") and q.get("min_cosine"):
             cos = ", ".join(f"{k} {v:.4f}" for k, v in q["min_cosine"].items())
             lines.append(f"- `{r['name']}` worst-sample cosine of each INT8 component vs FP32 (its own damage): {cos}")
+        lines += [
+            f"- `{r['name']}` held-out sample {f['sample']} flipped ({f['output']}): FP32 top-1 − top-2 margin "
+            f"{f['fp32_margin']:.3f} (median over held-out samples {f['median_margin']:.3f})"
+            for f in q.get("flips", [])
+        ]
     return lines or ["None."]

@@ -97,7 +97,9 @@ def _quantize(src: Path, out: Path, cal: list[dict], hold: list[dict], speed_che
 
     report = quantize_bundle(src, out=out, calibration=cal, holdout=hold, speed_check=speed_check)
     outputs = [{"name": o.name, "metric": o.metric, "agreement": o.agreement} for o in report.outputs]
+    top1 = [o["name"] for o in outputs if o["metric"] == "top1"]
     return {
+        "flips": _flips(src, out, hold, top1) if any(o["agreement"] < 1 for o in outputs) else [],
         "agreement": report.agreement,
         "outputs": outputs,
         "met": all(o["agreement"] >= AGREEMENT for o in outputs),
@@ -114,6 +116,30 @@ def _quantize(src: Path, out: Path, cal: list[dict], hold: list[dict], speed_che
             f"{c.name}: {f.step}: {f.error[:200]} → {f.action}" for c in report.components for f in c.failures
         ],
     }
+
+
+def _flips(fp32: Path, int8: Path, hold: list[dict], names: list[str]) -> list[dict[str, Any]]:
+    """Held-out samples whose top-1 changed, with FP32's top-1 - top-2 logit margin there and its median."""
+    from mmedge.runtime import Pipeline
+
+    a, b = Pipeline(fp32, threads=1), Pipeline(int8, threads=1)
+    ref, got = [a.run(x) for x in hold], [b.run(x) for x in hold]
+    flips = []
+    for name in names:
+        logits = np.concatenate([r[name] for r in ref]).reshape(len(hold), -1)
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        margins = top2[:, 1] - top2[:, 0]
+        for i, (r, g) in enumerate(zip(ref, got, strict=True)):
+            if int(r[name].argmax()) != int(g[name].argmax()):
+                flips.append(
+                    {
+                        "output": name,
+                        "sample": i,
+                        "fp32_margin": float(margins[i]),
+                        "median_margin": float(np.median(margins)),
+                    }
+                )
+    return flips
 
 
 def _p50(fn: Callable[[], Any], n: int = 15) -> float:
