@@ -167,6 +167,9 @@ class Row:
     # Example batch. nn.TransformerEncoder exports only from batch >= 2: from batch 1 dynamo fixes the
     # batch (0/1 specialisation) and TorchScript bakes batch * heads into the attention's Reshape.
     batch: int = 1
+    # encoders=None: let export detect the split. The shared-encoder row needs it: naming the shared
+    # module as an encoder raises ExportError ("called 2 times ... export the shared module as part of the head").
+    auto_split: bool = False
 
 
 def _tv(arch: str) -> Callable[[], Part]:
@@ -211,7 +214,7 @@ ROWS: tuple[Row, ...] = (
     Row("r18_bag_film", ImageText, {"image": _tv("resnet18"), "text": txt_bag}, "film", "ResNet-18, EmbeddingBag, FiLM"),
     Row("kwonly_cnn_lstm_mel", KeywordOnly, {"image": img_small, "text": _rnn("lstm", False), "audio": _mel("mel")}, "concat", "keyword-only forward"),
     Row("dictio_r18_bigru_mfcc", DictIO, {"image": _tv("resnet18"), "text": _rnn("gru", True), "audio": _mel("mfcc")}, "gated", "forward(**batch) → dict (logits+embedding)"),
-    Row("shared_r18_lstm", SharedImage, {"image": _tv("resnet18"), "text": _rnn("lstm", False)}, "concat", "one encoder, two image inputs"),
+    Row("shared_r18_lstm", SharedImage, {"image": _tv("resnet18"), "text": _rnn("lstm", False)}, "concat", "one encoder, two image inputs (auto split)", auto_split=True),
     Row("glue_unsqueeze_conv1d", GlueUnsqueeze, {"image": img_small, "audio": aud_conv1d}, "concat", "glue: audio.unsqueeze(1) → Conv1d"),
     Row("glue_scale_bigru", GlueScale, {"image": _tv("mobilenet_v3_small"), "text": _rnn("gru", True)}, "tanh", "glue: image*2-1, bi-GRU"),
     Row("vit_rawgru_frames_gated", ImageAudio, {"image": _tv("vit"), "audio": aud_gru_frames}, "gated", "raw nn.GRU (bi) on float frames", audio="frames", export=_FRAMES),

@@ -78,7 +78,7 @@ def _numpy(items: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
 def _export(row: Row, model: Any, example: dict[str, Any], out: Path) -> dict[str, Any]:
     from mmedge.export import export_model
 
-    encoders = {m: f"{m}_encoder" for m in row.parts}
+    encoders = None if row.auto_split else {m: f"{m}_encoder" for m in row.parts}
     result = export_model(model, example, encoders, out=out, **row.export)
     failed = [f"{v.component}/{v.output}: {v.detail}" for v in result.verification if not v.passed]
     return {
@@ -86,6 +86,7 @@ def _export(row: Row, model: Any, example: dict[str, Any], out: Path) -> dict[st
         "failed_checks": failed,
         "max_abs_error": max((v.max_abs_error for v in result.verification), default=0.0),
         "exporters": dict(result.exporters),
+        "split": {e.name: {"path": e.path, "inputs": list(e.inputs)} for e in result.encoders},
         "components": [c.name for c in result.bundle.manifest.components],
         "export_warnings": [w[:200] for w in result.warnings],
         "fp32_bytes": sum(p.stat().st_size for p in out.glob("*.onnx")),
