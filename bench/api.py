@@ -132,8 +132,11 @@ def bench(
         threads=budget,
         batch_sizes=sizes,
     )
-    n_agree = (64 if jobs else 0) if agreement_samples is None else agreement_samples
-    if n_agree and torch_model is None:
+    default_agreement = 64 if jobs else 0
+    agreement = _samples(
+        subject, agreement_inputs, default_agreement if agreement_samples is None else agreement_samples, seed + 2
+    )
+    if agreement is not None and torch_model is None:
         raise ConfigError("agreement is measured against PyTorch FP32: pass torch_model (--torch) too")
     variants = variant_specs(
         subject,
@@ -165,7 +168,7 @@ def bench(
         else "given arrays",
         providers=(providers,) if isinstance(providers, str) else tuple(str(p) for p in providers),
         profile=profile,
-        agreement_samples=n_agree,
+        agreement_samples=len(next(iter(agreement.values()))) if agreement else 0,
     )
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
@@ -175,7 +178,7 @@ def bench(
         jobs=jobs,
         providers=providers,
         calibration=_samples(subject, peer_calibration, 32 if jobs else 0, seed + 1),
-        agreement=_samples(subject, agreement_inputs, n_agree, seed + 2),
+        agreement=agreement,
         outputs=subject.manifest.outputs,
     )
     into = _run(variants, tensors, plan, progress or (lambda _event: None), extra)

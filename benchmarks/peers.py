@@ -153,7 +153,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         f"- **Run**: batch 1, {first['threads']} threads per variant, {first['iterations']} interleaved rounds "
         "after warm-up, every variant in its own process; peers built from the same model and checkpoint, "
         f"INT8 calibrated on the same {CALIBRATION} training samples as mmedge's; agreement = share of "
-        f"{first.get('agreement_samples') or AGREEMENT_SAMPLES} held-out samples whose top-1 class equals PyTorch FP32's.",
+        f"{_agreement_samples(results)} held-out samples whose top-1 class equals PyTorch FP32's.",
         "- **Peers**: `ort-int8` = the monolithic FP32 ONNX through `quant_pre_process` + `quantize_static` "
         "(QDQ, U8S8 per channel, MinMax); `openvino-fp32` = `ov.convert_model` of that ONNX, "
         "`openvino-int8` = `nncf.quantize` defaults; `executorch-fp32` = `torch.export` + XNNPACK, "
@@ -181,6 +181,11 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             "",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _agreement_samples(results: dict[str, dict[str, Any]]) -> str:
+    counts = {a["samples"] for r in results.values() for v in r["report"]["variants"] for a in v["agreement"]}
+    return "/".join(str(c) for c in sorted(counts)) or "—"
 
 
 def _machine(data: dict[str, Any]) -> MachineInfo:
