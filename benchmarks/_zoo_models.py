@@ -293,7 +293,7 @@ def train(model: ZooNet, row: Row, steps: int) -> None:
     cheap on 2 cores) but run in train mode, so their batch norms see the data. Embedding rows have
     no labels: only the batch norms adapt.
     """
-    size = 4 if row.image > 64 else 8
+    size = 8
     items = samples(row, steps * size, seed=7)
     y = torch.tensor(labels(steps * size))
     encoders = [p for n, p in model.named_parameters() if n.split(".")[0].endswith("_encoder")]

@@ -14,11 +14,14 @@ def markdown(data: dict[str, Any]) -> str:
     flags = set(m.get("flags", []))
     simd = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", *_VNNI))
     s = data.get("settings", {})
+    caps = sorted(
+        {s.get("timeout_s"), *((m.get("settings") or {}).get("timeout_s") for m in data.get("merged", []))} - {None}
+    )
     lines = [
         "# mmedge model zoo",
         "",
         f"{len(rows)} multimodal models built in code (random weights, tiny configs), each in its own process "
-        f"(cap {s.get('timeout_s')} s): export with parity at two shapes → quantize (INT8, {s.get('samples')} "
+        f"(cap {' or '.join(map(str, caps))} s): export with parity at two shapes → quantize (INT8, {s.get('samples')} "
         "calibration + "
         f"{s.get('samples')} held-out generated samples, speed check {'on' if s.get('speed_check') else 'off'}) → "
         f"`Pipeline` p50 (batch 1, {s.get('threads')} threads, 15 runs) → `package_mobile(target='android')`. "

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--only", default="", help="comma-separated row names; merged into an existing zoo.json")
-    p.add_argument("--timeout", type=int, default=420, help="seconds per row")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per row")
     p.add_argument("--samples", type=int, default=32, help="calibration and held-out samples each")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speed-check", action="store_true", help="keep FP32 where INT8 is not faster (noisy on a busy VM)")
@@ -85,7 +85,10 @@ def _merge(out: Path, others: Sequence[Path], order: list[str]) -> int:
     for other in others:
         extra = _load(other)
         rows.update({r["name"]: r for r in extra.get("rows", [])})
-        data.setdefault("merged", []).append({"from": str(other), "machine": extra.get("machine")})
+        merged = {"from": str(other), "rows": [r["name"] for r in extra.get("rows", [])]}
+        data.setdefault("merged", []).append(
+            {**merged, "machine": extra.get("machine"), "settings": extra.get("settings")}
+        )
     data["rows"] = [rows[n] for n in order if n in rows]
     _write(out, data)
     return 0
