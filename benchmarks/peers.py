@@ -106,38 +106,43 @@ def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any]
         peer_calibration=work / "calibration.npz",
         agreement_inputs=work / "agreement.npz",
     )
-    return {"setup": setup, "report": report.to_dict(), "table": table(report)}, report
+    return {"setup": setup, "report": report.to_dict()}, report
 
 
 def _save(path: Path, samples: Sequence[dict[str, np.ndarray]]) -> None:
     np.savez(path, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
 
 
-def table(report: BenchReport) -> list[str]:
-    """Latency beside agreement with PyTorch FP32, one row per variant."""
-    torch_p50 = next((v.at(1).latency.p50_ms for v in report.variants if v.kind == "torch" and v.at(1)), None)
+def table(report: dict[str, Any]) -> list[str]:
+    """Latency beside agreement with PyTorch FP32, one row per variant (from the report's JSON form).
+
+    The speed-up over PyTorch is given on medians and on minimum times: on a busy machine PyTorch's
+    OpenMP threads suffer most, so its median is inflated far more than its minimum.
+    """
+    ref = next((v["batches"][0]["latency"] for v in report["variants"] if v["kind"] == "torch" and v["batches"]), None)
     rows = [
-        "| variant | precision | p50 ms | min ms | vs PyTorch | top-1 agreement with PyTorch FP32 | size MiB | peak RSS MiB |",
+        "| variant | precision | p50 ms | min ms | speed-up vs PyTorch (p50 / min) | top-1 agreement with PyTorch FP32 "
+        "| size MiB | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for v in report.variants:
-        b = v.at(1)
-        if b is None:
+    for v in report["variants"]:
+        if not v["batches"]:
             continue
-        agree = "reference" if v.kind == "torch" else ", ".join(_agreement(a) for a in v.agreement) or "—"
-        speed = f"{torch_p50 / b.latency.p50_ms:.2f}×" if torch_p50 else "—"
+        lat = v["batches"][0]["latency"]
+        agree = "reference" if v["kind"] == "torch" else ", ".join(_agreement(a) for a in v["agreement"]) or "—"
+        speed = f"{ref['p50_ms'] / lat['p50_ms']:.2f}× / {ref['min_ms'] / lat['min_ms']:.2f}×" if ref else "—"
         rows.append(
-            f"| {v.name} | {v.precision} | {b.latency.p50_ms:.2f} | {b.latency.min_ms:.2f} | {speed} | {agree} | "
-            f"{v.size_bytes / 2**20:.1f} | {v.peak_rss_bytes / 2**20:.0f} |"
+            f"| {v['name']} | {v['precision']} | {lat['p50_ms']:.2f} | {lat['min_ms']:.2f} | {speed} | {agree} | "
+            f"{v['size_bytes'] / 2**20:.1f} | {v['peak_rss_bytes'] / 2**20:.0f} |"
         )
     return rows
 
 
-def _agreement(a: Any) -> str:
-    return f"{a.value:.1%}" if a.metric == "top1" else f"cos {a.value:.4f} (min {a.worst:.4f})"
+def _agreement(a: dict[str, Any]) -> str:
+    return f"{a['value']:.1%}" if a["metric"] == "top1" else f"cos {a['value']:.4f} (min {a['worst']:.4f})"
 
 
-def markdown(results: dict[str, dict[str, Any]]) -> str:
+def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> str:
     """The Markdown report, from the JSON records (so runs made separately can be merged)."""
     machines = {n: _machine(r["report"]["machine"]) for n, r in results.items()}
     first = next(iter(results.values()))["report"]["settings"]
@@ -160,12 +165,13 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "`executorch-int8` = pt2e `XNNPACKQuantizer` (symmetric, per channel) + XNNPACK; `-keepfe` = "
         "the same with the spectral front-end left FP32 (ORT `nodes_to_exclude`, NNCF `IgnoredScope`, "
         "pt2e annotations removed), for an equal-accuracy comparison.",
+        *(f"- {n}" for n in notes),
         "",
     ]
     for name, result in results.items():
         setup, m = result["setup"], machines[name]
         lines += [
-            f"## {setup['model']}",
+            f"## {setup['model']} (run `{name}`)",
             "",
             f"Trained {setup['training']['epochs']} epochs on {setup['training']['samples']} synthetic samples "
             f"(held-out accuracy {setup['training']['heldout_accuracy']:.1%}); mmedge INT8 precision "
@@ -173,7 +179,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             + (f" ({busy_warning(m)})" if m.busy else "")
             + ".",
             "",
-            *result["table"],
+            *table(result["report"]),
             "",
             "Notes:",
             "",
@@ -192,14 +198,14 @@ def _machine(data: dict[str, Any]) -> MachineInfo:
     return MachineInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def merge(paths: Sequence[Path], out: Path) -> None:
+def merge(paths: Sequence[Path], out: Path, notes: Sequence[str] = ()) -> None:
     """Several runs' ``peers.json`` (one model each, say) into one ``peers.json`` + ``peers.md``."""
     results: dict[str, Any] = {}
     for path in paths:
         results |= json.loads(path.read_text(encoding="utf-8"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "peers.md").write_text(markdown(results), encoding="utf-8")
+    (out / "peers.md").write_text(markdown(results, notes), encoding="utf-8")
 
 
 def _say(message: str) -> None:
@@ -217,12 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
     parser.add_argument("--epochs", type=int, help="override each model's training epochs")
     parser.add_argument("--agreement-samples", type=int, default=AGREEMENT_SAMPLES, help="held-out samples scored")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's header (with --merge)")
     parser.add_argument(
         "--merge", nargs="+", type=Path, metavar="JSON", help="only merge these runs' peers.json into --out"
     )
     args = parser.parse_args(argv)
     if args.merge:
-        merge(args.merge, args.out)
+        merge(args.merge, args.out, args.note)
         return 0
     results = {}
     for name in args.models:
