@@ -219,4 +219,10 @@ def _failure_message(job: ExportJob, failed: list[Attempt]) -> str:
             f"{job.opset}:\n{lines}\nMove that operation out of the model into preprocessing, or write it with "
             f"supported operations{stft}."
         )
-    return f"component {job.component!r} could not be exported with any exporter:\n{lines}"
+    hint = ""
+    if any("was fixed to 1 by the exporter" in a.reason for a in failed):
+        hint = (
+            "\nThe example inputs have size 1 on a dynamic axis, and exporters specialise size-1 dims to the "
+            "constant 1. Pass example inputs with batch (and sequence lengths) of at least 2."
+        )
+    return f"component {job.component!r} could not be exported with any exporter:\n{lines}{hint}"
