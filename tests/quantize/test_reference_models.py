@@ -43,7 +43,8 @@ AUTO = {
         "audio_encoder": "static",
         "fusion_head": "static",
     },
-    "CaptionNet": {"image_encoder": "static", "fusion_head": "dynamic"},
+    # the data-flow split takes the caption tokens' embedding as the text encoder; the LSTM decoder mixes both
+    "CaptionNet": {"image_encoder": "static", "text_encoder": "dynamic", "fusion_head": "dynamic"},
     "ResNetBertNet": {"text_encoder": "dynamic", "image_encoder": "static", "fusion_head": "static"},
 }
 # Minimum cosine of each component's outputs with FP32 (FP32 inputs), by the component's mode.

@@ -48,9 +48,10 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
-def wav_header(frames: int, channels: int = 2, rate: int = 16000) -> bytes:
-    """A 16-bit PCM WAV whose header claims ``frames`` frames but that holds 16 bytes of samples."""
+def wav_header(frames: int, channels: int = 2, rate: int = 16000, held: int = 4) -> bytes:
+    """A 16-bit PCM WAV whose header claims ``frames`` frames but that holds ``held`` frames of silence."""
     data = frames * channels * 2
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data) + b"\x00" * 16
+    samples = b"\x00" * (held * channels * 2)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data) + samples
     return b"RIFF" + struct.pack("<I", min(len(body) + data, 2**32 - 1)) + body
