@@ -8,6 +8,7 @@ through :mod:`mmedge.sessions`, so it measures what users run.
 """
 
 from mmedge.bench._generate import GenerationStats
+from mmedge.bench._markdown import busy_warning, machine_line
 from mmedge.bench._types import (
     Attribution,
     BatchResult,
@@ -43,4 +44,6 @@ __all__ = [
     "Startup",
     "VariantResult",
     "bench",
+    "busy_warning",
+    "machine_line",
 ]

@@ -181,7 +181,7 @@ def machine() -> dict[str, Any]:
         "usable_cores": len(os.sched_getaffinity(0)),
         "clock_ghz": max(mhz) / 1000 if mhz else None,
         "clock_source": "/proc/cpuinfo 'cpu MHz' (nominal; a KVM guest does not show turbo)",
-        "load_average_before": _loadavg(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
     }
@@ -501,13 +501,6 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
 def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -533,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gemms = [("GEMM", shape, FORMS_GEMM, gemm_graph) for shape in GEMMS]
     record["gemms"] = [{**r, "where": s.where} for r, s in zip(measure(gemms, args.seconds, _say), GEMMS, strict=True)]
     record["networks"] = network_ceilings(record["convs"], FORMS_CONV)
-    record["load_average_after"] = _loadavg()
+    record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ceilings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (args.out / "ceilings.md").write_text(markdown(record), encoding="utf-8")

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bench import BenchReport, MachineInfo, bench
-from mmedge.bench._markdown import busy_warning, machine_line
+from mmedge.bench import BenchReport, MachineInfo, bench, busy_warning, machine_line
 
 __all__ = ["PEER_MODELS", "main"]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge.bench import BenchReport, VariantResult, bench
-from mmedge.bench._markdown import busy_warning
+from mmedge.bench import BenchReport, VariantResult, bench, busy_warning
 from mmedge.cpu import int8_kernels_saturate
 
 __all__ = ["MODELS", "TARGETS", "Standard", "Target", "main", "prepare", "run"]
@@ -499,7 +499,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix=f"mmedge-standard-{name}-") as tmp:
         work = Path(tmp)
         setup = prepare(spec, work, threads, _say)
-        setup["load_average_before_bench"] = _loadavg()
+        setup["load_average_before_bench"] = [round(x, 2) for x in os.getloadavg()]
         reports = []
         for i in range(repeats):
             _say(f"benchmark run {i + 1}/{repeats} ({iterations} interleaved rounds per batch size, {threads} threads)")
@@ -602,13 +602,6 @@ def _median_run(reports: Sequence[BenchReport]) -> BenchReport:
     key = TARGETS[1]
     ranked = sorted(reports, key=lambda r: key.value(r) or 0.0)
     return ranked[(len(ranked) - 1) // 2]
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
 
 
 def _say(message: str) -> None:

@@ -52,8 +52,9 @@ def peer_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker processes import ``tiny_peer_model`` from this folder."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    """Worker processes import ``tiny_peer_model`` from this folder (and ``tinymodels`` from ``tests/``)."""
+    paths = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
 
 
 # --- agreement ----------------------------------------------------------------------------------

@@ -3,25 +3,16 @@
 Its audio encoder is a spectrogram the way reference models compute one (a strided conv as the
 DFT, a squaring, a mel matrix held in a non-persistent buffer, a log), so the keep-front-end
 peers have nodes to keep FP32 and ExecuTorch's buffer handling is exercised. Worker processes
-import it as ``tiny_peer_model:PeerNet`` with this folder on PYTHONPATH.
+import it as ``tiny_peer_model:PeerNet`` with this folder and ``tests/`` on PYTHONPATH.
 """
 
 from __future__ import annotations
 
 import torch
+from tinymodels import VOCAB, MeanText
 from torch import Tensor, nn
 
-VOCAB = 16
 SAMPLES = 400
-
-
-class MeanText(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(VOCAB, 8)
-
-    def forward(self, text: Tensor) -> Tensor:
-        return self.embedding(text).mean(1)
 
 
 class ConvImage(nn.Module):
