@@ -6,11 +6,17 @@ is deprecated (it warns unless the separate httpx2 package is installed).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -39,3 +45,36 @@ def serving(app: object) -> Iterator[str]:
         sock.close()
         if thread.is_alive():
             raise RuntimeError("the test server did not stop within 15 s")
+
+
+@contextmanager
+def serve_process(
+    argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """``python -m mmedge <argv> --json --threads 1`` as a process on loopback (``argv`` names a free port).
+
+    Yields its JSON announcement and all it printed up to it; always stops the process.
+    """
+    command = [sys.executable, "-m", "mmedge", *argv, "--json", "--threads", "1"]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+    try:
+        text, announced = "", None
+        for line in proc.stdout:  # the announcement is the first JSON object on stdout
+            text += line
+            try:
+                announced = json.loads(text)
+                break
+            except json.JSONDecodeError:
+                continue
+        assert announced is not None, proc.stderr.read()
+        yield announced, text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -40,6 +40,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from serving import serve_process
 
 from mmedge.bundle import load_bundle
 from mmedge.cli import main
@@ -573,24 +574,8 @@ def test_inspect_and_mobile_commands_run_as_written(api: tuple[Path, dict], caps
 @contextmanager
 def server(argv: list[str], env: dict[str, str], cwd: Path) -> Iterator[str]:
     """``mmedge serve`` as a process on loopback; yields the URL it announced; always stops it."""
-    command = [sys.executable, "-m", "mmedge", *argv, "--json", "--threads", "1"]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=cwd
-    )
-    try:
-        text, announced = "", None
-        for line in proc.stdout:  # the announcement is the first JSON object on stdout
-            text += line
-            try:
-                announced = json.loads(text)
-                break
-            except json.JSONDecodeError:
-                continue
-        assert announced is not None, proc.stderr.read()
+    with serve_process(argv, env, cwd) as (announced, _):
         yield announced["url"]
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
 
 
 def _post(url: str, files: dict, **options: object) -> httpx.Response:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from serving import serve_process
 from tinybundle import tiny_inputs
 
 from mmedge.errors import MMEdgeError
@@ -250,20 +248,8 @@ def test_tls_and_the_key_from_the_environment_reach_the_server(tiny_dir: Path, t
         capture_output=True,
         timeout=60,
     )
-    command = [sys.executable, "-m", "mmedge", "serve", str(tiny_dir), "--port", "0", "--json", "--threads", "1"]
-    command += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-    env = {**os.environ, "MMEDGE_API_KEY": KEY}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        text, announced = "", None
-        for line in proc.stdout:  # the announcement is the first JSON object on stdout
-            text += line
-            try:
-                announced = json.loads(text)
-                break
-            except json.JSONDecodeError:
-                continue
-        assert announced is not None, proc.stderr.read()
+    argv = ["serve", str(tiny_dir), "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    with serve_process(argv, {"MMEDGE_API_KEY": KEY}) as (announced, text):
         url = announced["url"]
         assert url.startswith("https://127.0.0.1:")
         assert announced["options"]["access"]["api_key"] == "(set)"  # never the key itself
@@ -281,6 +267,3 @@ def test_tls_and_the_key_from_the_environment_reach_the_server(tiny_dir: Path, t
         assert httpx.get(f"{url}/v1/model", verify=trusted, timeout=5).status_code == 401
         with pytest.raises(httpx.TransportError):
             httpx.get(url.replace("https://", "http://") + "/healthz", timeout=5)  # no plain HTTP on that port
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
