@@ -83,6 +83,7 @@ def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_
         tuple(features[0]),
         {**{n: ctx.axes[n] for n in names_in}, **out_axes},
         ctx.opset,
+        tuple(ctx.runs.inputs[1][n] for n in names_in),
     )
     feeds = [ctx.runs.numpy(r, names_in) for r in (0, 1)]
     file = f"{spec.name}.onnx"
@@ -142,6 +143,7 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Exported
             tuple(outputs[0]),
             {**in_axes, **out_axes},
             ctx.opset,
+            tuple(values[1][n] for n in inputs),
         )
         feeds = [{n: numpy_of(values[r][n]) for n in inputs} for r in (0, 1)]
         file = f"{HEAD}.onnx"
@@ -218,6 +220,7 @@ def export_monolithic(ctx: Ctx, head: ExportedPart) -> ExportedPart:
         tuple(refs[0]),
         {**ctx.axes, **out_axes},
         ctx.opset,
+        tuple(ctx.runs.inputs[1].values()),
     )
     exported = _export(ctx, job, MONOLITHIC_FILE, [ctx.runs.numpy(r, raw) for r in (0, 1)], refs)
     component = Component(

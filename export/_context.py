@@ -54,6 +54,12 @@ class Ctx:
 
     def note_fallbacks(self, name: str, exported: Any) -> None:
         for failed in exported.failed:
+            if failed.exporter == exported.exporter and failed.size_one:
+                self.warnings.append(
+                    f"{name}: exported from the second input: on the example, {', '.join(failed.size_one)} has size 1 "
+                    f"and the {failed.exporter} exporter's graph failed ({failed.reason})"
+                )
+                continue
             self.warnings.append(
                 f"{name}: the {failed.exporter} exporter failed ({failed.reason}); used {exported.exporter}"
             )

@@ -9,6 +9,7 @@ else tries dynamo first; whichever is used is recorded, and a fallback is report
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -41,6 +42,18 @@ class ExportJob:
     output_names: tuple[str, ...]
     axes: Mapping[str, Mapping[int, str]]  # graph input/output name -> axis -> symbol
     opset: int
+    # The second run's arguments (every dynamic size other than the example's): exported from
+    # when the example has size 1 on a dynamic axis and an exporter fixed that axis to 1.
+    second_args: tuple[Any, ...] = ()
+
+    def size_one_axes(self) -> tuple[str, ...]:
+        """Dynamic input axes of size 1 in the example (exporters specialise size-1 dims to constants)."""
+        return tuple(
+            f"{name!r} axis {axis} ({symbol!r})"
+            for name, arg in zip(self.input_names, self.args, strict=False)
+            for axis, symbol in self.axes.get(name, {}).items()
+            if hasattr(arg, "shape") and arg.dim() > axis and int(arg.shape[axis]) == 1
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Attempt:
     exporter: str
     reason: str
     op: str | None = None  # the unsupported operator, when that was the reason
+    size_one: tuple[str, ...] = ()  # size-1 dynamic axes of the example it was run on (then retried)
 
 
 @dataclass(frozen=True)
@@ -193,18 +207,41 @@ def export_verified(job: ExportJob, path: Path, verify: Callable[[Path], tuple[A
 
     ``verify`` returns VerificationRow-like objects with ``passed`` and ``detail``. Raises one
     ExportError naming every exporter's failure, and the unsupported operator when there is one.
+
+    When the example has size 1 on a dynamic axis (a batch-1 example) and an exporter's graph
+    fails, that exporter is tried once more on the second run's arguments, whose dynamic sizes
+    are all at least 2: exporters turn size-1 dims into constants (``nn.TransformerEncoder``,
+    attention reshapes), and asking users for batch-2 examples is what a tool should do for them.
     """
     failed: list[Attempt] = []
+    size_one = job.size_one_axes() if job.second_args else ()
+    retry = dataclasses.replace(job, args=job.second_args, second_args=())
     for exporter in preferred_order(job.module):
-        attempt, optimizations, external = _attempt(job, exporter, path)
-        if attempt is None:
-            rows = verify(path)
-            bad = [r for r in rows if not r.passed]
-            if not bad:
-                return Exported(exporter, optimizations, external, tuple(rows), tuple(failed))
-            attempt = Attempt(exporter, "; ".join(f"output {r.output!r}: {r.detail}" for r in bad))
-        failed.append(attempt)
+        for attempt_job in (job, retry) if size_one else (job,):
+            exported, attempt = _try(attempt_job, exporter, path, verify, tuple(failed))
+            if exported is not None:
+                return exported
+            if attempt_job is retry:
+                attempt = dataclasses.replace(
+                    attempt, reason=f"{attempt.reason} (also when exported from the second input, whose sizes are ≥ 2)"
+                )
+            else:
+                attempt = dataclasses.replace(attempt, size_one=size_one)
+            failed.append(attempt)
     raise ExportError(_failure_message(job, failed))
+
+
+def _try(
+    job: ExportJob, exporter: str, path: Path, verify: Callable[[Path], tuple[Any, ...]], failed: tuple[Attempt, ...]
+) -> tuple[Exported | None, Attempt]:
+    attempt, optimizations, external = _attempt(job, exporter, path)
+    if attempt is not None:
+        return None, attempt
+    rows = verify(path)
+    bad = [r for r in rows if not r.passed]
+    if not bad:
+        return Exported(exporter, optimizations, external, tuple(rows), failed), Attempt(exporter, "")
+    return None, Attempt(exporter, "; ".join(f"output {r.output!r}: {r.detail}" for r in bad))
 
 
 def _failure_message(job: ExportJob, failed: list[Attempt]) -> str:
@@ -220,7 +257,7 @@ def _failure_message(job: ExportJob, failed: list[Attempt]) -> str:
             f"supported operations{stft}."
         )
     hint = ""
-    if any("was fixed to 1 by the exporter" in a.reason for a in failed):
+    if not job.second_args and any("was fixed to 1 by the exporter" in a.reason for a in failed):
         hint = (
             "\nThe example inputs have size 1 on a dynamic axis, and exporters specialise size-1 dims to the "
             "constant 1. Pass example inputs with batch (and sequence lengths) of at least 2."
