@@ -52,7 +52,9 @@ def without_quantization(qdq: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Ite
 
     Each input such a node takes from a DequantizeLinear is rewired to the float tensor before
     its QuantizeLinear, or to the FP32 initializer for a quantized weight; Q/DQ nodes nobody
-    reads any more are dropped.
+    reads any more are dropped. onnxruntime's QDQ quantizer removes a Relu or Clip whose clipping
+    the quantized range already does, leaving its output name on the tensor *before* it; such an
+    activation is re-applied in float, else the node would read negative values a ReLU removed.
     """
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
@@ -60,7 +62,9 @@ def without_quantization(qdq: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Ite
     producers = {out: n for n in graph.node for out in n.output}
     inits = {i.name for i in graph.initializer}
     originals = {i.name: i for i in fp32.graph.initializer}
+    fp32_producers = {out: n for n in fp32.graph.node for out in n.output}
     chosen = set(nodes)
+    before: dict[str, list[onnx.NodeProto]] = {}  # consumer name -> re-applied activations to insert before it
     for node in graph.node:
         if node.name not in chosen:
             continue
@@ -73,9 +77,57 @@ def without_quantization(qdq: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Ite
             if source in inits and original is not None:
                 node.input[k] = _float_initializer(graph, original, set(producers))
             elif source in producers and producers[source].op_type == "QuantizeLinear":
-                node.input[k] = producers[source].input[0]
+                tensor = producers[source].input[0]
+                node.input[k] = _float_activation(
+                    graph,
+                    tensor,
+                    fp32_producers=fp32_producers,
+                    producers=producers,
+                    originals=originals,
+                    before=before,
+                    consumer=node,
+                )
+    if before:
+        ordered = [n for old in graph.node for n in (*before.get(old.name, ()), old)]
+        del graph.node[:]
+        graph.node.extend(ordered)
     _drop_dead(graph)
     return model
+
+
+REMOVABLE_ACTIVATIONS = ("Relu", "Clip")  # what onnxruntime's QDQ quantizer folds into the quantized range
+
+
+def _float_activation(
+    graph: onnx.GraphProto,
+    tensor: str,
+    *,
+    fp32_producers: dict[str, onnx.NodeProto],
+    producers: dict[str, onnx.NodeProto],
+    originals: dict[str, onnx.TensorProto],
+    before: dict[str, list[onnx.NodeProto]],
+    consumer: onnx.NodeProto,
+) -> str:
+    """``tensor`` as the FP32 graph computes it: the removed activation re-applied when there was one."""
+    activation = fp32_producers.get(tensor)
+    made = producers.get(tensor)
+    if activation is None or activation.op_type not in REMOVABLE_ACTIVATIONS:
+        return tensor
+    if made is not None and made.op_type == activation.op_type:
+        return tensor  # the activation is still there
+    name = f"{tensor}_fp32_{activation.op_type.lower()}"
+    if name not in producers:
+        node = onnx.NodeProto()
+        node.CopyFrom(activation)
+        node.name = f"{activation.name}_fp32"
+        node.input[0] = tensor
+        node.output[:] = [name]
+        for k in range(1, len(node.input)):  # Clip's min/max
+            if node.input[k] in originals:
+                node.input[k] = _float_initializer(graph, originals[node.input[k]], set(producers))
+        producers[name] = node
+        before.setdefault(consumer.name, []).append(node)
+    return name
 
 
 def _float_initializer(graph: onnx.GraphProto, original: onnx.TensorProto, outputs: set[str]) -> str:
