@@ -27,7 +27,7 @@ from mmedge.quantize._isolation import prepare_all
 from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.calibration import Sample, collect_samples
-from mmedge.quantize.fallback import fallback_round
+from mmedge.quantize.fallback import fallback_round, keep_component_fp32
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
 from mmedge.quantize.report import FallbackRound, QuantizationReport
 from mmedge.quantize.saturation import fix_saturation
@@ -68,8 +68,10 @@ def quantize_bundle(
     ``recipe``: "auto", a mode ("static", "dynamic", "fp16", "fp32"), a :class:`Recipe`, or a
     dict of those per component. ``method``: "minmax", "entropy" or "percentile". Below
     ``min_agreement`` (end-to-end top-1 agreement with FP32), up to ``max_fallback_rounds``
-    rounds keep sensitive tensors FP32; if still below, an :class:`AccuracyWarning` is issued
-    (``strict=True``: a :class:`QuantizationError`, and nothing is written). A component whose
+    rounds keep sensitive tensors FP32; if still below, whole components are kept FP32 (the most
+    damaging first) when that reaches it with some component still quantized; else an
+    :class:`AccuracyWarning` is issued (``strict=True``: a :class:`QuantizationError`, and nothing
+    is written). ``max_fallback_rounds=0`` turns every fallback off. A component whose
     pre-processing, calibration or quantization raises is retried without that step where that is
     sound (no ``quant_pre_process``; dynamic instead of calibrated static INT8), else kept FP32; the
     report (``ComponentReport.failures``) and the manifest say why (``strict=True``: an error). ``speed_check``:
@@ -217,21 +219,32 @@ def _examples(sample: Sample) -> int:
 def _fallback(
     chain: Chain, min_agreement: float, max_rounds: int, say: Callable[[str], None]
 ) -> tuple[list[FallbackRound], list[str]]:
-    """Fallback rounds until the agreement target is met; the rounds and an explanation."""
+    """Fallback rounds until the agreement target is met, then a whole component kept FP32 if
+    the rounds fall short and that reaches it; the rounds and an explanation."""
     score = chain.score(chain.versions)
     rounds: list[FallbackRound] = []
     if np.isnan(score):
         return rounds, ["no model output can be computed from raw samples, so agreement was not measured"]
+    stopped = ""
     while score < min_agreement and len(rounds) < max_rounds:
         say(f"fallback round {len(rounds) + 1}: agreement {score:.2%} < {min_agreement:.2%}")
         done, why = fallback_round(chain, len(rounds) + 1, score)
         if done is None:
-            return rounds, [f"fallback stopped at {score:.2%}: {why}"]
+            stopped = f"fallback stopped at {score:.2%}: {why}"
+            break
         rounds.append(done)
         score = done.agreement_after
     if score < min_agreement:
+        stopped = stopped or (
+            f"agreement {score:.2%} is still below {min_agreement:.2%} after {len(rounds)} fallback rounds "
+            "(max_fallback_rounds)"
+        )
+        reverted = keep_component_fp32(chain, min_agreement) if max_rounds else None
+        if reverted is None:
+            return rounds, [stopped]
+        say(reverted)
         return rounds, [
-            f"agreement {score:.2%} is still below {min_agreement:.2%} after {len(rounds)} fallback rounds (max_fallback_rounds)"
+            f"{stopped}; then {reverted}; held-out agreement {score:.2%} → {chain.score(chain.versions):.2%}"
         ]
     if rounds:
         return rounds, [f"{len(rounds)} fallback round(s) raised agreement to {score:.2%}"]

@@ -8,7 +8,9 @@ magnitude), and every quantized weight, ranked by its INT8 round trip; for dynam
 components every node with weights, largest first; (3) measure the top candidates, each kept
 FP32 — for QDQ by rewiring the quantized graph (milliseconds), otherwise by re-quantizing;
 (4) keep the best one if it helps: re-quantize the component with those nodes excluded, and
-everything downstream (chained calibration), and measure again.
+everything downstream (chained calibration), and measure again. When no single candidate helps,
+the top 2, 4, 8 of them are measured kept FP32 together (damage spread over many tensors, as
+when two quantized branches are subtracted, moves no single one), the smallest best group kept.
 
 Keeping a *tensor* FP32 means excluding its producer and all its consumers: excluding one node
 is not enough in QDQ, since a neighbour that is still quantized puts the Q/DQ pair back on the
@@ -32,9 +34,10 @@ from mmedge.quantize._chain import Chain, OutputResult
 from mmedge.quantize._metrics import noise_ratio
 from mmedge.quantize._surgery import dequantized_weights, without_quantization
 from mmedge.quantize.calibration import SampleReader
+from mmedge.quantize.recipes import Recipe
 from mmedge.quantize.report import FallbackRound
 
-__all__ = ["CANDIDATES_PER_ROUND", "Candidate", "candidates", "fallback_round"]
+__all__ = ["CANDIDATES_PER_ROUND", "Candidate", "candidates", "fallback_round", "keep_component_fp32"]
 
 CANDIDATES_PER_ROUND = 8  # measured per round; ranking keeps the right one near the top
 DEBUG_SAMPLES = 4  # calibration samples run through the QDQ debug graph (it outputs every tensor)
@@ -46,9 +49,10 @@ DYNAMIC_OPS = frozenset({"Conv", "MatMul", "Gemm", "LSTM", "Gather", "Attention"
 class Candidate:
     """Nodes to keep FP32 together: a tensor's producer and consumers, or one weighted node."""
 
-    tensor: str  # "" for a node-level candidate
+    tensor: str  # "" for a node-level candidate or a group
     nodes: tuple[str, ...]
     rank: float  # higher = more suspicious (noise ratio, or weight size)
+    group: tuple[Candidate, ...] = ()  # the candidates kept FP32 together, for a group
 
 
 def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRound | None, str]:
@@ -61,30 +65,94 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
     found = candidates(chain, worst)[:CANDIDATES_PER_ROUND]
     if not found:
         return None, f"{worst} has no quantized tensor or node left to keep FP32"
-    best, best_key, tried = None, keys[worst], []
-    for cand in found:
-        try:
-            path = _candidate_file(chain, worst, cand)
-        except StepError:
-            continue  # onnxruntime cannot quantize the graph with these nodes left out: not a candidate
-        tried.append(path)
-        key = _key(chain.end_to_end(chain.only(worst, path), chain.calibration))
-        if key > best_key:
-            best, best_key = cand, key
-    for path in tried:
-        chain.discard(path)
+    best, best_key = _best(chain, worst, found, keys[worst])
+    if best is None:
+        # Damage spread over many tensors (e.g. two quantized branches subtracted) moves no single
+        # one: keep the most suspicious together (the group that helps most; the smaller of equals).
+        best, best_key = _best(chain, worst, _groups(found), keys[worst])
     if best is None:
         return None, (
-            f"keeping any one of the {len(found)} most suspicious tensors of {worst} in FP32 did not improve "
-            f"agreement on the calibration samples (isolated agreement {keys[worst][0]:.2%})"
+            f"keeping any one of the {len(found)} most suspicious tensors of {worst} in FP32, or the top "
+            f"{', '.join(str(len(g.group)) for g in _groups(found))} of them together, did not improve agreement on "
+            f"the calibration samples (isolated agreement {keys[worst][0]:.2%})"
         )
-    what = f"tensor {best.tensor!r}" if best.tensor else f"node {best.nodes[0]!r}"
+    what = _describe(best)
     why = f"fallback round {index}: keeping {what} FP32 raised {worst}'s isolated agreement {keys[worst][0]:.2%} → {best_key[0]:.2%}"
     chain.kept.setdefault(worst, {}).update(dict.fromkeys(best.nodes, why))
     chain.rebuild(worst)
     after = chain.score(chain.versions)
-    round_ = FallbackRound(index, worst, best.tensor, best.nodes, before, after, len(found), "calibration samples")
+    tensor = ", ".join(c.tensor for c in best.group if c.tensor) if best.group else best.tensor
+    round_ = FallbackRound(index, worst, tensor, best.nodes, before, after, len(found), "calibration samples")
     return round_, why
+
+
+def keep_component_fp32(chain: Chain, target: float) -> str | None:
+    """The last resort when tensor rounds fall short of ``target``: whole components kept FP32.
+
+    Greedily, the quantized component whose FP32 version lifts agreement on the calibration
+    samples the most is reverted, until ``target`` is reached there; if it cannot be reached with
+    some component still quantized, nothing changes. Reverted components are re-quantized as FP32
+    with everything downstream re-calibrated. Returns what was kept FP32 and why, or None.
+    Per-component precision is what makes this cheap: the other components stay INT8.
+    """
+    versions = dict(chain.versions)
+    left = [c for c in chain.recipes if _affects_outputs(chain, c)]
+    now = before = chain.score(versions, chain.calibration)
+    reverted: list[str] = []
+    while now < target and len(left) > 1:
+        scores = {c: chain.score({**versions, c: chain.fp32[c]}, chain.calibration) for c in left}
+        best = max(left, key=scores.__getitem__)
+        if scores[best] <= now:
+            return None
+        versions[best], now = chain.fp32[best], scores[best]
+        reverted.append(best)
+        left.remove(best)
+    if not reverted or now < target:
+        return None
+    why = (
+        f"keeping {' and '.join(reverted)} FP32 lifts agreement on the calibration samples {before:.2%} → {now:.2%} "
+        f"(INT8 missed min_agreement {target:.2%} after the fallback rounds)"
+    )
+    for c in reverted:
+        recipe = chain.recipes[c]
+        chain.recipes[c] = Recipe.for_mode(
+            "fp32", f"{why}. Auto recipe was: {recipe.reason}. Lower min_agreement (or set its recipe) to keep it INT8"
+        )
+    chain.rebuild()  # downstream calibration must see their FP32 outputs now
+    return why
+
+
+def _best(
+    chain: Chain, component: str, found: Sequence[Candidate], before: tuple[float, float]
+) -> tuple[Candidate | None, tuple[float, float]]:
+    """The candidate that most raises ``component``'s isolated score above ``before`` (first of equals)."""
+    best, best_key, tried = None, before, []
+    for cand in found:
+        try:
+            path = _candidate_file(chain, component, cand)
+        except StepError:
+            continue  # onnxruntime cannot quantize the graph with these nodes left out: not a candidate
+        tried.append(path)
+        key = _key(chain.end_to_end(chain.only(component, path), chain.calibration))
+        if key > best_key:
+            best, best_key = cand, key
+    for path in tried:
+        chain.discard(path)
+    return best, best_key
+
+
+def _groups(found: Sequence[Candidate]) -> list[Candidate]:
+    """The top 2, 4, … most suspicious candidates, each group as one candidate (smallest first)."""
+    sizes = [n for n in (2, 4, 8, 16) if n <= len(found)]
+    return [
+        Candidate("", tuple(dict.fromkeys(n for c in found[:k] for n in c.nodes)), 0.0, tuple(found[:k])) for k in sizes
+    ]
+
+
+def _describe(cand: Candidate) -> str:
+    if cand.group:
+        return f"the {len(cand.group)} most suspicious tensors ({', '.join(_describe(c) for c in cand.group)})"
+    return f"tensor {cand.tensor!r}" if cand.tensor else f"node {cand.nodes[0]!r}"
 
 
 def _candidate_file(chain: Chain, component: str, cand: Candidate) -> Path:

@@ -61,3 +61,21 @@ def test_strict_refuses_to_write_a_bundle_that_misses_the_target(
             planted_bundle, tmp_path / "out", calibration=tiny_samples(24), max_fallback_rounds=0, strict=True
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_when_no_round_helps_the_damaging_component_is_kept_fp32(
+    planted_bundle: Path, tmp_path: Path, tiny_samples: Samples, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mmedge.quantize.api.fallback_round", lambda *_: (None, "no candidate helped"))
+    report = quantize_bundle(
+        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+    )
+    precision = {c.name: c.precision for c in report.components}
+    assert precision["fusion_head"] == "fp32"
+    assert "int8" in precision.values()  # the other components keep their INT8
+    head = next(c for c in report.components if c.name == "fusion_head")
+    assert head.reason.startswith("keeping fusion_head FP32 lifts agreement on the calibration samples")
+    assert report.met and report.agreement >= 0.99
+    assert "no candidate helped; then keeping fusion_head FP32" in report.notes[-1]
+    assert load_bundle(tmp_path / "out").manifest.component("fusion_head").precision == "fp32"
+
