@@ -8,6 +8,12 @@ STAGES = ("export", "quantize", "run", "mobile")
 _VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
+def _busy(machine: dict[str, Any]) -> str:
+    """A warning when the 1-minute load average at start exceeded the cores (other jobs running)."""
+    load, cores = (machine.get("load_average") or [0.0])[0], machine.get("cores") or 1
+    return " (a shared, busy VM: latencies are indicative)" if load > cores else ""
+
+
 def markdown(data: dict[str, Any]) -> str:
     rows = data.get("rows", [])
     m = data.get("machine", {})
@@ -30,9 +36,15 @@ def markdown(data: dict[str, Any]) -> str:
         "agreement is judged on a trained model's margins rather than on random-init near-ties.",
         "",
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores; {simd}; load average at start "
-        f"{m.get('load_average')} (a shared, busy VM: latencies are indicative); started {m.get('started')}; "
+        f"{m.get('load_average')}{_busy(m)}; started {m.get('started')}; "
         + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()),
         "",
+        *(
+            f"Re-run {r['machine'].get('started')} (load average at start {r['machine'].get('load_average')}"
+            f"{_busy(r['machine'])}): {', '.join(f'`{n}`' for n in r['rows'])}; their rows below are from this run."
+            for r in data.get("reruns", [])
+        ),
+        *([""] if data.get("reruns") else []),
         "Reproduce: `.venv/bin/python benchmarks/zoo.py --out benchmarks/results` (`--only a,b` re-runs rows; "
         "`--merge other/zoo.json` folds in rows run in parallel)."
         + (
@@ -68,6 +80,7 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     raised = [x for x in errors if x[2].get("typed") is not None]
     typed = [x for x in raised if x[2].get("typed")]
     capped = [r["name"] for r in rows if str(r.get("status", "")).startswith("timeout")]
+    reverted = [(r["name"], why) for r in good if (why := _kept_fp32(r))]
     miss = lambda names: ", ".join(names) or "none"  # noqa: E731
     return [
         "| target | result | goal | verdict | misses |",
@@ -77,6 +90,8 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
         f"| rows quantized with agreement ≥ 99% (top-1, or cosine for embeddings) | {len(good)}/{len(rows)} "
         f"({100 * len(good) / n:.0f}%) | ≥ 90% | {'MET' if len(good) >= 0.9 * len(rows) else 'MISSED'} | "
         f"{miss([_cause(r) for r in rows if r not in good])} |",
+        f"| … of them with no component kept FP32 for accuracy | {len(good) - len(reverted)}/{len(rows)} "
+        f"| — | — | {miss([f'`{name}` ({why})' for name, why in reverted])} |",
         f"| every failure is a typed mmedge error saying what to do | {len(typed)}/{len(raised)} typed | all | "
         f"{'MET' if len(typed) == len(raised) else 'MISSED'} | {miss([f'{a} ({b})' for a, b, e in raised if not e.get('typed')])} |",
         f"| rows within the zoo's time cap | {len(rows) - len(capped)}/{len(rows)} | all | "
@@ -84,6 +99,13 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
         f"| rows that packaged for mobile | {sum(_ok(r, 'mobile') for r in rows)}/{len(rows)} | — | — | "
         f"{miss([r['name'] for r in rows if not _ok(r, 'mobile')])} |",
     ]
+
+
+def _kept_fp32(r: dict[str, Any]) -> str:
+    """Which components quantize kept FP32 to reach the agreement target (its component fallback), or ""."""
+    components = r.get("stages", {}).get("quantize", {}).get("components", {})
+    kept = [name for name, c in components.items() if c.get("precision") == "fp32" and "lifts agreement" in c["reason"]]
+    return f"{', '.join(kept)} kept FP32 for accuracy" if kept else ""
 
 
 def _cause(r: dict[str, Any]) -> str:

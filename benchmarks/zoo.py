@@ -60,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     data = _load(args.out / "zoo.json") if args.only else {}
-    data["machine"] = _machine()
+    if args.only and "machine" in data:  # the table's machine stays the first run's; re-runs are listed
+        data.setdefault("reruns", []).append({"rows": names, "machine": _machine()})
+    else:
+        data["machine"] = _machine()
     data["settings"] = {
         "timeout_s": args.timeout,
         "samples": args.samples,
