@@ -8,6 +8,10 @@ variant's top-1 agreement with PyTorch FP32 measured on held-out samples. Writes
 ``<out>/peers.json`` and ``<out>/peers.md``.
 
     .venv/bin/python benchmarks/peers.py --peer-python /tmp/et-venv/bin/python
+    .venv/bin/python benchmarks/peers.py --models trimodal224 resnetbert224 --peer-python ...  # real sizes
+
+The real-size models (``trimodal224``, ``resnetbert224``) are prepared exactly as
+``run_standard.py`` prepares them (same training, calibration and held-out samples).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import run_standard  # this folder is on sys.path when the script runs
 
 from mmedge.bench import BenchReport, MachineInfo, bench, busy_warning, machine_line
 
@@ -32,6 +36,8 @@ __all__ = ["PEER_MODELS", "main"]
 RESULTS = Path(__file__).parent / "results"
 CALIBRATION = 128  # training samples every INT8 (mmedge's and the peers') is calibrated on
 AGREEMENT_SAMPLES = 300  # held-out samples (another seed) every variant is scored on
+REAL_SIZES = ("trimodal224", "resnetbert224")  # run_standard.py's recipes, sizes and sample counts
+EQUAL_ACCURACY = 0.99  # top-1 agreement with PyTorch FP32 a peer variant needs to count as equally accurate
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,8 @@ def prepare(spec: Recipe, work: Path, threads: int, agreement_samples: int) -> d
     _say(f"exporting (held-out accuracy {accuracy:.1%}) and quantizing with mmedge")
     export_model(model, model.example_inputs(1), out=work / "fp32", monolithic=True)
     q = quantize_bundle(work / "fp32", work / "int8", calibration=trainset.samples(CALIBRATION), holdout=held.samples())
-    _save(work / "calibration.npz", trainset.samples(CALIBRATION))
-    _save(work / "agreement.npz", held.samples())
+    run_standard.save_samples(work / "calibration.npz", trainset.samples(CALIBRATION))
+    run_standard.save_samples(work / "agreement.npz", held.samples())
     return {
         "model": spec.model,
         "training": {"samples": spec.train_samples, "epochs": spec.epochs, "heldout_accuracy": accuracy},
@@ -84,17 +90,31 @@ def prepare(spec: Recipe, work: Path, threads: int, agreement_samples: int) -> d
 
 
 def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], BenchReport]:
-    spec = PEER_MODELS[name]
+    """Prepare model ``name`` (a 64² recipe here, or a real-size one of ``run_standard.py``) and bench it."""
+    if name in REAL_SIZES:
+        spec = _overridden(run_standard.MODELS[name], args)
+        setup = run_standard.prepare(spec, work, args.threads, _say)
+        setup["mmedge_int8_precision"] = setup["quantization"]["precision"]
+        return setup, _bench(spec.model, work, args, config=work / "model.toml")
+    recipe = _overridden(PEER_MODELS[name], args)
+    return prepare(recipe, work, args.threads, args.agreement_samples), _bench(recipe.model, work, args)
+
+
+def _overridden(spec: Any, args: argparse.Namespace) -> Any:
     if args.train_samples:
         spec = dataclasses.replace(spec, train_samples=args.train_samples)
     if args.epochs:
         spec = dataclasses.replace(spec, epochs=args.epochs)
-    setup = prepare(spec, work, args.threads, args.agreement_samples)
+    return spec
+
+
+def _bench(model: str, work: Path, args: argparse.Namespace, config: Path | None = None) -> BenchReport:
     _say(f"benchmark with peers {args.peers} ({args.iterations} interleaved rounds, {args.threads} threads)")
-    report = bench(
+    return bench(
         work / "int8",
         compare=[work / "fp32"],
-        torch_model=spec.model,
+        torch_model=model,
+        config=config,
         checkpoint=work / "model.pt",
         iterations=args.iterations,
         warmup=3,
@@ -105,11 +125,6 @@ def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any]
         peer_calibration=work / "calibration.npz",
         agreement_inputs=work / "agreement.npz",
     )
-    return {"setup": setup, "report": report.to_dict()}, report
-
-
-def _save(path: Path, samples: Sequence[dict[str, np.ndarray]]) -> None:
-    np.savez(path, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
 
 
 def table(report: dict[str, Any]) -> list[str]:
@@ -137,6 +152,40 @@ def table(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def equal_accuracy(report: dict[str, Any], subject: str = "split INT8") -> list[str]:
+    """The target: ``subject`` against the fastest peer variant of equal accuracy, on p50 and on min.
+
+    Equal accuracy = top-1 agreement with PyTorch FP32 of at least ``EQUAL_ACCURACY`` (FP32 peers
+    qualify by construction). The ratio is the peer's time over the subject's (> 1× = mmedge faster).
+    """
+    timed = {v["name"]: v for v in report["variants"] if v["batches"]}
+    if subject not in timed:
+        return []
+
+    def agreement(v: dict[str, Any]) -> float:
+        top1 = [a["value"] for a in v["agreement"] if a["metric"] == "top1"]
+        return min(top1) if top1 else 0.0
+
+    peers = [v for v in timed.values() if v["kind"] == "peer" and agreement(v) >= EQUAL_ACCURACY]
+    own = agreement(timed[subject])
+    lines = [
+        f"Equal accuracy (top-1 agreement with PyTorch FP32 ≥ {EQUAL_ACCURACY:.0%}; {subject}: {own:.1%}):",
+        "",
+    ]
+    if not peers:
+        return [*lines, "- no peer variant reached it.", ""]
+    for stat in ("p50_ms", "min_ms"):
+        best = min(peers, key=lambda v: v["batches"][0]["latency"][stat])
+        ratio = best["batches"][0]["latency"][stat] / timed[subject]["batches"][0]["latency"][stat]
+        verdict = "faster" if ratio >= 1.0 else "**slower**"
+        goal = "meets ≥ 1.25×" if ratio >= 1.25 else "below 1.25×"
+        lines.append(
+            f"- {stat.removesuffix('_ms')}: fastest such peer `{best['name']}` ({agreement(best):.1%}) "
+            f"{best['batches'][0]['latency'][stat]:.2f} ms; {subject} is {verdict} by {ratio:.2f}× ({goal})"
+        )
+    return [*lines, ""]
+
+
 def _agreement(a: dict[str, Any]) -> str:
     return f"{a['value']:.1%}" if a["metric"] == "top1" else f"cos {a['value']:.4f} (min {a['worst']:.4f})"
 
@@ -151,9 +200,14 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
         f"- **Machine**: {machine_line(next(iter(machines.values())))}",
         "- **Load average (1, 5, 15 min) at each run's start**: "
         + "; ".join(f"{n}: {', '.join(f'{x:.1f}' for x in m.load_average)}" for n, m in machines.items()),
-        "- **The machine was shared and very busy** (other jobs used its 2 cores throughout, load average "
-        "10-15): absolute times are inflated and noisy; the variants of one model ran interleaved (order "
-        "shuffled each round), so the ratios within a table are the comparable numbers.",
+        (
+            "- **The machine was busy for some runs** (other jobs used its 2 cores; marked below): absolute times "
+            "are then inflated and noisy. "
+            if any(m.busy for m in machines.values())
+            else "- The machine was quiet at each run's start. "
+        )
+        + "The variants of one model ran interleaved (order shuffled each round), so the ratios within a table "
+        "are the comparable numbers.",
         f"- **Run**: batch 1, {first['threads']} threads per variant, {first['iterations']} interleaved rounds "
         "after warm-up, every variant in its own process; peers built from the same model and checkpoint, "
         f"INT8 calibrated on the same {CALIBRATION} training samples as mmedge's; agreement = share of "
@@ -180,6 +234,7 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
             "",
             *table(result["report"]),
             "",
+            *equal_accuracy(result["report"]),
             "Notes:",
             "",
             *(f"- {v['name']}: {note}" for v in result["report"]["variants"] for note in v["notes"]),
@@ -213,7 +268,9 @@ def _say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(PEER_MODELS), default=["trimodal", "textimage"])
+    parser.add_argument(
+        "--models", nargs="+", choices=[*sorted(PEER_MODELS), *REAL_SIZES], default=["trimodal", "textimage"]
+    )
     parser.add_argument("--peers", nargs="+", default=["ort-int8", "openvino", "executorch"])
     parser.add_argument("--peer-python", help="interpreter with executorch (and mmedge) for the ExecuTorch peers")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -221,7 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
     parser.add_argument("--epochs", type=int, help="override each model's training epochs")
-    parser.add_argument("--agreement-samples", type=int, default=AGREEMENT_SAMPLES, help="held-out samples scored")
+    parser.add_argument(
+        "--agreement-samples",
+        type=int,
+        default=AGREEMENT_SAMPLES,
+        help="held-out samples scored (64² models; the real-size ones use run_standard's)",
+    )
     parser.add_argument("--note", action="append", default=[], help="a line for the report's header (with --merge)")
     parser.add_argument(
         "--merge", nargs="+", type=Path, metavar="JSON", help="only merge these runs' peers.json into --out"
@@ -233,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {}
     for name in args.models:
         with tempfile.TemporaryDirectory(prefix=f"mmedge-peers-{name}-") as tmp:
-            results[name], _ = run(name, Path(tmp), args)
+            setup, report = run(name, Path(tmp), args)
+        results[name] = {"setup": setup, "report": report.to_dict()}
         args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a later failure keeps these
         (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         (args.out / "peers.md").write_text(markdown(results), encoding="utf-8")

@@ -114,12 +114,12 @@ MODELS = {
     "resnetbert224": Standard(
         "ResNetBertNet",
         "make_textimage",
-        train_samples=512,
-        epochs=2,
+        train_samples=1500,
+        epochs=3,
         lr=5e-4,
         config=(("image_size", 224), ("max_text_length", 32)),
         train_image_size=64,
-        finetune_samples=32,
+        finetune_samples=128,
         finetune_lr=1e-4,
         calibration=64,
         holdout=100,
@@ -252,12 +252,15 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
     steps["export_s"] = time.monotonic() - start
     say(f"quantizing to INT8 (agreement with FP32 checked on {spec.holdout} held-out samples)")
     start = time.monotonic()
+    calibration = trainset.samples(spec.calibration)
+    save_samples(work / "calibration.npz", calibration)  # for peers.py: its INT8 peers calibrate on the same
+    save_samples(work / "agreement.npz", held.samples())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         q = quantize_bundle(
             work / "fp32",
             work / "int8",
-            calibration=trainset.samples(spec.calibration),
+            calibration=calibration,
             holdout=held.samples(),
             labels=held.labels.tolist(),
         )
@@ -297,6 +300,13 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
         },
         "prepare_seconds": steps,
     }
+
+
+def save_samples(path: Path, samples: Sequence[dict[str, Any]]) -> None:
+    """Batch-1 samples as one ``.npz`` of stacked inputs (what ``mmedge bench`` reads as inputs)."""
+    import numpy as np
+
+    np.savez(path, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
 
 
 def _build(spec: Standard) -> Any:
