@@ -54,10 +54,10 @@ class Ctx:
 
     def note_fallbacks(self, name: str, exported: Any) -> None:
         for failed in exported.failed:
-            if failed.exporter == exported.exporter and failed.size_one:
+            if failed.size_one and exported.from_second_input:
                 self.warnings.append(
                     f"{name}: exported from the second input: on the example, {', '.join(failed.size_one)} has size 1 "
-                    f"and the {failed.exporter} exporter's graph failed ({failed.reason})"
+                    f"and the {failed.exporter} exporter's graph failed ({failed.reason}); used {exported.exporter}"
                 )
                 continue
             self.warnings.append(

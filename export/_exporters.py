@@ -75,6 +75,7 @@ class Exported:
     external_data: bool
     rows: tuple[Any, ...]  # VerificationRow of every output
     failed: tuple[Attempt, ...]  # exporters tried before the one that worked
+    from_second_input: bool = False  # traced on the second run's arguments (see export_verified)
 
 
 def preferred_order(module: Any) -> tuple[str, ...]:
@@ -208,31 +209,36 @@ def export_verified(job: ExportJob, path: Path, verify: Callable[[Path], tuple[A
     ``verify`` returns VerificationRow-like objects with ``passed`` and ``detail``. Raises one
     ExportError naming every exporter's failure, and the unsupported operator when there is one.
 
-    When the example has size 1 on a dynamic axis (a batch-1 example) and an exporter's graph
-    fails, that exporter is tried once more on the second run's arguments, whose dynamic sizes
-    are all at least 2: exporters turn size-1 dims into constants (``nn.TransformerEncoder``,
+    When the example has size 1 on a dynamic axis (a batch-1 example) and no exporter's graph
+    passes, each is tried once more on the second run's arguments, whose dynamic sizes are all
+    at least 2: exporters turn size-1 dims into constants (``nn.TransformerEncoder``,
     attention reshapes), and asking users for batch-2 examples is what a tool should do for them.
     """
     failed: list[Attempt] = []
     size_one = job.size_one_axes() if job.second_args else ()
     retry = dataclasses.replace(job, args=job.second_args, second_args=())
-    for exporter in preferred_order(job.module):
-        for attempt_job in (job, retry) if size_one else (job,):
-            exported, attempt = _try(attempt_job, exporter, path, verify, tuple(failed))
-            if exported is not None:
-                return exported
-            if attempt_job is retry:
-                attempt = dataclasses.replace(
-                    attempt, reason=f"{attempt.reason} (also when exported from the second input, whose sizes are ≥ 2)"
-                )
-            else:
-                attempt = dataclasses.replace(attempt, size_one=size_one)
-            failed.append(attempt)
+    order = preferred_order(job.module)
+    for attempt_job, exporter in [(job, e) for e in order] + ([(retry, e) for e in order] if size_one else []):
+        exported, attempt = _try(attempt_job, exporter, path, verify, tuple(failed), second=attempt_job is retry)
+        if exported is not None:
+            return exported
+        if attempt_job is retry:
+            reason = f"{attempt.reason} (also when exported from the second input, whose sizes are ≥ 2)"
+            attempt = dataclasses.replace(attempt, reason=reason)
+        else:
+            attempt = dataclasses.replace(attempt, size_one=size_one)
+        failed.append(attempt)
     raise ExportError(_failure_message(job, failed))
 
 
 def _try(
-    job: ExportJob, exporter: str, path: Path, verify: Callable[[Path], tuple[Any, ...]], failed: tuple[Attempt, ...]
+    job: ExportJob,
+    exporter: str,
+    path: Path,
+    verify: Callable[[Path], tuple[Any, ...]],
+    failed: tuple[Attempt, ...],
+    *,
+    second: bool,
 ) -> tuple[Exported | None, Attempt]:
     attempt, optimizations, external = _attempt(job, exporter, path)
     if attempt is not None:
@@ -240,7 +246,7 @@ def _try(
     rows = verify(path)
     bad = [r for r in rows if not r.passed]
     if not bad:
-        return Exported(exporter, optimizations, external, tuple(rows), failed), Attempt(exporter, "")
+        return Exported(exporter, optimizations, external, tuple(rows), failed, second), Attempt(exporter, "")
     return None, Attempt(exporter, "; ".join(f"output {r.output!r}: {r.detail}" for r in bad))
 
 
