@@ -44,8 +44,11 @@ def variant_specs(
     threads: int,
     providers: Any,
     monolithic: bool,
+    subject_providers: Sequence[Mapping[str, Any]] = (),
 ) -> list[VariantSpec]:
-    """The variants in report order: subject first, then compared bundles, monolithic ONNX, PyTorch."""
+    """The variants in report order: subject first (then again under each of ``subject_providers``,
+    per-component provider policies such as ``{"image": "openvino", "*": "cpu"}``), then compared
+    bundles, monolithic ONNX, PyTorch."""
     common = {"threads": threads, "providers": providers}
     variants = []
     names: set[str] = set()
@@ -53,6 +56,11 @@ def variant_specs(
         name = _unique(f"split {_label(c.precision for c in b.manifest.components)}", b, names)
         spec = {"kind": "split", "path": str(b.path), **common}
         variants.append(VariantSpec(name, "split", str(b.path), RUNTIME_WORKER, spec))
+        if b is subject:
+            for policy in subject_providers:
+                label = ", ".join(f"{k}={v}" for k, v in policy.items())
+                spec = {"kind": "split", "path": str(b.path), "threads": threads, "providers": dict(policy)}
+                variants.append(VariantSpec(f"{name} [{label}]", "split", str(b.path), RUNTIME_WORKER, spec))
     if monolithic:
         seen: set[str] = set()
         for b in (subject, *others):

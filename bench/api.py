@@ -61,6 +61,7 @@ def bench(
     time_budget_s: float | None = None,
     threads: int | None = None,
     providers: ProviderRequest = "cpu",
+    subject_providers: Sequence[Mapping[str, ProviderRequest]] = (),
     monolithic: bool = True,
     profile: bool = True,
     profile_runs: int = 10,
@@ -89,6 +90,9 @@ def bench(
             seconds (split evenly over the batch sizes) are spent, instead of ``iterations``.
         threads: CPU threads every variant may use (default: physical cores).
         providers: execution providers of the ONNX variants (default CPU, like PyTorch here).
+        subject_providers: also time ``bundle`` under each of these per-component provider
+            policies, e.g. ``{"image": "openvino", "*": "cpu"}`` (the OpenVINO runtime for the image
+            encoder), each as a variant of its own.
         monolithic: include the whole-model ONNX of bundles that carry one.
         profile: after timing, profile ``profile_runs`` runs per variant for per-op hot spots.
         progress: called after each step; raising KeyboardInterrupt there (or Ctrl-C) stops the
@@ -147,6 +151,7 @@ def bench(
         threads=budget,
         providers=providers,
         monolithic=monolithic,
+        subject_providers=subject_providers,
     )
     plan = Plan(
         batch_sizes=sizes,

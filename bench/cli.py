@@ -75,6 +75,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--providers", default="cpu", help="providers of the ONNX variants: cpu (default), auto, cuda, or cuda,cpu"
     )
     parser.add_argument(
+        "--subject-providers",
+        action="append",
+        default=[],
+        metavar="POLICY",
+        help="also time the bundle under this per-component provider policy, e.g. 'image=openvino;*=cpu' "
+        "(the OpenVINO runtime for the image encoder); repeatable, each a variant of its own",
+    )
+    parser.add_argument(
         "--no-monolithic",
         action="store_true",
         help="skip the monolithic ONNX an FP32 bundle (given or --compare'd) carries",
@@ -109,14 +117,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png into DIR")
 
 
+def _policy(text: str) -> Mapping[str, Any]:
+    policy = parse_policy(text)
+    if not isinstance(policy, Mapping):
+        raise ConfigError(f"--subject-providers {text!r}: give a per-component policy, e.g. 'image=openvino;*=cpu'")
+    return policy
+
+
 def run(args: argparse.Namespace) -> int:
     batch_sizes = _batch_sizes(args.batch_sizes)
     providers = parse_policy(args.providers)
     if isinstance(providers, Mapping):
         raise ConfigError(
             f"--providers {args.providers!r}: bench runs every variant (monolithic included) on the same "
-            "providers; give names only, e.g. cuda,cpu"
+            "providers; give names only, e.g. cuda,cpu (per-component policies: --subject-providers)"
         )
+    subject_providers = [_policy(text) for text in args.subject_providers]
     with _progress_bar(enabled=not args.json) as report_progress:
         report = bench(
             args.bundle,
@@ -131,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             time_budget_s=args.time_budget,
             threads=args.threads,
             providers=providers,
+            subject_providers=subject_providers,
             monolithic=not args.no_monolithic,
             profile=not args.no_profile,
             seed=args.seed,

@@ -30,6 +30,7 @@ from typing import Any
 import run_standard  # this folder is on sys.path when the script runs
 
 from mmedge.bench import BenchReport, MachineInfo, bench, busy_warning, machine_line
+from mmedge.runtime.policy import parse_policy
 
 __all__ = ["PEER_MODELS", "main"]
 
@@ -115,6 +116,7 @@ def _bench(model: str, work: Path, args: argparse.Namespace, config: Path | None
         compare=[work / "fp32"],
         torch_model=model,
         config=config,
+        subject_providers=[parse_policy(t) for t in args.subject_providers],
         checkpoint=work / "model.pt",
         iterations=args.iterations,
         warmup=3,
@@ -234,7 +236,12 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
             "",
             *table(result["report"]),
             "",
-            *equal_accuracy(result["report"]),
+            *(
+                line
+                for v in result["report"]["variants"]
+                if v["kind"] == "split" and v["name"].startswith("split INT8")
+                for line in equal_accuracy(result["report"], v["name"])
+            ),
             "Notes:",
             "",
             *(f"- {v['name']}: {note}" for v in result["report"]["variants"] for note in v["notes"]),
@@ -283,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=AGREEMENT_SAMPLES,
         help="held-out samples scored (64² models; the real-size ones use run_standard's)",
+    )
+    parser.add_argument(
+        "--subject-providers",
+        action="append",
+        default=[],
+        metavar="POLICY",
+        help="also time mmedge's INT8 bundle under this provider policy, e.g. 'image=openvino;*=cpu'",
     )
     parser.add_argument("--note", action="append", default=[], help="a line for the report's header (with --merge)")
     parser.add_argument(

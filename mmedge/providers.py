@@ -5,6 +5,12 @@ ORT provider name, or a list of names / ``(name, options)`` pairs) into the prio
 takes, given the providers this onnxruntime build offers. It never imports onnxruntime when
 ``available`` and ``known`` are passed, so the whole selection and fallback logic is testable
 on any machine with a fake ``available`` list.
+
+``"openvino"`` (:data:`OPENVINO`) is not an onnxruntime EP but a backend of its own: the
+component's ONNX file compiled by the OpenVINO runtime (``pip install openvino``), whose CPU
+plugin runs INT8 convolutions on AMX/VNNI where onnxruntime's QLinearConv does not (see
+:mod:`mmedge.sessions`). It is available when ``openvino`` is importable; onnxruntime's own
+OpenVINO EP (the ``onnxruntime-openvino`` build) keeps its full name, ``OpenVINOExecutionProvider``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,19 @@ from typing import Any
 
 from mmedge.errors import ProviderError
 
-__all__ = ["AUTO_ORDER", "CPU", "SHORT_NAMES", "ProviderPlan", "ProviderRequest", "resolve_providers"]
+__all__ = [
+    "AUTO_ORDER",
+    "CPU",
+    "OPENVINO",
+    "SHORT_NAMES",
+    "ProviderPlan",
+    "ProviderRequest",
+    "openvino_available",
+    "resolve_providers",
+]
 
 CPU = "CPUExecutionProvider"
+OPENVINO = "OpenVINO"  # the OpenVINO runtime as a per-component backend, not an onnxruntime EP
 # "auto" registers every available one of these, best first; ORT gives each node to the first
 # EP in the list that supports it, so the later ones (and CPU, always last) catch the rest.
 AUTO_ORDER = (
@@ -37,6 +53,7 @@ SHORT_NAMES = {
     "nnapi": "NnapiExecutionProvider",
     "xnnpack": "XnnpackExecutionProvider",
     "qnn": "QNNExecutionProvider",
+    "openvino": OPENVINO,
 }
 _INSTALL_HINT = {
     "CUDAExecutionProvider": "install the `gpu` extra (pip uninstall onnxruntime && pip install 'mmedge[gpu]') on a machine with an NVIDIA GPU",
@@ -44,6 +61,7 @@ _INSTALL_HINT = {
     "CoreMLExecutionProvider": "use the onnxruntime wheel for macOS/iOS",
     "NnapiExecutionProvider": "use the onnxruntime-android package",
     "QNNExecutionProvider": "install onnxruntime-qnn on a Qualcomm device",
+    OPENVINO: "pip install openvino",
 }
 
 ProviderRequest = str | Sequence[str | tuple[str, Mapping[str, Any]]]
@@ -80,8 +98,10 @@ def resolve_providers(
     if available is None or known is None:
         import onnxruntime as ort
 
-        available = ort.get_available_providers() if available is None else available
+        if available is None:
+            available = [*ort.get_available_providers(), *((OPENVINO,) if openvino_available() else ())]
         known = ort.get_all_providers() if known is None else known
+    known = [*known, OPENVINO]
     if isinstance(request, str) and request.lower() == "auto":
         chosen = tuple((name, {}) for name in AUTO_ORDER if name in available or name == CPU)
         return ProviderPlan(providers=chosen, strict=False)
@@ -102,6 +122,13 @@ def resolve_providers(
     if all(name != CPU for name, _ in kept):
         kept.append((CPU, {}))
     return ProviderPlan(providers=tuple(kept), fallbacks=tuple(dropped), strict=not fallback)
+
+
+def openvino_available() -> bool:
+    """Whether the OpenVINO runtime (the ``openvino`` package) can be imported, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def _normalize(request: ProviderRequest, known: Sequence[str]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmedge.bundle import Bundle, Component, check_io, verify_component_file
 from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError, translated
-from mmedge.providers import CPU, ProviderPlan
+from mmedge.providers import CPU, OPENVINO, ProviderPlan
 from mmedge.verify import session_specs
 
 __all__ = [
@@ -219,11 +219,16 @@ def open_session(
 
 
 def _create(path: Path, component: Component, providers: list, threads: int, settings: SessionSettings) -> Any:
-    options = session_options(component.name, threads, settings)
-    if _strict(providers, settings):
-        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        providers = [(p, o) for p, o in providers if p != CPU]  # ORT refuses the option with the CPU EP listed
-    session = create_session(path, options, providers=providers)
+    if providers and providers[0][0] == OPENVINO:  # a backend of its own (mmedge.openvino_backend)
+        from mmedge.openvino_backend import OpenVINOSession
+
+        session: Any = OpenVINOSession(path, threads)
+    else:
+        options = session_options(component.name, threads, settings)
+        if _strict(providers, settings):
+            options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+            providers = [(p, o) for p, o in providers if p != CPU]  # ORT refuses the option with the CPU EP listed
+        session = create_session(path, options, providers=[(p, o) for p, o in providers if p != OPENVINO])
     problems = check_io(component, session_specs(session.get_inputs()), session_specs(session.get_outputs()))
     if problems:
         raise BundleError(
@@ -281,8 +286,8 @@ def _placement(
     """What the session really uses; an explicit request that ORT silently dropped is an error."""
     notes = list(failed.values())
     for name in plan.names:
-        if name == CPU and strict and CPU not in registered:
-            continue  # left out on purpose: strict placement runs without the CPU EP
+        if name == CPU and ((strict and CPU not in registered) or OPENVINO in registered):
+            continue  # left out on purpose: strict placement runs without the CPU EP; OpenVINO runs it all
         if name not in registered and name not in failed:
             message = f"{name} was requested but onnxruntime did not register it"
             if plan.strict:

@@ -155,3 +155,21 @@ def test_a_time_budget_replaces_the_iteration_count(tiny_bundle: Path) -> None:
     assert measured[-1].fraction == pytest.approx(1.0)
     assert report.variants[0].batches[0].latency.count == len(measured) > 1
     assert report.settings.time_budget_s == 0.3
+
+
+def test_the_subject_is_timed_again_under_each_provider_policy(tiny_bundle: Path) -> None:
+    pytest.importorskip("openvino")
+    report = bench(
+        tiny_bundle,
+        iterations=2,
+        warmup=1,
+        threads=1,
+        profile=True,
+        subject_providers=[{"image": "openvino", "*": "cpu"}],
+    )
+    names = [v.name for v in report.variants]
+    assert names[:2] == ["split FP32", "split FP32 [image=openvino, *=cpu]"]
+    policy = report.variants[1]
+    assert "OpenVINO" in policy.providers
+    assert policy.batches[0].latency.count == 2
+    assert policy.hotspots == ()  # onnxruntime's profiler cannot see the OpenVINO kernels: not profiled

@@ -1,0 +1,84 @@
+"""The OpenVINO runtime as a per-component backend, behind the small session interface mmedge uses.
+
+Why: on CPUs with AMX or VNNI, OpenVINO's CPU plugin (oneDNN) runs INT8 convolutions about twice
+as fast as onnxruntime's QLinearConv, which uses neither (``benchmarks/results/peers.md``,
+``ceilings.md``). OpenVINO reads mmedge's ONNX files as they are, QDQ INT8 included (its
+low-precision transformations turn each QuantizeLinear/DequantizeLinear pair into INT8 kernels),
+so a component keeps the recipe ``mmedge quantize`` chose and verified — only the kernels change.
+``Pipeline(bundle, providers={"image": "openvino", "*": "cpu"})`` uses it for one component.
+
+:class:`OpenVINOSession` answers the calls :mod:`mmedge.sessions` makes of an onnxruntime
+session (``run``, ``get_providers``, ``get_provider_options``, ``get_inputs``/``get_outputs``
+names); one infer request per calling thread keeps ``Pipeline.run`` thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.providers import OPENVINO
+
+__all__ = ["OpenVINOSession"]
+
+
+@dataclass(frozen=True)
+class _Arg:
+    """What :func:`mmedge.verify.session_specs` reads of a session input or output."""
+
+    name: str
+    shape: list[Any]
+    type: str
+
+
+_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64)", "i32": "tensor(int32)",
+          "u8": "tensor(uint8)", "i8": "tensor(int8)", "boolean": "tensor(bool)", "f64": "tensor(double)"}  # fmt: skip
+
+
+class OpenVINOSession:
+    """A component's ONNX file compiled by OpenVINO for the CPU, with ``threads`` inference threads."""
+
+    def __init__(self, path: str | Path, threads: int) -> None:
+        import openvino as ov
+
+        # f32: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise run float layers in bfloat16,
+        # off the numerics the bundle was verified with; INT8 (QDQ) layers still run as INT8.
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._local = threading.local()
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """Outputs in the order of ``output_names`` (copies: the request's buffers are reused)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        results = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        by_name = {name: value for port, value in results.items() for name in port.get_names()}
+        return [np.array(by_name[n], copy=True) for n in output_names]
+
+    def get_providers(self) -> list[str]:
+        return [OPENVINO]
+
+    def get_provider_options(self) -> dict[str, Any]:
+        return {}
+
+    def get_inputs(self) -> list[_Arg]:
+        return [_arg(port) for port in self._compiled.inputs]
+
+    def get_outputs(self) -> list[_Arg]:
+        return [_arg(port) for port in self._compiled.outputs]
+
+
+def _arg(port: Any) -> _Arg:
+    shape = [int(d.get_length()) if d.is_static else None for d in port.get_partial_shape()]
+    return _Arg(port.get_any_name(), shape, _TYPES.get(port.get_element_type().get_type_name(), "tensor(float)"))

@@ -1,0 +1,57 @@
+"""The OpenVINO runtime as a per-component backend: same outputs, FP32 and QDQ INT8, thread-safe."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinybundle import tiny_inputs
+
+from mmedge.errors import ProviderError
+from mmedge.providers import CPU, OPENVINO, resolve_providers
+from mmedge.runtime import Pipeline
+
+pytest.importorskip("openvino")
+
+IMAGE_ON_OPENVINO = {"image": "openvino", "*": "cpu"}
+
+
+def test_an_encoder_on_openvino_gives_the_cpu_outputs(tiny_bundle: Path) -> None:
+    x = tiny_inputs(batch=3, seed=4)
+    with Pipeline(tiny_bundle, "cpu") as cpu, Pipeline(tiny_bundle, IMAGE_ON_OPENVINO) as ov:
+        placement = ov.providers_used
+        assert placement["image_encoder"].registered == (OPENVINO,)
+        assert placement["text_encoder"].registered == (CPU,)
+        np.testing.assert_allclose(ov.run(x)["logits"], cpu.run(x)["logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_qdq_int8_encoder_runs_as_int8_on_openvino(tiny_bundle: Path, tmp_path: Path) -> None:
+    from mmedge.quantize import quantize_bundle
+
+    samples = [tiny_inputs(batch=2, seed=i) for i in range(16)]
+    quantize_bundle(tiny_bundle, tmp_path / "int8", calibration=samples, recipe="static", speed_check=False)
+    x = tiny_inputs(batch=4, seed=99)
+    with Pipeline(tmp_path / "int8", "cpu") as ort_int8, Pipeline(tmp_path / "int8", IMAGE_ON_OPENVINO) as ov:
+        a, b = ort_int8.encode("image", x["image"]), ov.encode("image", x["image"])
+    a, b = next(iter(a.values())).ravel(), next(iter(b.values())).ravel()
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999  # the same INT8 arithmetic, other kernels
+
+
+def test_runs_from_many_threads_at_once(tiny_bundle: Path) -> None:
+    inputs = [tiny_inputs(batch=2, seed=i) for i in range(8)]
+    with Pipeline(tiny_bundle, IMAGE_ON_OPENVINO) as ov:
+        alone = [ov.run(x)["logits"] for x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda x: ov.run(x)["logits"], inputs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_without_openvino_installed_it_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError, match=r"OpenVINO is not available.*pip install openvino"):
+        resolve_providers("openvino", available=[CPU], known=[CPU])
+    plan = resolve_providers("openvino", available=[CPU], known=[CPU], fallback=True)
+    assert plan.names == (CPU,)
+    assert "OpenVINO" in plan.fallbacks[0]
