@@ -59,8 +59,11 @@ def variant_specs(
         if b is subject:
             for policy in subject_providers:
                 label = ", ".join(f"{k}={v}" for k, v in policy.items())
-                spec = {"kind": "split", "path": str(b.path), "threads": threads, "providers": dict(policy)}
-                variants.append(VariantSpec(f"{name} [{label}]", "split", str(b.path), RUNTIME_WORKER, spec))
+                variants.append(
+                    VariantSpec(
+                        f"{name} [{label}]", "split", str(b.path), RUNTIME_WORKER, {**spec, "providers": dict(policy)}
+                    )
+                )
     if monolithic:
         seen: set[str] = set()
         for b in (subject, *others):

@@ -52,7 +52,7 @@ class ExportJob:
             f"{name!r} axis {axis} ({symbol!r})"
             for name, arg in zip(self.input_names, self.args, strict=False)
             for axis, symbol in self.axes.get(name, {}).items()
-            if hasattr(arg, "shape") and arg.dim() > axis and int(arg.shape[axis]) == 1
+            if hasattr(arg, "shape") and len(arg.shape) > axis and int(arg.shape[axis]) == 1
         )
 
 

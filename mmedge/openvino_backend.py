@@ -58,13 +58,17 @@ class OpenVINOSession:
         self._local = threading.local()
 
     def run(self, output_names: Sequence[str], feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        """Outputs in the order of ``output_names`` (copies: the request's buffers are reused)."""
+        """Outputs in the order of ``output_names``.
+
+        ``infer`` copies the feeds into the request's tensors and its outputs out of them (its
+        ``share_inputs``/``share_outputs`` default to False), so the request can be reused.
+        """
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        results = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        results = request.infer(dict(feeds))
         by_name = {name: value for port, value in results.items() for name in port.get_names()}
-        return [np.array(by_name[n], copy=True) for n in output_names]
+        return [by_name[n] for n in output_names]
 
     def get_providers(self) -> list[str]:
         return [OPENVINO]

@@ -66,14 +66,15 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
     if not found:
         return None, f"{worst} has no quantized tensor or node left to keep FP32"
     best, best_key = _best(chain, worst, found, keys[worst])
+    groups = _groups(found)
     if best is None:
         # Damage spread over many tensors (e.g. two quantized branches subtracted) moves no single
         # one: keep the most suspicious together (the group that helps most; the smaller of equals).
-        best, best_key = _best(chain, worst, _groups(found), keys[worst])
+        best, best_key = _best(chain, worst, groups, keys[worst])
     if best is None:
         return None, (
             f"keeping any one of the {len(found)} most suspicious tensors of {worst} in FP32, or the top "
-            f"{', '.join(str(len(g.group)) for g in _groups(found))} of them together, did not improve agreement on "
+            f"{', '.join(str(len(g.group)) for g in groups)} of them together, did not improve agreement on "
             f"the calibration samples (isolated agreement {keys[worst][0]:.2%})"
         )
     what = _describe(best)
