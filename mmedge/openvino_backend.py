@@ -57,18 +57,20 @@ class OpenVINOSession:
         self._compiled = ov.Core().compile_model(str(path), "CPU", config)
         self._local = threading.local()
 
-    def run(self, output_names: Sequence[str], feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        """Outputs in the order of ``output_names``.
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """Outputs in the order of ``output_names`` (None: every output, in the graph's order).
 
-        ``infer`` copies the feeds into the request's tensors and its outputs out of them (its
-        ``share_inputs``/``share_outputs`` default to False), so the request can be reused.
+        The feeds are read in place (``share_inputs``: no copy of a 224² image into the request,
+        which costs as much as the small encoders when caches are cold); the call is synchronous,
+        so they are not used after it returns. Outputs are copied out of the request (the default),
+        which reuses its output tensors on the next call.
         """
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        results = request.infer(dict(feeds))
+        results = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()}, share_inputs=True)
         by_name = {name: value for port, value in results.items() for name in port.get_names()}
-        return [by_name[n] for n in output_names]
+        return [by_name[n] for n in output_names or [o.name for o in self.get_outputs()]]
 
     def get_providers(self) -> list[str]:
         return [OPENVINO]

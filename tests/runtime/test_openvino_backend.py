@@ -55,3 +55,16 @@ def test_without_openvino_installed_it_is_a_provider_error() -> None:
     plan = resolve_providers("openvino", available=[CPU], known=[CPU], fallback=True)
     assert plan.names == (CPU,)
     assert "OpenVINO" in plan.fallbacks[0]
+
+
+def test_outputs_are_the_callers_and_inputs_are_left_as_they_were(tiny_bundle: Path) -> None:
+    # feeds are shared with OpenVINO (no copy in), outputs are copied out of its reused tensors
+    first, second = tiny_inputs(batch=2, seed=1), tiny_inputs(batch=2, seed=2)
+    image = first["image"].copy()
+    with Pipeline(tiny_bundle, IMAGE_ON_OPENVINO) as ov:
+        out = ov.encode("image", first["image"])
+        kept = {k: v.copy() for k, v in out.items()}
+        ov.encode("image", second["image"])
+    np.testing.assert_array_equal(first["image"], image)
+    for name, value in kept.items():
+        np.testing.assert_array_equal(out[name], value)
