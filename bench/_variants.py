@@ -24,7 +24,7 @@ from mmedge.bench._types import MODEL_PART, Hotspots
 from mmedge.bundle import load_bundle
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
-from mmedge.providers import resolve_providers
+from mmedge.providers import OPENVINO, resolve_providers
 from mmedge.runtime.pipeline import Pipeline
 from mmedge.sessions import SessionSettings, create_session, session_options
 
@@ -68,6 +68,9 @@ def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[
     return RunTiming(e2e_ns, tuple(parts), busy)
 
 
+_RECORDED = " (mmedge quantize measured it faster there on this kind of CPU: the manifest's quantization.backend)"
+
+
 class PipelineRunner:
     """A split bundle run through :class:`Pipeline`, as a user would."""
 
@@ -84,7 +87,12 @@ class PipelineRunner:
         self.precision = "+".join(sorted({c.precision for c in self.pipe.manifest.components}))
         self.providers = tuple(dict.fromkeys(p for c in placement for p in c.registered))
         self.size_bytes = sum(c.size_bytes for c in self.pipe.manifest.components)
-        self.notes = tuple(f"{c.component}: {note}" for c in placement for note in c.fallbacks)
+        self.notes = tuple(f"{c.component}: {note}" for c in placement for note in c.fallbacks) + tuple(
+            f"{c.component}: on the OpenVINO runtime" + ("" if isinstance(self._providers, Mapping) else _RECORDED)
+            for c in placement
+            if OPENVINO in c.registered
+        )
+        self._on_openvino = any(OPENVINO in c.registered for c in placement)
 
     def _record(self, kind: str, name: str, start: int, end: int) -> None:
         self._spans.append((kind, name, start, end))  # list.append is atomic: encoder threads call this too
@@ -107,9 +115,10 @@ class PipelineRunner:
     def profile(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[Hotspots]:
         """Run each component ``runs`` times in profiled sessions, fed like the pipeline feeds it.
 
-        A per-component provider policy (another backend for some components) is not profiled:
-        onnxruntime's profiler would time the CPU EP's kernels, not the ones that ran."""
-        if isinstance(self._providers, Mapping):
+        A bundle with a component on another backend (a per-component policy, or the OpenVINO
+        runtime quantize recorded for it) is not profiled: onnxruntime's profiler would time the
+        CPU EP's kernels, not the ones that ran."""
+        if isinstance(self._providers, Mapping) or self._on_openvino:
             return []
         manifest = self.pipe.manifest
         found = []

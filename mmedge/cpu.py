@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-__all__ = ["cpu_model_and_flags", "int8_kernels_saturate"]
+__all__ = ["cpu_model_and_flags", "int8_dot_instructions", "int8_kernels_saturate"]
 
 # SIMD features that decide which ORT / PyTorch kernels run.
 _FLAGS = re.compile(r"^(sse4_2|fma|f16c|avx|avx2|avx512\w*|avx_vnni\w*|amx\w*|asimd\w*|asimddp|sve\w*|i8mm|bf16|neon)$")
@@ -48,3 +48,10 @@ def int8_kernels_saturate(arch: str | None = None, flags: Sequence[str] | None =
         return False
     flags = cpu_model_and_flags()[1] if flags is None else flags
     return bool(flags) and not any(f in flags for f in _INT32_DOT)
+
+
+def int8_dot_instructions(flags: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The int32-accumulating INT8 dot-product instructions among ``flags`` (default: this CPU's):
+    what decides how fast INT8 convolutions can run, and so which backend a measurement favours."""
+    flags = cpu_model_and_flags()[1] if flags is None else flags
+    return tuple(f for f in _INT32_DOT if f in flags)

@@ -7,7 +7,9 @@ graph rewritten offline is compared with what ORT's own load-time optimisations 
 original. Each round runs every graph ``runs`` times in turn, the order reversed every other round
 (A B, B A, ...) so that a drift within a round favours no graph. :func:`interleaved_latency` is
 the median of all runs; :func:`interleaved_rounds` yields each round's medians, for a caller that
-keeps timing until a comparison is decided (the quantize speed check).
+keeps timing until a comparison is decided (the quantize speed check). ``backends`` names the
+graphs to run with another backend than onnxruntime (``"openvino"``: :mod:`mmedge.openvino_backend`),
+which is how quantize times one file on both.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmedge.errors import MMEdgeError
+from mmedge.errors import MMEdgeError, translated
+from mmedge.providers import OPENVINO
 from mmedge.sessions import SessionSettings, create_session, session_options
 
 __all__ = ["interleaved_latency", "interleaved_rounds"]
@@ -52,12 +55,15 @@ def interleaved_rounds(
     runs: int = 5,
     warmup: int = 3,
     error: type[MMEdgeError] = MMEdgeError,
+    backends: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, float]]:
     """Each round's median milliseconds per graph, round after round, for as long as the caller asks.
 
     The sessions are opened and warmed up once, before the first round; ``error`` if one cannot load.
+    ``backends``: graph name → ``"openvino"`` for graphs to run on OpenVINO instead of onnxruntime.
     """
-    for per_graph in _round_times(paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error):
+    timed = _round_times(paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error, backends=backends)
+    for per_graph in timed:
         yield {name: statistics.median(values) for name, values in per_graph.items()}
 
 
@@ -69,9 +75,11 @@ def _round_times(
     runs: int,
     warmup: int,
     error: type[MMEdgeError],
+    backends: Mapping[str, str] | None = None,
 ) -> Iterator[dict[str, list[float]]]:
     """Milliseconds of every run of every graph, one round at a time, without end."""
-    sessions = {name: _open(name, Path(path), threads, error) for name, path in paths.items()}
+    backends = backends or {}
+    sessions = {name: _open(name, Path(path), threads, error, backends.get(name)) for name, path in paths.items()}
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, dict(feeds))
@@ -88,6 +96,11 @@ def _round_times(
         order.reverse()
 
 
-def _open(name: str, path: Path, threads: int, error: type[MMEdgeError]) -> object:
+def _open(name: str, path: Path, threads: int, error: type[MMEdgeError], backend: str | None = None) -> object:
+    if backend == OPENVINO:
+        from mmedge.openvino_backend import OpenVINOSession
+
+        with translated(error, f"OpenVINO cannot compile {path.name}"):
+            return OpenVINOSession(path, threads)
     options = session_options(name, threads, SessionSettings())
     return create_session(path, options, error=error, what=f"onnxruntime cannot load {path.name}")

@@ -33,6 +33,7 @@ from mmedge.quantize.recipes import QUANTIZED_OPS
 from mmedge.quantize.report import (
     REPORT_JSON,
     REPORT_MD,
+    BackendCheck,
     ComponentReport,
     ExcludedNode,
     FallbackRound,
@@ -63,10 +64,14 @@ def build_report(
     holdout_source: str,
     notes: Sequence[str],
     speed: Mapping[str, SpeedCheck],
+    backends: Mapping[str, BackendCheck],
 ) -> QuantizationReport:
     """Measure the current versions against FP32 on the held-out samples and say what was done."""
     m = src.manifest
-    components = tuple(_component_report(chain, c, unchanged.get(c.name), speed.get(c.name)) for c in m.components)
+    components = tuple(
+        _component_report(chain, c, unchanged.get(c.name), speed.get(c.name), backends.get(c.name))
+        for c in m.components
+    )
     outputs = tuple(_output_report(r, labels) for r in chain.end_to_end(chain.versions))
     score = chain.score(chain.versions)
     skipped = [c.name for c in m.components if not chain.graph.fed_by_wiring(c.name)]
@@ -99,7 +104,9 @@ def build_report(
     )
 
 
-def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: SpeedCheck | None) -> ComponentReport:
+def _component_report(
+    chain: Chain, c: Component, unchanged: str | None, speed: SpeedCheck | None, backend: BackendCheck | None
+) -> ComponentReport:
     path = chain.versions[c.name]
     recipe = chain.recipes.get(c.name)
     comparisons: tuple[TensorComparison, ...] = ()
@@ -130,6 +137,7 @@ def _component_report(chain: Chain, c: Component, unchanged: str | None, speed: 
         quantized_ms=speed.quantized_ms if speed else None,
         failures=tuple(chain.failures.get(c.name, ())),
         speed=speed,
+        backend=backend,
     )
 
 
@@ -221,6 +229,8 @@ def _component_entry(chain: Chain, c: Component, r: ComponentReport, report: Qua
     }
     if r.speed is not None:  # the speed check's rounds, interval and decision (mmedge.quantize.speed)
         record["speed_check"] = json_safe(dataclasses.asdict(r.speed))
+    if r.backend is not None:  # onnxruntime against OpenVINO (mmedge.quantize.backend); read by the runtime
+        record["backend"] = json_safe(dataclasses.asdict(r.backend))
     if recipe.precision == "int8":  # what the kernel-saturation check saw (mmedge.quantize.saturation)
         record["kernels_checked_on"] = {"cpu": cpu_model_and_flags()[0], "saturating": int8_kernels_saturate()}
     if r.precision == "fp32":

@@ -21,7 +21,7 @@ import numpy as np
 from mmedge.bundle import InputSpec
 from mmedge.errors import QuantizationError, translated
 from mmedge.graph import Graph
-from mmedge.sessions import create_session, plain_options
+from mmedge.sessions import create_session, default_thread_budget, plain_options
 
 __all__ = ["SampleExecutor"]
 
@@ -29,11 +29,17 @@ Outputs = dict[str, np.ndarray]
 
 
 class SampleExecutor:
-    """Runs components over ``samples``; ``versions`` maps each component to the ONNX file to use."""
+    """Runs components over ``samples``; ``versions`` maps each component to the ONNX file to use.
 
-    def __init__(self, graph: Graph, samples: Sequence[Mapping[str, np.ndarray]]) -> None:
+    ``openvino``: files to run on the OpenVINO runtime instead of onnxruntime (the backend check).
+    """
+
+    def __init__(
+        self, graph: Graph, samples: Sequence[Mapping[str, np.ndarray]], *, openvino: frozenset[Path] = frozenset()
+    ) -> None:
         self.graph = graph
         self.samples = [_with_defaults(s, graph.manifest.inputs) for s in samples]
+        self.openvino = openvino
         self._sessions: dict[Path, Any] = {}
         self._cache: dict[tuple, list[Outputs]] = {}
 
@@ -69,6 +75,14 @@ class SampleExecutor:
             for i, sample in enumerate(self.samples)
         ]
 
+    def on_openvino(self, paths: frozenset[Path]) -> SampleExecutor:
+        """The same samples with the files ``paths`` run on OpenVINO; outputs cached here that
+        depend on none of them (the FP32 reference, upstream components) are shared."""
+        other = SampleExecutor(self.graph, [], openvino=paths)
+        other.samples = self.samples
+        other._cache = {k: v for k, v in self._cache.items() if not any(_mentions(k, p) for p in paths)}
+        return other
+
     def upstream(self, component: str) -> list[str]:
         """The components feeding ``component``, sorted (cache keys and reports list them in this order)."""
         return sorted(self.graph.upstream(component))
@@ -84,6 +98,11 @@ class SampleExecutor:
         return (component, versions[component], tuple(self.key(versions, u) for u in self.upstream(component)))
 
     def _session(self, component: str, path: Path) -> Any:
+        if path in self.openvino and path not in self._sessions:
+            from mmedge.openvino_backend import OpenVINOSession
+
+            with translated(QuantizationError, f"OpenVINO compiling component {component!r} ({path.name})"):
+                self._sessions[path] = OpenVINOSession(path, default_thread_budget())
         if path not in self._sessions:
             self._sessions[path] = create_session(
                 path, plain_options(), error=QuantizationError, what=f"loading component {component!r} from {path.name}"

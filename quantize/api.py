@@ -26,6 +26,7 @@ from mmedge.quantize._chain import Chain
 from mmedge.quantize._isolation import prepare_all
 from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize._samples import SampleExecutor
+from mmedge.quantize.backend import check_backends
 from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round, keep_component_fp32
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
@@ -77,7 +78,9 @@ def quantize_bundle(
     report (``ComponentReport.failures``) and the manifest say why (``strict=True``: an error). ``speed_check``:
     components with an "auto" recipe stay FP32 where their quantized graph is not measurably faster on
     this CPU (timed interleaved with FP32 at the deploy shape until a confidence interval decides, or
-    a cap: see :mod:`mmedge.quantize.speed`; a :class:`SpeedPolicy` sets threshold and caps). An existing ``out`` is
+    a cap: see :mod:`mmedge.quantize.speed`; a :class:`SpeedPolicy` sets threshold and caps); with
+    ``openvino`` installed, each INT8 component is also timed on the OpenVINO runtime, and recorded to
+    run there where that is measurably faster and held-out agreement holds (:mod:`mmedge.quantize.backend`). An existing ``out`` is
     replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
     The output carries only what inference needs: not the source's monolithic ``model.onnx``
     (benchmark against it with ``bench(out, compare=[bundle])``); the report's ``bundle_size_*``
@@ -120,12 +123,14 @@ def quantize_bundle(
         say("quantizing components (chained calibration)")
         chain.rebuild()
         saturation = fix_saturation(chain, say)
-        speed = {}
+        speed, backends = {}, {}
+        policy = speed_check if isinstance(speed_check, SpeedPolicy) else SpeedPolicy()
         if speed_check:
             say("timing each quantized component against FP32")
-            policy = speed_check if isinstance(speed_check, SpeedPolicy) else None
             speed = check_speed(chain, auto_components(recipe, prepared), default_thread_budget(), policy)
         rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
+        if speed_check:
+            backends = check_backends(chain, default_thread_budget(), policy, min_agreement, say)
         say("measuring against FP32")
         report = build_report(
             chain,
@@ -138,6 +143,7 @@ def quantize_bundle(
             holdout_source=holdout_note,
             notes=[*saturation, *notes],
             speed=speed,
+            backends=backends,
         )
         if strict and not report.met:
             raise QuantizationError(_missed(report))

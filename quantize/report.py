@@ -21,11 +21,13 @@ from typing import Any
 __all__ = [
     "REPORT_JSON",
     "REPORT_MD",
+    "BackendCheck",
     "ComponentReport",
     "ExcludedNode",
     "FallbackRound",
     "OutputReport",
     "QuantizationReport",
+    "RatioTest",
     "SpeedCheck",
     "StepFailure",
     "TensorComparison",
@@ -98,6 +100,45 @@ class SpeedCheck:
 
 
 @dataclass(frozen=True)
+class RatioTest:
+    """What the sequential test of a baseline graph against a candidate found (times in ms)."""
+
+    base_ms: float  # median over rounds of each round's median
+    candidate_ms: float
+    rounds: int
+    seconds: float
+    speedup: float  # geometric mean of the per-round base / candidate ratios, and its interval
+    low: float
+    high: float
+    won: bool  # the interval lies wholly at or above the threshold
+    lost: bool  # wholly below it
+    tiny: bool  # the baseline runs in under MIN_TIMED_MS: too fast to matter
+
+    def interval(self, confidence: float) -> str:
+        return f"{self.speedup:.2f}× ({self.low:.2f}–{self.high:.2f}× at {confidence:.0%}, {self.rounds} rounds)"
+
+
+@dataclass(frozen=True)
+class BackendCheck:
+    """One INT8 component's file timed on onnxruntime and on OpenVINO (see :mod:`mmedge.quantize.backend`).
+
+    ``backend`` is where a Pipeline runs it on this kind of CPU: "openvino" only if OpenVINO was
+    measurably faster (the speed check's sequential test) and held-out agreement held with it.
+    """
+
+    component: str
+    backend: str  # "openvino" or "onnxruntime"
+    timing: RatioTest  # base: onnxruntime, candidate: OpenVINO (NaN where OpenVINO could not run it)
+    threads: int
+    confidence: float
+    threshold: float
+    agreement: float | None  # end-to-end held-out agreement with it on OpenVINO; None if not measured
+    cpu: str  # the CPU measured on and its INT8 dot-product instructions: the choice holds for that kind
+    int8_instructions: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
 class ComponentReport:
     """What quantization did to one component."""
 
@@ -115,6 +156,7 @@ class ComponentReport:
     quantized_ms: float | None = None
     failures: tuple[StepFailure, ...] = ()  # steps that raised on this component (failure isolation)
     speed: SpeedCheck | None = None  # the whole speed check: rounds, interval, decision
+    backend: BackendCheck | None = None  # onnxruntime against OpenVINO for an INT8 component
 
     @property
     def speedup(self) -> float | None:
@@ -305,6 +347,32 @@ def _markdown(r: QuantizationReport) -> str:
                 ],
             ),
             *(f"- **{c.name}**: {s.why}" for c, s in timed),
+            "",
+        ]
+    backends = [(c.name, c.backend) for c in r.components if c.backend is not None]
+    if backends:
+        lines += [
+            "## Backend check (this CPU, deploy shapes: onnxruntime against the OpenVINO runtime)",
+            "",
+            *_table(
+                ["component", "onnxruntime ms", "OpenVINO ms", "speed-up", "interval", "agreement there", "runs on"],
+                [
+                    [
+                        name,
+                        b.timing.base_ms,
+                        b.timing.candidate_ms,
+                        f"{b.timing.speedup:.2f}×",
+                        f"{b.timing.low:.2f}–{b.timing.high:.2f}× ({b.confidence:.0%})",
+                        "-" if b.agreement is None else b.agreement,
+                        b.backend,
+                    ]
+                    for name, b in backends
+                ],
+            ),
+            *(f"- **{name}**: {b.why}" for name, b in backends),
+            f"- measured on {backends[0][1].cpu} (INT8 dot products: "
+            f"{', '.join(backends[0][1].int8_instructions) or 'none'}); a Pipeline asked for 'auto' or 'cpu' runs "
+            "a component marked openvino there when openvino is installed on a CPU with those instructions",
             "",
         ]
     failures = [(c.name, f) for c in r.components for f in c.failures]

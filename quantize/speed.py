@@ -37,18 +37,21 @@ from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
 from mmedge.quantize._samples import SampleExecutor
 from mmedge.quantize.recipes import Recipe
-from mmedge.quantize.report import SpeedCheck
+from mmedge.quantize.report import RatioTest, SpeedCheck
 from mmedge.timing import interleaved_rounds
 
 __all__ = [
     "MIN_SPEEDUP",
     "MIN_TIMED_MS",
+    "RatioTest",
     "SpeedCheck",
     "SpeedPolicy",
     "check_speed",
     "decide",
     "deploy_sample",
     "ratio_interval",
+    "sequential_ratio",
+    "shapes_text",
     "t_quantile",
 ]
 
@@ -124,6 +127,41 @@ def check_speed(
     return checks
 
 
+def sequential_ratio(
+    component: str, rounds: Iterator[Mapping[str, float]], policy: SpeedPolicy, base: str, candidate: str
+) -> RatioTest:
+    """Take rounds (``{base: ms, candidate: ms}``) until the interval clears ``policy.min_speedup`` or a cap."""
+    base_times: list[float] = []
+    candidate_times: list[float] = []
+    start = time.monotonic()
+    for timed in rounds:
+        base_times.append(float(timed[base]))
+        candidate_times.append(float(timed[candidate]))
+        if len(base_times) < policy.min_rounds:
+            continue
+        _, low, high = ratio_interval(base_times, candidate_times, policy.confidence)
+        capped = len(base_times) >= policy.max_rounds or time.monotonic() - start >= policy.max_seconds
+        decided = low >= policy.min_speedup or high < policy.min_speedup
+        if statistics.median(base_times) < MIN_TIMED_MS or decided or capped:
+            break
+    if not base_times:
+        raise QuantizationError(f"speed check of {component!r}: the timer gave no round")
+    speedup, low, high = ratio_interval(base_times, candidate_times, policy.confidence)
+    base_ms = statistics.median(base_times)
+    return RatioTest(
+        base_ms=base_ms,
+        candidate_ms=statistics.median(candidate_times),
+        rounds=len(base_times),
+        seconds=time.monotonic() - start,
+        speedup=speedup,
+        low=low,
+        high=high,
+        won=low >= policy.min_speedup,
+        lost=high < policy.min_speedup,
+        tiny=base_ms < MIN_TIMED_MS,
+    )
+
+
 def decide(
     component: str,
     rounds: Iterator[Mapping[str, float]],
@@ -133,57 +171,39 @@ def decide(
     shapes: Mapping[str, tuple[int, ...]],
 ) -> SpeedCheck:
     """Take rounds (``{"fp32": ms, "quantized": ms}``) until the interval clears the threshold or a cap."""
-    fp32: list[float] = []
-    quantized: list[float] = []
-    start = time.monotonic()
-    for timed in rounds:
-        fp32.append(float(timed["fp32"]))
-        quantized.append(float(timed["quantized"]))
-        if len(fp32) < policy.min_rounds:
-            continue
-        _, low, high = ratio_interval(fp32, quantized, policy.confidence)
-        capped = len(fp32) >= policy.max_rounds or time.monotonic() - start >= policy.max_seconds
-        if statistics.median(fp32) < MIN_TIMED_MS or low >= policy.min_speedup or high < policy.min_speedup or capped:
-            break
-    if not fp32:
-        raise QuantizationError(f"speed check of {component!r}: the timer gave no round")
-    seconds, n = time.monotonic() - start, len(fp32)
-    speedup, low, high = ratio_interval(fp32, quantized, policy.confidence)
-    fp32_ms, quantized_ms = statistics.median(fp32), statistics.median(quantized)
-    tiny = fp32_ms < MIN_TIMED_MS
-    won, lost = low >= policy.min_speedup, high < policy.min_speedup
-    interval = f"{speedup:.2f}× ({low:.2f}–{high:.2f}× at {policy.confidence:.0%}, {n} rounds)"
-    times = f"{quantized_ms:.3f} vs {fp32_ms:.3f} ms at {threads} threads, input {_shapes(shapes)}"
-    if tiny and not won:
+    test = sequential_ratio(component, rounds, policy, "fp32", "quantized")
+    interval = test.interval(policy.confidence)
+    times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms at {threads} threads, input {shapes_text(shapes)}"
+    if test.tiny and not test.won:
         decision, why = (
             "quantized",
-            f"FP32 runs in {fp32_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter; recipe kept",
+            f"FP32 runs in {test.base_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter; recipe kept",
         )
-    elif won:
+    elif test.won:
         decision, why = "quantized", f"speed-up {interval} clears {policy.min_speedup}× ({times})"
-    elif lost:
+    elif test.lost:
         decision, why = "fp32", f"speed-up {interval} is below {policy.min_speedup}× ({times})"
     else:
         decision = "fp32"
         why = (
-            f"undecided after {n} rounds / {seconds:.1f} s (the cap): speed-up {interval} straddles "
+            f"undecided after {test.rounds} rounds / {test.seconds:.1f} s (the cap): speed-up {interval} straddles "
             f"{policy.min_speedup}×, so kept FP32 to be safe ({times})"
         )
     return SpeedCheck(
         component=component,
-        fp32_ms=fp32_ms,
-        quantized_ms=quantized_ms,
+        fp32_ms=test.base_ms,
+        quantized_ms=test.candidate_ms,
         threads=threads,
         shapes=dict(shapes),
-        rounds=n,
-        seconds=seconds,
-        speedup=speedup,
-        low=low,
-        high=high,
+        rounds=test.rounds,
+        seconds=test.seconds,
+        speedup=test.speedup,
+        low=test.low,
+        high=test.high,
         confidence=policy.confidence,
         threshold=policy.min_speedup,
         decision=decision,
-        conclusive=bool(won or lost or tiny),
+        conclusive=bool(test.won or test.lost or test.tiny),
         why=why,
     )
 
@@ -236,5 +256,6 @@ def _fit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.pad(cropped, pad, mode="wrap") if any(p for _, p in pad) else cropped)
 
 
-def _shapes(shapes: Mapping[str, tuple[int, ...]]) -> str:
+def shapes_text(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """Input shapes as the report writes them: ``name [1, 3, 224, 224], ...``."""
     return ", ".join(f"{n} {list(s)}" for n, s in shapes.items())

@@ -17,9 +17,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mmedge.bundle import Manifest
+from mmedge.bundle import Component, Manifest
+from mmedge.cpu import int8_dot_instructions
 from mmedge.errors import ConfigError, PartitionWarning
-from mmedge.providers import CPU, ProviderPlan, ProviderRequest, resolve_providers
+from mmedge.providers import CPU, OPENVINO, ProviderPlan, ProviderRequest, openvino_available, resolve_providers
 
 if TYPE_CHECKING:
     from mmedge.sessions import ComponentPlacement
@@ -31,6 +32,7 @@ __all__ = [
     "check_partitions",
     "component_plans",
     "parse_policy",
+    "recorded_backend",
 ]
 
 log = logging.getLogger("mmedge.runtime")
@@ -77,10 +79,15 @@ def component_plans(
     available: Sequence[str] | None = None,
     known: Sequence[str] | None = None,
 ) -> dict[str, ProviderPlan]:
-    """The provider plan of every component under ``policy`` (one request, or a dict by key)."""
+    """The provider plan of every component under ``policy`` (one request, or a dict by key).
+
+    A component that ``mmedge quantize`` measured faster on the OpenVINO runtime on this kind of CPU
+    (``quantization.backend`` in the manifest) runs there when its request is "auto" or "cpu" and
+    OpenVINO is available (:func:`recorded_backend`).
+    """
     if not isinstance(policy, Mapping):
         plan = resolve_providers(policy, available, fallback=fallback, known=known)
-        return {c.name: plan for c in manifest.components}
+        return {c.name: recorded_backend(c, policy, plan, available) for c in manifest.components}
     names = {c.name for c in manifest.components}
     modalities = {c.modality for c in manifest.components if c.modality}
     unknown = [k for k in policy if not isinstance(k, str) or (k != ANY and k not in names | modalities)]
@@ -96,8 +103,41 @@ def component_plans(
         request = policy.get(key, "auto")
         if repr(request) not in resolved:
             resolved[repr(request)] = resolve_providers(request, available, fallback=fallback, known=known)
-        plans[c.name] = resolved[repr(request)]
+        plans[c.name] = recorded_backend(c, request, resolved[repr(request)], available)
     return plans
+
+
+def recorded_backend(
+    component: Component, request: ProviderRequest, plan: ProviderPlan, available: Sequence[str] | None = None
+) -> ProviderPlan:
+    """``plan`` with the OpenVINO runtime first where quantize chose it for ``component`` by measurement.
+
+    Only for a request of "auto" or "cpu" that resolved to the CPU alone (a named provider, or an
+    accelerator, is taken as asked), with OpenVINO available, on a CPU with at least the INT8
+    dot-product instructions of the one measured on (elsewhere the measurement says nothing).
+    """
+    record = (component.quantization or {}).get("backend") or {}
+    if record.get("backend") != "openvino" or not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
+        return plan
+    if plan.names != (CPU,):
+        return plan
+    measured_with = set(record.get("int8_instructions") or ())
+    if not measured_with <= set(int8_dot_instructions()):
+        log.info(
+            "component %s: quantize measured it faster on OpenVINO on a CPU with %s, which this one lacks; "
+            "running it on onnxruntime",
+            component.name,
+            ", ".join(sorted(measured_with)),
+        )
+        return plan
+    if not (OPENVINO in available if available is not None else openvino_available()):
+        log.info(
+            "component %s: quantize measured it faster on the OpenVINO runtime (%s); pip install openvino to use it",
+            component.name,
+            record.get("why", ""),
+        )
+        return plan
+    return ProviderPlan(providers=((OPENVINO, {}), *plan.providers), fallbacks=plan.fallbacks, strict=False)
 
 
 def check_partitions(placement: ComponentPlacement, max_partitions: int | None) -> None:

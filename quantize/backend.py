@@ -1,0 +1,166 @@
+"""Run an INT8 component on the OpenVINO runtime where that is measurably faster and keeps the accuracy.
+
+Why: onnxruntime's CPU INT8 convolutions (QLinearConv) use no AMX and little of VNNI; OpenVINO's
+CPU plugin (oneDNN) runs the same QDQ file — the recipe and the scales quantize chose — with them:
+a ResNet-18 at 224² on an AMX Xeon goes from 6.6 to 3.8 ms end to end
+(``benchmarks/results/peers.md``). On a CPU without those instructions the two are close, and
+OpenVINO's kernels round differently from onnxruntime's. So the backend is chosen like a recipe,
+by measurement on the machine that quantizes:
+
+1. each INT8 component is timed on both at its deploy shape with the speed check's sequential
+   test (:func:`mmedge.quantize.speed.sequential_ratio`, same policy: OpenVINO must be
+   ``min_speedup`` faster with confidence; components onnxruntime runs in under ``MIN_TIMED_MS``
+   stay there);
+2. the faster ones, largest saving first, are kept on OpenVINO one by one while end-to-end
+   agreement with FP32 on the held-out samples stays at ``min_agreement`` (or at what the bundle
+   reaches on onnxruntime, if that is lower).
+
+The decision, both timings and the agreement go into the manifest (``quantization.backend``).
+A Pipeline whose provider request for the component is ``"auto"`` or ``"cpu"`` then runs it on
+OpenVINO when ``openvino`` is installed and the CPU has the INT8 instructions of the one measured
+on (:func:`mmedge.runtime.policy.component_plans`). Without ``openvino`` installed at quantize time
+nothing is timed and every component stays on onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.cpu import cpu_model_and_flags, int8_dot_instructions
+from mmedge.errors import QuantizationError
+from mmedge.providers import OPENVINO, openvino_available
+from mmedge.quantize._chain import Chain
+from mmedge.quantize._samples import SampleExecutor
+from mmedge.quantize.report import BackendCheck, RatioTest
+from mmedge.quantize.speed import MIN_TIMED_MS, SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
+from mmedge.timing import interleaved_rounds
+
+__all__ = ["ONNXRUNTIME", "check_backends"]
+
+ONNXRUNTIME = "onnxruntime"
+_OPENVINO = "openvino"  # the manifest's name for it (the provider short name)
+
+
+def check_backends(
+    chain: Chain, threads: int, policy: SpeedPolicy, min_agreement: float, say: Callable[[str], None]
+) -> dict[str, BackendCheck]:
+    """Time every INT8 component on onnxruntime and OpenVINO; keep OpenVINO where faster and as accurate."""
+    candidates = [c for c in chain.graph.order() if _int8(chain, c)]
+    if not candidates or not openvino_available():
+        return {}
+    say("timing each INT8 component on onnxruntime and on OpenVINO")
+    deploy = SampleExecutor(chain.graph, [deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)])
+    timed: dict[str, tuple[RatioTest | None, str]] = {}
+    for name in candidates:
+        feeds = deploy.feeds(chain.versions, name)[0]
+        shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in feeds.items()})
+        timed[name] = (_time(chain.versions[name], feeds, threads, policy, name), shapes)
+    faster = [n for n, (t, _) in timed.items() if t is not None and t.won and not t.tiny]
+    faster.sort(key=lambda n: _saving(timed[n][0]), reverse=True)
+    bar = min(min_agreement, chain.score(chain.versions))
+    on_openvino: frozenset[Path] = frozenset()
+    agreement: dict[str, float] = {}
+    for name in faster:
+        trial = on_openvino | {chain.versions[name]}
+        agreement[name] = chain.score(chain.versions, chain.holdout.on_openvino(trial))
+        if agreement[name] >= bar:
+            on_openvino = trial
+    chosen = {n for n in faster if chain.versions[n] in on_openvino}
+    return {
+        name: _record(
+            name,
+            test,
+            policy,
+            shapes=shapes,
+            threads=threads,
+            agreement=agreement.get(name),
+            bar=bar,
+            chosen=name in chosen,
+        )
+        for name, (test, shapes) in timed.items()
+    }
+
+
+def _int8(chain: Chain, component: str) -> bool:
+    recipe = chain.recipes.get(component)
+    return (
+        recipe is not None
+        and recipe.precision == "int8"
+        and chain.versions[component] != chain.fp32[component]
+        and chain.graph.fed_by_wiring(component)
+    )
+
+
+def _time(path: Path, feeds: dict, threads: int, policy: SpeedPolicy, name: str) -> RatioTest | None:
+    """The sequential test of ``path`` on onnxruntime against OpenVINO; None if OpenVINO cannot run it."""
+    try:
+        rounds = interleaved_rounds(
+            {ONNXRUNTIME: path, _OPENVINO: path},
+            feeds,
+            threads=threads,
+            runs=policy.runs,
+            error=QuantizationError,
+            backends={_OPENVINO: OPENVINO},
+        )
+        try:
+            return sequential_ratio(name, rounds, policy, ONNXRUNTIME, _OPENVINO)
+        finally:
+            rounds.close()
+    except QuantizationError:
+        return None
+
+
+def _saving(test: RatioTest | None) -> float:
+    return 0.0 if test is None else test.base_ms - test.candidate_ms
+
+
+def _record(
+    name: str,
+    test: RatioTest | None,
+    policy: SpeedPolicy,
+    *,
+    shapes: str,
+    threads: int,
+    agreement: float | None,
+    bar: float,
+    chosen: bool,
+) -> BackendCheck:
+    cpu = cpu_model_and_flags()[0]
+    if test is None:
+        why = "OpenVINO could not compile or run it; onnxruntime runs it"
+        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+    else:
+        times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms at {threads} threads, {shapes}"
+        faster = f"OpenVINO runs it {test.interval(policy.confidence)} faster than onnxruntime ({times})"
+        if test.tiny:
+            why = (
+                f"onnxruntime runs it in {test.base_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter; it stays there"
+            )
+        elif chosen:
+            why = f"{faster}, and held-out agreement with FP32 stays {agreement:.2%} (≥ {bar:.2%}) with it there"
+        elif agreement is not None:
+            why = (
+                f"{faster}, but held-out agreement with FP32 falls to {agreement:.2%} (< {bar:.2%}) with it "
+                "there (its INT8 kernels round differently); onnxruntime runs it"
+            )
+        else:
+            why = (
+                f"OpenVINO is not measurably faster: {test.interval(policy.confidence)} against the "
+                f"{policy.min_speedup}× threshold ({times}); onnxruntime runs it"
+            )
+    return BackendCheck(
+        component=name,
+        backend=_OPENVINO if chosen else ONNXRUNTIME,
+        timing=test,
+        threads=threads,
+        confidence=policy.confidence,
+        threshold=policy.min_speedup,
+        agreement=agreement,
+        cpu=cpu,
+        int8_instructions=int8_dot_instructions(),
+        why=why,
+    )
