@@ -87,6 +87,7 @@ def prepare(spec: Recipe, work: Path, threads: int, agreement_samples: int) -> d
         "model": spec.model,
         "training": {"samples": spec.train_samples, "epochs": spec.epochs, "heldout_accuracy": accuracy},
         "mmedge_int8_precision": {c.name: c.precision for c in q.components},
+        "mmedge_int8_backend": run_standard.backend_record(q),
     }
 
 
@@ -96,6 +97,7 @@ def run(name: str, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any]
         spec = _overridden(run_standard.MODELS[name], args)
         setup = run_standard.prepare(spec, work, args.threads, _say)
         setup["mmedge_int8_precision"] = setup["quantization"]["precision"]
+        setup["mmedge_int8_backend"] = setup["quantization"].get("backend", {})
         return setup, _bench(spec.model, work, args, config=work / "model.toml")
     recipe = _overridden(PEER_MODELS[name], args)
     return prepare(recipe, work, args.threads, args.agreement_samples), _bench(recipe.model, work, args)
@@ -233,6 +235,8 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
             f"{setup['mmedge_int8_precision']}. Load average at start: {', '.join(f'{x:.1f}' for x in m.load_average)}"
             + (f" ({busy_warning(m)})" if m.busy else "")
             + ".",
+            "",
+            *run_standard.backend_lines(setup.get("mmedge_int8_backend") or {}),
             "",
             *table(result["report"]),
             "",

@@ -296,6 +296,7 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
                 for c in q.components
                 if c.speed is not None
             },
+            "backend": backend_record(q),
             "warnings": [str(w.message) for w in caught],
         },
         "prepare_seconds": steps,
@@ -451,10 +452,38 @@ def markdown(report: BenchReport, setup: dict[str, Any], results: list[dict[str,
         f"- INT8: calibrated on {q['calibration_samples']} samples; top-1 agreement with FP32 on "
         f"{q['holdout_samples']} held-out samples {q['top1_agreement_with_fp32']:.1%}; precision {q['precision']}",
         *_speed_lines(q),
+        *backend_lines(q.get("backend") or {}),
         f"- preparation took {', '.join(f'{k} {v:.0f} s' for k, v in setup['prepare_seconds'].items())}",
         "",
     ]
     return "\n".join(lines) + "\n" + _demoted(report.to_markdown())
+
+
+def backend_record(q: Any) -> dict[str, Any]:
+    """Each INT8 component's backend check (onnxruntime against OpenVINO), from a QuantizationReport."""
+    return {
+        c.name: {
+            "backend": c.backend.backend,
+            "onnxruntime_ms": c.backend.timing.base_ms,
+            "openvino_ms": c.backend.timing.candidate_ms,
+            "speedup": c.backend.timing.speedup,
+            "interval": [c.backend.timing.low, c.backend.timing.high],
+            "agreement": c.backend.agreement,
+        }
+        for c in q.components
+        if c.backend is not None
+    }
+
+
+def backend_lines(record: dict[str, Any]) -> list[str]:
+    """One line per INT8 component: where quantize's backend check put it, and the timings."""
+    return [
+        f"- backend check {name}: onnxruntime {c['onnxruntime_ms']:.2f} ms, OpenVINO {c['openvino_ms']:.2f} ms "
+        f"({c['speedup']:.2f}×, interval {c['interval'][0]:.2f}–{c['interval'][1]:.2f}"
+        + ("" if c["agreement"] is None else f", held-out agreement there {c['agreement']:.1%}")
+        + f") → runs on {c['backend']}"
+        for name, c in record.items()
+    ]
 
 
 def _speed_lines(q: dict[str, Any]) -> list[str]:
