@@ -113,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
             ],
         )
     )
+    for c in m.components:
+        record = (c.quantization or {}).get("backend") or {}
+        if record.get("backend") == "openvino":
+            console.print(
+                f"{c.name}: runs on the OpenVINO runtime when asked for 'auto' or 'cpu' with openvino installed "
+                f"(mmedge quantize measured it there on {record.get('cpu') or 'its CPU'}: {record.get('why', '')})"
+            )
     console.print(
         table(
             "Component IO",

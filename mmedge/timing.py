@@ -9,7 +9,10 @@ original. Each round runs every graph ``runs`` times in turn, the order reversed
 the median of all runs; :func:`interleaved_rounds` yields each round's medians, for a caller that
 keeps timing until a comparison is decided (the quantize speed check). ``backends`` names the
 graphs to run with another backend than onnxruntime (``"openvino"``: :mod:`mmedge.openvino_backend`),
-which is how quantize times one file on both.
+which is how quantize times one file on both. ``idle_s`` sleeps before every timed run, so each one
+starts with its runtime's threads asleep, as a request reaching an idle process does: runtimes
+differ in what that costs (OpenVINO's pool more than onnxruntime's, ``benchmarks/NOTES.md``), and
+back-to-back runs would hide it.
 """
 
 from __future__ import annotations
@@ -56,13 +59,17 @@ def interleaved_rounds(
     warmup: int = 3,
     error: type[MMEdgeError] = MMEdgeError,
     backends: Mapping[str, str] | None = None,
+    idle_s: float = 0.0,
 ) -> Iterator[dict[str, float]]:
     """Each round's median milliseconds per graph, round after round, for as long as the caller asks.
 
     The sessions are opened and warmed up once, before the first round; ``error`` if one cannot load.
-    ``backends``: graph name → ``"openvino"`` for graphs to run on OpenVINO instead of onnxruntime.
+    ``backends``: graph name → ``"openvino"`` for graphs to run on OpenVINO instead of onnxruntime;
+    ``idle_s``: seconds of sleep before each timed run.
     """
-    timed = _round_times(paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error, backends=backends)
+    timed = _round_times(
+        paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error, backends=backends, idle_s=idle_s
+    )
     for per_graph in timed:
         yield {name: statistics.median(values) for name, values in per_graph.items()}
 
@@ -76,6 +83,7 @@ def _round_times(
     warmup: int,
     error: type[MMEdgeError],
     backends: Mapping[str, str] | None = None,
+    idle_s: float = 0.0,
 ) -> Iterator[dict[str, list[float]]]:
     """Milliseconds of every run of every graph, one round at a time, without end."""
     backends = backends or {}
@@ -89,6 +97,8 @@ def _round_times(
         for name in order:
             session = sessions[name]
             for _ in range(runs):
+                if idle_s:
+                    time.sleep(idle_s)
                 start = time.perf_counter()
                 session.run(None, dict(feeds))
                 times[name].append((time.perf_counter() - start) * 1e3)

@@ -17,6 +17,7 @@ import pytest
 from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
+from mmedge.cli import main
 from mmedge.providers import CPU, OPENVINO
 from mmedge.quantize import SpeedPolicy, quantize_bundle
 from mmedge.quantize import backend as backend_module
@@ -40,6 +41,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mapping[str, float]],
         def fake(paths: Mapping[str, Path], feeds: object, **kwargs: object) -> Iterator[dict[str, float]]:
             component = Path(paths["onnxruntime"]).name.split(".")[0]
             assert kwargs["backends"] == {"openvino": OPENVINO}
+            assert kwargs["idle_s"] > 0  # each run from idle, as a request meets the runtime
             timed.append(component)
             for jitter in itertools.cycle([1.0, 1.02, 0.98]):
                 yield {"onnxruntime": 1.0 * jitter, "openvino": ratio.get(component, 1.0) * jitter}
@@ -57,7 +59,7 @@ def _quantize(bundle: Path, out: Path, samples: list[dict[str, np.ndarray]]) -> 
 
 
 def test_a_faster_component_is_recorded_and_pipelines_asked_for_cpu_run_it_on_openvino(
-    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, capsys: pytest.CaptureFixture[str]
 ) -> None:
     timed = scripted({"image_encoder": 0.5})
     by_name = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(16))
@@ -76,6 +78,8 @@ def test_a_faster_component_is_recorded_and_pipelines_asked_for_cpu_run_it_on_op
     assert record["backend"] == "openvino"
     assert record["timing"]["base_ms"] == pytest.approx(1.0)
     assert "Backend check" in (tmp_path / "int8" / "quantization_report.md").read_text(encoding="utf-8")
+    assert main(["inspect", str(tmp_path / "int8")]) == 0
+    assert "image_encoder: runs on the OpenVINO runtime" in " ".join(capsys.readouterr().err.split())
 
     x = tiny_inputs(batch=2, seed=5)
     with Pipeline(tmp_path / "int8") as auto, Pipeline(tmp_path / "int8", "cpu") as cpu:
