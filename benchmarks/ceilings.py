@@ -11,11 +11,7 @@ single-op onnxruntime graph built with ``onnx.helper`` (2 intra-op threads, one 
   ``QuantizeLinear``; ``DequantizeLinear`` → ``MatMul`` → ``QuantizeLinear``), which onnxruntime fuses
   into ``QLinearConv`` / ``QLinearMatMul``;
 - ``dynamic`` (GEMMs only): FP32 in and out through ``DynamicQuantizeLinear`` → ``MatMulInteger`` →
-  scale, the pattern of dynamic INT8 (fused into ``DynamicQuantizeMatMul``), quantizing its input on every run;
-- ``qdq-openvino`` (convolutions, when ``openvino`` is installed): the same QDQ graph compiled by the
-  OpenVINO runtime as mmedge's OpenVINO backend compiles a component (:mod:`mmedge.openvino_backend`:
-  oneDNN's INT8 kernels, AMX where the CPU has it), so the backend's speed can be read against the
-  INT8 peak too.
+  scale, the pattern of dynamic INT8 (fused into ``DynamicQuantizeMatMul``), quantizing its input on every run.
 
 GFLOP/s count 2 FLOPs per multiply-add; each shape's time is its minimum over timed runs (the
 ceiling: what the kernel reaches when the busy machine leaves it alone), the median is kept too.
@@ -29,7 +25,6 @@ turbo). A large FP32 MatMul and INT8 MatMulInteger are measured beside it as ach
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -40,12 +35,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GEMMS", "ConvShape", "GemmShape", "conv_flops", "conv_shapes", "main", "peak"]
+__all__ = ["GEMMS", "ConvShape", "GemmShape", "conv_flops", "conv_shapes", "int8_peak_gops", "main", "peak"]
 
 RESULTS = Path(__file__).parent / "results"
 THREADS = 2
 FORMS_CONV = ("fp32", "qlinear", "qdq")
-OPENVINO_FORM = "qdq-openvino"
 FORMS_GEMM = ("fp32", "qlinear", "qdq", "dynamic")
 
 
@@ -213,6 +207,11 @@ def peak(info: dict[str, Any], threads: int = THREADS) -> dict[str, Any]:
     return out
 
 
+def int8_peak_gops(peak_record: dict[str, Any]) -> float | None:
+    """The highest INT8 peak the CPU has (AMX, else VNNI); None without either."""
+    return peak_record.get("int8_amx_gops") or peak_record.get("int8_vnni_gops")
+
+
 def large_gemm_reference(seconds: float) -> dict[str, float]:
     """GFLOP/s (GOP/s) of onnxruntime's FP32 MatMul and INT8 MatMulInteger at [512×1024]·[1024×1024]:
     what its kernels reach on a shape large enough to amortise everything but the arithmetic."""
@@ -361,24 +360,6 @@ def time_model(model: Any, feed: dict[str, Any], seconds: float, threads: int = 
     return {"min_s": min(times), "median_s": statistics.median(times), "runs": len(times)}
 
 
-def time_model_openvino(model: Any, feed: dict[str, Any], seconds: float, threads: int = THREADS) -> dict[str, Any]:
-    """``time_model`` with the graph compiled by the OpenVINO runtime (mmedge's OpenVINO backend)."""
-    import tempfile
-
-    import onnx
-
-    from mmedge.openvino_backend import OpenVINOSession
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "op.onnx"
-        onnx.save(model, str(path))
-        session = OpenVINOSession(path, threads)
-    for _ in range(3):
-        session.run(None, feed)
-    times = _times(lambda: session.run(None, feed), seconds)
-    return {"min_s": min(times), "median_s": statistics.median(times), "runs": len(times)}
-
-
 def _times(fn: Callable[[], Any], seconds: float, max_runs: int = 400, min_runs: int = 5) -> list[float]:
     times: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -417,15 +398,11 @@ def measure(
     for group, shape, forms, build in items:
         row: dict[str, Any] = {"group": group, "shape": shape.label, **asdict(shape), "flops": shape.flops}
         for form in forms:
-            if form == OPENVINO_FORM:
-                model, feed = build(shape, "qdq")
-                t = time_model_openvino(model, feed, seconds)
-            else:
-                model, feed = build(shape, form)
-                t = time_model(model, feed, seconds)
+            model, feed = build(shape, form)
+            t = time_model(model, feed, seconds)
             t["gflops_at_min"] = shape.flops / t["min_s"] / 1e9
             t["gflops_at_median"] = shape.flops / t["median_s"] / 1e9
-            if form not in ("fp32", OPENVINO_FORM):
+            if form != "fp32":
                 t["fused_ops"] = fused_ops(model)
             row[form] = t
         say(f"{group} {shape.label}: " + ", ".join(f"{f} {row[f]['gflops_at_min']:.0f}" for f in forms) + " GFLOP/s")
@@ -476,48 +453,37 @@ def markdown(record: dict[str, Any]) -> str:
         f"- **Method**: single-op onnxruntime graphs, {THREADS} intra-op threads, allow_spinning=0; "
         f"each shape timed for {record['seconds_per_shape']} s (min over runs → GFLOP/s; 2 FLOPs per MAC). "
         "INT8 forms: `qlinear` = QLinearConv / MatMulInteger; `qdq` = DQ→op→Q (fused by ORT into "
-        "QLinearConv / QLinearMatMul); `dynamic` = DynamicQuantizeLinear→MatMulInteger→scale (FP32 in/out); "
-        "`QDQ on OpenVINO` = the QDQ graph compiled by the OpenVINO runtime as mmedge's OpenVINO backend does.",
+        "QLinearConv / QLinearMatMul); `dynamic` = DynamicQuantizeLinear→MatMulInteger→scale (FP32 in/out).",
         "",
         "## Networks (convolutions only, batch 1): sum over layers of each one's best time",
         "",
         "| network | conv GFLOP | FP32 ms | FP32 GFLOP/s | % of FP32 peak | QLinearConv ms | INT8 GOP/s | "
-        "% of INT8 peak | QDQ ms | INT8 / FP32 speed-up | QDQ on OpenVINO ms | OpenVINO GOP/s | % of INT8 peak |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "% of INT8 peak | QDQ ms | INT8 / FP32 speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    int8_peak = p.get("int8_amx_gops") or p.get("int8_vnni_gops")
+    int8_peak = int8_peak_gops(p)
     for name, n in record["networks"].items():
-        ov = f"{OPENVINO_FORM}_ms" in n
         lines.append(
             f"| {name} | {n['gflop']:.2f} | {n['fp32_ms']:.2f} | {n['fp32_gflops']:.0f} | "
             f"{n['fp32_gflops'] / p['fp32_gflops']:.0%} | {n['qlinear_ms']:.2f} | {n['qlinear_gflops']:.0f} | "
-            f"{_share(n['qlinear_gflops'], int8_peak)} | {n['qdq_ms']:.2f} | {n['fp32_ms'] / n['qlinear_ms']:.2f}× | "
-            + (
-                f"{n[f'{OPENVINO_FORM}_ms']:.2f} | {n[f'{OPENVINO_FORM}_gflops']:.0f} | "
-                f"{_share(n[f'{OPENVINO_FORM}_gflops'], int8_peak)} |"
-                if ov
-                else "— | — | — |"
-            )
+            + (f"{n['qlinear_gflops'] / int8_peak:.0%}" if int8_peak else "—")
+            + f" | {n['qdq_ms']:.2f} | {n['fp32_ms'] / n['qlinear_ms']:.2f}× |"
         )
     if int8_peak:
-        lines += [
-            "",
-            f"% of INT8 peak: against the {'AMX' if 'int8_amx_gops' in p else 'VNNI'} peak above.",
-        ]
+        lines += ["", f"% of INT8 peak: of the {'AMX' if 'int8_amx_gops' in p else 'VNNI'} peak above."]
     lines += [
         "",
         "## Convolutions (GFLOP/s at the minimum time; × = how many the network holds)",
         "",
-        "| network | conv | × | FP32 | % peak | QLinearConv | QDQ | INT8/FP32 | QDQ on OpenVINO |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | conv | × | FP32 | % peak | QLinearConv | QDQ | INT8/FP32 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["convs"]:
         f = r["fp32"]["gflops_at_min"]
-        ov = r.get(OPENVINO_FORM)
         lines.append(
             f"| {r['group']} | {r['shape']} | {r['count']} | {f:.0f} | {f / p['fp32_gflops']:.0%} | "
             f"{r['qlinear']['gflops_at_min']:.0f} | {r['qdq']['gflops_at_min']:.0f} | "
-            f"{r['fp32']['min_s'] / r['qlinear']['min_s']:.2f}× | " + (f"{ov['gflops_at_min']:.0f} |" if ov else "— |")
+            f"{r['fp32']['min_s'] / r['qlinear']['min_s']:.2f}× |"
         )
     lines += [
         "",
@@ -545,10 +511,6 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _share(value: float, peak_value: float | None) -> str:
-    return f"{value / peak_value:.0%}" if peak_value else "—"
-
-
 def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -564,14 +526,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     record: dict[str, Any] = {"machine": info, "peak": peak(info), "seconds_per_shape": args.seconds}
     record["large_gemm_gflops"] = large_gemm_reference(args.seconds)
     sizes = [int(s) for s in args.sizes.split(",")]
-    forms = (*FORMS_CONV, OPENVINO_FORM) if importlib.util.find_spec("openvino") else FORMS_CONV
     convs = [
-        (f"ResNet-{d} @{s}²", shape, forms, conv_graph) for s in sizes for d in (18, 50) for shape in conv_shapes(d, s)
+        (f"ResNet-{d} @{s}²", shape, FORMS_CONV, conv_graph)
+        for s in sizes
+        for d in (18, 50)
+        for shape in conv_shapes(d, s)
     ]
     record["convs"] = measure(convs, args.seconds, _say)
     gemms = [("GEMM", shape, FORMS_GEMM, gemm_graph) for shape in GEMMS]
     record["gemms"] = [{**r, "where": s.where} for r, s in zip(measure(gemms, args.seconds, _say), GEMMS, strict=True)]
-    record["networks"] = network_ceilings(record["convs"], forms)
+    record["networks"] = network_ceilings(record["convs"], FORMS_CONV)
     record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ceilings.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
