@@ -114,10 +114,13 @@ def recorded_backend(
 
     Only for a request of "auto" or "cpu" that resolved to the CPU alone (a named provider, or an
     accelerator, is taken as asked), with OpenVINO available, on a CPU with at least the INT8
-    dot-product instructions of the one measured on (elsewhere the measurement says nothing).
+    dot-product instructions of the one measured on (elsewhere the measurement says nothing), and
+    for an ONNX file (``mmedge mobile``'s ORT-format files are onnxruntime's alone).
     """
     record = (component.quantization or {}).get("backend") or {}
-    if record.get("backend") != "openvino" or not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
+    if record.get("backend") != "openvino" or component.format != "onnx":
+        return plan
+    if not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
         return plan
     if plan.names != (CPU,):
         return plan

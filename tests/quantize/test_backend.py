@@ -18,6 +18,7 @@ from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
 from mmedge.cli import main
+from mmedge.errors import QuantizationError
 from mmedge.providers import CPU, OPENVINO
 from mmedge.quantize import SpeedPolicy, quantize_bundle
 from mmedge.quantize import backend as backend_module
@@ -154,3 +155,21 @@ def test_without_openvino_installed_the_recorded_choice_is_logged_and_onnxruntim
     assert recorded_backend(image, "cpu", plan, available=[CPU, OPENVINO]).names == (OPENVINO, CPU)
     cuda = resolve_providers("auto", available=[CPU, "CUDAExecutionProvider"], known=[CPU, "CUDAExecutionProvider"])
     assert recorded_backend(image, "auto", cuda, available=[CPU, OPENVINO, "CUDAExecutionProvider"]) == cuda
+    mobile = replace(image, file="image_encoder.ort", format="ort")  # mmedge mobile's files: onnxruntime only
+    assert recorded_backend(mobile, "cpu", plan, available=[CPU, OPENVINO]) == plan
+
+
+def test_where_openvino_cannot_run_a_component_it_stays_on_onnxruntime_and_says_so(
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object, **kwargs: object) -> Iterator[dict[str, float]]:
+        raise QuantizationError("OpenVINO cannot compile image_encoder.onnx: RuntimeError: unsupported op")
+
+    monkeypatch.setattr(backend_module, "interleaved_rounds", failing)
+    by_name = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
+    image = by_name["image_encoder"].backend
+    assert image is not None
+    assert image.backend == "onnxruntime"
+    assert "could not compile or run it" in image.why
+    with Pipeline(tmp_path / "int8") as pipe:
+        assert pipe.providers_used["image_encoder"].registered == (CPU,)
