@@ -87,12 +87,12 @@ class PipelineRunner:
         self.precision = "+".join(sorted({c.precision for c in self.pipe.manifest.components}))
         self.providers = tuple(dict.fromkeys(p for c in placement for p in c.registered))
         self.size_bytes = sum(c.size_bytes for c in self.pipe.manifest.components)
+        on_openvino = [c.component for c in placement if OPENVINO in c.registered]
+        why = "" if isinstance(self._providers, Mapping) else _RECORDED
         self.notes = tuple(f"{c.component}: {note}" for c in placement for note in c.fallbacks) + tuple(
-            f"{c.component}: on the OpenVINO runtime" + ("" if isinstance(self._providers, Mapping) else _RECORDED)
-            for c in placement
-            if OPENVINO in c.registered
+            f"{name}: on the OpenVINO runtime{why}" for name in on_openvino
         )
-        self._on_openvino = any(OPENVINO in c.registered for c in placement)
+        self._on_openvino = bool(on_openvino)
 
     def _record(self, kind: str, name: str, start: int, end: int) -> None:
         self._spans.append((kind, name, start, end))  # list.append is atomic: encoder threads call this too

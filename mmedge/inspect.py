@@ -6,6 +6,7 @@ import argparse
 
 from mmedge.bundle import Bundle, Manifest, Verification, load_bundle, manifest_to_dict
 from mmedge.console import console, human_bytes, print_json, table
+from mmedge.runtime.policy import openvino_record
 
 __all__ = ["configure", "describe", "run"]
 
@@ -114,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     for c in m.components:
-        record = (c.quantization or {}).get("backend") or {}
-        if record.get("backend") == "openvino":
+        record = openvino_record(c)
+        if record is not None:
             console.print(
                 f"{c.name}: runs on the OpenVINO runtime when asked for 'auto' or 'cpu' with openvino installed "
                 f"(mmedge quantize measured it there on {record.get('cpu') or 'its CPU'}: {record.get('why', '')})"

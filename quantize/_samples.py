@@ -78,8 +78,7 @@ class SampleExecutor:
     def on_openvino(self, paths: frozenset[Path]) -> SampleExecutor:
         """The same samples with the files ``paths`` run on OpenVINO; outputs cached here that
         depend on none of them (the FP32 reference, upstream components) are shared."""
-        other = SampleExecutor(self.graph, [], openvino=paths)
-        other.samples = self.samples
+        other = SampleExecutor(self.graph, self.samples, openvino=paths)
         other._cache = {k: v for k, v in self._cache.items() if not any(_mentions(k, p) for p in paths)}
         return other
 
@@ -98,16 +97,19 @@ class SampleExecutor:
         return (component, versions[component], tuple(self.key(versions, u) for u in self.upstream(component)))
 
     def _session(self, component: str, path: Path) -> Any:
-        if path in self.openvino and path not in self._sessions:
+        if path not in self._sessions:
+            self._sessions[path] = self._open(component, path)
+        return self._sessions[path]
+
+    def _open(self, component: str, path: Path) -> Any:
+        if path in self.openvino:
             from mmedge.openvino_backend import OpenVINOSession
 
             with translated(QuantizationError, f"OpenVINO compiling component {component!r} ({path.name})"):
-                self._sessions[path] = OpenVINOSession(path, default_thread_budget())
-        if path not in self._sessions:
-            self._sessions[path] = create_session(
-                path, plain_options(), error=QuantizationError, what=f"loading component {component!r} from {path.name}"
-            )
-        return self._sessions[path]
+                return OpenVINOSession(path, default_thread_budget())
+        return create_session(
+            path, plain_options(), error=QuantizationError, what=f"loading component {component!r} from {path.name}"
+        )
 
 
 def _mentions(key: tuple, path: Path) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmedge.bundle import Component, Manifest
 from mmedge.cpu import int8_dot_instructions
@@ -31,6 +31,7 @@ __all__ = [
     "ProviderPolicy",
     "check_partitions",
     "component_plans",
+    "openvino_record",
     "parse_policy",
     "recorded_backend",
 ]
@@ -107,6 +108,12 @@ def component_plans(
     return plans
 
 
+def openvino_record(component: Component) -> Mapping[str, Any] | None:
+    """The backend check's record (``quantization.backend``) where it chose OpenVINO for ``component``."""
+    record = (component.quantization or {}).get("backend") or {}
+    return record if record.get("backend") == "openvino" else None
+
+
 def recorded_backend(
     component: Component, request: ProviderRequest, plan: ProviderPlan, available: Sequence[str] | None = None
 ) -> ProviderPlan:
@@ -117,8 +124,8 @@ def recorded_backend(
     dot-product instructions of the one measured on (elsewhere the measurement says nothing), and
     for an ONNX file (``mmedge mobile``'s ORT-format files are onnxruntime's alone).
     """
-    record = (component.quantization or {}).get("backend") or {}
-    if record.get("backend") != "openvino" or component.format != "onnx":
+    record = openvino_record(component)
+    if record is None or component.format != "onnx":
         return plan
     if not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
         return plan
