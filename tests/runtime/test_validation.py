@@ -202,3 +202,30 @@ def test_raw_forms_need_a_preprocessing_recipe(edited_bundle: Callable[..., Path
         with pytest.raises(InputError, match=r"the bundle has no image preprocessing.*pass a float32 tensor of shape"):
             p.run({**tiny_inputs(batch=1), "image": np.zeros((8, 8, 3), np.uint8)})
         assert p.run(tiny_inputs(batch=1))["logits"].shape == (1, 3)
+
+
+def test_ready_tensors_take_the_short_path_to_the_same_feeds(pipe: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model tensors by input name skip the general routing (a per-call cost on every served request)
+    and give exactly the feeds the general path gives; anything else goes the general way."""
+    from mmedge.runtime._inputs import InputRouter
+
+    router, targets = pipe._router, pipe._graph.outputs
+    x = tiny_inputs(batch=2)
+    short = router.resolve(x, targets)
+    taken = []
+    monkeypatch.setattr(InputRouter, "_ready_tensors", lambda *a: taken.append(1))  # force the general path
+    general = router.resolve(x, targets)
+    assert taken
+    assert general.provided == short.provided == {}
+    assert list(short.raw) == list(general.raw) == ["text", "image", "audio"]
+    assert all(short.raw[k] is general.raw[k] is x[k] for k in x)  # no copies either way
+    monkeypatch.undo()
+    assert router._ready_tensors({**x, "text": ["a dog"]}, targets) is None  # raw text: tokenized by the general path
+    assert router._ready_tensors({"text": x["text"], "image": x["image"]}, targets) is None  # audio missing
+    assert router._ready_tensors(x, targets) is not None
+
+
+@pytest.mark.parametrize(("edit", "message"), CASES)
+def test_the_short_path_refuses_every_bad_input(pipe: Pipeline, edit: Callable[[Inputs], Inputs], message: str) -> None:
+    """Whatever the general path rejects, the short path hands to it (which then names the problem)."""
+    assert pipe._router._ready_tensors(edit(tiny_inputs(batch=2)), pipe._graph.outputs) is None
