@@ -10,9 +10,12 @@ import numpy as np
 
 from mmedge.bench._types import Attribution, BatchResult, ComponentLatency, LatencyStats, Part
 
-__all__ = ["RunTiming", "Span", "batch_result", "latency_stats"]
+__all__ = ["CONFIDENCE", "RunTiming", "Span", "batch_result", "latency_stats", "median_ratio_interval"]
 
 NS_PER_MS = 1e6
+CONFIDENCE = 0.95  # of the speed-up intervals in a report
+_RESAMPLES = 2000
+_MIN_ROUNDS = 5  # fewer paired rounds give no interval
 Span = tuple[str, str, int, int]  # (kind, name, start_ns, end_ns) as Pipeline's trace reports them
 
 
@@ -73,3 +76,28 @@ def attribution(samples: Sequence[RunTiming]) -> Attribution:
         for (name, kind), total in totals.items()
     )
     return Attribution(parts, e2e, e2e - sum(p.mean_ms for p in parts))
+
+
+def median_ratio_interval(
+    base_ns: Sequence[int], subject_ns: Sequence[int], confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """A ``confidence`` interval of ``median(base) / median(subject)`` (the p50 speed-up).
+
+    Paired bootstrap over rounds: the i-th time of each variant comes from the same interleaved
+    round, so resampling rounds keeps what a busy moment did to both. Percentile interval of
+    ``_RESAMPLES`` resamples, seeded (the same samples give the same interval). None with fewer
+    than ``_MIN_ROUNDS`` rounds.
+
+    Why: one run's p50 ratio moves by ±10% on a 2-core machine with any background load; a
+    verdict ("faster", "slower") is only worth stating when the interval excludes 1×.
+    """
+    n = min(len(base_ns), len(subject_ns))
+    if n < _MIN_ROUNDS:
+        return None
+    base = np.asarray(base_ns[:n], dtype=np.float64)
+    subject = np.asarray(subject_ns[:n], dtype=np.float64)
+    rounds = np.random.default_rng(0).integers(0, n, size=(_RESAMPLES, n))
+    ratios = np.median(base[rounds], axis=1) / np.median(subject[rounds], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)

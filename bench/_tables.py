@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mmedge.bench._stats import CONFIDENCE
 from mmedge.bench._types import BenchReport, VariantResult
 from mmedge.console import human_bytes
 
@@ -53,6 +54,10 @@ def fmt_ms(ms: float | None) -> str:
 
 def fmt_ratio(r: float | None) -> str:
     return MISSING if r is None else f"{r:.2f}×"
+
+
+def fmt_interval(interval: tuple[float, float] | None) -> str:
+    return MISSING if interval is None else f"{interval[0]:.2f}–{interval[1]:.2f}×"
 
 
 def primary_batch(report: BenchReport) -> int:
@@ -115,10 +120,17 @@ def fmt_agreement(metric: str, value: float, worst: float) -> str:
 
 def ratio_table(report: BenchReport) -> Table:
     rows = tuple(
-        (c.baseline, str(c.batch), fmt_ratio(c.speedup), fmt_ratio(c.memory_ratio), fmt_ratio(c.size_ratio))
+        (
+            c.baseline,
+            str(c.batch),
+            fmt_ratio(c.speedup),
+            fmt_interval(c.speedup_interval),
+            fmt_ratio(c.memory_ratio),
+            fmt_ratio(c.size_ratio),
+        )
         for c in report.comparisons
     )
-    columns = ("baseline", "batch", "speed-up (p50)", "peak RSS ratio", "size ratio")
+    columns = ("baseline", "batch", "speed-up (p50)", f"{CONFIDENCE:.0%} interval", "peak RSS ratio", "size ratio")
     return Table(
         f"{report.subject} against each baseline (speed-up > 1× = faster; ratios < 1× = smaller)", columns, rows
     )

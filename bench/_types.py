@@ -39,7 +39,7 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KINDS = ("split", "monolithic", "torch", "peer")  # VariantResult.kind
 AGREEMENT_METRICS = ("top1", "cosine")  # Agreement.metric
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
@@ -198,6 +198,8 @@ class Comparison:
     baseline: str
     batch: int
     speedup: float | None  # baseline p50 / subject p50: > 1 means the subject is faster
+    # its 95% interval over the interleaved rounds (bench._stats.median_ratio_interval); None: too few rounds
+    speedup_interval: tuple[float, float] | None
     memory_ratio: float | None  # subject peak RSS / baseline peak RSS (None: not measured)
     size_ratio: float | None  # subject size / baseline size
 

@@ -29,7 +29,7 @@ from mmedge.bench._machine import machine_info
 from mmedge.bench._peers import PeerJob, build_peers, plan_peers
 from mmedge.bench._plan import check_same_inputs, variant_specs
 from mmedge.bench._profile import hotspots_from_json
-from mmedge.bench._stats import batch_result
+from mmedge.bench._stats import RunTiming, batch_result, median_ratio_interval
 from mmedge.bench._types import (
     BenchProgress,
     BenchReport,
@@ -336,7 +336,7 @@ def _report(
     return BenchReport(
         subject=subject,
         variants=results,
-        comparisons=_comparisons(results, subject),
+        comparisons=_comparisons(results, subject, into.samples),
         machine=machine,
         settings=settings,
         created_at=created_at,
@@ -371,7 +371,9 @@ def _variant(v: VariantSpec, into: Measurement) -> VariantResult:
     )
 
 
-def _comparisons(results: Sequence[VariantResult], subject: str) -> tuple[Comparison, ...]:
+def _comparisons(
+    results: Sequence[VariantResult], subject: str, samples: Mapping[str, Mapping[int, Sequence[RunTiming]]]
+) -> tuple[Comparison, ...]:
     """The subject against every other variant, at every batch size both were measured at."""
     main = next((r for r in results if r.name == subject), None)
     if main is None:
@@ -389,6 +391,10 @@ def _comparisons(results: Sequence[VariantResult], subject: str) -> tuple[Compar
                     baseline=other.name,
                     batch=mine.batch,
                     speedup=_ratio(theirs.latency.p50_ms, mine.latency.p50_ms),
+                    speedup_interval=median_ratio_interval(
+                        [t.e2e_ns for t in samples.get(other.name, {}).get(mine.batch, ())],
+                        [t.e2e_ns for t in samples.get(subject, {}).get(mine.batch, ())],
+                    ),
                     memory_ratio=_ratio(main.peak_rss_bytes, other.peak_rss_bytes),
                     size_ratio=_ratio(main.size_bytes, other.size_bytes),
                 )

@@ -181,13 +181,34 @@ def equal_accuracy(report: dict[str, Any], subject: str = "split INT8") -> list[
     for stat in ("p50_ms", "min_ms"):
         best = min(peers, key=lambda v: v["batches"][0]["latency"][stat])
         ratio = best["batches"][0]["latency"][stat] / timed[subject]["batches"][0]["latency"][stat]
-        verdict = "faster" if ratio >= 1.0 else "**slower**"
-        goal = "meets ≥ 1.25×" if ratio >= 1.25 else "below 1.25×"
+        interval = _interval(report, subject, best["name"]) if stat == "p50_ms" else None
         lines.append(
             f"- {stat.removesuffix('_ms')}: fastest such peer `{best['name']}` ({agreement(best):.1%}) "
-            f"{best['batches'][0]['latency'][stat]:.2f} ms; {subject} is {verdict} by {ratio:.2f}× ({goal})"
+            f"{best['batches'][0]['latency'][stat]:.2f} ms; {subject} {_verdict(ratio, interval)}"
         )
     return [*lines, ""]
+
+
+def _interval(report: dict[str, Any], subject: str, baseline: str) -> tuple[float, float] | None:
+    """The p50 speed-up's interval over the run's rounds (the report has it for its subject only)."""
+    if report["subject"] != subject:
+        return None
+    found = [c.get("speedup_interval") for c in report["comparisons"] if c["baseline"] == baseline]
+    return tuple(found[0]) if found and found[0] else None  # type: ignore[return-value]
+
+
+def _verdict(ratio: float, interval: tuple[float, float] | None) -> str:
+    """Faster or slower by the ratio; with an interval, "level" when it spans 1× (the run cannot tell)."""
+    goal = "meets ≥ 1.25×" if ratio >= 1.25 else "below 1.25×"
+    if interval is None:
+        return f"is {'faster' if ratio >= 1.0 else '**slower**'} by {ratio:.2f}× ({goal})"
+    low, high = interval
+    spread = f"{ratio:.2f}×, 95% interval {low:.2f}–{high:.2f}× over the rounds"
+    if low > 1.0:
+        return f"is faster: {spread} ({goal})"
+    if high < 1.0:
+        return f"is **slower**: {spread}"
+    return f"is level with it: {spread}, which spans 1×"
 
 
 def _agreement(a: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from tinybundle import tiny_manifest
@@ -134,3 +135,23 @@ def test_standard_targets_report_pass_or_miss_with_margins(
         report.variant("split FP32").peak_rss_bytes / report.variant("monolithic FP32").peak_rss_bytes
     )
     assert memory["value_from_min_latency"] is None
+
+
+def test_each_speedup_has_its_interval_over_the_rounds(report: BenchReport) -> None:
+    for c in report.comparisons:
+        assert c.speedup_interval is not None
+        low, high = c.speedup_interval
+        assert 0 < low <= high
+        assert 0.95 * low <= c.speedup <= 1.05 * high  # type: ignore[operator] - the p50 ratio, resampled
+
+
+def test_the_interval_is_narrow_for_a_steady_gap_and_spans_one_for_noise() -> None:
+    from mmedge.bench._stats import median_ratio_interval
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(10e6, 1e6, 100)
+    low, high = median_ratio_interval(base * 2, base)  # type: ignore[misc] - same noise, twice the time
+    assert 1.95 < low <= high < 2.05
+    low, high = median_ratio_interval(rng.normal(10e6, 1e6, 100), rng.normal(10e6, 1e6, 100))  # type: ignore[misc]
+    assert low < 1.0 < high
+    assert median_ratio_interval([1, 2], [1, 2]) is None  # too few rounds
