@@ -61,6 +61,7 @@ class Plan:
     warmup: int
     time_budget_s: float | None
     profile_runs: int  # 0: no profiling
+    warm_runs: int = 0  # back-to-back runs after each timed one, kept apart as the warm latency
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Measurement:
 
     ready: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: dict[str, dict[int, list[RunTiming]]] = field(default_factory=dict)
+    warm: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # end-to-end ns of the warm runs
     peak_rss: dict[str, int] = field(default_factory=dict)
     hotspots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
@@ -151,11 +153,13 @@ def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: 
     """Warm-up and timed rounds per batch size, then memory and hot spots; fills ``into``."""
     for w in workers:
         into.samples[w.name] = {}
+        into.warm[w.name] = {}
     try:
         for batch in plan.batch_sizes:
             _rounds(workers, batch, count=plan.warmup, budget_s=None, into=None, progress=progress, phase="warmup")
             for w in workers:
                 into.samples[w.name][batch] = []
+                into.warm[w.name][batch] = []
             _rounds(
                 workers,
                 batch,
@@ -164,6 +168,7 @@ def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: 
                 into=into,
                 progress=progress,
                 phase="measure",
+                warm_runs=plan.warm_runs,
             )
     except KeyboardInterrupt:
         into.partial = True
@@ -187,8 +192,14 @@ def _rounds(
     into: Measurement | None,
     progress: ProgressCallback,
     phase: str,
+    warm_runs: int = 0,
 ) -> None:
-    """Run every worker once per round, in a shuffled order; ``budget_s`` replaces ``count`` when set."""
+    """Run every worker once per round, in a shuffled order; ``budget_s`` replaces ``count`` when set.
+
+    The timed run of a round meets the machine as the other variants left it (caches, idle
+    threads): the latency of a request after other work. ``warm_runs`` more runs follow it back to
+    back and are kept apart: the steady-state latency of a busy server.
+    """
     start = time.monotonic()
     done = 0
     rng = random.Random(f"{phase}-{batch}")
@@ -197,6 +208,8 @@ def _rounds(
             reply = w.request({"cmd": "run", "batch": batch})
             if into is not None:
                 into.samples[w.name][batch].append(RunTiming.from_json(reply))
+                for _ in range(warm_runs):
+                    into.warm[w.name][batch].append(int(w.request({"cmd": "run", "batch": batch})["e2e_ns"]))
         done += 1
         fraction = done / count if budget_s is None else min(1.0, (time.monotonic() - start) / budget_s)
         progress(BenchProgress(phase, batch, done, count if budget_s is None else None, fraction))

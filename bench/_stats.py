@@ -52,15 +52,16 @@ def latency_stats(ns: Sequence[int]) -> LatencyStats:
     )
 
 
-def batch_result(batch: int, samples: Sequence[RunTiming]) -> BatchResult:
-    """Statistics of ``samples`` (at least one) taken at batch size ``batch``."""
+def batch_result(batch: int, samples: Sequence[RunTiming], warm_ns: Sequence[int] = ()) -> BatchResult:
+    """Statistics of ``samples`` (at least one) taken at batch size ``batch``, and of the warm runs' times."""
     latency = latency_stats([s.e2e_ns for s in samples])
     names = list(dict.fromkeys(name for s in samples for name in s.busy))
     components = tuple(
         ComponentLatency(name, latency_stats([s.busy[name] for s in samples if name in s.busy])) for name in names
     )
     throughput = batch / (latency.p50_ms / 1e3) if latency.p50_ms > 0 else 0.0
-    return BatchResult(batch, latency, throughput, components, attribution(samples))
+    warm = latency_stats(warm_ns) if warm_ns else None
+    return BatchResult(batch, latency, throughput, components, attribution(samples), warm)
 
 
 def attribution(samples: Sequence[RunTiming]) -> Attribution:

@@ -67,6 +67,7 @@ def primary_batch(report: BenchReport) -> int:
 
 def latency_table(report: BenchReport, batch: int) -> Table:
     subject = report.variant(report.subject).at(batch) if _has(report, report.subject) else None
+    warm = report.settings.warm_runs > 0
     rows = []
     for v in report.variants:
         b = v.at(batch)
@@ -85,9 +86,11 @@ def latency_table(report: BenchReport, batch: int) -> Table:
                 f"{b.throughput_per_s:.1f}",
                 fmt_ratio(vs) if v.name != report.subject else "1.00× (subject)",
                 str(lat.count),
+                *((fmt_ms(b.warm_latency.p50_ms) if b.warm_latency else MISSING,) if warm else ()),
             )
         )
     columns = ("variant", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms", "items/s", "time vs subject", "runs")
+    columns += ("warm p50 ms",) if warm else ()
     return Table(f"End-to-end latency, batch {batch}", columns, tuple(rows))
 
 
@@ -119,18 +122,21 @@ def fmt_agreement(metric: str, value: float, worst: float) -> str:
 
 
 def ratio_table(report: BenchReport) -> Table:
+    warm = report.settings.warm_runs > 0
     rows = tuple(
         (
             c.baseline,
             str(c.batch),
             fmt_ratio(c.speedup),
             fmt_interval(c.speedup_interval),
+            *((fmt_ratio(c.warm_speedup),) if warm else ()),
             fmt_ratio(c.memory_ratio),
             fmt_ratio(c.size_ratio),
         )
         for c in report.comparisons
     )
-    columns = ("baseline", "batch", "speed-up (p50)", f"{CONFIDENCE:.0%} interval", "peak RSS ratio", "size ratio")
+    columns = ("baseline", "batch", "speed-up (p50)", f"{CONFIDENCE:.0%} interval")
+    columns += (("warm speed-up (p50)",) if warm else ()) + ("peak RSS ratio", "size ratio")
     return Table(
         f"{report.subject} against each baseline (speed-up > 1× = faster; ratios < 1× = smaller)", columns, rows
     )

@@ -39,7 +39,7 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KINDS = ("split", "monolithic", "torch", "peer")  # VariantResult.kind
 AGREEMENT_METRICS = ("top1", "cosine")  # Agreement.metric
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
@@ -121,6 +121,8 @@ class BatchResult:
     throughput_per_s: float  # items per second at the median latency
     components: tuple[ComponentLatency, ...]
     attribution: Attribution
+    # end to end over the back-to-back runs after each timed one (``warm_runs``); None: not measured
+    warm_latency: LatencyStats | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class Comparison:
     speedup_interval: tuple[float, float] | None
     memory_ratio: float | None  # subject peak RSS / baseline peak RSS (None: not measured)
     size_ratio: float | None  # subject size / baseline size
+    warm_speedup: float | None = None  # baseline / subject over the warm runs' p50 (None: no warm runs)
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ class BenchSettings:
     time_budget_s: float | None
     threads: int
     batch_sizes: tuple[int, ...]
+    warm_runs: int  # back-to-back runs after each variant's timed run in a round (0: none)
     inputs: str  # "synthetic (seed N)" or the .npz path
     providers: tuple[str, ...]
     profile: bool

@@ -58,6 +58,7 @@ def bench(
     batch_sizes: Sequence[int] = (1,),
     iterations: int = 50,
     warmup: int = 5,
+    warm_runs: int = 0,
     time_budget_s: float | None = None,
     threads: int | None = None,
     providers: ProviderRequest = "cpu",
@@ -88,6 +89,9 @@ def bench(
         iterations: timed rounds per batch size (each round runs every variant once), after
             ``warmup`` untimed rounds. With ``time_budget_s`` the rounds run until that many
             seconds (split evenly over the batch sizes) are spent, instead of ``iterations``.
+            A round's run meets the machine as the other variants left it: a request after other
+            work. ``warm_runs``: that many more runs of the variant right after it, reported apart
+            (``warm_latency``, ``warm_speedup``) as the steady-state latency of a busy server.
         threads: CPU threads every variant may use (default: physical cores).
         providers: execution providers of the ONNX variants (default CPU, like PyTorch here).
         subject_providers: also time ``bundle`` under each of these per-component provider
@@ -112,6 +116,7 @@ def bench(
         batch_sizes=batch_sizes,
         iterations=iterations,
         warmup=warmup,
+        warm_runs=warm_runs,
         time_budget_s=time_budget_s,
         threads=threads,
         profile_runs=profile_runs,
@@ -159,6 +164,7 @@ def bench(
         warmup=warmup,
         time_budget_s=time_budget_s / len(sizes) if time_budget_s is not None else None,
         profile_runs=profile_runs if profile else 0,
+        warm_runs=warm_runs,
     )
     settings = BenchSettings(
         iterations=iterations,
@@ -166,6 +172,7 @@ def bench(
         time_budget_s=time_budget_s,
         threads=budget,
         batch_sizes=sizes,
+        warm_runs=warm_runs,
         inputs=f"synthetic (seed {seed})"
         if inputs is None
         else str(inputs)
@@ -210,6 +217,7 @@ def _check_options(
     batch_sizes: Sequence[int],
     iterations: int,
     warmup: int,
+    warm_runs: int,
     time_budget_s: float | None,
     threads: int | None,
     profile_runs: int,
@@ -221,6 +229,8 @@ def _check_options(
         problems.append(f"iterations must be at least 1, found {iterations}")
     if warmup < 0:
         problems.append(f"warmup must be 0 or more, found {warmup}")
+    if warm_runs < 0:
+        problems.append(f"warm_runs must be 0 or more, found {warm_runs}")
     if time_budget_s is not None and time_budget_s <= 0:
         problems.append(f"time_budget_s must be positive, found {time_budget_s}")
     if threads is not None and threads < 1:
@@ -364,7 +374,11 @@ def _variant(v: VariantSpec, into: Measurement) -> VariantResult:
             load_ms=ms["load"],
             first_run_ms=ms["first_run"],
         ),
-        batches=tuple(batch_result(b, s) for b, s in into.samples.get(v.name, {}).items() if s),
+        batches=tuple(
+            batch_result(b, s, into.warm.get(v.name, {}).get(b, ()))
+            for b, s in into.samples.get(v.name, {}).items()
+            if s
+        ),
         hotspots=tuple(hotspots_from_json(h) for h in into.hotspots.get(v.name, [])),
         notes=tuple(ready["notes"]) + tuple(into.notes.get(v.name, ())),
         agreement=tuple(into.agreement.get(v.name, ())),
@@ -395,6 +409,9 @@ def _comparisons(
                         [t.e2e_ns for t in samples.get(other.name, {}).get(mine.batch, ())],
                         [t.e2e_ns for t in samples.get(subject, {}).get(mine.batch, ())],
                     ),
+                    warm_speedup=_ratio(theirs.warm_latency.p50_ms, mine.warm_latency.p50_ms)
+                    if theirs.warm_latency and mine.warm_latency
+                    else None,
                     memory_ratio=_ratio(main.peak_rss_bytes, other.peak_rss_bytes),
                     size_ratio=_ratio(main.size_bytes, other.size_bytes),
                 )

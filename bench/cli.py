@@ -69,6 +69,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8 (default 1)")
     parser.add_argument("--iterations", type=int, default=50, help="timed rounds per batch size (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
+    parser.add_argument(
+        "--warm-runs",
+        type=int,
+        default=0,
+        help="after each variant's run in a round, N more back to back, reported apart as warm (steady-state) latency",
+    )
     parser.add_argument("--time-budget", type=float, help="seconds of timed rounds in all, instead of --iterations")
     parser.add_argument("--threads", type=int, help="CPU threads for every variant (default: physical cores)")
     parser.add_argument(
@@ -144,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             batch_sizes=batch_sizes,
             iterations=args.iterations,
             warmup=args.warmup,
+            warm_runs=args.warm_runs,
             time_budget_s=args.time_budget,
             threads=args.threads,
             providers=providers,

@@ -122,6 +122,7 @@ def _bench(model: str, work: Path, args: argparse.Namespace, config: Path | None
         checkpoint=work / "model.pt",
         iterations=args.iterations,
         warmup=3,
+        warm_runs=args.warm_runs,
         threads=args.threads,
         profile=False,
         peers=args.peers,
@@ -138,10 +139,11 @@ def table(report: dict[str, Any]) -> list[str]:
     OpenMP threads suffer most, so its median is inflated far more than its minimum.
     """
     ref = next((v["batches"][0]["latency"] for v in report["variants"] if v["kind"] == "torch" and v["batches"]), None)
+    warm = report["settings"].get("warm_runs", 0) > 0
     rows = [
         "| variant | precision | p50 ms | min ms | speed-up vs PyTorch (p50 / min) | top-1 agreement with PyTorch FP32 "
-        "| size MiB | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| size MiB | peak RSS MiB |{' warm p50 ms |' if warm else ''}",
+        f"|---|---|---:|---:|---:|---:|---:|---:|{'---:|' if warm else ''}",
     ]
     for v in report["variants"]:
         if not v["batches"]:
@@ -152,12 +154,14 @@ def table(report: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {v['name']} | {v['precision']} | {lat['p50_ms']:.2f} | {lat['min_ms']:.2f} | {speed} | {agree} | "
             f"{v['size_bytes'] / 2**20:.1f} | {v['peak_rss_bytes'] / 2**20:.0f} |"
+            + (f" {v['batches'][0]['warm_latency']['p50_ms']:.2f} |" if warm else "")
         )
     return rows
 
 
 def equal_accuracy(report: dict[str, Any], subject: str = "split INT8") -> list[str]:
-    """The target: ``subject`` against the fastest peer variant of equal accuracy, on p50 and on min.
+    """The target: ``subject`` against the fastest peer variant of equal accuracy, on p50 and on min
+    (and on the warm runs' p50, when the run has them).
 
     Equal accuracy = top-1 agreement with PyTorch FP32 of at least ``EQUAL_ACCURACY`` (FP32 peers
     qualify by construction). The ratio is the peer's time over the subject's (> 1× = mmedge faster).
@@ -178,13 +182,15 @@ def equal_accuracy(report: dict[str, Any], subject: str = "split INT8") -> list[
     ]
     if not peers:
         return [*lines, "- no peer variant reached it.", ""]
-    for stat in ("p50_ms", "min_ms"):
-        best = min(peers, key=lambda v: v["batches"][0]["latency"][stat])
-        ratio = best["batches"][0]["latency"][stat] / timed[subject]["batches"][0]["latency"][stat]
-        interval = _interval(report, subject, best["name"]) if stat == "p50_ms" else None
+    warm = [("warm_latency", "p50_ms")] if timed[subject]["batches"][0].get("warm_latency") else []
+    for kind, stat in [("latency", "p50_ms"), ("latency", "min_ms"), *warm]:
+        best = min(peers, key=lambda v: v["batches"][0][kind][stat])
+        ratio = best["batches"][0][kind][stat] / timed[subject]["batches"][0][kind][stat]
+        interval = _interval(report, subject, best["name"]) if (kind, stat) == ("latency", "p50_ms") else None
+        label = stat.removesuffix("_ms") if kind == "latency" else "warm p50 (back to back)"
         lines.append(
-            f"- {stat.removesuffix('_ms')}: fastest such peer `{best['name']}` ({agreement(best):.1%}) "
-            f"{best['batches'][0]['latency'][stat]:.2f} ms; {subject} {_verdict(ratio, interval)}"
+            f"- {label}: fastest such peer `{best['name']}` ({agreement(best):.1%}) "
+            f"{best['batches'][0][kind][stat]:.2f} ms; {subject} {_verdict(ratio, interval)}"
         )
     return [*lines, ""]
 
@@ -219,6 +225,7 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
     """The Markdown report, from the JSON records (so runs made separately can be merged)."""
     machines = {n: _machine(r["report"]["machine"]) for n, r in results.items()}
     first = next(iter(results.values()))["report"]["settings"]
+    rounds = " or ".join(str(n) for n in sorted({r["report"]["settings"]["iterations"] for r in results.values()}))
     lines = [
         "# mmedge against peer toolchains: latency beside accuracy",
         "",
@@ -233,8 +240,8 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
         )
         + "The variants of one model ran interleaved (order shuffled each round), so the ratios within a table "
         "are the comparable numbers.",
-        f"- **Run**: batch 1, {first['threads']} threads per variant, {first['iterations']} interleaved rounds "
-        "after warm-up, every variant in its own process; peers built from the same model and checkpoint, "
+        f"- **Run**: batch 1, {first['threads']} threads per variant, {rounds} interleaved rounds "
+        "after warm-up (each section says how many), every variant in its own process; peers built from the same model and checkpoint, "
         f"INT8 calibrated on the same {CALIBRATION} training samples as mmedge's; agreement = share of "
         f"{_agreement_samples(results)} held-out samples whose top-1 class equals PyTorch FP32's.",
         "- **Peers**: `ort-int8` = the monolithic FP32 ONNX through `quant_pre_process` + `quantize_static` "
@@ -253,7 +260,8 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
             "",
             f"Trained {setup['training']['epochs']} epochs on {setup['training']['samples']} synthetic samples "
             f"(held-out accuracy {setup['training']['heldout_accuracy']:.1%}); mmedge INT8 precision "
-            f"{setup['mmedge_int8_precision']}. Load average at start: {', '.join(f'{x:.1f}' for x in m.load_average)}"
+            f"{setup['mmedge_int8_precision']}. {result['report']['settings']['iterations']} interleaved rounds; "
+            f"load average at start: {', '.join(f'{x:.1f}' for x in m.load_average)}"
             + (f" ({busy_warning(m)})" if m.busy else "")
             + ".",
             "",
@@ -308,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument(
+        "--warm-runs", type=int, default=3, help="back-to-back runs after each timed one, reported as warm latency"
+    )
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
     parser.add_argument("--epochs", type=int, help="override each model's training epochs")
     parser.add_argument(

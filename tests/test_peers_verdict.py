@@ -46,3 +46,17 @@ def test_p50_verdict_follows_the_interval(interval: tuple[float, float] | None, 
     p50 = next(line for line in lines if line.startswith("- p50"))
     assert "`openvino-int8-keepfe` (99.0%) 4.90 ms" in p50
     assert p50.endswith(verdict)
+
+
+def test_the_warm_runs_get_a_verdict_of_their_own() -> None:
+    def variant(name: str, kind: str, p50: float, warm: float) -> dict[str, Any]:
+        return {**_variant(name, kind, p50, 1.0), "batches": [{**_variant(name, kind, p50, 1.0)["batches"][0],
+                                                                "warm_latency": {"p50_ms": warm}}]}  # fmt: skip
+
+    report = {
+        "subject": "split INT8",
+        "variants": [variant("split INT8", "split", 5.0, 2.0), variant("openvino-int8-keepfe", "peer", 4.0, 3.0)],
+        "comparisons": [],
+    }
+    warm = next(line for line in equal_accuracy(report) if line.startswith("- warm p50"))
+    assert warm.endswith("3.00 ms; split INT8 is faster by 1.50× (meets ≥ 1.25×)")

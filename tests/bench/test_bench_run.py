@@ -100,6 +100,7 @@ def test_a_failing_variant_raises_its_typed_error(tiny_bundle: Path, tmp_path: P
         pytest.param({"torch_model": "not a model!"}, InputError, "reference model name", id="torch-spec"),
         pytest.param({"batch_sizes": (0,)}, ValueError, "batch_sizes must be positive", id="batch"),
         pytest.param({"iterations": 0}, ValueError, "iterations must be at least 1", id="iterations"),
+        pytest.param({"warm_runs": -1}, ValueError, "warm_runs must be 0 or more", id="warm-runs"),
         pytest.param({"checkpoint": "model.pt"}, InputError, "without a PyTorch model", id="checkpoint-alone"),
     ],
 )
@@ -155,6 +156,29 @@ def test_a_time_budget_replaces_the_iteration_count(tiny_bundle: Path) -> None:
     assert measured[-1].fraction == pytest.approx(1.0)
     assert report.variants[0].batches[0].latency.count == len(measured) > 1
     assert report.settings.time_budget_s == 0.3
+
+
+def test_warm_runs_follow_each_timed_run_and_are_reported_apart(mono_bundle: Path) -> None:
+    """A round's run meets the machine as the other variants left it; the warm runs right after it
+    measure the steady state. Both are reported, and the subject's speed-up over each."""
+    report = bench(mono_bundle, iterations=3, warmup=0, warm_runs=2, threads=1, profile=False)
+    assert report.settings.warm_runs == 2
+    for v in report.variants:
+        b = v.batches[0]
+        assert b.latency.count == 3
+        assert b.warm_latency is not None
+        assert b.warm_latency.count == 6
+    (c,) = report.comparisons
+    assert c.warm_speedup == pytest.approx(
+        report.variants[1].batches[0].warm_latency.p50_ms / report.variants[0].batches[0].warm_latency.p50_ms  # type: ignore[union-attr]
+    )
+    text = report.to_markdown()
+    assert "warm p50 ms" in text
+    assert "warm speed-up (p50)" in text
+    assert "2 more runs of each variant follow it back to back" in text
+    plain = bench(mono_bundle, iterations=1, warmup=0, threads=1, profile=False, monolithic=False)
+    assert plain.variants[0].batches[0].warm_latency is None
+    assert "warm p50" not in plain.to_markdown()
 
 
 def test_the_subject_is_timed_again_under_each_provider_policy(tiny_bundle: Path) -> None:
