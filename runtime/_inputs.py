@@ -68,7 +68,6 @@ class InputRouter:
             for i in manifest.inputs
             if isinstance(i.preprocess, TextPreprocess) and i.preprocess.mask_input
         }
-        self._wanted: dict[Any, frozenset[str]] = {}  # targets -> the raw inputs they need (nothing precomputed)
         self._lock = threading.Lock()
 
     def resolve(self, inputs: Any, targets: Iterable[str]) -> Feeds:
@@ -121,12 +120,7 @@ class InputRouter:
         """
         if not isinstance(inputs, dict):
             return None
-        key = targets if isinstance(targets, frozenset | tuple) else None
-        wanted = self._wanted.get(key) if key is not None else None
-        if wanted is None:
-            wanted = self._graph.raw_inputs(self._graph.needed(targets))
-            if key is not None:
-                self._wanted[key] = wanted
+        wanted = self._graph.raw_inputs(self._graph.needed(targets))  # needed() is memoized per targets
         if inputs.keys() != wanted or any(not isinstance(v, np.ndarray) for v in inputs.values()):
             return None
         problems: list[str] = []
