@@ -55,22 +55,28 @@ class OpenVINOSession:
             "INFERENCE_PRECISION_HINT": "f32",
         }
         self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._output_names = [o.get_any_name() for o in self._compiled.outputs]
         self._local = threading.local()
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """Outputs in the order of ``output_names`` (None: every output, in the graph's order).
 
-        The feeds are read in place (``share_inputs``: no copy of a 224² image into the request,
+        The feeds are read in place (shared tensors: no copy of a 224² image into the request,
         which costs as much as the small encoders when caches are cold); the call is synchronous,
-        so they are not used after it returns. Outputs are copied out of the request (the default),
-        which reuses its output tensors on the next call.
+        so they are not used after it returns. Outputs are copied out of the request, which reuses
+        its output tensors on the next call.
         """
+        import openvino as ov
+
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
-        results = request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()}, share_inputs=True)
-        by_name = {name: value for port, value in results.items() for name in port.get_names()}
-        return [by_name[n] for n in output_names or [o.name for o in self.get_outputs()]]
+        # tensors set directly over the callers' arrays: infer(dict) costs a tenth of a millisecond
+        # more in its Python dispatch, as much as a small encoder's math
+        for name, value in feeds.items():
+            request.set_tensor(name, ov.Tensor(np.ascontiguousarray(value), shared_memory=True))
+        request.infer()
+        return [request.get_tensor(n).data.copy() for n in output_names or self._output_names]
 
     def get_providers(self) -> list[str]:
         return [OPENVINO]
