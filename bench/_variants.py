@@ -62,13 +62,22 @@ def pipeline_sample(e2e_ns: int, spans: Sequence[Span], plan: Sequence[Sequence[
         busy = sum(end - start for _, (start, end) in ran) or 1
         parts += [(c, "component", window * (end - start) // busy) for c, (start, end) in ran]
         windows += window
+    planned = {c for stage in plan for c in stage}
+    for name, (start, end) in inside.items():  # a span of several components (one OpenVINO graph)
+        if name not in planned:
+            parts.append((name, "component", end - start))
+            windows += end - start
     parts += [("copies", "copies", max(0, single.get("execute", 0) - windows))]
     parts += [("postprocess", "postprocess", single.get("postprocess", 0))]
-    busy = {c: inside[c][1] - inside[c][0] for stage in plan for c in stage if c in inside}
+    order = [c for stage in plan for c in stage if c in inside] + [c for c in inside if c not in planned]
+    busy = {c: inside[c][1] - inside[c][0] for c in order}
     return RunTiming(e2e_ns, tuple(parts), busy)
 
 
 _RECORDED = " (mmedge quantize measured it faster there on this kind of CPU: the manifest's quantization.backend)"
+_RECORDED_WHOLE = (
+    " (mmedge quantize measured it faster than the split plan on this kind of CPU: the manifest's whole_graph)"
+)
 
 
 class PipelineRunner:
@@ -87,12 +96,15 @@ class PipelineRunner:
         self.precision = "+".join(sorted({c.precision for c in self.pipe.manifest.components}))
         self.providers = tuple(dict.fromkeys(p for c in placement for p in c.registered))
         self.size_bytes = sum(c.size_bytes for c in self.pipe.manifest.components)
-        on_openvino = [c.component for c in placement if OPENVINO in c.registered]
+        whole = self.pipe.whole_graph
+        on_openvino = [c.component for c in placement if OPENVINO in c.registered and c.component not in whole]
         why = "" if isinstance(self._providers, Mapping) else _RECORDED
         self.notes = tuple(f"{c.component}: {note}" for c in placement for note in c.fallbacks) + tuple(
             f"{name}: on the OpenVINO runtime{why}" for name in on_openvino
         )
-        self._on_openvino = bool(on_openvino)
+        if whole:
+            self.notes += (f"{', '.join(whole)}: one OpenVINO graph, one request per call{_RECORDED_WHOLE}",)
+        self._on_openvino = bool(on_openvino or whole)
 
     def _record(self, kind: str, name: str, start: int, end: int) -> None:
         self._spans.append((kind, name, start, end))  # list.append is atomic: encoder threads call this too

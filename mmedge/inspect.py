@@ -121,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{c.name}: runs on the OpenVINO runtime when asked for 'auto' or 'cpu' with openvino installed "
                 f"(mmedge quantize measured it there on {record.get('cpu') or 'its CPU'}: {record.get('why', '')})"
             )
+    whole = m.whole_graph or {}
+    if whole:
+        runs = "run as one OpenVINO graph" if whole.get("chosen") else "stay split (not one OpenVINO graph)"
+        console.print(
+            f"{', '.join(whole.get('components') or ())}: {runs} when asked for 'auto' or 'cpu' with openvino "
+            f"installed (mmedge quantize measured on {whole.get('cpu') or 'its CPU'}: {whole.get('why', '')})"
+        )
     console.print(
         table(
             "Component IO",

@@ -17,7 +17,9 @@ costliest encoder's threads then get the cores whenever they are ready, and the 
 fill the gaps its parallel loops leave. The nice is mild (``HELPER_NICE``): a stronger one starves
 the helpers when the costliest encoder keeps every core busy, and they then run after it.
 
-The measurements behind these choices are in ``benchmarks/NOTES.md``.
+The measurements behind these choices are in ``benchmarks/NOTES.md``. The Pipeline runs by this
+plan, and so does quantize when it times a split bundle against the alternatives
+(:mod:`mmedge.quantize.whole_graph`): the same plan on both sides of a comparison.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,20 @@ import numpy as np
 from mmedge.errors import MMEdgeError
 from mmedge.graph import Graph
 
-__all__ = ["HELPER_NICE", "Schedule", "encoder_probe", "lower_helper_priority", "measure_costs", "share_threads"]
+__all__ = [
+    "HELPER_NICE",
+    "Schedule",
+    "encoder_probe",
+    "example_zeros",
+    "helper_pool",
+    "lower_helper_priority",
+    "measure_costs",
+    "plan_encoders",
+    "run_stages",
+    "share_threads",
+]
+
+Run = Callable[[str, Mapping[str, Any]], Any]  # (component, its feeds) → its outputs by name
 
 log = logging.getLogger("mmedge.runtime")
 
@@ -78,15 +95,21 @@ def encoder_probe(graph: Graph, component: str) -> dict[str, np.ndarray] | None:
     """Zeros for each input of an encoder at its example shape (batch 1); None if not sizable."""
     if component not in graph.encoders():
         return None
+    zeros = example_zeros(graph, [component])
+    return None if zeros is None else graph.feeds(component, zeros, {})
+
+
+def example_zeros(graph: Graph, components: Iterable[str]) -> dict[str, np.ndarray] | None:
+    """Zeros for each raw input of ``components`` at its example shape (batch 1); None if not sizable."""
     zeros = {}
-    wanted = graph.raw_inputs([component])
+    wanted = graph.raw_inputs(components)
     for spec in graph.manifest.inputs:
         if spec.name in wanted:
             shape = spec.sized_shape(1)
             if shape is None:
                 return None
             zeros[spec.name] = np.zeros(shape, dtype=np.dtype(spec.dtype))
-    return graph.feeds(component, zeros, {})
+    return zeros
 
 
 def measure_costs(runners: Mapping[str, Callable[[], Any]]) -> dict[str, float] | None:
@@ -114,3 +137,52 @@ def lower_helper_priority() -> None:
         tid = threading.get_native_id()
         with contextlib.suppress(OSError):  # a sandbox may forbid it: then the helpers just compete
             os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + HELPER_NICE)
+
+
+def plan_encoders(graph: Graph, budget: int, run: Run) -> Schedule | None:
+    """The first stage's concurrent plan, from each encoder's cost measured with ``run`` at ``budget``
+    threads; None where they run in turn (one encoder, one thread, or no example shape to probe)."""
+    stage = graph.full_plan[0] if graph.full_plan else ()
+    if len(stage) < 2 or budget < 2:
+        return None
+    probes = {c: encoder_probe(graph, c) for c in stage}
+    if any(p is None for p in probes.values()):
+        return None
+    costs = measure_costs({c: partial(run, c, probes[c]) for c in stage})
+    if costs is None:
+        return None
+    return Schedule(share_threads(costs, budget), frozenset(stage), costs)
+
+
+def helper_pool(schedule: Schedule) -> ThreadPoolExecutor:
+    """The niced helper threads that run all but the costliest of ``schedule``'s concurrent encoders."""
+    return ThreadPoolExecutor(
+        max_workers=len(schedule.concurrent) - 1, thread_name_prefix="mmedge-encoder", initializer=lower_helper_priority
+    )
+
+
+def run_stages(
+    graph: Graph,
+    stages: Sequence[Sequence[str]],
+    run: Run,
+    raw: Mapping[str, Any],
+    values: dict[str, dict[str, Any]],
+    *,
+    schedule: Schedule,
+    pool: ThreadPoolExecutor | None,
+) -> dict[str, dict[str, Any]]:
+    """Run ``stages`` in order, adding each component's outputs to ``values``; returns ``values``.
+
+    A stage of concurrent encoders runs at once: the costliest (most threads) on the calling
+    thread, the others on ``pool`` meanwhile. Other stages run one component after another.
+    """
+    for stage in stages:
+        jobs = {c: graph.feeds(c, raw, values) for c in stage}
+        if len(stage) == 1 or pool is None or not schedule.concurrent.issuperset(stage):
+            values.update({c: run(c, job) for c, job in jobs.items()})
+            continue
+        first, *others = sorted(stage, key=lambda c: -schedule.threads[c])
+        futures = {c: pool.submit(run, c, jobs[c]) for c in others}
+        values[first] = run(first, jobs[first])
+        values.update({c: f.result() for c, f in futures.items()})
+    return values

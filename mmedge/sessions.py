@@ -36,6 +36,7 @@ __all__ = [
     "default_thread_budget",
     "open_session",
     "plain_options",
+    "run_boundary",
     "to_numpy",
 ]
 
@@ -100,7 +101,7 @@ class ComponentSession:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Outputs by name: numpy arrays, or OrtValues left on the device when IO binding is used."""
-        with _run_boundary(self.component.name, feeds):
+        with run_boundary(self.component.name, feeds):
             if self.device is not None:
                 return self._run_bound(feeds)
             values = self.session.run(list(self.output_names), {k: to_numpy(v) for k, v in feeds.items()})
@@ -133,7 +134,7 @@ def _describe(value: Any) -> str:
 
 
 @contextmanager
-def _run_boundary(component: str, feeds: Mapping[str, Any]) -> Iterator[None]:
+def run_boundary(component: str, feeds: Mapping[str, Any]) -> Iterator[None]:
     """Translate ORT run failures: a provider failure is a ProviderError, anything else an InputError."""
     try:
         yield

@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,7 +29,13 @@ from mmedge.errors import MMEdgeError, translated
 from mmedge.providers import OPENVINO
 from mmedge.sessions import SessionSettings, create_session, session_options
 
-__all__ = ["interleaved_latency", "interleaved_rounds"]
+__all__ = ["Runnable", "interleaved_latency", "interleaved_rounds", "open_for_timing"]
+
+
+class Runnable(Protocol):
+    """What is timed: an onnxruntime session, or anything run the same way."""
+
+    def run(self, output_names: Any, feeds: Mapping[str, np.ndarray]) -> Any: ...
 
 
 def interleaved_latency(
@@ -60,15 +67,29 @@ def interleaved_rounds(
     error: type[MMEdgeError] = MMEdgeError,
     backends: Mapping[str, str] | None = None,
     idle_s: float = 0.0,
+    evict_bytes: int = 0,
+    opened: Mapping[str, Runnable] | None = None,
 ) -> Iterator[dict[str, float]]:
     """Each round's median milliseconds per graph, round after round, for as long as the caller asks.
 
     The sessions are opened and warmed up once, before the first round; ``error`` if one cannot load.
     ``backends``: graph name → ``"openvino"`` for graphs to run on OpenVINO instead of onnxruntime;
-    ``idle_s``: seconds of sleep before each timed run.
+    ``idle_s``: seconds of sleep before each timed run; ``evict_bytes``: a buffer of that size written
+    before each timed run (after the sleep), so each run meets caches that other work has filled, as
+    a request reaching a process that does other things does; ``opened``: more contenders by name, already
+    open (anything with a session's ``run(None, feeds)``: several components run in turn, say).
     """
     timed = _round_times(
-        paths, feeds, threads=threads, runs=runs, warmup=warmup, error=error, backends=backends, idle_s=idle_s
+        paths,
+        feeds,
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        error=error,
+        backends=backends,
+        idle_s=idle_s,
+        evict_bytes=evict_bytes,
+        opened=opened or {},
     )
     for per_graph in timed:
         yield {name: statistics.median(values) for name, values in per_graph.items()}
@@ -84,10 +105,16 @@ def _round_times(
     error: type[MMEdgeError],
     backends: Mapping[str, str] | None = None,
     idle_s: float = 0.0,
+    evict_bytes: int = 0,
+    opened: Mapping[str, Runnable] | None = None,
 ) -> Iterator[dict[str, list[float]]]:
     """Milliseconds of every run of every graph, one round at a time, without end."""
     backends = backends or {}
-    sessions = {name: _open(name, Path(path), threads, error, backends.get(name)) for name, path in paths.items()}
+    sessions = {
+        name: open_for_timing(name, Path(path), threads, error, backends.get(name)) for name, path in paths.items()
+    }
+    sessions.update(opened or {})
+    scratch = np.zeros(evict_bytes // 8, dtype=np.int64) if evict_bytes else None
     for session in sessions.values():
         for _ in range(warmup):
             session.run(None, dict(feeds))
@@ -99,6 +126,8 @@ def _round_times(
             for _ in range(runs):
                 if idle_s:
                     time.sleep(idle_s)
+                if scratch is not None:
+                    scratch += 1  # read and written: every cache level ends up holding it
                 start = time.perf_counter()
                 session.run(None, dict(feeds))
                 times[name].append((time.perf_counter() - start) * 1e3)
@@ -106,7 +135,8 @@ def _round_times(
         order.reverse()
 
 
-def _open(name: str, path: Path, threads: int, error: type[MMEdgeError], backend: str | None = None) -> object:
+def open_for_timing(name: str, path: Path, threads: int, error: type[MMEdgeError], backend: str | None = None) -> Any:
+    """A session of ``path`` opened as the Pipeline opens it (``backend`` "openvino": on OpenVINO); ``error`` if it cannot load."""
     if backend == OPENVINO:
         from mmedge.openvino_backend import OpenVINOSession
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,8 +171,17 @@ class Chain:
         runnable = [o for o in self.manifest.outputs if self._runnable(o.component)]
         return runnable + ([caption] if caption else [])
 
-    def end_to_end(self, versions: Mapping[str, Path], executor: SampleExecutor | None = None) -> list[OutputResult]:
-        """Every evaluable model output of ``versions`` against the FP32 bundle."""
+    def end_to_end(
+        self,
+        versions: Mapping[str, Path],
+        executor: SampleExecutor | None = None,
+        produced: Sequence[Mapping[tuple[str, str], np.ndarray]] | None = None,
+    ) -> list[OutputResult]:
+        """Every evaluable model output of ``versions`` against the FP32 bundle.
+
+        ``produced``: per held-out sample, the outputs by (component, tensor) that something else
+        computed (the components as one OpenVINO graph), scored instead of running ``versions``.
+        """
         executor = executor or self.holdout
         results = []
         for spec in self.evaluable():
@@ -182,16 +191,24 @@ class Chain:
                 )
                 continue
             ref = [o[spec.tensor] for o in executor.outputs(self.fp32, spec.component)]
-            test = [o[spec.tensor] for o in executor.outputs(versions, spec.component)]
+            if produced is None:
+                test = [o[spec.tensor] for o in executor.outputs(versions, spec.component)]
+            else:
+                test = [o[(spec.component, spec.tensor)] for o in produced]
             comparison = compare(spec.tensor, ref, test)
             metric = AGREEMENT_KINDS.get(spec.kind, "cosine")
             value = comparison.cosine if metric == "cosine" else agreement(spec.kind, ref, test)
             results.append(OutputResult(spec, metric, value, comparison, ref, test))
         return results
 
-    def score(self, versions: Mapping[str, Path], executor: SampleExecutor | None = None) -> float:
+    def score(
+        self,
+        versions: Mapping[str, Path],
+        executor: SampleExecutor | None = None,
+        produced: Sequence[Mapping[tuple[str, str], np.ndarray]] | None = None,
+    ) -> float:
         """The fallback criterion: mean agreement of the discrete outputs (mean cosine if none)."""
-        results = self.end_to_end(versions, executor)
+        results = self.end_to_end(versions, executor, produced)
         discrete = [r.agreement for r in results if r.metric != "cosine"] or [r.agreement for r in results]
         return float(np.mean(discrete)) if discrete else math.nan
 

@@ -41,6 +41,7 @@ from mmedge.quantize.report import (
     QuantizationReport,
     SpeedCheck,
     TensorComparison,
+    WholeGraphCheck,
     json_safe,
 )
 from mmedge.verify import Tolerance, raise_failures, verify_component
@@ -65,6 +66,7 @@ def build_report(
     notes: Sequence[str],
     speed: Mapping[str, SpeedCheck],
     backends: Mapping[str, BackendCheck],
+    whole_graph: WholeGraphCheck | None = None,
 ) -> QuantizationReport:
     """Measure the current versions against FP32 on the held-out samples and say what was done."""
     m = src.manifest
@@ -101,6 +103,7 @@ def build_report(
         size_after=sum(c.size_after for c in components),
         notes=(*notes, *extra),
         bundle_size_before=deploy_bytes(src),
+        whole_graph=whole_graph,
     )
 
 
@@ -194,7 +197,10 @@ def write_bundle(
             Asset(name="quantization_report_md", file=REPORT_MD),
         )
         created_by = {**m.created_by, "mmedge.quantize": __version__, "onnxruntime": onnxruntime.__version__}
-        manifest = dataclasses.replace(m, components=components, assets=assets, created_by=created_by)
+        whole = json_safe(dataclasses.asdict(report.whole_graph)) if report.whole_graph is not None else None
+        manifest = dataclasses.replace(
+            m, components=components, assets=assets, created_by=created_by, whole_graph=whole
+        )
 
         def write(size: int) -> None:
             nonlocal written

@@ -33,6 +33,7 @@ from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, reso
 from mmedge.quantize.report import FallbackRound, QuantizationReport
 from mmedge.quantize.saturation import fix_saturation
 from mmedge.quantize.speed import SpeedPolicy, check_speed
+from mmedge.quantize.whole_graph import check_whole_graph
 from mmedge.sessions import default_thread_budget
 
 __all__ = ["AccuracyWarning", "quantize_bundle"]
@@ -80,8 +81,9 @@ def quantize_bundle(
     this CPU (timed interleaved with FP32 at the deploy shape until a confidence interval decides, or
     a cap: see :mod:`mmedge.quantize.speed`; a :class:`SpeedPolicy` sets threshold and caps); with
     ``openvino`` installed, each INT8 component is also timed on the OpenVINO runtime, and recorded to
-    run there where that is measurably faster and held-out agreement holds (:mod:`mmedge.quantize.backend`). An existing ``out`` is
-    replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
+    run there where that is measurably faster and held-out agreement holds (:mod:`mmedge.quantize.backend`),
+    then the components together as one OpenVINO graph against that split plan, recorded the same way
+    (:mod:`mmedge.quantize.whole_graph`). An existing ``out`` is replaced only if it is an mmedge bundle (``force=True``: any folder); that is checked first.
     The output carries only what inference needs: not the source's monolithic ``model.onnx``
     (benchmark against it with ``bench(out, compare=[bundle])``); the report's ``bundle_size_*``
     are sizes on disk.
@@ -123,7 +125,7 @@ def quantize_bundle(
         say("quantizing components (chained calibration)")
         chain.rebuild()
         saturation = fix_saturation(chain, say)
-        speed, backends = {}, {}
+        speed, backends, whole_graph = {}, {}, None
         policy = speed_check if isinstance(speed_check, SpeedPolicy) else SpeedPolicy()
         if speed_check:
             say("timing each quantized component against FP32")
@@ -131,6 +133,14 @@ def quantize_bundle(
         rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
         if speed_check:
             backends = check_backends(chain, default_thread_budget(), policy, min_agreement, say)
+            whole_graph = check_whole_graph(
+                chain,
+                backends=backends,
+                threads=default_thread_budget(),
+                policy=policy,
+                min_agreement=min_agreement,
+                say=say,
+            )
         say("measuring against FP32")
         report = build_report(
             chain,
@@ -144,6 +154,7 @@ def quantize_bundle(
             notes=[*saturation, *notes],
             speed=speed,
             backends=backends,
+            whole_graph=whole_graph,
         )
         if strict and not report.met:
             raise QuantizationError(_missed(report))

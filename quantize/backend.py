@@ -40,10 +40,10 @@ from mmedge.quantize.report import BackendCheck, RatioTest
 from mmedge.quantize.speed import MIN_TIMED_MS, SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.timing import interleaved_rounds
 
-__all__ = ["IDLE_MS", "ONNXRUNTIME", "check_backends"]
+__all__ = ["IDLE_MS", "ONNXRUNTIME", "OPENVINO_BACKEND", "check_backends"]
 
 ONNXRUNTIME = "onnxruntime"
-_OPENVINO = "openvino"  # the manifest's name for it (the provider short name)
+OPENVINO_BACKEND = "openvino"  # the manifest's name for it (the provider short name)
 # Idle time before each timed run, so each starts with the runtime's threads asleep as a request
 # does; back-to-back runs favour OpenVINO where a benchmark of whole requests does not (benchmarks/NOTES.md).
 IDLE_MS = 5.0
@@ -103,16 +103,16 @@ def _time(path: Path, feeds: dict, threads: int, policy: SpeedPolicy, name: str)
     """The sequential test of ``path`` on onnxruntime against OpenVINO; None if OpenVINO cannot run it."""
     try:
         rounds = interleaved_rounds(
-            {ONNXRUNTIME: path, _OPENVINO: path},
+            {ONNXRUNTIME: path, OPENVINO_BACKEND: path},
             feeds,
             threads=threads,
             runs=policy.runs,
             error=QuantizationError,
-            backends={_OPENVINO: OPENVINO},
+            backends={OPENVINO_BACKEND: OPENVINO},
             idle_s=IDLE_MS / 1e3,
         )
         try:
-            return sequential_ratio(name, rounds, policy, ONNXRUNTIME, _OPENVINO)
+            return sequential_ratio(name, rounds, policy, ONNXRUNTIME, OPENVINO_BACKEND)
         finally:
             rounds.close()
     except QuantizationError:
@@ -159,7 +159,7 @@ def _record(
             )
     return BackendCheck(
         component=name,
-        backend=_OPENVINO if chosen else ONNXRUNTIME,
+        backend=OPENVINO_BACKEND if chosen else ONNXRUNTIME,
         timing=test,
         threads=threads,
         confidence=policy.confidence,

@@ -139,6 +139,31 @@ class BackendCheck:
 
 
 @dataclass(frozen=True)
+class WholeGraphCheck:
+    """The components as one OpenVINO graph against the split plan (see :mod:`mmedge.quantize.whole_graph`).
+
+    ``chosen``: a Pipeline on this kind of CPU runs them as one OpenVINO request, because that was
+    measurably faster than running them in turn, each where the backend check put it, and
+    held-out agreement with FP32 held.
+    """
+
+    components: tuple[str, ...]
+    chosen: bool
+    timing: RatioTest  # base: the split plan, candidate: the one graph, each run from cold caches (NaN: not run)
+    back_to_back: RatioTest | None  # the same, runs back to back; None where it could not run
+    threads: int
+    confidence: float
+    threshold: float
+    shapes: str  # the deploy shapes timed
+    agreement: float | None  # end-to-end held-out agreement with FP32 of the one graph; None if not measured
+    bar: float  # what the agreement had to reach
+    cpu: str  # the choice holds for this kind of CPU (and at least these INT8 instructions)
+    int8_instructions: tuple[str, ...]
+    why: str
+    backend: str = "openvino"
+
+
+@dataclass(frozen=True)
 class ComponentReport:
     """What quantization did to one component."""
 
@@ -217,6 +242,7 @@ class QuantizationReport:
     # every file of the written bundle, this report and the manifest included
     bundle_size_before: int = 0
     bundle_size_after: int = 0
+    whole_graph: WholeGraphCheck | None = None  # the components as one OpenVINO graph, where checked
 
     @property
     def size_ratio(self) -> float:
@@ -373,6 +399,31 @@ def _markdown(r: QuantizationReport) -> str:
             f"- measured on {backends[0][1].cpu} (INT8 dot products: "
             f"{', '.join(backends[0][1].int8_instructions) or 'none'}); a Pipeline asked for 'auto' or 'cpu' runs "
             "a component marked openvino there when openvino is installed on a CPU with those instructions",
+            "",
+        ]
+    if r.whole_graph is not None:
+        w = r.whole_graph
+        lines += [
+            "## One OpenVINO graph (this CPU, deploy shapes: the split plan against its components as one request)",
+            "",
+            *_table(
+                ["components", "runs", "split ms", "one graph ms", "speed-up", "interval", "agreement there", "chosen"],
+                [
+                    [
+                        ", ".join(w.components),
+                        regime,
+                        t.base_ms,
+                        t.candidate_ms,
+                        f"{t.speedup:.2f}×",
+                        f"{t.low:.2f}–{t.high:.2f}× ({w.confidence:.0%})",
+                        "-" if w.agreement is None else w.agreement,
+                        "yes" if w.chosen else "no",
+                    ]
+                    for regime, t in (("from cold caches", w.timing), ("back to back", w.back_to_back))
+                    if t is not None
+                ],
+            ),
+            f"- {w.why}",
             "",
         ]
     failures = [(c.name, f) for c in r.components for f in c.failures]

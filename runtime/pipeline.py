@@ -6,9 +6,11 @@ at the same time: at load each is timed on zeros of its example shape; all but t
 cost share of the budget (at least one thread) on lower-priority helper threads, the costliest the
 rest plus one thread per other encoder on the calling thread (the plan and its costs:
 :attr:`Pipeline.schedule`; why:
-:mod:`mmedge.runtime._schedule`). Later components, and every component with ``threads=1`` or
+:mod:`mmedge.schedule`). Later components, and every component with ``threads=1`` or
 ``lazy=True``, run one after another with the whole budget. Inter-op threads are 1: components
-are small sequential graphs.
+are small sequential graphs. Where every component is placed on OpenVINO, or quantize measured it
+faster (the manifest's ``whole_graph``), they run instead as one OpenVINO graph, one request per
+call (:mod:`mmedge.openvino_graph`, :attr:`Pipeline.whole_graph`).
 
 Thread safety: ``run`` and ``encode`` may be called from many threads at once. ORT sessions
 are safe for concurrent ``run``; lazy session creation and tokenizer loading take a lock; every
@@ -24,29 +26,30 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from mmedge.bundle import Bundle, Manifest, load_bundle
+from mmedge.bundle import Bundle, Manifest, load_bundle, verify_component_file
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
+from mmedge.providers import OPENVINO
 from mmedge.runtime._inputs import Feeds, InputRouter
-from mmedge.runtime._schedule import (
-    Schedule,
-    encoder_probe,
-    lower_helper_priority,
-    measure_costs,
-    share_threads,
-)
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.policy import DEFAULT_MAX_PARTITIONS, ProviderPolicy, check_partitions, component_plans
+from mmedge.runtime.policy import (
+    DEFAULT_MAX_PARTITIONS,
+    ProviderPolicy,
+    check_partitions,
+    component_plans,
+    one_openvino_graph,
+)
 from mmedge.runtime.validate import describe, nonfinite_problems, short_repr
+from mmedge.schedule import Schedule, example_zeros, helper_pool, plan_encoders, run_stages
 from mmedge.sessions import (
     GRAPH_OPTIMIZATION,
     ComponentPlacement,
@@ -54,14 +57,19 @@ from mmedge.sessions import (
     SessionSettings,
     default_thread_budget,
     open_session,
+    run_boundary,
     to_numpy,
 )
 
-__all__ = ["STRICT_HELP", "Pipeline"]
+if TYPE_CHECKING:
+    from mmedge.openvino_graph import OpenVINOGraph
+
+__all__ = ["STRICT_HELP", "WHOLE_GRAPH", "Pipeline"]
 
 log = logging.getLogger("mmedge.runtime")
 
 T = TypeVar("T")
+WHOLE_GRAPH = "one OpenVINO graph"  # the trace's component name for it
 STRICT_HELP = "fail instead of running any node on the CPU when an accelerator is asked for (ProviderError names them)"
 MAX_THREADS = 1024  # more intra-op threads than this is a typo; onnxruntime would fail to allocate them
 Trace = Callable[[str, str, int, int], None]  # (kind, name, start_ns, end_ns)
@@ -153,6 +161,9 @@ class Pipeline:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._trace = trace
+        self._whole = self._open_whole(providers, lazy)
+        if self._whole is not None:
+            return  # the components' own sessions open only if encode() or precomputed outputs need them
         if not lazy:  # components no output depends on (a monolithic baseline, say) are never loaded
             for stage in self._graph.full_plan:
                 for name in stage:
@@ -172,10 +183,21 @@ class Pipeline:
         return self._schedule
 
     @property
+    def whole_graph(self) -> tuple[str, ...]:
+        """The components ``run`` runs as one OpenVINO graph (one request per call), in wiring order; () if none.
+
+        Where every one is placed on OpenVINO, or ``mmedge quantize`` measured the one graph faster
+        on this kind of CPU (the manifest's ``whole_graph``) and every provider request is "auto" or
+        "cpu" (:func:`mmedge.runtime.policy.one_openvino_graph`, :mod:`mmedge.openvino_graph`).
+        """
+        return self._whole.components if self._whole is not None else ()
+
+    @property
     def providers_used(self) -> dict[str, ComponentPlacement]:
         """Per loaded component: requested and registered providers, nodes and partitions per provider, fallbacks."""
         with self._lock:
-            return {name: s.placement for name, s in self._sessions.items()}
+            whole = {name: ComponentPlacement(name, self._plans[name].names, (OPENVINO,)) for name in self.whole_graph}
+            return {**whole, **{name: s.placement for name, s in self._sessions.items()}}
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the whole model; returns the manifest's outputs by name.
@@ -191,7 +213,10 @@ class Pipeline:
             )
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
-        values = self._timed("execute", "", self._execute, feeds, targets)
+        if self._whole is not None and not feeds.provided:
+            values = self._timed("execute", "", self._run_whole, feeds)
+        else:
+            values = self._timed("execute", "", self._execute, feeds, targets)
         return self._timed("postprocess", "", self._outputs, values, feeds)
 
     def generate(
@@ -273,40 +298,67 @@ class Pipeline:
         check_partitions(session.placement, self._max_partitions)
         return session
 
+    def _open_whole(self, providers: ProviderPolicy, lazy: bool) -> _WholeGraph | None:
+        """The needed components as one OpenVINO graph, where the plans or the manifest say so."""
+        needed = self._graph.needed(self._graph.outputs)
+        components = tuple(c for c in self._graph.order() if c in needed)
+        why = one_openvino_graph(providers, self.manifest, self._plans, components)
+        if why is None:
+            return None
+        from mmedge.openvino_graph import OpenVINOGraph
+
+        try:
+            files = {c: self._bundle.path / self.manifest.component(c).file for c in components}
+            for c in components:
+                verify_component_file(self._bundle, c)
+            whole = _WholeGraph(components, OpenVINOGraph(self.manifest, files, components, self._budget))
+            example = example_zeros(self._graph, components)
+            if not lazy and example is not None:  # compile and warm up at the example shapes now, not in a call
+                whole.graph.run(example)
+        except MMEdgeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - OpenVINO cannot compose or compile it: each component runs alone
+            log.warning("running the components one by one: OpenVINO cannot run them as one graph (%s)", e)
+            return None
+        log.info("running %s as one OpenVINO graph: %s", ", ".join(components), why)
+        return whole
+
+    def _run_whole(self, feeds: Feeds) -> dict[str, dict[str, Any]]:
+        """Every manifest output the one graph produces, by component and tensor."""
+        assert self._whole is not None
+        with run_boundary(WHOLE_GRAPH, feeds.raw):
+            produced = self._timed("component", WHOLE_GRAPH, self._whole.graph.run, feeds.raw)
+        values: dict[str, dict[str, Any]] = {}
+        for (component, tensor), value in produced.items():
+            values.setdefault(component, {})[tensor] = value
+        return values
+
     def _plan_encoders(self) -> None:
-        """Time the encoders once and share the thread budget between them (see runtime._schedule)."""
-        stage = self._graph.full_plan[0] if self._graph.full_plan else ()
-        if len(stage) < 2 or self._budget < 2:
+        """Time the encoders once and share the thread budget between them (see mmedge.schedule)."""
+        plan = plan_encoders(self._graph, self._budget, lambda c, feed: self._sessions[c].run(feed))
+        if plan is None:
             return
-        probes = {c: encoder_probe(self._graph, c) for c in stage}
-        if any(p is None for p in probes.values()):
-            return
-        costs = measure_costs({c: partial(self._sessions[c].run, probes[c]) for c in stage})
-        if costs is None:
-            return
-        threads = share_threads(costs, self._budget)
-        for name, n in threads.items():
+        for name, n in plan.threads.items():
             if n != self._budget:
                 self._sessions[name] = self._open(name, n)
-        self._schedule = Schedule({**self._schedule.threads, **threads}, frozenset(stage), costs)
-        self._pool = ThreadPoolExecutor(
-            max_workers=len(stage) - 1, thread_name_prefix="mmedge-encoder", initializer=lower_helper_priority
-        )
+        self._schedule = Schedule({**self._schedule.threads, **plan.threads}, plan.concurrent, plan.costs_ms)
+        self._pool = helper_pool(plan)
 
     def _execute(self, feeds: Feeds, targets: Sequence[str] | frozenset[str]) -> dict[str, dict[str, Any]]:
         """Run the needed components stage by stage; returns every component's outputs."""
-        values: dict[str, dict[str, Any]] = dict(feeds.provided)
-        for stage in self._graph.stages(targets, frozenset(feeds.provided)):
-            jobs = {c: (self._session(c), self._graph.feeds(c, feeds.raw, values)) for c in stage}
-            if len(stage) == 1 or self._pool is None or not self._schedule.concurrent.issuperset(stage):
-                values.update({c: self._timed("component", c, s.run, job) for c, (s, job) in jobs.items()})
-                continue
-            # the costliest (most threads) runs here, the others on helper threads meanwhile
-            first, *others = sorted(stage, key=lambda c: -self._schedule.threads[c])
-            futures = {c: self._pool.submit(self._timed, "component", c, jobs[c][0].run, jobs[c][1]) for c in others}
-            values[first] = self._timed("component", first, jobs[first][0].run, jobs[first][1])
-            values.update({c: f.result() for c, f in futures.items()})
-        return values
+        stages = self._graph.stages(targets, frozenset(feeds.provided))
+        return run_stages(
+            self._graph,
+            stages,
+            self._run_component,
+            feeds.raw,
+            dict(feeds.provided),
+            schedule=self._schedule,
+            pool=self._pool,
+        )
+
+    def _run_component(self, name: str, feed: Mapping[str, Any]) -> dict[str, Any]:
+        return self._timed("component", name, self._session(name).run, feed)
 
     def _outputs(self, values: Mapping[str, Mapping[str, Any]], feeds: Feeds) -> dict[str, np.ndarray]:
         outputs = {o.name: to_numpy(values[o.component][o.tensor]) for o in self.manifest.outputs}
@@ -321,6 +373,12 @@ class Pipeline:
         result = fn(*args)
         self._trace(kind, name, start, time.perf_counter_ns())
         return result
+
+
+@dataclass(frozen=True)
+class _WholeGraph:
+    components: tuple[str, ...]
+    graph: OpenVINOGraph
 
 
 def _check_options(

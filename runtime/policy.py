@@ -31,6 +31,7 @@ __all__ = [
     "ProviderPolicy",
     "check_partitions",
     "component_plans",
+    "one_openvino_graph",
     "openvino_record",
     "parse_policy",
     "recorded_backend",
@@ -100,12 +101,59 @@ def component_plans(
     resolved: dict[str, ProviderPlan] = {}
     plans = {}
     for c in manifest.components:
-        key = c.name if c.name in policy else c.modality if c.modality in policy else ANY
-        request = policy.get(key, "auto")
+        request = _request(policy, c)
         if repr(request) not in resolved:
             resolved[repr(request)] = resolve_providers(request, available, fallback=fallback, known=known)
         plans[c.name] = recorded_backend(c, request, resolved[repr(request)], available)
     return plans
+
+
+def _request(policy: ProviderPolicy, component: Component) -> ProviderRequest:
+    """What ``policy`` asks for ``component``: its name's entry, else its modality's, else "*"'s, else "auto"."""
+    if not isinstance(policy, Mapping):
+        return policy
+    key = component.name if component.name in policy else component.modality if component.modality in policy else ANY
+    return policy.get(key, "auto")
+
+
+def one_openvino_graph(
+    policy: ProviderPolicy,
+    manifest: Manifest,
+    plans: Mapping[str, ProviderPlan],
+    components: Sequence[str],
+    available: Sequence[str] | None = None,
+) -> str | None:
+    """Why ``components`` run as one OpenVINO graph (one request per call) here; None if they do not.
+
+    Either every one of them is placed on OpenVINO (asked for, or by quantize's per-component
+    record): one request instead of one each, whose start-up costs more than a small component's
+    math (``benchmarks/NOTES.md``). Or ``mmedge quantize`` chose the one graph by measurement (the
+    manifest's ``whole_graph``, :mod:`mmedge.quantize.whole_graph`) for exactly these components,
+    every one is asked "auto" or "cpu" and resolves to the CPU (with or without OpenVINO), OpenVINO
+    is available, and this CPU has at least the INT8 dot-product instructions of the one measured
+    on. Only ONNX files, and not for a bundle that generates sequences.
+    """
+    found = [manifest.component(name) for name in components]
+    if manifest.generation is not None or len(found) < 2 or any(c.format != "onnx" for c in found):
+        return None
+    if all(plans[c.name].names[:1] == (OPENVINO,) for c in found):
+        return "every component is placed on OpenVINO"
+    record = manifest.whole_graph or {}
+    if not record.get("chosen") or tuple(record.get("components") or ()) != tuple(components):
+        return None
+    for c in found:
+        request = _request(policy, c)
+        if not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
+            return None
+    if any(not set(plans[n].names) <= {CPU, OPENVINO} for n in components):
+        return None
+    if not set(record.get("int8_instructions") or ()) <= set(int8_dot_instructions()):
+        log.info("the bundle was measured faster as one OpenVINO graph on a CPU with INT8 instructions this one lacks")
+        return None
+    if not (OPENVINO in available if available is not None else openvino_available()):
+        log.info("the bundle was measured faster as one OpenVINO graph; pip install openvino to use it")
+        return None
+    return "mmedge quantize measured it faster than the split plan on this kind of CPU (the manifest's whole_graph)"
 
 
 def openvino_record(component: Component) -> Mapping[str, Any] | None:

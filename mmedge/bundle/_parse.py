@@ -35,8 +35,9 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
     for spec_dict, spec in zip(d["inputs"], manifest.inputs, strict=True):
         if spec.preprocess is not None:
             spec_dict["preprocess"] = {"kind": spec.modality, **spec_dict["preprocess"]}
-    if manifest.generation is None:
-        del d["generation"]  # manifests of other bundles stay as they were
+    for optional in ("generation", "whole_graph"):
+        if d[optional] is None:
+            del d[optional]  # manifests without them stay as they were
     return d
 
 
@@ -62,6 +63,7 @@ def manifest_from_dict(data: Mapping[str, Any]) -> Manifest:
             created_by=dict(data.get("created_by", {})),
             format_version=version,
             generation=_generation_from_dict(data["generation"]) if data.get("generation") is not None else None,
+            whole_graph=data.get("whole_graph"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BundleError(

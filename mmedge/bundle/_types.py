@@ -228,6 +228,9 @@ class Manifest:
     created_by: Mapping[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     generation: GenerationSpec | None = None  # set for bundles that generate sequences (captioning)
+    # mmedge quantize's check of the components as one OpenVINO graph (mmedge.quantize.whole_graph);
+    # read by the runtime, which runs them so where the check chose it
+    whole_graph: Mapping[str, Any] | None = None
 
     @cached_property
     def _index(self) -> _Index:

@@ -24,7 +24,7 @@ def test_every_unit_has_a_layer() -> None:
         pytest.param("mmedge.quantize.api", "mmedge.runtime.Pipeline", "layers", id="stage-imports-runtime"),
         pytest.param("mmedge.export.api", "mmedge.quantize.quantize_bundle", "layers", id="stage-imports-stage"),
         pytest.param("mmedge.runtime.pipeline", "mmedge.bench.bench", "layers", id="runtime-imports-app"),
-        pytest.param("mmedge.serve.app", "mmedge.runtime._schedule.share_threads", "privacy", id="private-module"),
+        pytest.param("mmedge.serve.app", "mmedge.runtime._inputs.InputRouter", "privacy", id="private-module"),
         pytest.param("mmedge.bench.api", "mmedge.export._split", "privacy", id="app-imports-stage-private"),
     ],
 )

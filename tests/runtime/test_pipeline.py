@@ -19,7 +19,7 @@ from mmedge import sessions as session_module
 from mmedge.bundle import Manifest
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.runtime import ComponentPlacement, Pipeline
-from mmedge.runtime._schedule import HELPER_NICE, share_threads
+from mmedge.schedule import HELPER_NICE, share_threads
 
 ATOL = 1e-5
 RTOL = 1e-5

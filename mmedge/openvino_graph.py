@@ -1,0 +1,144 @@
+"""A bundle's components as one OpenVINO graph: one infer request per call instead of one per component.
+
+Why: a small encoder costs OpenVINO a request's start-up (waking its thread pool, scheduling) that
+can exceed its math, so quantize's backend check leaves small components on onnxruntime, and they
+then run beside (and slow) the large one. Composed into one graph, they run inside the large
+encoder's request with no per-request cost; on TriModal-224 INT8 that is 8% faster than the split
+plan and than OpenVINO's own whole-model INT8 (``benchmarks/results/peers.md``). The components
+keep their files, recipes and scales: the graph is wired in memory from the manifest's wiring.
+
+Shapes: OpenVINO's CPU plugin fuses less in a graph whose inputs have unknown dimensions (a QDQ
+convolution's output quantization stays a separate pass when the model has several dynamic
+inputs), so each input-shape signature a call brings is compiled once with every dimension fixed,
+up to :data:`MAX_SHAPES` of them; calls of further shapes run one compile of the graph with its
+dynamic dimensions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmedge.bundle import Manifest
+
+__all__ = ["MAX_SHAPES", "OpenVINOGraph"]
+
+# Compiled shape signatures kept per graph: a batch size or two, a few text or audio lengths.
+# Each costs a compile (tens to hundreds of ms) and the compiled model's memory.
+MAX_SHAPES = 8
+
+
+class OpenVINOGraph:
+    """``components`` of ``manifest`` (files under ``files``) composed by the wiring and run by OpenVINO.
+
+    Inputs are the raw inputs the components take (model tensors, by the manifest's input
+    names); outputs are the manifest outputs the components produce. ``run`` may be called from
+    many threads at once (an infer request per thread and compiled shape).
+    """
+
+    def __init__(self, manifest: Manifest, files: Mapping[str, Path], components: Sequence[str], threads: int) -> None:
+        self._model, self.inputs, self.outputs = _compose(manifest, files, components)
+        self._config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": "f32",  # as OpenVINOSession: float layers stay FP32
+        }
+        self._compiled: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def shapes(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """The input-shape signatures compiled so far with every dimension fixed."""
+        with self._lock:
+            return tuple(k for k in self._compiled if k != _DYNAMIC)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+        """The outputs by (component, tensor) for ``feeds`` (raw input name → array)."""
+        import openvino as ov
+
+        arrays = [np.ascontiguousarray(feeds[name]) for name in self.inputs]
+        request = self._request(tuple(a.shape for a in arrays))
+        # tensors set directly over the callers' arrays (no copy in; the call is synchronous):
+        # infer(dict or list) costs a tenth of a millisecond more in its Python dispatch
+        for i, array in enumerate(arrays):
+            request.set_input_tensor(i, ov.Tensor(array, shared_memory=True))
+        request.infer()
+        # copied out: the request reuses its output tensors on the next call
+        return {key: request.get_output_tensor(i).data.copy() for i, key in enumerate(self.outputs)}
+
+    def _request(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        key = signature if signature in requests or signature in self._compiled else None
+        if key is None:
+            key = self._compile(signature)
+        if key not in requests:
+            requests[key] = self._compiled[key].create_infer_request()
+        return requests[key]
+
+    def _compile(self, signature: tuple[tuple[int, ...], ...]) -> tuple:
+        """Compile ``signature`` (or the dynamic graph once MAX_SHAPES are compiled); its cache key."""
+        import openvino as ov
+
+        with self._lock:
+            if signature in self._compiled:
+                return signature
+            static = sum(k != _DYNAMIC for k in self._compiled) < MAX_SHAPES
+            key = signature if static else _DYNAMIC
+            if key not in self._compiled:
+                model = self._model.clone()
+                if static:
+                    model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, signature, strict=True)})
+                self._compiled[key] = ov.Core().compile_model(model, "CPU", self._config)
+            return key
+
+
+_DYNAMIC: tuple = ("dynamic",)
+
+
+def _compose(
+    manifest: Manifest, files: Mapping[str, Path], components: Sequence[str]
+) -> tuple[Any, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The composed ov.Model, its raw input names (in parameter order) and (component, tensor) outputs."""
+    import openvino as ov
+
+    core = ov.Core()
+    models = {c: core.read_model(str(files[c])) for c in components}
+    produced: dict[tuple[str, str], Any] = {}  # (component, tensor) → the output feeding its Result
+    for c, model in models.items():
+        for result in model.get_results():
+            port = result.input_value(0)
+            for name in result.output(0).get_names() | port.get_names():
+                produced.setdefault((c, name), port)
+    parameters: dict[str, Any] = {}  # raw input → the one Parameter every consumer reads
+    for c in components:
+        by_name = {p.get_friendly_name(): p for p in models[c].get_parameters()}
+        for p in models[c].get_parameters():
+            by_name.update((n, p) for n in p.output(0).get_names())
+        for edge in manifest.edges_into(c):
+            param = by_name[edge.input]
+            if edge.source == "inputs":
+                kept = parameters.setdefault(edge.output, param)
+                if kept is not param:
+                    _redirect(param, kept.output(0))
+            else:
+                _redirect(param, produced[(edge.source, edge.output)])
+    outputs = tuple((o.component, o.tensor) for o in manifest.outputs if o.component in models)
+    results = [ov.opset13.result(produced[key]) for key in outputs]
+    for name, param in parameters.items():
+        param.set_friendly_name(name)
+    model = ov.Model(results, list(parameters.values()), "mmedge-bundle")
+    return model, tuple(parameters), outputs
+
+
+def _redirect(param: Any, source: Any) -> None:
+    """Feed every consumer of ``param`` from ``source`` instead."""
+    for target in list(param.output(0).get_target_inputs()):
+        target.replace_source_output(source)

@@ -1,0 +1,255 @@
+"""Run the quantized components as one OpenVINO graph where that is measurably faster and as accurate.
+
+Why: the backend check (:mod:`mmedge.quantize.backend`) times each component alone, and leaves
+on onnxruntime every small one whose OpenVINO request costs more than its math. Composed into one
+graph (:class:`mmedge.openvino_graph.OpenVINOGraph`), the small components run inside the large
+one's request and pay no request of their own, while the large one keeps OpenVINO's INT8 kernels
+(TriModal-224 INT8: 8% faster end to end than the split plan, ``benchmarks/results/peers.md``).
+
+It is decided as the backend check decides: timed at the deploy shape against the split plan run
+as a Pipeline runs it (each component on the backend the backend check chose, the encoders at once
+with their shares of the threads: :mod:`mmedge.schedule`) with the speed check's sequential test,
+in two regimes: each run after a pause and with caches another workload filled (an occasional
+request; the one graph must be ``min_speedup`` faster there with confidence), and runs back to back
+(a busy server; it must not be measurably slower). Then it is kept only if end-to-end held-out agreement with FP32, computed by the one graph itself, stays
+at ``min_agreement`` (or at what the bundle reaches on onnxruntime, if lower). The record goes into
+the manifest (``whole_graph``); a Pipeline whose requests are all "auto" or "cpu" then runs the
+components as one OpenVINO request when openvino is installed and the CPU has the INT8
+instructions of the one measured on (:func:`mmedge.runtime.policy.whole_graph_record`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mmedge.cpu import cpu_model_and_flags, int8_dot_instructions
+from mmedge.errors import QuantizationError, translated
+from mmedge.providers import OPENVINO, openvino_available
+from mmedge.quantize._chain import Chain
+from mmedge.quantize.backend import IDLE_MS, OPENVINO_BACKEND
+from mmedge.quantize.report import BackendCheck, RatioTest, WholeGraphCheck
+from mmedge.quantize.speed import SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
+from mmedge.schedule import Schedule, helper_pool, plan_encoders, run_stages
+from mmedge.timing import interleaved_rounds, open_for_timing
+
+__all__ = ["check_whole_graph"]
+
+SPLIT, WHOLE = "split", "one graph"
+# Written before each cold run: more than this machine class's L2 and L3 together, as the other
+# processes of a benchmark (or a server's other work) leave them.
+EVICT_BYTES = 64 << 20
+# A split plan faster than this has little per-request cost to save, and the one graph costs an
+# OpenVINO compile per input shape: not timed.
+MIN_SPLIT_MS = 1.0
+
+
+def check_whole_graph(
+    chain: Chain,
+    *,
+    backends: Mapping[str, BackendCheck],
+    threads: int,
+    policy: SpeedPolicy,
+    min_agreement: float,
+    say: Callable[[str], None],
+) -> WholeGraphCheck | None:
+    """Time the components as one OpenVINO graph against the split plan; None where it does not apply."""
+    from mmedge.openvino_graph import OpenVINOGraph
+
+    graph = chain.graph
+    components = tuple(c for c in graph.order() if c in graph.needed(graph.outputs))
+    if len(components) < 2 or chain.manifest.generation is not None or not openvino_available():
+        return None
+    if not all(graph.fed_by_wiring(c) for c in components):
+        return None
+    say("timing the components as one OpenVINO graph against the split plan")
+    sample = deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)
+    raw = {k: v for k, v in sample.items() if k in graph.raw_inputs(components)}
+    shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in raw.items()})
+    on_openvino = {c for c, b in backends.items() if b.backend == OPENVINO_BACKEND}
+    try:
+        with translated(QuantizationError, "composing the components into one OpenVINO graph"):
+            whole = OpenVINOGraph(chain.manifest, chain.versions, components, threads)
+            split = _Split(chain, components, threads, on_openvino)
+            try:
+                quick = _median_ms(split, raw)
+                if quick < MIN_SPLIT_MS:
+                    return _record(
+                        components,
+                        tests=(None, None),
+                        policy=policy,
+                        threads=threads,
+                        shapes=shapes,
+                        agreement=None,
+                        bar=math.nan,
+                        failed=f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter",
+                    )
+                contenders = {SPLIT: split, WHOLE: _Whole(whole)}
+                cold = _ratio(contenders, raw, threads, policy, idle_s=IDLE_MS / 1e3, evict_bytes=EVICT_BYTES)
+                back_to_back = _ratio(contenders, raw, threads, policy, idle_s=0.0, evict_bytes=0)
+            finally:
+                split.close()
+    except QuantizationError as e:
+        return _record(
+            components,
+            tests=(None, None),
+            policy=policy,
+            threads=threads,
+            shapes=shapes,
+            agreement=None,
+            bar=math.nan,
+            failed=f"OpenVINO could not run it: {e}",
+        )
+    bar = min(min_agreement, chain.score(chain.versions))
+    agreement = None
+    if _wins(cold) and not _slower(back_to_back):
+        produced = [whole.run(s) for s in chain.holdout.samples]
+        agreement = chain.score(chain.versions, produced=produced)
+    return _record(
+        components,
+        tests=(cold, back_to_back),
+        policy=policy,
+        threads=threads,
+        shapes=shapes,
+        agreement=agreement,
+        bar=bar,
+        failed="",
+    )
+
+
+def _ratio(
+    contenders: Mapping[str, Any],
+    raw: Mapping[str, np.ndarray],
+    threads: int,
+    policy: SpeedPolicy,
+    *,
+    idle_s: float,
+    evict_bytes: int,
+) -> RatioTest:
+    """The sequential test of the split plan against the one graph (see :func:`mmedge.timing.interleaved_rounds`)."""
+    rounds = interleaved_rounds(
+        {},
+        raw,
+        threads=threads,
+        runs=policy.runs,
+        error=QuantizationError,
+        idle_s=idle_s,
+        evict_bytes=evict_bytes,
+        opened=contenders,
+    )
+    try:
+        return sequential_ratio(WHOLE, rounds, policy, SPLIT, WHOLE)
+    finally:
+        rounds.close()
+
+
+def _median_ms(runner: Any, feeds: Mapping[str, np.ndarray], runs: int = 7) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[2:])
+
+
+def _wins(test: RatioTest) -> bool:
+    return test.won and not test.tiny
+
+
+def _slower(test: RatioTest) -> bool:
+    """Measurably slower: the whole interval of the speed-up lies below 1."""
+    return test.high < 1.0
+
+
+class _Split:
+    """The components as a Pipeline runs them: each on its own session, concurrent encoders at once
+    with their share of the threads (the plan of :mod:`mmedge.schedule`), the rest in turn."""
+
+    def __init__(self, chain: Chain, components: tuple[str, ...], threads: int, on_openvino: set[str]) -> None:
+        self._graph = chain.graph
+
+        def session(c: str, n: int) -> Any:
+            return open_for_timing(c, chain.versions[c], n, QuantizationError, OPENVINO if c in on_openvino else None)
+
+        self._sessions = {c: session(c, threads) for c in components}
+        self._names = {c: [o.name for o in s.get_outputs()] for c, s in self._sessions.items()}
+        self._schedule = plan_encoders(self._graph, threads, self._run) or Schedule(dict.fromkeys(components, threads))
+        self._sessions.update({c: session(c, n) for c, n in self._schedule.threads.items() if n != threads})
+        self._pool = helper_pool(self._schedule) if self._schedule.concurrent else None
+
+    def _run(self, component: str, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._sessions[component].run(self._names[component], dict(feed))
+        return dict(zip(self._names[component], values, strict=True))
+
+    def run(self, _names: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        stages = self._graph.full_plan
+        return run_stages(self._graph, stages, self._run, feeds, {}, schedule=self._schedule, pool=self._pool)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+class _Whole:
+    """:class:`OpenVINOGraph` as the timer runs a session."""
+
+    def __init__(self, graph: Any) -> None:
+        self._graph = graph
+
+    def run(self, _names: Any, feeds: Mapping[str, np.ndarray]) -> Any:
+        return self._graph.run(feeds)
+
+
+def _record(
+    components: tuple[str, ...],
+    *,
+    tests: tuple[RatioTest | None, RatioTest | None],
+    policy: SpeedPolicy,
+    threads: int,
+    shapes: str,
+    agreement: float | None,
+    bar: float,
+    failed: str,
+) -> WholeGraphCheck:
+    test, back_to_back = tests
+    chosen = agreement is not None and agreement >= bar
+    if test is None or back_to_back is None:
+        why = f"{failed}; the components run as the backend check placed them (split)"
+        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+    else:
+        cold = f"{test.interval(policy.confidence)} from cold caches ({test.candidate_ms:.3f} vs {test.base_ms:.3f} ms)"
+        busy = (
+            f"{back_to_back.interval(policy.confidence)} back to back "
+            f"({back_to_back.candidate_ms:.3f} vs {back_to_back.base_ms:.3f} ms)"
+        )
+        timed = f"one OpenVINO graph against the split plan: {cold}, {busy}, at {threads} threads, {shapes}"
+        if test.tiny:
+            why = f"the split plan runs in {test.base_ms:.3f} ms: too fast to matter; it stays split"
+        elif not _wins(test):
+            why = f"{timed}: not measurably {policy.min_speedup}× faster from cold caches; it stays split"
+        elif _slower(back_to_back):
+            why = f"{timed}: measurably slower back to back; it stays split"
+        elif chosen:
+            why = f"{timed}; held-out agreement with FP32 stays {agreement:.2%} (≥ {bar:.2%}) there"
+        else:
+            why = f"{timed}; but held-out agreement with FP32 falls to {agreement:.2%} (< {bar:.2%}) there; it stays split"
+    return WholeGraphCheck(
+        components=components,
+        chosen=chosen,
+        timing=test,
+        back_to_back=back_to_back,
+        threads=threads,
+        confidence=policy.confidence,
+        threshold=policy.min_speedup,
+        shapes=shapes,
+        agreement=agreement,
+        bar=bar,
+        cpu=cpu_model_and_flags()[0],
+        int8_instructions=int8_dot_instructions(),
+        why=why,
+    )

@@ -1,0 +1,122 @@
+"""The one-graph check: the components as one OpenVINO graph, measurably faster from cold caches
+and not slower back to back, with agreement held, are recorded to run so; a Pipeline asked for
+"auto" then runs them as one request.
+
+Timing never decides these tests: the timer is replaced by scripted rounds (as in test_backend.py)
+and the floor below which a split plan is not timed is lowered.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinybundle import tiny_inputs
+
+from mmedge.bundle import load_bundle
+from mmedge.cli import main
+from mmedge.quantize import SpeedPolicy, quantize_bundle
+from mmedge.quantize import whole_graph as whole_module
+from mmedge.runtime import Pipeline
+
+pytest.importorskip("openvino")
+
+Samples = Callable[..., list[dict[str, np.ndarray]]]
+QUICK = SpeedPolicy(max_seconds=60.0)
+ALL = ("text_encoder", "image_encoder", "audio_encoder", "fusion_head")
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[str]]:
+    """Rounds where the one graph takes ``cold`` (from cold caches) or ``busy`` (back to back) of the
+    split plan's 1 ms; returns the regimes timed, in order."""
+
+    def install(cold: float, busy: float) -> list[str]:
+        regimes: list[str] = []
+
+        def fake(paths: Mapping[str, Path], feeds: object, **kwargs: object) -> Iterator[dict[str, float]]:
+            assert not paths
+            assert set(kwargs["opened"]) == {whole_module.SPLIT, whole_module.WHOLE}
+            evicted = bool(kwargs["evict_bytes"])
+            assert evicted == bool(kwargs["idle_s"])  # cold: a pause and caches other work filled
+            regimes.append("cold" if evicted else "busy")
+            ratio = cold if evicted else busy
+            for jitter in itertools.cycle([1.0, 1.02, 0.98]):
+                yield {whole_module.SPLIT: 1.0 * jitter, whole_module.WHOLE: ratio * jitter}
+
+        monkeypatch.setattr(whole_module, "interleaved_rounds", fake)
+        monkeypatch.setattr(whole_module, "MIN_SPLIT_MS", 0.0)
+        return regimes
+
+    return install
+
+
+def _quantize(bundle: Path, out: Path, samples: list[dict[str, np.ndarray]]) -> whole_module.WholeGraphCheck:
+    report = quantize_bundle(bundle, out, calibration=samples, recipe="static", speed_check=QUICK)
+    assert report.whole_graph is not None
+    return report.whole_graph
+
+
+def test_a_faster_one_graph_is_recorded_and_auto_pipelines_run_it(
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    regimes = scripted(0.8, 1.0)
+    check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
+    assert regimes == ["cold", "busy"]
+    assert check.components == ALL
+    assert check.chosen
+    assert check.timing.speedup == pytest.approx(1.25)
+    assert check.back_to_back is not None
+    assert check.back_to_back.speedup == pytest.approx(1.0)
+    assert check.agreement is not None
+    assert check.agreement >= 0.99
+    assert "held-out agreement with FP32 stays" in check.why
+    record = load_bundle(tmp_path / "int8").manifest.whole_graph
+    assert record is not None
+    assert (record["chosen"], tuple(record["components"])) == (True, ALL)
+    assert "One OpenVINO graph" in (tmp_path / "int8" / "quantization_report.md").read_text(encoding="utf-8")
+    assert main(["inspect", str(tmp_path / "int8")]) == 0
+    assert "run as one OpenVINO graph" in " ".join(capsys.readouterr().err.split())
+
+    x = tiny_inputs(batch=2, seed=5)
+    with Pipeline(tmp_path / "int8") as auto, Pipeline(tmp_path / "int8", "CPUExecutionProvider") as named:
+        assert auto.whole_graph == ALL
+        assert named.whole_graph == ()  # a named provider is taken as asked
+        assert (auto.run(x)["logits"].argmax(-1) == named.run(x)["logits"].argmax(-1)).all()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (1.0, 0.8, "not measurably 1.05× faster from cold caches"),
+        (0.8, 1.3, "measurably slower back to back"),
+    ],
+)
+def test_a_one_graph_not_faster_in_both_regimes_stays_split(
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, case: tuple[float, float, str]
+) -> None:
+    cold, busy, why = case
+    regimes = scripted(cold, busy)
+    check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
+    assert regimes == ["cold", "busy"]
+    assert not check.chosen
+    assert check.agreement is None
+    assert why in check.why
+    with Pipeline(tmp_path / "int8") as auto:
+        assert auto.whole_graph == ()
+
+
+def test_a_fast_split_plan_is_not_timed(tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples) -> None:
+    check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))  # the tiny bundle runs in microseconds
+    assert not check.chosen
+    assert check.timing.rounds == 0
+    assert "too fast to matter" in check.why
+
+
+def test_without_the_speed_check_nothing_is_recorded(tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples) -> None:
+    report = quantize_bundle(tiny_bundle, tmp_path / "int8", calibration=tiny_samples(8), speed_check=False)
+    assert report.whole_graph is None
+    assert load_bundle(tmp_path / "int8").manifest.whole_graph is None

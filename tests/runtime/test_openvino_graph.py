@@ -1,0 +1,154 @@
+"""A bundle's components as one OpenVINO graph: same outputs as the split plan, when it is used and
+when not, shapes compiled fixed then dynamic, and the same input checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tinybundle import tiny_inputs
+
+from mmedge import openvino_graph
+from mmedge.bundle import load_bundle, manifest_from_dict, manifest_to_dict, write_manifest
+from mmedge.errors import InputError
+from mmedge.graph import Graph
+from mmedge.openvino_graph import OpenVINOGraph
+from mmedge.providers import CPU, OPENVINO
+from mmedge.runtime import Pipeline
+from mmedge.runtime import policy as policy_module
+
+pytest.importorskip("openvino")
+
+ALL = ("text_encoder", "image_encoder", "audio_encoder", "fusion_head")
+
+
+def _record(components: tuple[str, ...] = ALL, *, chosen: bool = True, instructions: tuple[str, ...] = ()) -> dict:
+    return {"components": list(components), "chosen": chosen, "int8_instructions": list(instructions), "why": "test"}
+
+
+def _with_record(bundle: Path, record: dict | None) -> Path:
+    manifest = load_bundle(bundle).manifest
+    write_manifest(bundle, dataclasses.replace(manifest, whole_graph=record))
+    return bundle
+
+
+def test_the_one_graph_gives_the_split_outputs_at_each_shape(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
+    bundle = load_bundle(tiny_bundle)
+    files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
+    graph = OpenVINOGraph(bundle.manifest, files, ALL, threads=1)
+    assert graph.inputs == ("text", "image", "audio")
+    assert graph.outputs == (("fusion_head", "logits"),)
+    with Pipeline(tiny_bundle, "cpu") as split:
+        for batch, seq in ((1, 6), (3, 6), (2, 9), (3, 6)):  # the third shape is past MAX_SHAPES: dynamic
+            x = tiny_inputs(batch=batch, seq=seq, seed=batch + seq)
+            got = graph.run(x)[("fusion_head", "logits")]
+            np.testing.assert_allclose(got, split.run(x)["logits"], rtol=1e-4, atol=1e-5)
+    assert graph.shapes == (((1, 6), (1, 3, 8, 8), (1, 160)), ((3, 6), (3, 3, 8, 8), (3, 160)))
+
+
+def test_every_component_asked_for_openvino_runs_as_one_request(tiny_bundle: Path) -> None:
+    x = tiny_inputs(batch=3, seed=5)
+    with Pipeline(tiny_bundle, "cpu") as split, Pipeline(tiny_bundle, "openvino") as one:
+        assert one.whole_graph == ALL
+        assert split.whole_graph == ()
+        assert {c: p.registered for c, p in one.providers_used.items()} == dict.fromkeys(ALL, (OPENVINO,))
+        np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
+        # encode() and precomputed encoder outputs take the components' own sessions
+        image = one.encode("image", x["image"])
+        np.testing.assert_allclose(
+            one.run({"text": x["text"], "audio": x["audio"], **image})["logits"],
+            split.run(x)["logits"],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+def test_a_recorded_choice_is_followed_for_auto_and_cpu_only(tiny_bundle: Path) -> None:
+    bundle = _with_record(tiny_bundle, _record())
+    for request in ("auto", "cpu", {"*": "cpu"}):
+        with Pipeline(bundle, request) as p:
+            assert p.whole_graph == ALL, request
+    with Pipeline(bundle, {"image": "openvino", "*": "cpu"}) as p:  # asked otherwise: taken as asked
+        assert p.whole_graph == ()
+        assert p.providers_used["text_encoder"].registered == (CPU,)
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        (_record(chosen=False), "not chosen"),
+        (_record(ALL[1:]), "recorded for other components"),
+        (_record(instructions=("no_such_instruction",)), "measured on a CPU with INT8 instructions this one lacks"),
+        (None, "no record"),
+    ],
+)
+def test_without_a_valid_record_auto_runs_split(tiny_bundle: Path, record: dict | None, why: str) -> None:
+    with Pipeline(_with_record(tiny_bundle, record), "auto") as p:
+        assert p.whole_graph == (), why
+
+
+def test_without_openvino_the_record_is_ignored(tiny_bundle: Path) -> None:
+    manifest = load_bundle(_with_record(tiny_bundle, _record())).manifest
+    plans = policy_module.component_plans("auto", manifest, fallback=False, available=[CPU])
+    assert policy_module.one_openvino_graph("auto", manifest, plans, ALL, available=[CPU]) is None
+    assert policy_module.one_openvino_graph("auto", manifest, plans, ALL, available=[CPU, OPENVINO]) is not None
+
+
+def test_the_record_survives_the_manifest_round_trip(tiny_bundle: Path) -> None:
+    manifest = load_bundle(_with_record(tiny_bundle, _record())).manifest
+    assert manifest_from_dict(manifest_to_dict(manifest)).whole_graph == _record()
+    assert "whole_graph" not in manifest_to_dict(dataclasses.replace(manifest, whole_graph=None))
+
+
+def test_inputs_are_checked_as_in_the_split_plan(tiny_bundle: Path) -> None:
+    x = tiny_inputs(batch=2, seed=1)
+    x["image"][1, 0, 2, 3] = np.nan
+    with Pipeline(tiny_bundle, "openvino") as one, pytest.raises(InputError, match=r"input 'image'.*NaN"):
+        one.run(x)
+    x = tiny_inputs(batch=2, seed=1)
+    x["text"] = x["text"].astype(np.int32)
+    with Pipeline(tiny_bundle, "openvino") as one, pytest.raises(InputError, match=r"expected int64"):
+        one.run(x)
+
+
+def test_runs_from_many_threads_at_once(tiny_bundle: Path) -> None:
+    inputs = [tiny_inputs(batch=1 + i % 3, seed=i) for i in range(12)]
+    with Pipeline(tiny_bundle, "openvino") as one:
+        alone = [one.run(x)["logits"] for x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda x: one.run(x)["logits"], inputs))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_graph_openvino_cannot_compile_runs_split(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("Exception from src/core: unsupported operation")
+
+    monkeypatch.setattr(openvino_graph, "_compose", broken)
+    with caplog.at_level(logging.WARNING, logger="mmedge.runtime"), Pipeline(tiny_bundle, "openvino") as p:
+        assert p.whole_graph == ()
+        assert p.run(tiny_inputs())["logits"].shape == (2, 3)
+    assert "cannot run them as one graph" in caplog.text
+
+
+def test_the_trace_names_the_one_graph(tiny_bundle: Path) -> None:
+    from mmedge.bench._variants import pipeline_sample
+    from mmedge.runtime.pipeline import WHOLE_GRAPH
+
+    spans: list[tuple[str, str, int, int]] = []
+    with Pipeline(tiny_bundle, "openvino", trace=lambda *span: spans.append(span)) as p:
+        p.run(tiny_inputs())
+    assert [name for kind, name, *_ in spans if kind == "component"] == [WHOLE_GRAPH]
+    sample = pipeline_sample(10**6, spans, Graph(p.manifest).full_plan)
+    assert WHOLE_GRAPH in sample.busy
+    assert any(name == WHOLE_GRAPH and kind == "component" for name, kind, _ in sample.parts)
