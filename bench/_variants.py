@@ -103,7 +103,10 @@ class PipelineRunner:
             f"{name}: on the OpenVINO runtime{why}" for name in on_openvino
         )
         if whole:
-            self.notes += (f"{', '.join(whole)}: one OpenVINO graph, one request per call{_RECORDED_WHOLE}",)
+            chosen = bool((self.pipe.manifest.whole_graph or {}).get("chosen"))
+            asked = str(self._providers).lower() in ("auto", "cpu")  # a policy dict, or a named provider: as asked
+            recorded = _RECORDED_WHOLE if chosen and asked else ""
+            self.notes += (f"{', '.join(whole)}: one OpenVINO graph, one request per call{recorded}",)
         self._on_openvino = bool(on_openvino or whole)
 
     def _record(self, kind: str, name: str, start: int, end: int) -> None:

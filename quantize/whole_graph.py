@@ -72,6 +72,8 @@ def check_whole_graph(
     raw = {k: v for k, v in sample.items() if k in graph.raw_inputs(components)}
     shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in raw.items()})
     on_openvino = {c for c, b in backends.items() if b.backend == OPENVINO_BACKEND}
+    tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
+    failed = ""
     try:
         with translated(QuantizationError, "composing the components into one OpenVINO graph"):
             whole = OpenVINOGraph(chain.manifest, chain.versions, components, threads)
@@ -79,46 +81,32 @@ def check_whole_graph(
             try:
                 quick = _median_ms(split, raw)
                 if quick < MIN_SPLIT_MS:
-                    return _record(
-                        components,
-                        tests=(None, None),
-                        policy=policy,
-                        threads=threads,
-                        shapes=shapes,
-                        agreement=None,
-                        bar=math.nan,
-                        failed=f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter",
+                    failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
+                else:
+                    contenders = {SPLIT: split, WHOLE: _Whole(whole)}
+                    tests = (
+                        _ratio(contenders, raw, threads, policy, idle_s=IDLE_MS / 1e3, evict_bytes=EVICT_BYTES),
+                        _ratio(contenders, raw, threads, policy, idle_s=0.0, evict_bytes=0),
                     )
-                contenders = {SPLIT: split, WHOLE: _Whole(whole)}
-                cold = _ratio(contenders, raw, threads, policy, idle_s=IDLE_MS / 1e3, evict_bytes=EVICT_BYTES)
-                back_to_back = _ratio(contenders, raw, threads, policy, idle_s=0.0, evict_bytes=0)
             finally:
                 split.close()
     except QuantizationError as e:
-        return _record(
-            components,
-            tests=(None, None),
-            policy=policy,
-            threads=threads,
-            shapes=shapes,
-            agreement=None,
-            bar=math.nan,
-            failed=f"OpenVINO could not run it: {e}",
-        )
+        failed = f"OpenVINO could not run it: {e}"
     bar = min(min_agreement, chain.score(chain.versions))
     agreement = None
-    if _wins(cold) and not _slower(back_to_back):
+    cold, back_to_back = tests
+    if cold is not None and back_to_back is not None and _wins(cold) and not _slower(back_to_back):
         produced = [whole.run(s) for s in chain.holdout.samples]
         agreement = chain.score(chain.versions, produced=produced)
     return _record(
         components,
-        tests=(cold, back_to_back),
+        tests=tests,
         policy=policy,
         threads=threads,
         shapes=shapes,
         agreement=agreement,
         bar=bar,
-        failed="",
+        failed=failed,
     )
 
 
