@@ -264,10 +264,12 @@ class Pipeline:
         return outputs
 
     def close(self) -> None:
-        """Release the sessions and the encoder thread pool; the Pipeline cannot run afterwards."""
+        """Release the sessions (and the one OpenVINO graph) and the encoder thread pool; the Pipeline
+        cannot run afterwards."""
         with self._lock:
             self._closed = True
             self._sessions.clear()
+            self._whole = None  # a call now takes the split path, whose sessions say the Pipeline is closed
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 

@@ -14,7 +14,7 @@ from tinybundle import tiny_inputs
 
 from mmedge import openvino_graph
 from mmedge.bundle import load_bundle, manifest_from_dict, manifest_to_dict, write_manifest
-from mmedge.errors import InputError
+from mmedge.errors import InputError, MMEdgeError
 from mmedge.graph import Graph
 from mmedge.openvino_graph import OpenVINOGraph
 from mmedge.providers import CPU, OPENVINO
@@ -116,6 +116,14 @@ def test_inputs_are_checked_as_in_the_split_plan(tiny_bundle: Path) -> None:
     x["text"] = x["text"].astype(np.int32)
     with Pipeline(tiny_bundle, "openvino") as one, pytest.raises(InputError, match=r"expected int64"):
         one.run(x)
+
+
+def test_a_closed_pipeline_refuses_to_run(tiny_bundle: Path) -> None:
+    one = Pipeline(tiny_bundle, "openvino")
+    one.close()
+    assert one.whole_graph == ()
+    with pytest.raises(MMEdgeError, match="closed"):
+        one.run(tiny_inputs())
 
 
 def test_runs_from_many_threads_at_once(tiny_bundle: Path) -> None:
