@@ -3,9 +3,10 @@
 Why: a small encoder costs OpenVINO a request's start-up (waking its thread pool, scheduling) that
 can exceed its math, so quantize's backend check leaves small components on onnxruntime, and they
 then run beside (and slow) the large one. Composed into one graph, they run inside the large
-encoder's request with no per-request cost; on TriModal-224 INT8 that is 8% faster than the split
-plan and than OpenVINO's own whole-model INT8 (``benchmarks/results/peers.md``). The components
-keep their files, recipes and scales: the graph is wired in memory from the manifest's wiring.
+encoder's request with no per-request cost: in the multi-process benchmark TriModal-224 INT8 ran
+1.14× faster that way than split, level with OpenVINO + NNCF's whole-model INT8
+(``benchmarks/results/peers.md``; timed in one process the two plans are close, NOTES). The
+components keep their files, recipes and scales: the graph is wired in memory from the wiring.
 
 Shapes: OpenVINO's CPU plugin fuses less in a graph whose inputs have unknown dimensions (a QDQ
 convolution's output quantization stays a separate pass when the model has several dynamic

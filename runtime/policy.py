@@ -147,11 +147,7 @@ def one_openvino_graph(
             return None
     if any(not set(plans[n].names) <= {CPU, OPENVINO} for n in components):
         return None
-    if not set(record.get("int8_instructions") or ()) <= set(int8_dot_instructions()):
-        log.info("the bundle was measured faster as one OpenVINO graph on a CPU with INT8 instructions this one lacks")
-        return None
-    if not (OPENVINO in available if available is not None else openvino_available()):
-        log.info("the bundle was measured faster as one OpenVINO graph; pip install openvino to use it")
+    if not _holds_here(record, f"{', '.join(components)} as one graph", available):
         return None
     return "mmedge quantize measured it faster than the split plan on this kind of CPU (the manifest's whole_graph)"
 
@@ -179,23 +175,32 @@ def recorded_backend(
         return plan
     if plan.names != (CPU,):
         return plan
+    if not _holds_here(record, f"component {component.name}", available):
+        return plan
+    return ProviderPlan(providers=((OPENVINO, {}), *plan.providers), fallbacks=plan.fallbacks, strict=False)
+
+
+def _holds_here(record: Mapping[str, Any], what: str, available: Sequence[str] | None) -> bool:
+    """Whether a quantize measurement on OpenVINO (``record``) applies here: OpenVINO is available and
+    this CPU has at least the INT8 dot-product instructions of the one measured on (elsewhere the
+    measurement says nothing). Logs why not."""
     measured_with = set(record.get("int8_instructions") or ())
     if not measured_with <= set(int8_dot_instructions()):
         log.info(
-            "component %s: quantize measured it faster on OpenVINO on a CPU with %s, which this one lacks; "
+            "%s: quantize measured it faster on OpenVINO on a CPU with %s, which this one lacks; "
             "running it on onnxruntime",
-            component.name,
+            what,
             ", ".join(sorted(measured_with)),
         )
-        return plan
+        return False
     if not (OPENVINO in available if available is not None else openvino_available()):
         log.info(
-            "component %s: quantize measured it faster on the OpenVINO runtime (%s); pip install openvino to use it",
-            component.name,
+            "%s: quantize measured it faster on the OpenVINO runtime (%s); pip install openvino to use it",
+            what,
             record.get("why", ""),
         )
-        return plan
-    return ProviderPlan(providers=((OPENVINO, {}), *plan.providers), fallbacks=plan.fallbacks, strict=False)
+        return False
+    return True
 
 
 def check_partitions(placement: ComponentPlacement, max_partitions: int | None) -> None:
