@@ -5,7 +5,7 @@ batch axis); any other VALUE is a file path for image and audio inputs and the t
 text inputs. Logits outputs print their top-k labels with softmax probabilities; other outputs
 print their shape and first values. A bundle with a decoder (an image captioner) prints the
 generated text of each item instead (``--strategy``, ``--beam-size``, ``--max-len``); with
-``--json`` it writes ``{"captions": [{"text", "token_ids", "score"}, ...], "providers_used"}``.
+``--json`` it writes ``{"captions": [{"text", "token_ids", "score"}, ...], "providers_used", "whole_graph"}``.
 """
 
 from __future__ import annotations
@@ -115,8 +115,11 @@ def run(args: argparse.Namespace) -> int:
             name: {"registered": list(p.registered), "nodes": dict(p.nodes), "fallbacks": list(p.fallbacks)}
             for name, p in pipe.providers_used.items()
         }
+        whole = list(pipe.whole_graph)
     if args.json:
-        print_json({"captions" if generative else "outputs": results, "providers_used": placement})
+        print_json(
+            {"captions" if generative else "outputs": results, "providers_used": placement, "whole_graph": whole}
+        )
         return 0
     if generative:
         for item, caption in enumerate(results):
@@ -129,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         nodes = ", ".join(f"{ep.removesuffix('ExecutionProvider')}: {n}" for ep, n in p["nodes"].items())
         notes = f"  [yellow]{escape('; '.join(p['fallbacks']))}[/yellow]" if p["fallbacks"] else ""
         console.print(f"{escape(name)}: {escape(nodes or ', '.join(p['registered']))}{notes}")
+    if whole:
+        console.print(f"one OpenVINO graph, one request per call: {escape(', '.join(whole))}")
     return 0
 
 

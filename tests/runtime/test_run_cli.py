@@ -129,3 +129,18 @@ def test_non_logits_outputs_are_summarised_by_shape_and_leading_values() -> None
         "shape": [2, 12],
         "values": [list(range(8)), list(range(12, 20))],
     }
+
+
+def test_every_component_on_openvino_is_reported_as_one_graph(
+    tiny_bundle: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino")
+    args = ["-i", f"image={files['image']}", "-i", "text=a bright dog", "-i", f"audio={files['wav']}"]
+    assert main(["run", str(tiny_bundle), *args, "--providers", "openvino", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["whole_graph"] == ["text_encoder", "image_encoder", "audio_encoder", "fusion_head"]
+    assert result["providers_used"]["text_encoder"]["registered"] == ["OpenVINO"]
+    assert main(["run", str(tiny_bundle), *args, "--providers", "openvino"]) == 0
+    assert "one OpenVINO graph, one request per call: text_encoder" in capsys.readouterr().err
+    assert main(["run", str(tiny_bundle), *args, "--providers", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["whole_graph"] == []
