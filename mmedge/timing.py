@@ -89,7 +89,7 @@ def interleaved_rounds(
         backends=backends,
         idle_s=idle_s,
         evict_bytes=evict_bytes,
-        opened=opened or {},
+        opened=opened,
     )
     for per_graph in timed:
         yield {name: statistics.median(values) for name, values in per_graph.items()}
