@@ -12,27 +12,21 @@ what was measured; the report is then marked partial.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import random
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import mmedge.errors
 from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import BenchProgress
 from mmedge.errors import MMEdgeError
+from mmedge.worker_process import WorkerProcess
 
 __all__ = ["Measurement", "Plan", "VariantSpec", "Worker", "measure"]
 
 ProgressCallback = Callable[[BenchProgress], None]
-_STDERR_TAIL = 2000  # characters of a crashed worker's stderr shown in the error
 
 
 @dataclass(frozen=True)
@@ -83,70 +77,26 @@ class Worker:
 
     def __init__(self, variant: VariantSpec, inputs: Mapping[int, Path], scratch: Path) -> None:
         self.name = variant.name
-        self._stderr: IO[str] = tempfile.TemporaryFile("w+", dir=scratch, encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._pending = False
-        t_spawn = time.monotonic_ns()
-        self._proc = subprocess.Popen(
-            [variant.python or sys.executable, "-m", variant.module, *variant.argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # the terminal's Ctrl-C goes to the coordinator only
+        config = {
+            "spec": dict(variant.spec),
+            "inputs": {str(b): str(p) for b, p in inputs.items()},
+            "t_spawn": time.monotonic_ns(),
+        }
+        self._process = WorkerProcess(
+            variant.module,
+            config,
+            what=f"variant {variant.name!r}",
+            python=variant.python,
+            argv=variant.argv,
+            scratch=scratch,
         )
-        config = {"spec": dict(variant.spec), "inputs": {str(b): str(p) for b, p in inputs.items()}, "t_spawn": t_spawn}
-        try:
-            self.ready = self._exchange(config)
-        except BaseException:
-            self.close()
-            raise
+        self.ready = self._process.ready
 
     def request(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        if self._pending:  # a reply left unread by an interruption
-            self._reply()
-        return self._exchange(command)
+        return self._process.request(command)
 
     def close(self) -> None:
-        """Ask the worker to exit (kill it if it does not within 10 s) and release the pipes."""
-        with contextlib.suppress(OSError):
-            self._proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
-            self._proc.stdin.flush()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
-            with contextlib.suppress(OSError):
-                stream.close()
-
-    def _exchange(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
-            self._proc.stdin.flush()
-        except OSError as e:
-            raise self._crashed() from e
-        self._pending = True
-        reply = self._reply()
-        if "error" in reply:
-            kind = getattr(mmedge.errors, reply.get("type", ""), MMEdgeError)
-            kind = kind if isinstance(kind, type) and issubclass(kind, MMEdgeError) else MMEdgeError
-            raise kind(f"variant {self.name!r}: {reply['error']}")
-        return reply
-
-    def _reply(self) -> dict[str, Any]:
-        line = self._proc.stdout.readline()
-        self._pending = False
-        if not line:
-            raise self._crashed()
-        return json.loads(line)
-
-    def _crashed(self) -> MMEdgeError:
-        code = self._proc.wait()
-        self._stderr.seek(0)
-        tail = self._stderr.read()[-_STDERR_TAIL:].strip()
-        return MMEdgeError(f"the benchmark process of variant {self.name!r} exited with code {code}:\n{tail}")
+        self._process.close()
 
 
 def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: ProgressCallback) -> None:

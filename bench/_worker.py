@@ -19,14 +19,11 @@ measured first.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,6 +33,7 @@ from mmedge.bench._profile import hotspots_to_json
 from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import Hotspots
 from mmedge.errors import MMEdgeError
+from mmedge.worker_process import serve_lines
 
 __all__ = ["VariantRunner", "peak_rss_bytes", "serve"]
 
@@ -76,31 +74,12 @@ def peak_rss_bytes() -> int:
 def serve(import_framework: Callable[[], None], load: Callable[[Mapping[str, Any]], VariantRunner]) -> int:
     """Run the worker protocol until the coordinator says exit; returns the process exit code."""
     t_main = time.monotonic_ns()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    config = json.loads(sys.stdin.readline())
-    try:
-        runner, feeds, ready = _start(config, t_main, import_framework, load)
-    except Exception as e:  # noqa: BLE001 - every failure must reach the coordinator as a message
-        _send(out, _error(e))
-        return 1
-    _send(out, ready)
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "exit":
-            break
-        try:
-            _send(out, _dispatch(runner, feeds, command))
-        except Exception as e:  # noqa: BLE001
-            _send(out, _error(e))
-    return 0
+    return serve_lines(lambda config: _start(config, t_main, import_framework, load), _dispatch)
 
 
 def _start(
     config: Mapping[str, Any], t_main: int, import_framework: Callable[[], None], load: Callable[..., VariantRunner]
-) -> tuple[VariantRunner, dict[int, Mapping[str, np.ndarray]], dict[str, Any]]:
+) -> tuple[tuple[VariantRunner, dict[int, Mapping[str, np.ndarray]]], dict[str, Any]]:
     t0 = time.monotonic_ns()
     feeds = {int(b): load_npz(Path(p)) for b, p in config["inputs"].items()}
     t1 = time.monotonic_ns()
@@ -123,12 +102,13 @@ def _start(
         "size_bytes": runner.size_bytes,
         "notes": list(runner.notes),
     }
-    return runner, feeds, ready
+    return (runner, feeds), ready
 
 
 def _dispatch(
-    runner: VariantRunner, feeds: Mapping[int, Mapping[str, np.ndarray]], command: Mapping[str, Any]
+    state: tuple[VariantRunner, Mapping[int, Mapping[str, np.ndarray]]], command: Mapping[str, Any]
 ) -> dict[str, Any]:
+    runner, feeds = state
     kind = command["cmd"]
     if kind == "run":
         return runner.run(feeds[int(command["batch"])]).to_json()
@@ -140,17 +120,6 @@ def _dispatch(
     if kind == "outputs":
         return run_samples(runner.outputs, Path(command["samples"]), Path(command["out"]))
     raise MMEdgeError(f"unknown benchmark worker command {kind!r}")
-
-
-def _error(e: BaseException) -> dict[str, Any]:
-    kind = type(e).__name__ if isinstance(e, MMEdgeError) else "MMEdgeError"
-    text = str(e) if isinstance(e, MMEdgeError) else f"{type(e).__name__}: {e}"
-    return {"error": text, "type": kind}
-
-
-def _send(out: IO[str], message: Mapping[str, Any]) -> None:
-    out.write(json.dumps(message) + "\n")
-    out.flush()
 
 
 def _main() -> int:

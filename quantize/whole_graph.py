@@ -7,47 +7,57 @@ one's request and pay no request of their own, while the large one keeps OpenVIN
 
 It is decided as the backend check decides: timed at the deploy shape against the split plan run
 as a Pipeline runs it (each component on the backend the backend check chose, the encoders at once
-with their shares of the threads: :mod:`mmedge.schedule`) with the speed check's sequential test,
-in two regimes: each run after a pause and with caches another workload filled (an occasional
-request; the one graph must be ``min_speedup`` faster there with confidence), and runs back to
-back (a busy server; it must not be measurably slower). Then it is kept only if end-to-end
+with their shares of the threads: :mod:`mmedge.schedule`) with the speed check's sequential test.
+The two plans run in processes of their own, in turn (:mod:`mmedge.process_timing`): in one
+process they share caches and OpenVINO's thread pool, and the one graph's gain over the split
+plan, 1.10–1.14× on TriModal-224 across processes, shrank to 1.02–1.04× (``benchmarks/NOTES.md``).
+Two regimes: one run per turn, meeting the caches the other plan left (an occasional request on a
+shared machine; the one graph must be ``min_speedup`` faster there with confidence), and runs back
+to back (a busy server; it must not be measurably slower). Then it is kept only if end-to-end
 held-out agreement with FP32, computed by the one graph itself, stays at ``min_agreement`` (or at
 what the bundle reaches on onnxruntime, if lower). The record goes into the manifest
 (``whole_graph``); a Pipeline whose requests are all "auto" or "cpu" then runs the components as
 one OpenVINO request when openvino is installed and the CPU has the INT8 instructions of the one
 measured on (:func:`mmedge.runtime.policy.one_openvino_graph`).
-
-In one process this regime does not show what a machine shared with a dozen other processes does
-(TriModal-224: 1.02–1.04× here, 1.14× in ``benchmarks/results/peers.md``): the check errs towards
-the split plan, and ``providers="openvino"`` asks for the one graph outright.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmedge.bundle import manifest_from_dict, manifest_to_dict
 from mmedge.cpu import cpu_model_and_flags, int8_dot_instructions
-from mmedge.errors import QuantizationError, translated
+from mmedge.errors import MMEdgeError, QuantizationError, translated
+from mmedge.graph import Graph
+from mmedge.process_timing import close_all, process_rounds, start_contenders
 from mmedge.providers import OPENVINO, openvino_available
 from mmedge.quantize._chain import Chain
-from mmedge.quantize.backend import IDLE_MS, OPENVINO_BACKEND
+from mmedge.quantize.backend import OPENVINO_BACKEND
 from mmedge.quantize.report import BackendCheck, RatioTest, WholeGraphCheck
 from mmedge.quantize.speed import SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.schedule import Schedule, helper_pool, plan_encoders, run_stages
-from mmedge.timing import interleaved_rounds, open_for_timing
+from mmedge.timing import Runnable, open_for_timing
+from mmedge.worker_process import WorkerProcess
 
-__all__ = ["check_whole_graph"]
+__all__ = ["check_whole_graph", "load_contender"]
 
 SPLIT, WHOLE = "split", "one graph"
-# Written before each cold run: more than this machine class's L2 and L3 together, as the other
-# processes of a benchmark (or a server's other work) leave them.
-EVICT_BYTES = 64 << 20
+WORKER_MODULE = "mmedge.quantize._one_graph_worker"  # serves load_contender
+# Pairs of processes the plans are timed in: the cores and pages a pair lands on move its ratio more
+# than the rounds of one pair vary (benchmarks/NOTES.md), so no one pair decides; each gives this
+# many rounds before the first decision.
+PAIRS = 3
+MIN_ROUNDS_PER_PAIR = 10
 # A split plan faster than this has little per-request cost to save, and the one graph costs an
 # OpenVINO compile per input shape: not timed.
 MIN_SPLIT_MS = 1.0
@@ -63,8 +73,6 @@ def check_whole_graph(
     say: Callable[[str], None],
 ) -> WholeGraphCheck | None:
     """Time the components as one OpenVINO graph against the split plan; None where it does not apply."""
-    from mmedge.openvino_graph import OpenVINOGraph
-
     graph = chain.graph
     components = tuple(c for c in graph.order() if c in graph.needed(graph.outputs))
     if len(components) < 2 or chain.manifest.generation is not None or not openvino_available():
@@ -75,32 +83,28 @@ def check_whole_graph(
     sample = deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)
     raw = {k: v for k, v in sample.items() if k in graph.raw_inputs(components)}
     shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in raw.items()})
-    on_openvino = {c for c, b in backends.items() if b.backend == OPENVINO_BACKEND}
+    on_openvino = sorted(c for c, b in backends.items() if b.backend == OPENVINO_BACKEND)
+    manifest = chain.work / "whole_graph_manifest.json"
+    manifest.write_text(json.dumps(manifest_to_dict(chain.manifest)), encoding="utf-8")
+    files = {c: str(chain.versions[c]) for c in components}
+    plan = {"manifest": str(manifest), "files": files, "components": components, "threads": threads}
+    configs = {SPLIT: {**plan, "kind": SPLIT, "openvino": on_openvino}, WHOLE: {**plan, "kind": WHOLE}}
     tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
     failed = ""
     try:
-        with translated(QuantizationError, "composing the components into one OpenVINO graph"):
-            whole = OpenVINOGraph(chain.manifest, chain.versions, components, threads)
-            split = _Split(chain, components, threads, on_openvino)
-            try:
-                quick = _median_ms(split, raw)
-                if quick < MIN_SPLIT_MS:
-                    failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
-                else:
-                    contenders = {SPLIT: split, WHOLE: _Whole(whole)}
-                    tests = (
-                        _ratio(contenders, raw, threads, policy, idle_s=IDLE_MS / 1e3, evict_bytes=EVICT_BYTES),
-                        _ratio(contenders, raw, threads, policy, idle_s=0.0, evict_bytes=0),
-                    )
-            finally:
-                split.close()
-    except QuantizationError as e:
-        failed = f"OpenVINO could not run it: {e}"
+        whole = load_contender(configs[WHOLE])
+        quick = _quick_ms(configs[SPLIT], raw)
+        if quick < MIN_SPLIT_MS:
+            failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
+        else:
+            tests = _time_in_processes(configs, raw, policy, chain.work)
+    except MMEdgeError as e:
+        failed = f"it could not be timed: {e}"
     bar = min(min_agreement, chain.score(chain.versions))
     agreement = None
     cold, back_to_back = tests
     if cold is not None and back_to_back is not None and _wins(cold) and not _slower(back_to_back):
-        produced = [whole.run(s) for s in chain.holdout.samples]
+        produced = [whole.run(None, s) for s in chain.holdout.samples]
         agreement = chain.score(chain.versions, produced=produced)
     return _record(
         components,
@@ -114,39 +118,55 @@ def check_whole_graph(
     )
 
 
-def _ratio(
-    contenders: Mapping[str, Any],
-    raw: Mapping[str, np.ndarray],
-    threads: int,
-    policy: SpeedPolicy,
-    *,
-    idle_s: float,
-    evict_bytes: int,
-) -> RatioTest:
-    """The sequential test of the split plan against the one graph (see :func:`mmedge.timing.interleaved_rounds`)."""
-    rounds = interleaved_rounds(
-        {},
-        raw,
-        threads=threads,
-        runs=policy.runs,
-        error=QuantizationError,
-        idle_s=idle_s,
-        evict_bytes=evict_bytes,
-        opened=contenders,
-    )
+def _quick_ms(split_config: Mapping[str, Any], raw: Mapping[str, np.ndarray]) -> float:
+    """The split plan's median milliseconds over a few runs here, to skip timing a plan too fast to matter."""
+    split = load_contender(split_config)
+    assert isinstance(split, _Split)
     try:
-        return sequential_ratio(WHOLE, rounds, policy, SPLIT, WHOLE)
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            split.run(None, raw)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times[2:])
     finally:
-        rounds.close()
+        split.close()
 
 
-def _median_ms(runner: Any, feeds: Mapping[str, np.ndarray], runs: int = 7) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times[2:])
+def _time_in_processes(
+    configs: Mapping[str, Mapping[str, Any]], raw: Mapping[str, np.ndarray], policy: SpeedPolicy, scratch: Path
+) -> tuple[RatioTest, RatioTest]:
+    """The sequential test of the split plan against the one graph, each in a process of its own
+    (:mod:`mmedge.process_timing`), over ``PAIRS`` pairs of processes taking rounds in turn: one
+    run per turn (meeting the caches the other plan left), then back to back."""
+    test = replace(policy, min_rounds=min(max(policy.min_rounds, PAIRS * MIN_ROUNDS_PER_PAIR), policy.max_rounds))
+    pairs: list[dict[str, WorkerProcess]] = []
+    try:
+        pairs.extend(start_contenders(WORKER_MODULE, configs, raw, scratch) for _ in range(PAIRS))
+        cold = chain_rounds(process_rounds(pair, turns=policy.runs) for pair in pairs)
+        busy = chain_rounds(process_rounds(pair, runs=policy.runs + 1, skip=1) for pair in pairs)
+        return sequential_ratio(WHOLE, cold, test, SPLIT, WHOLE), sequential_ratio(WHOLE, busy, test, SPLIT, WHOLE)
+    finally:
+        for pair in pairs:
+            close_all(pair)
+
+
+def chain_rounds(rounds: Iterable[Iterator[dict[str, float]]]) -> Iterator[dict[str, float]]:
+    """One round of each pair in turn, for as long as the caller asks."""
+    return itertools.chain.from_iterable(zip(*rounds, strict=False))
+
+
+def load_contender(config: Mapping[str, Any]) -> Runnable:
+    """What a timing worker runs (``config`` from :func:`_time_in_processes`): the split plan or the one graph."""
+    from mmedge.openvino_graph import OpenVINOGraph
+
+    manifest = manifest_from_dict(json.loads(Path(config["manifest"]).read_text(encoding="utf-8")))
+    files = {c: Path(p) for c, p in config["files"].items()}
+    components, threads = tuple(config["components"]), int(config["threads"])
+    if config["kind"] == WHOLE:
+        with translated(QuantizationError, "composing the components into one OpenVINO graph"):
+            return _Whole(OpenVINOGraph(manifest, files, components, threads))
+    return _Split(Graph(manifest), files, components, threads, set(config["openvino"]))
 
 
 def _wins(test: RatioTest) -> bool:
@@ -162,11 +182,13 @@ class _Split:
     """The components as a Pipeline runs them: each on its own session, concurrent encoders at once
     with their share of the threads (the plan of :mod:`mmedge.schedule`), the rest in turn."""
 
-    def __init__(self, chain: Chain, components: tuple[str, ...], threads: int, on_openvino: set[str]) -> None:
-        self._graph = chain.graph
+    def __init__(
+        self, graph: Graph, files: Mapping[str, Path], components: tuple[str, ...], threads: int, on_openvino: set[str]
+    ) -> None:
+        self._graph = graph
 
         def session(c: str, n: int) -> Any:
-            return open_for_timing(c, chain.versions[c], n, QuantizationError, OPENVINO if c in on_openvino else None)
+            return open_for_timing(c, files[c], n, QuantizationError, OPENVINO if c in on_openvino else None)
 
         self._sessions = {c: session(c, threads) for c in components}
         self._names = {c: [o.name for o in s.get_outputs()] for c, s in self._sessions.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,10 +43,8 @@ def test_quantize_times_the_split_plan_as_the_pipeline_runs_it(tiny_bundle: Path
 
     bundle = load_bundle(tiny_bundle)
     graph = Graph(bundle.manifest)
-    chain = types.SimpleNamespace(
-        graph=graph, versions={c.name: bundle.path / c.file for c in bundle.manifest.components}
-    )
-    split = _Split(chain, graph.order(), 2, {"image_encoder"})  # type: ignore[arg-type]
+    files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
+    split = _Split(graph, files, graph.order(), 2, {"image_encoder"})
     x = tiny_inputs(batch=1, seed=3)
     try:
         produced = split.run(None, x)

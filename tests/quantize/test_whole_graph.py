@@ -26,28 +26,37 @@ pytest.importorskip("openvino")
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 QUICK = SpeedPolicy(max_seconds=60.0)
+PAIRS = whole_module.PAIRS
 ALL = ("text_encoder", "image_encoder", "audio_encoder", "fusion_head")
 
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[str]]:
-    """Rounds where the one graph takes ``cold`` (from cold caches) or ``busy`` (back to back) of the
-    split plan's 1 ms; returns the regimes timed, in order."""
+    """Rounds where the one graph takes ``cold`` (one run per turn) or ``busy`` (back to back) of the
+    split plan's 1 ms; returns the regimes timed, in order, for each pair of processes, then
+    "closed" for each pair once its workers are."""
 
     def install(cold: float, busy: float) -> list[str]:
         regimes: list[str] = []
 
-        def fake(paths: Mapping[str, Path], feeds: object, **kwargs: object) -> Iterator[dict[str, float]]:
-            assert not paths
-            assert set(kwargs["opened"]) == {whole_module.SPLIT, whole_module.WHOLE}
-            evicted = bool(kwargs["evict_bytes"])
-            assert evicted == bool(kwargs["idle_s"])  # cold: a pause and caches other work filled
-            regimes.append("cold" if evicted else "busy")
-            ratio = cold if evicted else busy
+        def start(module: str, configs: Mapping[str, Mapping[str, object]], feeds: object, scratch: Path) -> dict:
+            assert module == whole_module.WORKER_MODULE
+            assert set(configs) == {whole_module.SPLIT, whole_module.WHOLE}
+            assert configs[whole_module.SPLIT]["components"] == configs[whole_module.WHOLE]["components"]
+            return dict.fromkeys(configs)
+
+        def rounds(workers: Mapping[str, None], *, turns: int = 1, runs: int = 1, skip: int = 0) -> Iterator[dict]:
+            assert set(workers) == {whole_module.SPLIT, whole_module.WHOLE}
+            one_run = runs == 1  # each run meets the caches the other plan left
+            assert one_run or skip >= 1  # back to back: the first run of a turn is not counted
+            regimes.append("cold" if one_run else "busy")
+            ratio = cold if one_run else busy
             for jitter in itertools.cycle([1.0, 1.02, 0.98]):
                 yield {whole_module.SPLIT: 1.0 * jitter, whole_module.WHOLE: ratio * jitter}
 
-        monkeypatch.setattr(whole_module, "interleaved_rounds", fake)
+        monkeypatch.setattr(whole_module, "start_contenders", start)
+        monkeypatch.setattr(whole_module, "process_rounds", rounds)
+        monkeypatch.setattr(whole_module, "close_all", lambda workers: regimes.append("closed"))
         monkeypatch.setattr(whole_module, "MIN_SPLIT_MS", 0.0)
         return regimes
 
@@ -65,10 +74,11 @@ def test_a_faster_one_graph_is_recorded_and_auto_pipelines_run_it(
 ) -> None:
     regimes = scripted(0.8, 1.0)
     check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
-    assert regimes == ["cold", "busy"]
+    assert regimes == [*["cold"] * PAIRS, *["busy"] * PAIRS, *["closed"] * PAIRS]
     assert check.components == ALL
     assert check.chosen
     assert check.timing.speedup == pytest.approx(1.25)
+    assert check.timing.rounds >= PAIRS * whole_module.MIN_ROUNDS_PER_PAIR  # no one pair of processes decides
     assert check.back_to_back is not None
     assert check.back_to_back.speedup == pytest.approx(1.0)
     assert check.agreement is not None
@@ -101,7 +111,7 @@ def test_a_one_graph_not_faster_in_both_regimes_stays_split(
     cold, busy, why = case
     regimes = scripted(cold, busy)
     check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
-    assert regimes == ["cold", "busy"]
+    assert regimes == [*["cold"] * PAIRS, *["busy"] * PAIRS, *["closed"] * PAIRS]
     assert not check.chosen
     assert check.agreement is None
     assert why in check.why
