@@ -149,7 +149,7 @@ class WholeGraphCheck:
 
     components: tuple[str, ...]
     chosen: bool
-    timing: RatioTest  # base: the split plan, candidate: the one graph, each run from cold caches (NaN: not run)
+    timing: RatioTest  # base: the split plan, candidate: the one graph, run in turn with each other (NaN: not run)
     back_to_back: RatioTest | None  # the same, runs back to back; None where it could not run
     threads: int
     confidence: float
@@ -419,7 +419,7 @@ def _markdown(r: QuantizationReport) -> str:
                         "-" if w.agreement is None else w.agreement,
                         "yes" if w.chosen else "no",
                     ]
-                    for regime, t in (("from cold caches", w.timing), ("back to back", w.back_to_back))
+                    for regime, t in (("in turn with the other plan", w.timing), ("back to back", w.back_to_back))
                     if t is not None
                 ],
             ),

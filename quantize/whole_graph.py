@@ -79,7 +79,7 @@ def check_whole_graph(
         return None
     if not all(graph.fed_by_wiring(c) for c in components):
         return None
-    say("timing the components as one OpenVINO graph against the split plan")
+    say("timing the components as one OpenVINO graph against the split plan, each in processes of its own")
     sample = deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)
     raw = {k: v for k, v in sample.items() if k in graph.raw_inputs(components)}
     shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in raw.items()})
@@ -236,7 +236,10 @@ def _record(
         why = f"{failed}; the components run as the backend check placed them (split)"
         test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
     else:
-        cold = f"{test.interval(policy.confidence)} from cold caches ({test.candidate_ms:.3f} vs {test.base_ms:.3f} ms)"
+        cold = (
+            f"{test.interval(policy.confidence)} in turn with the other plan "
+            f"({test.candidate_ms:.3f} vs {test.base_ms:.3f} ms)"
+        )
         busy = (
             f"{back_to_back.interval(policy.confidence)} back to back "
             f"({back_to_back.candidate_ms:.3f} vs {back_to_back.base_ms:.3f} ms)"
@@ -245,7 +248,7 @@ def _record(
         if test.tiny:
             why = f"the split plan runs in {test.base_ms:.3f} ms: too fast to matter; it stays split"
         elif not _wins(test):
-            why = f"{timed}: not measurably {policy.min_speedup}× faster from cold caches; it stays split"
+            why = f"{timed}: not measurably {policy.min_speedup}× faster in turn with the other plan; it stays split"
         elif _slower(back_to_back):
             why = f"{timed}: measurably slower back to back; it stays split"
         elif chosen:

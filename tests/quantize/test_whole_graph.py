@@ -1,6 +1,6 @@
-"""The one-graph check: the components as one OpenVINO graph, measurably faster from cold caches
-and not slower back to back, with agreement held, are recorded to run so; a Pipeline asked for
-"auto" then runs them as one request.
+"""The one-graph check: the components as one OpenVINO graph, measurably faster run in turn with
+the split plan (each in processes of its own) and not slower back to back, with agreement held, are
+recorded to run so; a Pipeline asked for "auto" then runs them as one request.
 
 Timing never decides these tests: the timer is replaced by scripted rounds (as in test_backend.py)
 and the floor below which a split plan is not timed is lowered.
@@ -101,7 +101,7 @@ def test_a_faster_one_graph_is_recorded_and_auto_pipelines_run_it(
 @pytest.mark.parametrize(
     "case",
     [
-        (1.0, 0.8, "not measurably 1.05× faster from cold caches"),
+        (1.0, 0.8, "not measurably 1.05× faster in turn with the other plan"),
         (0.8, 1.3, "measurably slower back to back"),
     ],
 )
