@@ -56,6 +56,7 @@ class Plan:
     time_budget_s: float | None
     profile_runs: int  # 0: no profiling
     warm_runs: int = 0  # back-to-back runs after each timed one, kept apart as the warm latency
+    processes: int = 1  # processes per variant, taken in turn by the rounds
 
 
 @dataclass
@@ -99,19 +100,25 @@ class Worker:
         self._process.close()
 
 
-def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: ProgressCallback) -> None:
-    """Warm-up and timed rounds per batch size, then memory and hot spots; fills ``into``."""
-    for w in workers:
-        into.samples[w.name] = {}
-        into.warm[w.name] = {}
+def measure(
+    replicas: Mapping[str, Sequence[Worker]], plan: Plan, into: Measurement, progress: ProgressCallback
+) -> None:
+    """Warm-up and timed rounds per batch size, then memory and hot spots; fills ``into``.
+
+    ``replicas``: each variant's processes (``plan.processes`` of them); round ``r`` runs process
+    ``r mod n`` of every variant, so its samples mix what each process's placement gives.
+    """
+    for name in replicas:
+        into.samples[name] = {}
+        into.warm[name] = {}
     try:
         for batch in plan.batch_sizes:
-            _rounds(workers, batch, count=plan.warmup, budget_s=None, into=None, progress=progress, phase="warmup")
-            for w in workers:
-                into.samples[w.name][batch] = []
-                into.warm[w.name][batch] = []
+            _rounds(replicas, batch, count=plan.warmup, budget_s=None, into=None, progress=progress, phase="warmup")
+            for name in replicas:
+                into.samples[name][batch] = []
+                into.warm[name][batch] = []
             _rounds(
-                workers,
+                replicas,
                 batch,
                 count=plan.iterations,
                 budget_s=plan.time_budget_s,
@@ -122,19 +129,21 @@ def measure(workers: Sequence[Worker], plan: Plan, into: Measurement, progress: 
             )
     except KeyboardInterrupt:
         into.partial = True
-    _collect_memory(workers, into)
+    _collect_memory(replicas, into)
     if plan.profile_runs and not into.partial:
         try:
-            for i, w in enumerate(workers):
-                progress(BenchProgress("profile", plan.batch_sizes[0], i, len(workers), i / len(workers), w.name))
-                reply = w.request({"cmd": "profile", "batch": plan.batch_sizes[0], "runs": plan.profile_runs})
-                into.hotspots[w.name] = reply["hotspots"]
+            for i, (name, processes) in enumerate(replicas.items()):
+                progress(BenchProgress("profile", plan.batch_sizes[0], i, len(replicas), i / len(replicas), name))
+                reply = processes[0].request(
+                    {"cmd": "profile", "batch": plan.batch_sizes[0], "runs": plan.profile_runs}
+                )
+                into.hotspots[name] = reply["hotspots"]
         except KeyboardInterrupt:
             into.partial = True
 
 
 def _rounds(
-    workers: Sequence[Worker],
+    replicas: Mapping[str, Sequence[Worker]],
     batch: int,
     *,
     count: int,
@@ -144,31 +153,36 @@ def _rounds(
     phase: str,
     warm_runs: int = 0,
 ) -> None:
-    """Run every worker once per round, in a shuffled order; ``budget_s`` replaces ``count`` when set.
+    """Run every variant once per round, in a shuffled order; ``budget_s`` replaces ``count`` when set.
 
     The timed run of a round meets the machine as the other variants left it (caches, idle
     threads): the latency of a request after other work. ``warm_runs`` more runs follow it back to
-    back and are kept apart: the steady-state latency of a busy server.
+    back and are kept apart: the steady-state latency of a busy server. Round ``r`` runs each
+    variant's process ``r mod n``, with a warm-up that covers each (``count`` at least ``n``).
     """
     start = time.monotonic()
     done = 0
     rng = random.Random(f"{phase}-{batch}")
+    names = list(replicas)
+    if into is None:  # warm-up: every process of every variant at least once
+        count = max([count, *(len(p) for p in replicas.values())]) if count else 0
     while (done < count) if budget_s is None else (done == 0 or time.monotonic() - start < budget_s):
-        for w in rng.sample(list(workers), len(workers)):
+        for name in rng.sample(names, len(names)):
+            w = replicas[name][done % len(replicas[name])]
             reply = w.request({"cmd": "run", "batch": batch})
             if into is not None:
-                into.samples[w.name][batch].append(RunTiming.from_json(reply))
+                into.samples[name][batch].append(RunTiming.from_json(reply))
                 for _ in range(warm_runs):
-                    into.warm[w.name][batch].append(int(w.request({"cmd": "run", "batch": batch})["e2e_ns"]))
+                    into.warm[name][batch].append(int(w.request({"cmd": "run", "batch": batch})["e2e_ns"]))
         done += 1
         fraction = done / count if budget_s is None else min(1.0, (time.monotonic() - start) / budget_s)
         progress(BenchProgress(phase, batch, done, count if budget_s is None else None, fraction))
 
 
-def _collect_memory(workers: Sequence[Worker], into: Measurement) -> None:
-    """Peak RSS of each worker (before profiling); a worker interrupted mid-reply may not answer."""
-    for w in workers:
+def _collect_memory(replicas: Mapping[str, Sequence[Worker]], into: Measurement) -> None:
+    """Peak RSS of each variant's largest process (before profiling); a worker interrupted mid-reply may not answer."""
+    for name, processes in replicas.items():
         try:
-            into.peak_rss[w.name] = int(w.request({"cmd": "memory"})["peak_rss_bytes"])
+            into.peak_rss[name] = max(int(w.request({"cmd": "memory"})["peak_rss_bytes"]) for w in processes)
         except (MMEdgeError, ValueError, KeyboardInterrupt):
-            into.notes.setdefault(w.name, []).append("peak RSS not measured (interrupted)")
+            into.notes.setdefault(name, []).append("peak RSS not measured (interrupted)")

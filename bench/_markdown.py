@@ -69,9 +69,14 @@ def markdown(report: BenchReport) -> str:
         f"- **Run**: {s.threads} threads, providers {', '.join(s.providers)}, batch sizes "
         f"{', '.join(map(str, s.batch_sizes))}; {s.warmup} warm-up rounds then {budget} per batch size, "
         f"{s.schedule}; inputs {s.inputs}",
-        "- **Method**: every variant in its own fresh process, same input tensors; ratios are between "
-        "medians of this one run. Cold start = process start to first result. A round's run meets the "
-        "machine as the other variants left it (a request after other work)"
+        (
+            "- **Method**: every variant in its own fresh process, same input tensors; "
+            if s.processes == 1
+            else f"- **Method**: every variant in {s.processes} fresh processes, taken in turn by the rounds "
+            "(so the intervals include where a process landed), same input tensors; "
+        )
+        + "ratios are between medians of this one run. Cold start = process start to first result. A round's "
+        "run meets the machine as the other variants left it (a request after other work)"
         + (
             f"; {s.warm_runs} more runs of each variant follow it back to back, reported as warm "
             "(the steady state of a busy server)."

@@ -39,7 +39,7 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 KINDS = ("split", "monolithic", "torch", "peer")  # VariantResult.kind
 AGREEMENT_METRICS = ("top1", "cosine")  # Agreement.metric
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
@@ -248,6 +248,7 @@ class BenchSettings:
     providers: tuple[str, ...]
     profile: bool
     agreement_samples: int = 0  # generated samples each variant's outputs are compared with PyTorch's on
+    processes: int = 1  # processes per variant, taken in turn by the rounds
     schedule: str = "interleaved rounds, order shuffled each round (seeded) so each variant follows each other alike"
 
 

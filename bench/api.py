@@ -46,6 +46,8 @@ from mmedge.sessions import default_thread_budget
 
 __all__ = ["bench"]
 
+MAX_PROCESSES = 16  # per variant: each holds a model in memory
+
 
 def bench(
     bundle: str | os.PathLike[str] | Bundle,
@@ -59,6 +61,7 @@ def bench(
     iterations: int = 50,
     warmup: int = 5,
     warm_runs: int = 0,
+    processes: int = 1,
     time_budget_s: float | None = None,
     threads: int | None = None,
     providers: ProviderRequest = "cpu",
@@ -92,6 +95,12 @@ def bench(
             A round's run meets the machine as the other variants left it: a request after other
             work. ``warm_runs``: that many more runs of the variant right after it, reported apart
             (``warm_latency``, ``warm_speedup``) as the steady-state latency of a busy server.
+        processes: start each variant in this many processes and let the rounds take them in turn
+            (round ``r`` runs process ``r mod processes`` of every variant). Where a process lands
+            (cores, memory layout) moves its latency by a few percent for its whole life, which
+            the rounds of one process cannot show; with several, the intervals include it (as
+            pyperf's worker processes do). Start-up figures are the first process's, peak
+            memory the largest one's.
         threads: CPU threads every variant may use (default: physical cores).
         providers: execution providers of the ONNX variants (default CPU, like PyTorch here).
         subject_providers: also time ``bundle`` under each of these per-component provider
@@ -117,6 +126,7 @@ def bench(
         iterations=iterations,
         warmup=warmup,
         warm_runs=warm_runs,
+        processes=processes,
         time_budget_s=time_budget_s,
         threads=threads,
         profile_runs=profile_runs,
@@ -165,6 +175,7 @@ def bench(
         time_budget_s=time_budget_s / len(sizes) if time_budget_s is not None else None,
         profile_runs=profile_runs if profile else 0,
         warm_runs=warm_runs,
+        processes=processes,
     )
     settings = BenchSettings(
         iterations=iterations,
@@ -173,6 +184,7 @@ def bench(
         threads=budget,
         batch_sizes=sizes,
         warm_runs=warm_runs,
+        processes=processes,
         inputs=f"synthetic (seed {seed})"
         if inputs is None
         else str(inputs)
@@ -218,6 +230,7 @@ def _check_options(
     iterations: int,
     warmup: int,
     warm_runs: int,
+    processes: int,
     time_budget_s: float | None,
     threads: int | None,
     profile_runs: int,
@@ -231,6 +244,8 @@ def _check_options(
         problems.append(f"warmup must be 0 or more, found {warmup}")
     if warm_runs < 0:
         problems.append(f"warm_runs must be 0 or more, found {warm_runs}")
+    if not isinstance(processes, int) or isinstance(processes, bool) or not 1 <= processes <= MAX_PROCESSES:
+        problems.append(f"processes must be an int from 1 to {MAX_PROCESSES}, found {processes!r}")
     if time_budget_s is not None and time_budget_s <= 0:
         problems.append(f"time_budget_s must be positive, found {time_budget_s}")
     if threads is not None and threads < 1:
@@ -259,22 +274,25 @@ def _run(
     progress: Callable[[BenchProgress], None],
     extra: _Extra,
 ) -> Measurement:
-    """Build the peers (appended to ``variants``), start a worker per variant (one at a time, so
-    cold starts do not overlap), measure, then score every variant's outputs against PyTorch's."""
+    """Build the peers (appended to ``variants``), start ``plan.processes`` workers per variant (one
+    at a time, so cold starts do not overlap), measure, then score every variant's outputs against
+    PyTorch's (each variant's first process)."""
     into = Measurement()
     with tempfile.TemporaryDirectory(prefix="mmedge-bench-") as tmp:
         scratch = Path(tmp)
         paths = {b: save_npz(scratch / f"inputs-{b}.npz", t) for b, t in tensors.items()}
-        workers: list[Worker] = []
+        replicas: dict[str, list[Worker]] = {}
         try:
             if extra.jobs and extra.calibration is not None:
                 _add_peers(variants, extra, extra.calibration, scratch, into=into, progress=progress)
             for i, v in enumerate(variants):
                 progress(BenchProgress("load", None, i, len(variants), i / len(variants), v.name))
-                workers.append(Worker(v, paths, scratch))
-                into.ready[v.name] = workers[-1].ready
-            measure(workers, plan, into, progress)
-            reference = next((w.name for v, w in zip(variants, workers, strict=False) if v.kind == "torch"), None)
+                for _ in range(plan.processes):
+                    replicas.setdefault(v.name, []).append(Worker(v, paths, scratch))
+                into.ready[v.name] = replicas[v.name][0].ready
+            measure(replicas, plan, into, progress)
+            workers = [processes[0] for processes in replicas.values()]
+            reference = next((v.name for v in variants if v.kind == "torch"), None)
             if extra.agreement is not None and reference is not None and not into.partial:
                 progress(BenchProgress("agreement", None, 0, 1, 0.0, reference))
                 samples = save_npz(scratch / "agreement.npz", extra.agreement)
@@ -284,8 +302,9 @@ def _run(
         except KeyboardInterrupt:
             into.partial = True
         finally:
-            for w in workers:
-                w.close()
+            for processes in replicas.values():
+                for w in processes:
+                    w.close()
     return into
 
 

@@ -75,6 +75,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="after each variant's run in a round, N more back to back, reported apart as warm (steady-state) latency",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="start each variant in N processes, taken in turn by the rounds, so the intervals include where a "
+        "process lands (cores, memory layout), which moves its latency by a few percent (default 1)",
+    )
     parser.add_argument("--time-budget", type=float, help="seconds of timed rounds in all, instead of --iterations")
     parser.add_argument("--threads", type=int, help="CPU threads for every variant (default: physical cores)")
     parser.add_argument(
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             iterations=args.iterations,
             warmup=args.warmup,
             warm_runs=args.warm_runs,
+            processes=args.processes,
             time_budget_s=args.time_budget,
             threads=args.threads,
             providers=providers,

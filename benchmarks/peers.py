@@ -123,6 +123,7 @@ def _bench(model: str, work: Path, args: argparse.Namespace, config: Path | None
         iterations=args.iterations,
         warmup=3,
         warm_runs=args.warm_runs,
+        processes=args.processes,
         threads=args.threads,
         profile=False,
         peers=args.peers,
@@ -318,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument(
         "--warm-runs", type=int, default=3, help="back-to-back runs after each timed one, reported as warm latency"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes per variant, taken in turn by the rounds (default 1)"
     )
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
     parser.add_argument("--epochs", type=int, help="override each model's training epochs")

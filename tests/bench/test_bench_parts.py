@@ -144,7 +144,8 @@ def test_each_variant_follows_each_other_about_equally_often() -> None:
             return {}
 
     names = ["INT8", "FP32", "monolithic", "torch"]
-    _rounds([Fake(n) for n in names], 1, count=300, budget_s=None, into=None, progress=lambda _: None, phase="x")
+    replicas = {n: [Fake(n)] for n in names}
+    _rounds(replicas, 1, count=300, budget_s=None, into=None, progress=lambda _: None, phase="x")
     assert Counter(order) == dict.fromkeys(names, 300)
     pairs = Counter(itertools.pairwise(order))
     n = len(names)

@@ -14,7 +14,7 @@ import pytest
 from tinybundle import tiny_manifest
 from torchfree import NO_TORCH
 
-from mmedge.bench import BenchProgress, bench
+from mmedge.bench import BenchProgress, _coord, bench
 from mmedge.bench import cli as bench_cli
 from mmedge.cli import main
 from mmedge.errors import InputError
@@ -101,6 +101,7 @@ def test_a_failing_variant_raises_its_typed_error(tiny_bundle: Path, tmp_path: P
         pytest.param({"batch_sizes": (0,)}, ValueError, "batch_sizes must be positive", id="batch"),
         pytest.param({"iterations": 0}, ValueError, "iterations must be at least 1", id="iterations"),
         pytest.param({"warm_runs": -1}, ValueError, "warm_runs must be 0 or more", id="warm-runs"),
+        pytest.param({"processes": 0}, ValueError, "processes must be an int from 1 to 16", id="processes"),
         pytest.param({"checkpoint": "model.pt"}, InputError, "without a PyTorch model", id="checkpoint-alone"),
     ],
 )
@@ -179,6 +180,27 @@ def test_warm_runs_follow_each_timed_run_and_are_reported_apart(mono_bundle: Pat
     plain = bench(mono_bundle, iterations=1, warmup=0, threads=1, profile=False, monolithic=False)
     assert plain.variants[0].batches[0].warm_latency is None
     assert "warm p50" not in plain.to_markdown()
+
+
+def test_each_variant_runs_in_as_many_processes_taken_in_turn(
+    mono_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a process lands moves its latency for its whole life: with ``processes`` the rounds take
+    each variant's processes in turn, so every process runs an equal share of the timed rounds."""
+    runs: dict[int, int] = {}  # worker → timed and warm-up runs
+    request = _coord.Worker.request
+
+    def counting(self: _coord.Worker, command: dict) -> dict:
+        if command.get("cmd") == "run":
+            runs[id(self)] = runs.get(id(self), 0) + 1
+        return request(self, command)
+
+    monkeypatch.setattr(_coord.Worker, "request", counting)
+    report = bench(mono_bundle, iterations=4, warmup=0, processes=2, threads=1, profile=False)
+    assert report.settings.processes == 2
+    assert sorted(runs.values()) == [2, 2, 2, 2]  # two variants, two processes each, four rounds
+    assert all(v.batches[0].latency.count == 4 for v in report.variants)
+    assert "every variant in 2 fresh processes, taken in turn by the rounds" in report.to_markdown()
 
 
 def test_the_subject_is_timed_again_under_each_provider_policy(tiny_bundle: Path) -> None:
