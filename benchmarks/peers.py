@@ -115,7 +115,8 @@ def _bench(model: str, work: Path, args: argparse.Namespace, config: Path | None
     _say(f"benchmark with peers {args.peers} ({args.iterations} interleaved rounds, {args.threads} threads)")
     return bench(
         work / "int8",
-        compare=[work / "fp32"],
+        compare=[work / "fp32"],  # the peers start from its whole-model FP32 ONNX
+        monolithic=not args.contenders_only,
         torch_model=model,
         config=config,
         subject_providers=[parse_policy(t) for t in args.subject_providers],
@@ -323,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--processes", type=int, default=1, help="processes per variant, taken in turn by the rounds (default 1)"
     )
+    parser.add_argument(
+        "--contenders-only",
+        action="store_true",
+        help="time no monolithic FP32 ONNX: the INT8 contenders run beside each other, mmedge's split FP32 and "
+        "PyTorch (the agreement reference) only; each run is recorded as MODEL-contenders",
+    )
     parser.add_argument("--train-samples", type=int, help="override each model's training-set size")
     parser.add_argument("--epochs", type=int, help="override each model's training epochs")
     parser.add_argument(
@@ -350,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.models:
         with tempfile.TemporaryDirectory(prefix=f"mmedge-peers-{name}-") as tmp:
             setup, report = run(name, Path(tmp), args)
-        results[name] = {"setup": setup, "report": report.to_dict()}
+        results[f"{name}-contenders" if args.contenders_only else name] = {"setup": setup, "report": report.to_dict()}
         args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a later failure keeps these
         (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         (args.out / "peers.md").write_text(markdown(results), encoding="utf-8")

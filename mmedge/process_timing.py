@@ -2,17 +2,16 @@
 
 Why: contenders timed in one process share its caches, allocator and runtime thread pools (a split
 plan's OpenVINO component and a one-graph plan use one OpenVINO CPU plugin), so whichever runs
-second finds the first one's threads and pages warm. A deployed process holds one of them, and
-the machine's other work runs between its requests. Timed in one process, TriModal-224 as one
-OpenVINO graph was 1.02–1.04× the split plan; in two processes 1.10×, as in the fourteen of
-``benchmarks/results/peers.md`` (1.10–1.14×; ``benchmarks/NOTES.md``).
+second finds the first one's threads and pages warm, while a deployed process holds one of them.
+Processes of their own remove that bias; they do not make a crowded machine (``benchmarks/NOTES.md``).
 
 Each contender is loaded in a fresh ``python -m module`` (:mod:`mmedge.worker_process`) whose
 ``__main__`` calls :func:`serve_contender` with a loader; the inputs travel once as an ``.npz``.
 :func:`process_rounds` runs every contender in turn, in a fixed order (A B A B ...: reversing it
-would run one twice in a row); the worker times its own runs, so the pipe's cost is not measured. One run per turn
-meets the machine as the other contender left it (an occasional request on a shared machine);
-more runs per turn with the first ones not counted are back-to-back runs (a busy server).
+would run one twice in a row); the worker times its own runs, so the pipe's cost is not measured.
+One run per turn meets the machine as the other contender left it (an occasional request on a
+shared machine); more runs per turn with the first ones not counted are back-to-back runs (a busy
+server).
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ one's request and pay no request of their own, while the large one keeps OpenVIN
 It is decided as the backend check decides: timed at the deploy shape against the split plan run
 as a Pipeline runs it (each component on the backend the backend check chose, the encoders at once
 with their shares of the threads: :mod:`mmedge.schedule`) with the speed check's sequential test.
-The two plans run in processes of their own, in turn (:mod:`mmedge.process_timing`): in one
-process they share caches and OpenVINO's thread pool, and the one graph's gain over the split
-plan, 1.10–1.14× on TriModal-224 across processes, shrank to 1.02–1.04× (``benchmarks/NOTES.md``).
+The two plans run in processes of their own, in turn (:mod:`mmedge.process_timing`), as deployed
+processes do: in one process they would share caches and OpenVINO's thread pool.
 Two regimes: one run per turn, meeting the caches the other plan left (an occasional request on a
 shared machine; the one graph must be ``min_speedup`` faster there with confidence), and runs back
 to back (a busy server; it must not be measurably slower). Then it is kept only if end-to-end
@@ -19,6 +18,11 @@ what the bundle reaches on onnxruntime, if lower). The record goes into the mani
 (``whole_graph``); a Pipeline whose requests are all "auto" or "cpu" then runs the components as
 one OpenVINO request when openvino is installed and the CPU has the INT8 instructions of the one
 measured on (:func:`mmedge.runtime.policy.one_openvino_graph`).
+
+Beside one other process the one graph and the split plan are close at TriModal-224; beside a
+dozen other runtimes the one graph, with fewer threads to wake, gains more (``benchmarks/NOTES.md``).
+The check does not make that crowd, so it errs towards the split plan, and ``providers="openvino"``
+asks for the one graph outright.
 """
 
 from __future__ import annotations
