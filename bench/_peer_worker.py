@@ -12,8 +12,6 @@ imports only what its own peer needs.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -22,7 +20,8 @@ from typing import Any
 
 from mmedge.bench._agreement import samples_of
 from mmedge.bench._inputs import load_npz
-from mmedge.errors import ConfigError, MMEdgeError
+from mmedge.errors import ConfigError
+from mmedge.worker_process import serve_lines
 
 __all__ = ["build"]
 
@@ -73,18 +72,12 @@ def _torch_model(spec: Mapping[str, Any], threads: int) -> Any:
 
 
 def _build_main() -> int:
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-    os.dup2(2, 1)  # library chatter goes to stderr; stdout carries the one reply line
-    sys.stdout = sys.stderr
-    try:
-        reply = build(json.loads(sys.stdin.readline()))
-    except Exception as e:  # noqa: BLE001 - every failure must reach the coordinator as a message
-        kind = type(e).__name__ if isinstance(e, MMEdgeError) else "MMEdgeError"
-        text = str(e) if isinstance(e, MMEdgeError) else f"{type(e).__name__}: {e}"
-        out.write(json.dumps({"error": text, "type": kind}) + "\n")
-        return 1
-    out.write(json.dumps(reply) + "\n")
-    return 0
+    """Build from the configuration line; the reply is what was written, or the error."""
+    return serve_lines(lambda config: (None, build(config)), _no_commands)
+
+
+def _no_commands(_state: None, command: Mapping[str, Any]) -> Mapping[str, Any]:
+    raise ConfigError(f"the peer build process takes no commands (got {command.get('cmd')!r})")
 
 
 def _main(argv: list[str]) -> int:

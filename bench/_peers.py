@@ -28,12 +28,12 @@ from mmedge.bench._coord import VariantSpec
 from mmedge.bench._plan import MONOLITHIC_ASSET, RUNTIME_WORKER
 from mmedge.bundle import Bundle
 from mmedge.errors import ConfigError, MMEdgeError
+from mmedge.worker_process import STDERR_TAIL, raise_reply_error
 
 __all__ = ["PEERS", "PEER_GROUPS", "PEER_WORKER", "Peer", "PeerJob", "build_peers", "plan_peers"]
 
 PEER_WORKER = "mmedge.bench._peer_worker"
 INSTALL_HINT = "pip install 'mmedge[peers]'"
-_STDERR_TAIL = 2000
 _CHECK_TIMEOUT_S = 300
 
 
@@ -172,15 +172,10 @@ def _run_build(job: PeerJob, request: Mapping[str, Any]) -> dict[str, Any]:
     )
     lines = proc.stdout.strip().splitlines()
     reply = json.loads(lines[-1]) if lines else {}
-    if "error" in reply:
-        import mmedge.errors
-
-        kind = getattr(mmedge.errors, reply.get("type", ""), MMEdgeError)
-        kind = kind if isinstance(kind, type) and issubclass(kind, MMEdgeError) else MMEdgeError
-        raise kind(f"building peer {job.peer.name!r}: {reply['error']}")
+    raise_reply_error(reply, f"building peer {job.peer.name!r}")
     if proc.returncode != 0 or not reply:
         raise MMEdgeError(
-            f"building peer {job.peer.name!r} exited with code {proc.returncode}:\n{proc.stderr[-_STDERR_TAIL:].strip()}"
+            f"building peer {job.peer.name!r} exited with code {proc.returncode}:\n{proc.stderr[-STDERR_TAIL:].strip()}"
         )
     return reply
 

@@ -26,7 +26,7 @@ from typing import IO, Any, TypeVar
 import mmedge.errors
 from mmedge.errors import MMEdgeError
 
-__all__ = ["WorkerProcess", "error_reply", "serve_lines"]
+__all__ = ["STDERR_TAIL", "WorkerProcess", "error_reply", "raise_reply_error", "serve_lines"]
 
 State = TypeVar("State")
 STDERR_TAIL = 2000  # characters of a crashed worker's stderr shown in the error
@@ -99,10 +99,7 @@ class WorkerProcess:
             raise self._crashed() from e
         self._pending = True
         reply = self._reply()
-        if "error" in reply:
-            kind = getattr(mmedge.errors, reply.get("type", ""), MMEdgeError)
-            kind = kind if isinstance(kind, type) and issubclass(kind, MMEdgeError) else MMEdgeError
-            raise kind(f"{self.what}: {reply['error']}")
+        raise_reply_error(reply, self.what)
         return reply
 
     def _reply(self) -> dict[str, Any]:
@@ -152,6 +149,15 @@ def error_reply(e: BaseException) -> dict[str, Any]:
     kind = type(e).__name__ if isinstance(e, MMEdgeError) else "MMEdgeError"
     text = str(e) if isinstance(e, MMEdgeError) else f"{type(e).__name__}: {e}"
     return {"error": text, "type": kind}
+
+
+def raise_reply_error(reply: Mapping[str, Any], what: str) -> None:
+    """Raise a worker's error reply (:func:`error_reply`) as its :mod:`mmedge.errors` type, prefixed by ``what``."""
+    if "error" not in reply:
+        return
+    kind = getattr(mmedge.errors, reply.get("type", ""), MMEdgeError)
+    kind = kind if isinstance(kind, type) and issubclass(kind, MMEdgeError) else MMEdgeError
+    raise kind(f"{what}: {reply['error']}")
 
 
 def _send(out: IO[str], message: Mapping[str, Any]) -> None:
