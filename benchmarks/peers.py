@@ -182,6 +182,8 @@ def equal_accuracy(report: dict[str, Any], subject: str = "split INT8") -> list[
         f"Equal accuracy (top-1 agreement with PyTorch FP32 ≥ {EQUAL_ACCURACY:.0%}; {subject}: {own:.1%}):",
         "",
     ]
+    if own < EQUAL_ACCURACY:
+        lines.append(f"- {subject} itself is below it ({own:.1%}): what follows is not an equal-accuracy comparison")
     if not peers:
         return [*lines, "- no peer variant reached it.", ""]
     warm = [("warm_latency", "p50_ms")] if timed[subject]["batches"][0].get("warm_latency") else []
@@ -226,12 +228,17 @@ def _agreement(a: dict[str, Any]) -> str:
 def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> str:
     """The Markdown report, from the JSON records (so runs made separately can be merged)."""
     machines = {n: _machine(r["report"]["machine"]) for n, r in results.items()}
+    described = {machine_line(m) for m in machines.values()}  # one line, or one per section
     first = next(iter(results.values()))["report"]["settings"]
     rounds = " or ".join(str(n) for n in sorted({r["report"]["settings"]["iterations"] for r in results.values()}))
     lines = [
         "# mmedge against peer toolchains: latency beside accuracy",
         "",
-        f"- **Machine**: {machine_line(next(iter(machines.values())))}",
+        (
+            f"- **Machine**: {next(iter(described))}"
+            if len(described) == 1
+            else f"- **Machines**: {len(described)} (runs merged from different days); each section names its own"
+        ),
         "- **Load average (1, 5, 15 min) at each run's start**: "
         + "; ".join(f"{n}: {', '.join(f'{x:.1f}' for x in m.load_average)}" for n, m in machines.items()),
         (
@@ -265,7 +272,8 @@ def markdown(results: dict[str, dict[str, Any]], notes: Sequence[str] = ()) -> s
             f"{setup['mmedge_int8_precision']}. {result['report']['settings']['iterations']} interleaved rounds; "
             f"load average at start: {', '.join(f'{x:.1f}' for x in m.load_average)}"
             + (f" ({busy_warning(m)})" if m.busy else "")
-            + ".",
+            + "."
+            + ("" if len(described) == 1 else f" Machine: {machine_line(m)}."),
             "",
             *run_standard.backend_lines(setup.get("mmedge_int8_backend") or {}),
             "",

@@ -60,3 +60,15 @@ def test_the_warm_runs_get_a_verdict_of_their_own() -> None:
     }
     warm = next(line for line in equal_accuracy(report) if line.startswith("- warm p50"))
     assert warm.endswith("3.00 ms; split INT8 is faster by 1.50× (meets ≥ 1.25×)")
+
+
+def test_a_subject_below_equal_accuracy_is_said_to_be() -> None:
+    report = {
+        "subject": "split INT8",
+        "variants": [_variant("split INT8", "split", 5.0, 0.98), _variant("openvino-fp32", "peer", 6.0, 1.0)],
+        "comparisons": [],
+    }
+    lines = equal_accuracy(report)
+    assert "- split INT8 itself is below it (98.0%): what follows is not an equal-accuracy comparison" in lines
+    assert "- split INT8 itself" not in "\n".join(equal_accuracy({**report, "variants": [
+        _variant("split INT8", "split", 5.0, 0.99), _variant("openvino-fp32", "peer", 6.0, 1.0)]}))  # fmt: skip
