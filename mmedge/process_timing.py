@@ -63,17 +63,14 @@ def process_rounds(
     turns: int = 1,
     runs: int = 1,
     skip: int = 0,
-    idle_s: float = 0.0,
-    evict_bytes: int = 0,
 ) -> Iterator[dict[str, float]]:
     """Each round's median milliseconds per contender, for as long as the caller asks.
 
     A round gives every contender ``turns`` turns, always in the same order (A B A B ...), so that
     no contender runs twice in a row; in its turn a contender runs ``runs`` times, and the first
-    ``skip`` of them are not counted. ``idle_s`` and ``evict_bytes``: a sleep and a buffer of that
-    size written in the worker before each turn (see :func:`mmedge.timing.interleaved_rounds`).
+    ``skip`` of them are not counted.
     """
-    command = {"cmd": "time", "runs": runs, "idle_s": idle_s, "evict_bytes": evict_bytes}
+    command = {"cmd": "time", "runs": runs}
     while True:
         times: dict[str, list[float]] = {name: [] for name in workers}
         for _ in range(turns):
@@ -106,12 +103,6 @@ def _dispatch(state: tuple[Runnable, Mapping[str, np.ndarray]], command: Mapping
     contender, feeds = state
     if command.get("cmd") != "time":
         raise MMEdgeError(f"unknown timing worker command {command.get('cmd')!r}")
-    idle_s, evict_bytes = float(command.get("idle_s", 0.0)), int(command.get("evict_bytes", 0))
-    if idle_s:
-        time.sleep(idle_s)
-    if evict_bytes:
-        scratch = np.zeros(evict_bytes // 8, dtype=np.int64)
-        scratch += 1  # read and written: every cache level ends up holding it
     times = []
     for _ in range(int(command["runs"])):
         start = time.perf_counter()
