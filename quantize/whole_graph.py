@@ -95,21 +95,20 @@ def check_whole_graph(
     configs = {SPLIT: {**plan, "kind": SPLIT, "openvino": on_openvino}, WHOLE: {**plan, "kind": WHOLE}}
     tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
     failed = ""
+    produced = None
     try:
-        whole = load_contender(configs[WHOLE])
         quick = _quick_ms(configs[SPLIT], raw)
         if quick < MIN_SPLIT_MS:
             failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
         else:
-            tests = _time_in_processes(configs, raw, policy, chain.work)
+            tests = cold, back_to_back = _time_in_processes(configs, raw, policy, chain.work)
+            if _wins(cold) and not _slower(back_to_back):  # compiled here only when it may be chosen
+                whole = load_contender(configs[WHOLE])
+                produced = [whole.run(None, s) for s in chain.holdout.samples]
     except MMEdgeError as e:
         failed = f"it could not be timed: {e}"
     bar = min(min_agreement, chain.score(chain.versions))
-    agreement = None
-    cold, back_to_back = tests
-    if cold is not None and back_to_back is not None and _wins(cold) and not _slower(back_to_back):
-        produced = [whole.run(None, s) for s in chain.holdout.samples]
-        agreement = chain.score(chain.versions, produced=produced)
+    agreement = None if produced is None else chain.score(chain.versions, produced=produced)
     return _record(
         components,
         tests=tests,
