@@ -17,7 +17,6 @@ server).
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.errors import MMEdgeError
-from mmedge.timing import Runnable
+from mmedge.timing import Runnable, run_times
 from mmedge.worker_process import WorkerProcess, serve_lines
 
 __all__ = ["close_all", "process_rounds", "serve_contender", "start_contenders"]
@@ -103,9 +102,4 @@ def _dispatch(state: tuple[Runnable, Mapping[str, np.ndarray]], command: Mapping
     contender, feeds = state
     if command.get("cmd") != "time":
         raise MMEdgeError(f"unknown timing worker command {command.get('cmd')!r}")
-    times = []
-    for _ in range(int(command["runs"])):
-        start = time.perf_counter()
-        contender.run(None, dict(feeds))
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"ms": times}
+    return {"ms": run_times(contender, feeds, int(command["runs"]))}

@@ -29,7 +29,7 @@ from mmedge.errors import MMEdgeError, translated
 from mmedge.providers import OPENVINO
 from mmedge.sessions import SessionSettings, create_session, session_options
 
-__all__ = ["Runnable", "interleaved_latency", "interleaved_rounds", "open_for_timing"]
+__all__ = ["Runnable", "interleaved_latency", "interleaved_rounds", "open_for_timing", "run_times"]
 
 
 class Runnable(Protocol):
@@ -128,11 +128,19 @@ def _round_times(
                     time.sleep(idle_s)
                 if scratch is not None:
                     scratch += 1  # read and written: every cache level ends up holding it
-                start = time.perf_counter()
-                session.run(None, dict(feeds))
-                times[name].append((time.perf_counter() - start) * 1e3)
+                times[name] += run_times(session, feeds, 1)
         yield times
         order.reverse()
+
+
+def run_times(runnable: Runnable, feeds: Mapping[str, np.ndarray], runs: int) -> list[float]:
+    """Milliseconds of each of ``runs`` runs of ``runnable`` on (a fresh copy of the dict of) ``feeds``."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runnable.run(None, dict(feeds))
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def open_for_timing(name: str, path: Path, threads: int, error: type[MMEdgeError], backend: str | None = None) -> Any:

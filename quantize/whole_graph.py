@@ -31,7 +31,6 @@ import itertools
 import json
 import math
 import statistics
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +49,7 @@ from mmedge.quantize.backend import OPENVINO_BACKEND
 from mmedge.quantize.report import BackendCheck, RatioTest, WholeGraphCheck
 from mmedge.quantize.speed import SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.schedule import Schedule, helper_pool, plan_encoders, run_stages
-from mmedge.timing import Runnable, open_for_timing
+from mmedge.timing import Runnable, open_for_timing, run_times
 from mmedge.worker_process import WorkerProcess
 
 __all__ = ["check_whole_graph", "load_contender"]
@@ -126,12 +125,7 @@ def _quick_ms(split_config: Mapping[str, Any], raw: Mapping[str, np.ndarray]) ->
     split = load_contender(split_config)
     assert isinstance(split, _Split)
     try:
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            split.run(None, raw)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times[2:])
+        return statistics.median(run_times(split, raw, 7)[2:])
     finally:
         split.close()
 
