@@ -68,8 +68,11 @@ def test_int8_mobile_bundle_runs_in_pipeline_like_its_source(
     want, got = _run(bundles["int8"], inputs), _run(out, inputs)
     # The .ort keeps float Q/DQ (what NNAPI takes); the source's CPU run fuses int8 kernels that
     # round differently: a few output quantization steps, which the report states per component.
-    np.testing.assert_allclose(got, want, atol=0.1 * float(np.abs(want).max()), rtol=0)
-    assert got.argmax() == want.argmax()
+    atol = 0.1 * float(np.abs(want).max())
+    np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+    # The same top class, unless the source itself scores others within that difference of its best
+    # (an untrained model's INT8 logits can tie exactly, as 0.3425 for two classes once did).
+    assert got.argmax() in np.flatnonzero(want.ravel() >= want.max() - atol), (got, want)
     assert all(c.verification.passed and c.verification.max_abs_error <= 1e-4 for c in report.components)
     assert 0 <= report.component("fusion_head").difference_from_default <= 0.1 * float(np.abs(want).max())
 
