@@ -100,12 +100,16 @@ def check_whole_graph(
         if quick < MIN_SPLIT_MS:
             failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
         else:
-            tests = cold, back_to_back = _time_in_processes(configs, raw, policy, chain.work)
-            if _wins(cold) and not _slower(back_to_back):  # compiled here only when it may be chosen
-                whole = load_contender(configs[WHOLE])
-                produced = [whole.run(None, s) for s in chain.holdout.samples]
+            tests = _time_in_processes(configs, raw, policy, chain.work)
     except MMEdgeError as e:
         failed = f"it could not be timed: {e}"
+    cold, back_to_back = tests
+    if cold is not None and back_to_back is not None and _wins(cold) and not _slower(back_to_back):
+        try:  # compiled in this process only when it may be chosen, for its agreement
+            whole = load_contender(configs[WHOLE])
+            produced = [whole.run(None, s) for s in chain.holdout.samples]
+        except MMEdgeError as e:
+            failed = f"its held-out agreement could not be measured: {e}"
     bar = min(min_agreement, chain.score(chain.versions))
     agreement = None if produced is None else chain.score(chain.versions, produced=produced)
     return _record(
@@ -248,6 +252,8 @@ def _record(
             why = f"{timed}: not measurably {policy.min_speedup}× faster in turn with the other plan; it stays split"
         elif _slower(back_to_back):
             why = f"{timed}: measurably slower back to back; it stays split"
+        elif agreement is None:
+            why = f"{timed}; but {failed}; it stays split"
         elif chosen:
             why = f"{timed}; held-out agreement with FP32 stays {agreement:.2%} (≥ {bar:.2%}) there"
         else:

@@ -18,6 +18,7 @@ from tinybundle import tiny_inputs
 
 from mmedge.bundle import load_bundle
 from mmedge.cli import main
+from mmedge.errors import QuantizationError
 from mmedge.quantize import SpeedPolicy, quantize_bundle
 from mmedge.quantize import whole_graph as whole_module
 from mmedge.runtime import Pipeline
@@ -130,3 +131,27 @@ def test_without_the_speed_check_nothing_is_recorded(tiny_bundle: Path, tmp_path
     report = quantize_bundle(tiny_bundle, tmp_path / "int8", calibration=tiny_samples(8), speed_check=False)
     assert report.whole_graph is None
     assert load_bundle(tmp_path / "int8").manifest.whole_graph is None
+
+
+def test_a_faster_one_graph_that_cannot_run_here_stays_split_with_its_timing(
+    tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    regimes = scripted(0.8, 1.0)
+    load = whole_module.load_contender
+
+    def compile_fails(config: Mapping[str, object]) -> object:
+        if config["kind"] == whole_module.WHOLE:
+            raise QuantizationError("composing the components into one OpenVINO graph: scripted failure")
+        return load(config)
+
+    monkeypatch.setattr(whole_module, "load_contender", compile_fails)
+    check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
+    assert regimes == [*["cold"] * PAIRS, *["busy"] * PAIRS, *["closed"] * PAIRS]
+    assert not check.chosen
+    assert check.agreement is None
+    assert check.timing.speedup == pytest.approx(1.25)  # the timing is kept in the record
+    assert "its held-out agreement could not be measured" in check.why
+    assert "scripted failure" in check.why
+    assert check.why.endswith("it stays split")
+    with Pipeline(tmp_path / "int8") as auto:
+        assert auto.whole_graph == ()
