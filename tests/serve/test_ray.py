@@ -20,6 +20,12 @@ from mmedge.runtime import Pipeline
 pytestmark = [
     pytest.mark.slow,  # starting Ray takes 10-20 s
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),  # Ray Data warns about its own options
+    # Ray Data leaves its per-dataset log file open; when the garbage collector closes it during a
+    # test, Python reports the unclosed file there (one clean-clone run failed on it). "in.": the
+    # filter syntax splits on colons.
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <_io.FileIO name='[^']*/ray-data-dataset_:pytest.PytestUnraisableExceptionWarning"
+    ),
 ]
 
 RTOL, ATOL = 1e-5, 1e-6
