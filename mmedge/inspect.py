@@ -128,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(whole.get('components') or ())}: {runs} when asked for 'auto' or 'cpu' with openvino "
             f"installed (mmedge quantize measured on {whole.get('cpu') or 'its CPU'}: {whole.get('why', '')})"
         )
+    for c in m.components:
+        built = bundle.openvino_path(c.name)
+        if built != bundle.component_path(c.name):
+            console.print(
+                f"{c.name}: OpenVINO runs {built.name}, its build for OpenVINO's INT8 kernels "
+                f"(onnxruntime runs {c.file})"
+            )
     console.print(
         table(
             "Component IO",

@@ -190,13 +190,18 @@ def open_session(
     failed: dict[str, str] = {}
     while True:
         try:
-            session = _create(bundle.path / component.file, component, providers, threads, settings)
+            path = (
+                bundle.openvino_path(name)
+                if providers and providers[0][0] == OPENVINO
+                else bundle.path / component.file
+            )
+            session = _create(path, component, providers, threads, settings)
             break
         except MMEdgeError:
             raise
         except Exception as e:
             if settings.strict:
-                _raise_unplaced(bundle.path / component.file, component, providers, threads, settings, error=e)
+                _raise_unplaced(path, component, providers, threads, settings, error=e)
             accelerator = next((p for p, _ in providers if p != CPU), None)
             if accelerator is None:
                 raise BundleError(

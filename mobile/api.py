@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mmedge.bundle import (
+    OPENVINO_BUILD_PREFIX,
     Asset,
     Bundle,
     Component,
@@ -284,9 +285,14 @@ def _report(
 
 def _kept_assets(source: Bundle) -> tuple[Asset, ...]:
     """What inference needs of the source's assets: no monolithic baseline graph, and no external
-    weights (an ``.ort`` file holds its own), nor the reports this stage writes anew."""
+    weights (an ``.ort`` file holds its own), nor the reports this stage writes anew, nor the
+    OpenVINO builds of components (desktop CPUs only: :meth:`mmedge.bundle.Bundle.openvino_path`)."""
     return tuple(
-        a for a in deploy_assets(source, {}) if a.name not in _NEW_ASSETS and a.file not in _NEW_ASSETS.values()
+        a
+        for a in deploy_assets(source, {})
+        if a.name not in _NEW_ASSETS
+        and a.file not in _NEW_ASSETS.values()
+        and not a.name.startswith(OPENVINO_BUILD_PREFIX)
     )
 
 

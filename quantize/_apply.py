@@ -232,8 +232,10 @@ def _static(recipe: Recipe, prepared: Path, out: Path, *, exclude: Sequence[str]
         activation_type=_quant_type(recipe.activation_type),
         weight_type=_quant_type(recipe.weight_type),
         nodes_to_exclude=list(exclude),
+        op_types_to_quantize=list(recipe.op_types) or None,
         calibrate_method=_calibration_method(method),
         calibration_cache_path=cache,
+        extra_options={"ActivationSymmetric": recipe.activation_symmetric},
     )
 
 
@@ -247,6 +249,7 @@ def _dynamic(recipe: Recipe, prepared: Path, out: Path, exclude: Sequence[str]) 
         reduce_range=recipe.reduce_range,
         weight_type=_quant_type(recipe.weight_type),
         nodes_to_exclude=list(exclude),
+        op_types_to_quantize=list(recipe.op_types) or None,
     )
 
 

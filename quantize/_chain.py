@@ -62,6 +62,7 @@ class Chain:
     kept: dict[str, dict[str, str]] = field(default_factory=dict)  # fallback exclusions, node -> why
     failures: dict[str, list[StepFailure]] = field(default_factory=dict)  # steps that raised, per component
     strict: bool = False  # a step that raises is an error, not retried without it (mmedge.quantize._isolation)
+    openvino: dict[str, Path] = field(default_factory=dict)  # OpenVINO builds the bundle carries (whole_graph)
     _models: dict[str, onnx.ModelProto] = field(default_factory=dict)
     _counter: itertools.count = field(default_factory=itertools.count)
 
@@ -80,14 +81,17 @@ class Chain:
             self._models[component] = onnx.load(str(self.prepared[component]))
         return self._models[component]
 
-    def build(self, component: str, extra: Mapping[str, str] | None = None) -> tuple[Path, dict[str, str]]:
+    def build(
+        self, component: str, extra: Mapping[str, str] | None = None, recipe: Recipe | None = None
+    ) -> tuple[Path, dict[str, str]]:
         """Quantize ``component`` against the current upstream versions; a new file and its exclusions.
 
         ``extra`` are further nodes to keep FP32 (a fallback candidate), on top of ``kept``.
+        ``recipe``: instead of the component's own (another backend's build of it).
         """
-        if not self.quantizes(component):
+        if recipe is None and not self.quantizes(component):
             return self.fp32[component], {}
-        recipe = self.recipes[component]
+        recipe = recipe or self.recipes[component]
         exclude = excluded_nodes(self.model(component), recipe, {**self.kept.get(component, {}), **(extra or {})})
         out = self.new_path(component)
         samples = cache = None

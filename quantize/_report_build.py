@@ -20,6 +20,7 @@ from mmedge.bundle import (
     Verification,
     deploy_assets,
     deploy_bytes,
+    openvino_build_asset,
     staged_bundle,
     write_manifest,
     write_sized,
@@ -176,9 +177,15 @@ def write_bundle(
     with staged_bundle(out, force=force) as stage:
         for c in m.components:
             _copy(chain.versions[c.name], stage / c.file)
-        kept = deploy_assets(src, {c.file: chain.versions[c.name] for c in m.components})
+        rebuilt = {openvino_build_asset(c) for c in chain.recipes}  # their builds, if any, are made anew
+        kept = tuple(
+            a
+            for a in deploy_assets(src, {c.file: chain.versions[c.name] for c in m.components})
+            if a.name not in rebuilt
+        )
         for a in kept:
             _copy(src.path / a.file, stage / a.file)
+        builds = tuple(_openvino_build(chain, m.component(c), stage) for c in sorted(chain.openvino))
         components = tuple(_component_entry(chain, c, by_name[c.name], report) for c in m.components)
         raise_failures(
             "quantize",
@@ -193,6 +200,7 @@ def write_bundle(
         )
         assets = (
             *kept,
+            *builds,
             Asset(name="quantization_report", file=REPORT_JSON),
             Asset(name="quantization_report_md", file=REPORT_MD),
         )
@@ -210,6 +218,13 @@ def write_bundle(
 
         write_sized(stage, write)
     return written
+
+
+def _openvino_build(chain: Chain, component: Component, stage: Path) -> Asset:
+    """Copy ``component``'s OpenVINO build into the bundle beside its file; its asset entry."""
+    rel = Path(component.file).with_suffix(".openvino.onnx").as_posix()
+    _copy(chain.openvino[component.name], stage / rel)
+    return Asset(name=openvino_build_asset(component.name), file=rel)
 
 
 def _copy(source: Path, dest: Path) -> None:

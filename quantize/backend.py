@@ -26,7 +26,7 @@ nothing is timed and every component stays on onnxruntime.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ from mmedge.quantize.report import BackendCheck, RatioTest
 from mmedge.quantize.speed import MIN_TIMED_MS, SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.timing import interleaved_rounds
 
-__all__ = ["IDLE_MS", "ONNXRUNTIME", "OPENVINO_BACKEND", "check_backends"]
+__all__ = ["IDLE_MS", "ONNXRUNTIME", "OPENVINO_BACKEND", "check_backends", "timed_ratio"]
 
 ONNXRUNTIME = "onnxruntime"
 OPENVINO_BACKEND = "openvino"  # the manifest's name for it (the provider short name)
@@ -101,18 +101,32 @@ def _int8(chain: Chain, component: str) -> bool:
 
 def _time(path: Path, feeds: dict, threads: int, policy: SpeedPolicy, name: str) -> RatioTest | None:
     """The sequential test of ``path`` on onnxruntime against OpenVINO; None if OpenVINO cannot run it."""
+    contenders = {ONNXRUNTIME: (path, ONNXRUNTIME), OPENVINO_BACKEND: (path, OPENVINO_BACKEND)}
+    return timed_ratio(contenders, feeds, threads, policy, name)
+
+
+def timed_ratio(
+    contenders: Mapping[str, tuple[Path, str]],
+    feeds: Mapping[str, np.ndarray],
+    threads: int,
+    policy: SpeedPolicy,
+    name: str,
+) -> RatioTest | None:
+    """The sequential test of two contenders, label → (file, ``ONNXRUNTIME`` or ``OPENVINO_BACKEND``),
+    the first the base; each run starts after ``IDLE_MS`` idle. None if one cannot run."""
+    (base, _), (candidate, _) = contenders.items()
     try:
         rounds = interleaved_rounds(
-            {ONNXRUNTIME: path, OPENVINO_BACKEND: path},
+            {label: path for label, (path, _) in contenders.items()},
             feeds,
             threads=threads,
             runs=policy.runs,
             error=QuantizationError,
-            backends={OPENVINO_BACKEND: OPENVINO},
+            backends={label: OPENVINO for label, (_, b) in contenders.items() if b == OPENVINO_BACKEND},
             idle_s=IDLE_MS / 1e3,
         )
         try:
-            return sequential_ratio(name, rounds, policy, ONNXRUNTIME, OPENVINO_BACKEND)
+            return sequential_ratio(name, rounds, policy, base, candidate)
         finally:
             rounds.close()
     except QuantizationError:

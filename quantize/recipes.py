@@ -80,6 +80,8 @@ class Recipe:
     weight_type: str = "int8"
     exclude_nodes: tuple[str, ...] = ()  # node names kept in FP32
     exclude_op_types: tuple[str, ...] = ()  # op types kept in FP32
+    op_types: tuple[str, ...] = ()  # quantize only these op types; empty: every type the mode quantizes
+    activation_symmetric: bool = False  # static: activation ranges centred on zero (zero point 0 for int8)
     keep_frontend_fp32: bool = True  # find an STFT/DFT/mel/log front-end and keep it FP32
     min_conv_depth: int = MIN_CONV_DEPTH  # static: shallower (non-depthwise) Convs stay FP32; 0 quantizes all
     reason: str = ""  # why this recipe was chosen; written to the report
@@ -93,6 +95,8 @@ class Recipe:
             for attr in ("activation_type", "weight_type")
             if getattr(self, attr) not in QUANT_TYPES
         ]
+        if isinstance(self.op_types, str) or not all(isinstance(t, str) and t for t in self.op_types):
+            problems.append(f"op_types {self.op_types!r} is not a tuple of op type names")
         if isinstance(self.min_conv_depth, bool) or not isinstance(self.min_conv_depth, int) or self.min_conv_depth < 0:
             problems.append(f"min_conv_depth {self.min_conv_depth!r} is not a non-negative int")
         if problems:

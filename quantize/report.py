@@ -139,6 +139,23 @@ class BackendCheck:
 
 
 @dataclass(frozen=True)
+class OpenVINOBuild:
+    """A dynamic-INT8 component's OpenVINO build timed against its own file, both on OpenVINO
+    (see :mod:`mmedge.quantize.openvino_build`).
+
+    ``chosen``: the one OpenVINO graph runs the build instead of the component's own file; its
+    accuracy is judged with the one graph's held-out agreement. The bundle carries it (asset
+    ``openvino_build:<component>``) only where the one graph is chosen.
+    """
+
+    component: str
+    chosen: bool
+    recipe: Mapping[str, Any]  # Recipe.record() of the build
+    timing: RatioTest  # base: the component's own file, candidate: the build, both on OpenVINO (NaN: not timed)
+    why: str
+
+
+@dataclass(frozen=True)
 class WholeGraphCheck:
     """The components as one OpenVINO graph against the split plan (see :mod:`mmedge.quantize.whole_graph`).
 
@@ -161,6 +178,7 @@ class WholeGraphCheck:
     int8_instructions: tuple[str, ...]
     why: str
     backend: str = "openvino"
+    builds: tuple[OpenVINOBuild, ...] = ()  # the OpenVINO builds tried for its dynamic-INT8 components
 
 
 @dataclass(frozen=True)
@@ -424,6 +442,7 @@ def _markdown(r: QuantizationReport) -> str:
                 ],
             ),
             f"- {w.why}",
+            *(f"- OpenVINO build of **{b.component}**: {b.why}" for b in w.builds),
             "",
         ]
     failures = [(c.name, f) for c in r.components for f in c.failures]

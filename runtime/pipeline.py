@@ -310,7 +310,7 @@ class Pipeline:
         from mmedge.openvino_graph import OpenVINOGraph
 
         try:
-            files = {c: self._bundle.path / self.manifest.component(c).file for c in components}
+            files = {c: self._bundle.openvino_path(c) for c in components}
             for c in components:
                 verify_component_file(self._bundle, c)
             whole = _WholeGraph(components, OpenVINOGraph(self.manifest, files, components, self._budget))

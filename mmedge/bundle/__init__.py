@@ -24,6 +24,7 @@ from mmedge.bundle._types import (
     MAX_ITEM_ELEMENTS,
     MAX_MANIFEST_BYTES,
     MODALITIES,
+    OPENVINO_BUILD_PREFIX,
     OUTPUT_KINDS,
     PRECISIONS,
     RAW_INPUTS,
@@ -44,6 +45,7 @@ from mmedge.bundle._types import (
     TensorSpec,
     TextPreprocess,
     Verification,
+    openvino_build_asset,
     required_inputs,
 )
 from mmedge.bundle.vocab import vocab_size
@@ -57,6 +59,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MODALITIES",
     "MONOLITHIC_ASSET",
+    "OPENVINO_BUILD_PREFIX",
     "OUTPUT_KINDS",
     "PRECISIONS",
     "RAW_INPUTS",
@@ -85,6 +88,7 @@ __all__ = [
     "load_bundle",
     "manifest_from_dict",
     "manifest_to_dict",
+    "openvino_build_asset",
     "required_inputs",
     "scratch_directory",
     "sha256_file",

@@ -306,6 +306,21 @@ class Bundle:
     def asset_path(self, name: str) -> Path:
         return self.path / self.manifest.asset(name).file
 
+    def openvino_path(self, name: str) -> Path:
+        """The file OpenVINO runs of component ``name``: its OpenVINO build where the bundle carries one
+        (asset :func:`openvino_build_asset`, written by mmedge quantize with the one OpenVINO graph:
+        :mod:`mmedge.quantize.openvino_build`), else the component's own file."""
+        asset = next((a for a in self.manifest.assets if a.name == openvino_build_asset(name)), None)
+        return self.component_path(name) if asset is None else self.path / asset.file
+
+
+OPENVINO_BUILD_PREFIX = "openvino_build:"
+
+
+def openvino_build_asset(component: str) -> str:
+    """The asset name of ``component``'s OpenVINO build (see :meth:`Bundle.openvino_path`)."""
+    return OPENVINO_BUILD_PREFIX + component
+
 
 def required_inputs(inputs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
     """The inputs a caller must pass: those without a default, except the attention masks the

@@ -192,6 +192,8 @@ def test_resolve_recipes_rejects(recipe: object, match: str) -> None:
         pytest.param({"mode": "int4"}, id="mode"),
         pytest.param({"activation_type": "int4"}, id="activation-type"),
         pytest.param({"min_conv_depth": -1}, id="min-conv-depth"),
+        pytest.param({"op_types": "MatMul"}, id="op-types-a-string"),
+        pytest.param({"op_types": ("MatMul", "")}, id="op-types-empty-name"),
     ],
 )
 def test_recipe_validates_fields(kwargs: dict) -> None:

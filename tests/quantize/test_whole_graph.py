@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,19 +33,29 @@ PAIRS = whole_module.PAIRS
 ALL = ("text_encoder", "image_encoder", "audio_encoder", "fusion_head")
 
 
+@dataclass
+class Plans:
+    """What the scripted timer saw: the regimes timed, in order, for each pair of processes, then
+    "closed" for each pair once its workers are; and the plans' configs (the last pair's)."""
+
+    regimes: list[str] = field(default_factory=list)
+    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[str]]:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], Plans]:
     """Rounds where the one graph takes ``cold`` (one run per turn) or ``busy`` (back to back) of the
-    split plan's 1 ms; returns the regimes timed, in order, for each pair of processes, then
-    "closed" for each pair once its workers are."""
+    split plan's 1 ms."""
 
-    def install(cold: float, busy: float) -> list[str]:
-        regimes: list[str] = []
+    def install(cold: float, busy: float) -> Plans:
+        plans = Plans()
+        regimes = plans.regimes
 
-        def start(module: str, configs: Mapping[str, Mapping[str, object]], feeds: object, scratch: Path) -> dict:
+        def start(module: str, configs: Mapping[str, Mapping[str, Any]], feeds: object, scratch: Path) -> dict:
             assert module == whole_module.WORKER_MODULE
             assert set(configs) == {whole_module.SPLIT, whole_module.WHOLE}
             assert configs[whole_module.SPLIT]["components"] == configs[whole_module.WHOLE]["components"]
+            plans.configs = configs
             return dict.fromkeys(configs)
 
         def rounds(workers: Mapping[str, None], *, turns: int = 1, runs: int = 1, skip: int = 0) -> Iterator[dict]:
@@ -59,7 +71,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[s
         monkeypatch.setattr(whole_module, "process_rounds", rounds)
         monkeypatch.setattr(whole_module, "close_all", lambda workers: regimes.append("closed"))
         monkeypatch.setattr(whole_module, "MIN_SPLIT_MS", 0.0)
-        return regimes
+        return plans
 
     return install
 
@@ -73,7 +85,7 @@ def _quantize(bundle: Path, out: Path, samples: list[dict[str, np.ndarray]]) -> 
 def test_a_faster_one_graph_is_recorded_and_auto_pipelines_run_it(
     tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    regimes = scripted(0.8, 1.0)
+    regimes = scripted(0.8, 1.0).regimes
     check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
     assert regimes == [*["cold"] * PAIRS, *["busy"] * PAIRS, *["closed"] * PAIRS]
     assert check.components == ALL
@@ -102,7 +114,8 @@ def test_a_faster_one_graph_is_recorded_and_auto_pipelines_run_it(
 @pytest.mark.parametrize(
     "case",
     [
-        (1.0, 0.8, "not measurably 1.05× faster in turn with the other plan"),
+        (1.0, 0.8, f"not measurably {whole_module.MIN_PLAN_SPEEDUP}× faster in turn with the other plan"),
+        (1 / 1.01, 0.8, f"not measurably {whole_module.MIN_PLAN_SPEEDUP}× faster in turn with the other plan"),
         (0.8, 1.3, "measurably slower back to back"),
     ],
 )
@@ -110,7 +123,7 @@ def test_a_one_graph_not_faster_in_both_regimes_stays_split(
     tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, case: tuple[float, float, str]
 ) -> None:
     cold, busy, why = case
-    regimes = scripted(cold, busy)
+    regimes = scripted(cold, busy).regimes
     check = _quantize(tiny_bundle, tmp_path / "int8", tiny_samples(12))
     assert regimes == [*["cold"] * PAIRS, *["busy"] * PAIRS, *["closed"] * PAIRS]
     assert not check.chosen
@@ -136,7 +149,7 @@ def test_without_the_speed_check_nothing_is_recorded(tiny_bundle: Path, tmp_path
 def test_a_faster_one_graph_that_cannot_run_here_stays_split_with_its_timing(
     tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples, scripted: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    regimes = scripted(0.8, 1.0)
+    regimes = scripted(0.8, 1.0).regimes
     load = whole_module.load_contender
 
     def compile_fails(config: Mapping[str, object]) -> object:

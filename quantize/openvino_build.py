@@ -1,0 +1,105 @@
+"""The file OpenVINO runs of a dynamic-INT8 component: a static build for its INT8 kernels.
+
+Why: dynamic INT8 (``DynamicQuantizeLinear`` + ``MatMulInteger``) is onnxruntime's fast path for
+transformer and recurrent text encoders, and OpenVINO has none for it: ResNetBert's BERT-style text
+encoder (4 layers, 768 wide, 32 tokens) runs 6.6 ms on onnxruntime and 15.8 ms on OpenVINO, so
+the one OpenVINO graph lost by more than it saved. OpenVINO's INT8 matrix products want static
+activations with zero point 0 (NNCF's layout): the same encoder as static QDQ of MatMul/Gemm
+only, symmetric INT8 activations, per-channel INT8 weights, calibrated on the same samples, runs
+4.3 ms on OpenVINO, as fast as NNCF's own INT8 of it (onnxruntime's CPU kernels, which want U8
+activations, run that file at 38 ms: it is a build for OpenVINO only). Numbers in
+``benchmarks/NOTES.md``.
+
+So the whole-graph check (:mod:`mmedge.quantize.whole_graph`) composes the one graph from these
+builds where OpenVINO runs them measurably faster than the component's own file (the speed check's
+sequential test, both on OpenVINO, at the deploy shape). A build's accuracy is judged with the one
+graph's: the check measures the one graph's held-out agreement with the builds in it. The bundle
+carries a build (asset ``openvino_build:<component>``) only where the one graph is chosen, and the
+runtime then runs it wherever that component runs on OpenVINO (:meth:`mmedge.bundle.Bundle.openvino_path`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mmedge.errors import QuantizationError
+from mmedge.quantize._chain import Chain
+from mmedge.quantize._samples import SampleExecutor
+from mmedge.quantize.backend import OPENVINO_BACKEND, timed_ratio
+from mmedge.quantize.recipes import Recipe
+from mmedge.quantize.report import OpenVINOBuild, RatioTest
+from mmedge.quantize.speed import SpeedPolicy, deploy_sample, shapes_text
+
+__all__ = ["OPENVINO_RECIPE", "openvino_builds"]
+
+OPENVINO_RECIPE = Recipe(
+    "static",
+    per_channel=True,
+    activation_type="int8",
+    weight_type="int8",
+    op_types=("MatMul", "Gemm"),
+    activation_symmetric=True,
+    reason="OpenVINO build: static QDQ of MatMul/Gemm, symmetric INT8 activations, per-channel INT8 weights",
+)
+
+
+def openvino_builds(
+    chain: Chain, components: Sequence[str], threads: int, policy: SpeedPolicy, say: Callable[[str], None]
+) -> tuple[dict[str, Path], tuple[OpenVINOBuild, ...]]:
+    """Build and time the OpenVINO build of each dynamic-INT8 one of ``components``.
+
+    Returns the files of the builds that OpenVINO runs measurably faster, by component, and the
+    record of every build tried.
+    """
+    candidates = [c for c in components if _dynamic_int8(chain, c)]
+    if not candidates:
+        return {}, ()
+    say(f"building and timing OpenVINO builds of {', '.join(candidates)} (static symmetric INT8 MatMuls)")
+    deploy = SampleExecutor(chain.graph, [deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)])
+    chosen: dict[str, Path] = {}
+    records = []
+    for name in candidates:
+        own = chain.versions[name]
+        try:
+            path, _ = chain.build(name, recipe=OPENVINO_RECIPE)
+        except QuantizationError as e:
+            records.append(_record(name, None, f"it could not be built ({e}); the one graph runs its own file"))
+            continue
+        if path == chain.fp32[name]:
+            say(f"{name}: no MatMul or Gemm to quantize; its OpenVINO build is its FP32 file")
+        feeds = deploy.feeds(chain.versions, name)[0]
+        shapes = "input " + shapes_text({k: tuple(int(d) for d in v.shape) for k, v in feeds.items()})
+        contenders = {"own": (own, OPENVINO_BACKEND), "build": (path, OPENVINO_BACKEND)}
+        test = timed_ratio(contenders, feeds, threads, policy, name)
+        if test is None:
+            why = "OpenVINO could not run the build or the component's own file; the one graph runs its own file"
+        else:
+            times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms on OpenVINO at {threads} threads, {shapes}"
+            if test.won and not test.tiny:
+                why = f"OpenVINO runs it {test.interval(policy.confidence)} faster than the dynamic INT8 file ({times})"
+                chosen[name] = path
+            else:
+                why = (
+                    f"not measurably {policy.min_speedup}× faster than the dynamic INT8 file on OpenVINO: "
+                    f"{test.interval(policy.confidence)} ({times}); the one graph runs its own file"
+                )
+        records.append(_record(name, test, why, chosen=name in chosen))
+    return chosen, tuple(records)
+
+
+def _dynamic_int8(chain: Chain, component: str) -> bool:
+    recipe = chain.recipes.get(component)
+    return (
+        recipe is not None
+        and recipe.mode == "dynamic"
+        and chain.versions[component] != chain.fp32[component]
+        and chain.graph.fed_by_wiring(component)
+    )
+
+
+def _record(name: str, test: RatioTest | None, why: str, *, chosen: bool = False) -> OpenVINOBuild:
+    if test is None:
+        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+    return OpenVINOBuild(component=name, chosen=chosen, recipe=OPENVINO_RECIPE.record(), timing=test, why=why)
