@@ -581,6 +581,12 @@ def ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]
     size = int(setup.get("config", {}).get("image_size", 64))
     network = f"{IMAGE_NETWORK[setup['model']]} @{size}²"
     net = ceilings["networks"].get(network)
+    measured, here = ceilings["machine"], record["report"]["machine"]
+    if (measured["cpu"], sorted(measured["flags"])) != (here["cpu"], sorted(here["flags"])):
+        return [
+            f"`results/ceilings.json` was measured on another CPU ({measured['cpu']}) than this run's "
+            f"({here['cpu']}); run `benchmarks/ceilings.py` here, then `run_standard.py --ceilings-only`."
+        ]
     if net is None:
         return [f"`results/ceilings.json` has no {network}; run `benchmarks/ceilings.py --sizes {size}`."]
     gflop = setup.get("image_encoder_conv_gflop") or net["gflop"]

@@ -75,6 +75,17 @@ class Chain:
         recipe = self.recipes.get(component)
         return recipe is not None and recipe.mode != "fp32"
 
+    def int8_built(self, component: str, modes: tuple[str, ...] = ("static", "dynamic")) -> bool:
+        """Whether this call quantized ``component`` to INT8 by one of ``modes`` (a file of its own, not
+        the FP32 one) and the wiring feeds it, so it can be timed from raw samples."""
+        recipe = self.recipes.get(component)
+        return (
+            recipe is not None
+            and recipe.mode in modes
+            and self.versions[component] != self.fp32[component]
+            and self.graph.fed_by_wiring(component)
+        )
+
     def model(self, component: str) -> onnx.ModelProto:
         """The prepared FP32 graph of ``component`` (node names match the quantized files)."""
         if component not in self._models:

@@ -53,7 +53,7 @@ def check_backends(
     chain: Chain, threads: int, policy: SpeedPolicy, min_agreement: float, say: Callable[[str], None]
 ) -> dict[str, BackendCheck]:
     """Time every INT8 component on onnxruntime and OpenVINO; keep OpenVINO where faster and as accurate."""
-    candidates = [c for c in chain.graph.order() if _int8(chain, c)]
+    candidates = [c for c in chain.graph.order() if chain.int8_built(c)]
     if not candidates or not openvino_available():
         return {}
     say("timing each INT8 component on onnxruntime and on OpenVINO")
@@ -87,16 +87,6 @@ def check_backends(
         )
         for name, (test, shapes) in timed.items()
     }
-
-
-def _int8(chain: Chain, component: str) -> bool:
-    recipe = chain.recipes.get(component)
-    return (
-        recipe is not None
-        and recipe.precision == "int8"
-        and chain.versions[component] != chain.fp32[component]
-        and chain.graph.fed_by_wiring(component)
-    )
 
 
 def _time(path: Path, feeds: dict, threads: int, policy: SpeedPolicy, name: str) -> RatioTest | None:

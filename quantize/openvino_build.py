@@ -53,7 +53,7 @@ def openvino_builds(
     Returns the files of the builds that OpenVINO runs measurably faster, by component, and the
     record of every build tried.
     """
-    candidates = [c for c in components if _dynamic_int8(chain, c)]
+    candidates = [c for c in components if chain.int8_built(c, ("dynamic",))]
     if not candidates:
         return {}, ()
     say(f"building and timing OpenVINO builds of {', '.join(candidates)} (static symmetric INT8 MatMuls)")
@@ -87,16 +87,6 @@ def openvino_builds(
                 )
         records.append(_record(name, test, why, chosen=name in chosen))
     return chosen, tuple(records)
-
-
-def _dynamic_int8(chain: Chain, component: str) -> bool:
-    recipe = chain.recipes.get(component)
-    return (
-        recipe is not None
-        and recipe.mode == "dynamic"
-        and chain.versions[component] != chain.fp32[component]
-        and chain.graph.fed_by_wiring(component)
-    )
 
 
 def _record(name: str, test: RatioTest | None, why: str, *, chosen: bool = False) -> OpenVINOBuild:

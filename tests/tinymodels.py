@@ -11,6 +11,7 @@ fails when a model is added to ``mmedge.models.REFERENCE_MODELS`` without an ent
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,24 @@ TINY_CONFIGS: dict[str, Any] = {
 def tiny_model(name: str, **overrides: Any) -> Any:
     """A freshly initialised reference model ``name`` with its tiny config (fields overridable)."""
     return REFERENCE_MODELS[name](dataclasses.replace(TINY_CONFIGS[name], **overrides))
+
+
+def quantize_on_synthetic(bundle: Path, out: Path, *, calibration: int, holdout: int, **kwargs: Any) -> Any:
+    """``quantize_bundle`` of a reference model's bundle on its synthetic data (calibration seed 0,
+    held-out seed 1 with its labels); ``kwargs`` go to ``quantize_bundle``."""
+    from mmedge.bundle import load_bundle
+    from mmedge.quantize import quantize_bundle, synthetic_calibration
+
+    manifest = load_bundle(bundle).manifest
+    held = synthetic_calibration(manifest, holdout, seed=1)
+    return quantize_bundle(
+        bundle,
+        out,
+        calibration=synthetic_calibration(manifest, calibration, seed=0),
+        holdout=held,
+        labels=held.labels,
+        **kwargs,
+    )
 
 
 VOCAB = 20  # token ids of the tiny text modules

@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from tinymodels import tiny_model
+from tinymodels import quantize_on_synthetic, tiny_model
 
 from mmedge.bundle import load_bundle, openvino_build_asset
 from mmedge.cli import main
 from mmedge.errors import BundleError
-from mmedge.quantize import SpeedPolicy, quantize_bundle, synthetic_calibration
+from mmedge.quantize import SpeedPolicy, synthetic_calibration
 from mmedge.quantize import api as api_module
 from mmedge.quantize import backend as backend_module
 from mmedge.quantize import whole_graph as whole_module
@@ -84,16 +84,8 @@ def timed(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[Mapp
 
 
 def _quantize(bundle: Path, out: Path) -> Any:
-    manifest = load_bundle(bundle).manifest
-    held = synthetic_calibration(manifest, 24, seed=1)
-    return quantize_bundle(
-        bundle,
-        out,
-        calibration=synthetic_calibration(manifest, 16, seed=0),
-        holdout=held,
-        min_agreement=0.0,  # untrained logits are near-ties; agreement is not what is tested here
-        speed_check=QUICK,
-    )
+    # untrained logits are near-ties: agreement is not what is tested here
+    return quantize_on_synthetic(bundle, out, calibration=16, holdout=24, min_agreement=0.0, speed_check=QUICK)
 
 
 def _inputs(bundle: Path, n: int = 4) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from tinymodels import TINY_CONFIGS, tiny_model
+from tinymodels import TINY_CONFIGS, quantize_on_synthetic, tiny_model
 
 torch = pytest.importorskip("torch")
 
@@ -27,7 +27,7 @@ from mmedge.export import export_model  # noqa: E402
 from mmedge.models import (  # noqa: E402
     REFERENCE_MODELS,
 )
-from mmedge.quantize import QuantizationReport, quantize_bundle, synthetic_calibration  # noqa: E402
+from mmedge.quantize import QuantizationReport, synthetic_calibration  # noqa: E402
 from mmedge.quantize.recipes import RECURRENT_OPS  # noqa: E402
 from mmedge.runtime import Pipeline  # noqa: E402
 
@@ -78,14 +78,11 @@ def _recipe(name: str, bundle: Path) -> Any:
 
 
 def _quantize(bundle: Path, out: Path, recipe: Any) -> QuantizationReport:
-    manifest = load_bundle(bundle).manifest
-    held = synthetic_calibration(manifest, 64, seed=1)
-    return quantize_bundle(
+    return quantize_on_synthetic(
         bundle,
         out,
-        calibration=synthetic_calibration(manifest, 32, seed=0),
-        holdout=held,
-        labels=held.labels,
+        calibration=32,
+        holdout=64,
         recipe=recipe,
         min_agreement=AUTO_AGREEMENT if recipe == "auto" else 0.0,
         max_fallback_rounds=2 if recipe == "auto" else 0,
