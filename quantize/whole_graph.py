@@ -47,7 +47,7 @@ from mmedge.providers import OPENVINO, openvino_available
 from mmedge.quantize._chain import Chain
 from mmedge.quantize.backend import OPENVINO_BACKEND
 from mmedge.quantize.openvino_build import openvino_builds
-from mmedge.quantize.report import BackendCheck, RatioTest, WholeGraphCheck
+from mmedge.quantize.report import BackendCheck, OpenVINOBuild, RatioTest, WholeGraphCheck
 from mmedge.quantize.speed import SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.schedule import Schedule, helper_pool, plan_encoders, run_stages
 from mmedge.timing import Runnable, open_for_timing, run_times
@@ -89,9 +89,7 @@ def check_whole_graph(
         return None
     if not all(graph.fed_by_wiring(c) for c in components):
         return None
-    builds, tried = openvino_builds(chain, components, threads, policy, say)
-    policy = replace(policy, min_speedup=MIN_PLAN_SPEEDUP)
-    say("timing the components as one OpenVINO graph against the split plan, each in processes of its own")
+    plan_policy = replace(policy, min_speedup=MIN_PLAN_SPEEDUP)
     sample = deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)
     raw = {k: v for k, v in sample.items() if k in graph.raw_inputs(components)}
     shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in raw.items()})
@@ -100,11 +98,9 @@ def check_whole_graph(
     manifest.write_text(json.dumps(manifest_to_dict(chain.manifest)), encoding="utf-8")
     files = {c: str(chain.versions[c]) for c in components}
     plan = {"manifest": str(manifest), "files": files, "components": components, "threads": threads}
-    whole_files = {**files, **{c: str(p) for c, p in builds.items()}}
-    configs = {
-        SPLIT: {**plan, "kind": SPLIT, "openvino": on_openvino},
-        WHOLE: {**plan, "kind": WHOLE, "files": whole_files},
-    }
+    configs = {SPLIT: {**plan, "kind": SPLIT, "openvino": on_openvino}, WHOLE: {**plan, "kind": WHOLE}}
+    builds: dict[str, Path] = {}
+    tried: tuple[OpenVINOBuild, ...] = ()
     tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
     failed = ""
     produced = None
@@ -113,7 +109,10 @@ def check_whole_graph(
         if quick < MIN_SPLIT_MS:
             failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
         else:
-            tests = _time_in_processes(configs, raw, policy, chain.work)
+            builds, tried = openvino_builds(chain, components, threads, policy, say)
+            configs[WHOLE] = {**configs[WHOLE], "files": {**files, **{c: str(p) for c, p in builds.items()}}}
+            say("timing the components as one OpenVINO graph against the split plan, each in processes of its own")
+            tests = _time_in_processes(configs, raw, plan_policy, chain.work)
     except MMEdgeError as e:
         failed = f"it could not be timed: {e}"
     cold, back_to_back = tests
@@ -128,7 +127,7 @@ def check_whole_graph(
     record = _record(
         components,
         tests=tests,
-        policy=policy,
+        policy=plan_policy,
         threads=threads,
         shapes=shapes,
         agreement=agreement,
