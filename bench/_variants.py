@@ -21,7 +21,7 @@ from mmedge.bench._generate import first_token_feed, generation_sample
 from mmedge.bench._profile import hotspots, ort_op_totals
 from mmedge.bench._stats import RunTiming, Span
 from mmedge.bench._types import MODEL_PART, Hotspots
-from mmedge.bundle import deploy_bytes, load_bundle
+from mmedge.bundle import MONOLITHIC_ASSET, load_bundle
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
 from mmedge.providers import OPENVINO, resolve_providers
@@ -95,8 +95,13 @@ class PipelineRunner:
         placement = self.pipe.providers_used.values()
         self.precision = "+".join(sorted({c.precision for c in self.pipe.manifest.components}))
         self.providers = tuple(dict.fromkeys(p for c in placement for p in c.registered))
-        # on disk, what inference reads: components, vocabularies, OpenVINO builds (not a monolithic baseline)
-        self.size_bytes = deploy_bytes(load_bundle(self._path, check_hashes=False))
+        # on disk, what inference reads: components, vocabularies, OpenVINO builds (not a monolithic
+        # baseline), from the sizes the manifest records: reading the files here would count in this
+        # variant's start-up time and peak memory
+        manifest = self.pipe.manifest
+        self.size_bytes = sum(c.size_bytes for c in manifest.components) + sum(
+            a.size_bytes for a in manifest.assets if a.name != MONOLITHIC_ASSET
+        )
         whole = self.pipe.whole_graph
         on_openvino = [c.component for c in placement if OPENVINO in c.registered and c.component not in whole]
         why = "" if isinstance(self._providers, Mapping) else _RECORDED

@@ -25,7 +25,6 @@ nothing is timed and every component stays on onnxruntime.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -141,7 +140,7 @@ def _record(
     cpu = cpu_model_and_flags()[0]
     if test is None:
         why = "OpenVINO could not compile or run it; onnxruntime runs it"
-        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+        test = RatioTest.not_run()
     else:
         times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms at {threads} threads, {shapes}"
         faster = f"OpenVINO runs it {test.interval(policy.confidence)} faster than onnxruntime ({times})"

@@ -20,7 +20,6 @@ runtime then runs it wherever that component runs on OpenVINO (:meth:`mmedge.bun
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -91,5 +90,5 @@ def openvino_builds(
 
 def _record(name: str, test: RatioTest | None, why: str, *, chosen: bool = False) -> OpenVINOBuild:
     if test is None:
-        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+        test = RatioTest.not_run()
     return OpenVINOBuild(component=name, chosen=chosen, recipe=OPENVINO_RECIPE.record(), timing=test, why=why)

@@ -114,6 +114,11 @@ class RatioTest:
     lost: bool  # wholly below it
     tiny: bool  # the baseline runs in under MIN_TIMED_MS: too fast to matter
 
+    @classmethod
+    def not_run(cls) -> RatioTest:
+        """The record of a test that could not be run (NaN times, no rounds)."""
+        return cls(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+
     def interval(self, confidence: float) -> str:
         return f"{self.speedup:.2f}× ({self.low:.2f}–{self.high:.2f}× at {confidence:.0%}, {self.rounds} rounds)"
 

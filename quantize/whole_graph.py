@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -250,7 +249,7 @@ def _record(
     chosen = agreement is not None and agreement >= bar
     if test is None or back_to_back is None:
         why = f"{failed}; the components run as the backend check placed them (split)"
-        test = RatioTest(math.nan, math.nan, 0, 0.0, math.nan, math.nan, math.nan, False, False, False)
+        test = RatioTest.not_run()
     else:
         cold = (
             f"{test.interval(policy.confidence)} in turn with the other plan "
