@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -35,7 +36,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GEMMS", "ConvShape", "GemmShape", "conv_flops", "conv_shapes", "int8_peak_gops", "main", "peak"]
+__all__ = [
+    "GEMMS",
+    "ConvShape",
+    "GemmShape",
+    "conv_flops",
+    "conv_shapes",
+    "gemm_shapes",
+    "int8_peak_gops",
+    "main",
+    "peak",
+]
 
 RESULTS = Path(__file__).parent / "results"
 THREADS = 2
@@ -131,22 +142,9 @@ def conv_shapes(depth: int, size: int) -> list[ConvShape]:
 
 def conv_flops(path: str | os.PathLike[str], batch: int = 1) -> float:
     """FLOPs (2 per multiply-add) of every Conv in the ONNX graph at ``path``, symbolic dims set to ``batch``."""
-    import onnx
-    from onnx import shape_inference
-
-    model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.input:
-        for dim in tensor.type.tensor_type.shape.dim:
-            if dim.dim_param or not dim.dim_value:
-                dim.dim_value = batch
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {
-        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-        for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
-    }
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    model, shapes, weights = _static_shapes(path, lambda name, axis: batch)
     total = 0.0
-    for node in inferred.graph.node:
+    for node in model.graph.node:
         if node.op_type != "Conv":
             continue
         out, w = shapes.get(node.output[0]), weights.get(node.input[1])
@@ -158,6 +156,51 @@ def conv_flops(path: str | os.PathLike[str], batch: int = 1) -> float:
             macs *= d
         total += 2 * macs
     return total
+
+
+def gemm_shapes(path: str | os.PathLike[str], length: int, batch: int = 1) -> dict[tuple[int, int, int], int]:
+    """(M, K, N) -> count of the MatMul/Gemm nodes with a constant 2-D weight in the graph at ``path``.
+
+    Inputs' symbolic dims are set to ``batch`` (the first) and ``length`` (the rest: a text
+    encoder's tokens); M is every leading dim of the activation multiplied (batch x tokens for a
+    transformer's linear layers). Products of two activations (attention scores) are not counted:
+    they have no weight to quantize and are small at these lengths.
+    """
+    model, shapes, weights = _static_shapes(path, lambda name, axis: batch if axis == 0 else length)
+    found: dict[tuple[int, int, int], int] = {}
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or len(weights.get(node.input[1], ())) != 2:
+            continue
+        k, n = weights[node.input[1]]
+        if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            k, n = n, k
+        a = shapes.get(node.input[0])
+        if not a or 0 in a:
+            raise ValueError(f"{path}: no static shape for {node.op_type} {node.name} ({node.input[0]}: {a})")
+        m = math.prod(a[:-1])
+        found[(m, k, n)] = found.get((m, k, n), 0) + 1
+    return found
+
+
+def _static_shapes(
+    path: str | os.PathLike[str], dim: Callable[[str, int], int]
+) -> tuple[Any, dict[str, list[int]], dict[str, list[int]]]:
+    """The inferred graph at ``path`` with every symbolic input dim set by ``dim(input, axis)``;
+    its tensor shapes and its initializers' shapes by name."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.input:
+        for axis, d in enumerate(tensor.type.tensor_type.shape.dim):
+            if d.dim_param or not d.dim_value:
+                d.dim_value = dim(tensor.name, axis)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
+    }
+    return inferred, shapes, {t.name: list(t.dims) for t in model.graph.initializer}
 
 
 # --- machine --------------------------------------------------------------------------------------

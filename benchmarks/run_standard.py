@@ -21,6 +21,7 @@ has run, how close the image encoder comes to the CPU's conv ceilings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -137,6 +138,7 @@ STEMS = {
 # The image encoder of each reference model, as benchmarks/ceilings.py names its networks.
 IMAGE_NETWORK = {"TriModalNet": "ResNet-18", "TextImageNet": "ResNet-18", "ResNetBertNet": "ResNet-50"}
 CEILING_HEADING = "## Image encoder against the CPU's ceilings"
+TEXT_CEILING_HEADING = "## Text encoder against the CPU's ceilings"
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
         "training": training,
         "agreement_with_torch": agreement,
         "image_encoder_conv_gflop": _conv_gflop(work / "fp32"),
+        "text_encoder_gemms": _text_gemms(work / "fp32", length),
         "quantization": {
             "calibration_samples": spec.calibration,
             "holdout_samples": spec.holdout,
@@ -296,6 +299,7 @@ def prepare(spec: Standard, work: Path, threads: int, say: Callable[[str], None]
                 if c.speed is not None
             },
             "backend": backend_record(q),
+            "openvino_builds": builds_record(q),
             "warnings": [str(w.message) for w in caught],
         },
         "prepare_seconds": steps,
@@ -348,6 +352,16 @@ def agreement_with_torch(model: Any, work: Path, held: Any, threads: int, batch:
     out = {n: float((v == reference).mean()) for n, v in found.items()}
     out["PyTorch FP32 accuracy"] = float((reference == held.labels).mean())
     return out
+
+
+def _text_gemms(bundle: Path, length: int) -> list[dict[str, int]]:
+    """The text encoder's weight GEMMs at batch 1 and ``length`` tokens, as (m, k, n, count) records."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ceilings import gemm_shapes
+
+    path = bundle / "text_encoder.onnx"
+    found = gemm_shapes(path, length) if path.is_file() else {}
+    return [{"m": m, "k": k, "n": n, "count": c} for (m, k, n), c in found.items()]
 
 
 def _conv_gflop(bundle: Path) -> float | None:
@@ -474,6 +488,14 @@ def backend_record(q: Any) -> dict[str, Any]:
     }
 
 
+def builds_record(q: Any) -> dict[str, Any]:
+    """Each OpenVINO build quantize's one-graph check made: its own file and the build, both on OpenVINO."""
+    return {
+        b.component: {"own_file_ms": b.timing.base_ms, "build_ms": b.timing.candidate_ms, "chosen": b.chosen}
+        for b in (q.whole_graph.builds if q.whole_graph is not None else ())
+    }
+
+
 def backend_lines(record: dict[str, Any]) -> list[str]:
     """One line per INT8 component: where quantize's backend check put it, and the timings."""
     return [
@@ -530,12 +552,21 @@ def run(
     batch_sizes: Sequence[int] | None = None,
     *,
     repeats: int | None = None,
+    keep: Path | None = None,
 ) -> list[dict[str, Any]]:
+    """Prepare and bench model ``name``; ``keep``: leave its work folder (checkpoint, bundles,
+    samples) at ``keep/<name>`` instead of a temporary one."""
     spec = MODELS[name]
     iterations, repeats = iterations or spec.iterations, repeats or spec.repeats
     batch_sizes = batch_sizes or spec.batch_sizes
-    with tempfile.TemporaryDirectory(prefix=f"mmedge-standard-{name}-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"mmedge-standard-{name}-")))
+        else:
+            work = keep / name
+            if work.exists():
+                raise SystemExit(f"{work} exists: pass another --keep folder (nothing is overwritten)")
+            work.mkdir(parents=True)
         setup = prepare(spec, work, threads, _say)
         setup["load_average_before_bench"] = [round(x, 2) for x in os.getloadavg()]
         reports = []
@@ -581,12 +612,9 @@ def ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]
     size = int(setup.get("config", {}).get("image_size", 64))
     network = f"{IMAGE_NETWORK[setup['model']]} @{size}²"
     net = ceilings["networks"].get(network)
-    measured, here = ceilings["machine"], record["report"]["machine"]
-    if (measured["cpu"], sorted(measured["flags"])) != (here["cpu"], sorted(here["flags"])):
-        return [
-            f"`results/ceilings.json` was measured on another CPU ({measured['cpu']}) than this run's "
-            f"({here['cpu']}); run `benchmarks/ceilings.py` here, then `run_standard.py --ceilings-only`."
-        ]
+    other = _other_cpu(record, ceilings)
+    if other:
+        return [other]
     if net is None:
         return [f"`results/ceilings.json` has no {network}; run `benchmarks/ceilings.py --sizes {size}`."]
     gflop = setup.get("image_encoder_conv_gflop") or net["gflop"]
@@ -632,21 +660,123 @@ def ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]
     return lines
 
 
+def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]:
+    """How close the text encoder comes to the GEMM ceilings of its weight GEMMs (none: no lines).
+
+    The ceiling is the sum over the encoder's weight GEMMs of each shape's best single-op time in
+    ``ceilings.json`` (FP32 MatMul; INT8: the fastest of MatMulInteger, QLinearMatMul and dynamic
+    INT8), at the shapes the encoder runs (batch 1, the deploy token count).
+    """
+    from ceilings import int8_peak_gops
+
+    setup = record["setup"]
+    gemms = setup.get("text_encoder_gemms") or []
+    if not gemms:
+        return []
+    other = _other_cpu(record, ceilings)
+    if other:
+        return [other]
+    measured = {(g["m"], g["k"], g["n"]): g for g in ceilings["gemms"]}
+    missing = [f"[{g['m']}×{g['k']}]·[{g['k']}×{g['n']}]" for g in gemms if (g["m"], g["k"], g["n"]) not in measured]
+    if missing:
+        return [f"`results/ceilings.json` has no GEMM {', '.join(missing)}; add it to `ceilings.GEMMS` and re-run."]
+    flops = sum(2.0 * g["m"] * g["k"] * g["n"] * g["count"] for g in gemms)
+    fp32_ms = sum(measured[(g["m"], g["k"], g["n"])]["fp32"]["min_s"] * g["count"] for g in gemms) * 1e3
+    int8_ms = (
+        sum(
+            min(measured[(g["m"], g["k"], g["n"])][f]["min_s"] for f in ("qlinear", "qdq", "dynamic")) * g["count"]
+            for g in gemms
+        )
+        * 1e3
+    )
+    peak = ceilings["peak"]
+    int8_peak = int8_peak_gops(peak)
+    quantization = setup["quantization"]
+    int8 = quantization["precision"].get("text_encoder") == "int8"
+    rows = [
+        (f"{v['name']} (in the pipeline, {stat})", comp["latency"][f"{stat}_ms"], v["name"] == INT8 and int8)
+        for v in record["report"]["variants"]
+        if v["name"] in (INT8, FP32)
+        for b in v["batches"]
+        if b["batch"] == 1
+        for comp in b.get("components", [])
+        if comp["name"] == "text_encoder"
+        for stat in ("p50", "min")
+    ]
+    check = quantization.get("speed_check", {}).get("text_encoder")
+    if check:
+        rows.append(("alone, FP32 on onnxruntime (quantize speed check, median)", check["fp32_ms"], False))
+        rows.append(("alone, INT8 on onnxruntime (quantize speed check, median)", check["quantized_ms"], True))
+    build = (quantization.get("openvino_builds") or {}).get("text_encoder")
+    if build:
+        rows.append(("alone, its INT8 file on OpenVINO (one-graph check, median)", build["own_file_ms"], True))
+        rows.append(
+            (
+                f"alone, its OpenVINO build on OpenVINO (one-graph check, median{'; shipped' if build['chosen'] else ''})",
+                build["build_ms"],
+                True,
+            )
+        )
+    shapes = ", ".join(f"{g['count']}× [{g['m']}×{g['k']}]·[{g['k']}×{g['n']}]" for g in gemms)
+    lines = [
+        f"Text encoder: {flops / 1e9:.2f} GFLOP in its weight GEMMs at batch 1 ({shapes}). Ceiling = the sum over "
+        f"them of each shape's best single-op time in `results/ceilings.md` (FP32 MatMul {fp32_ms:.2f} ms = "
+        f"{flops / fp32_ms / 1e6:.0f} GFLOP/s; the fastest INT8 form per shape {int8_ms:.2f} ms = "
+        f"{flops / int8_ms / 1e6:.0f} GOP/s). The encoder's time also holds attention scores, softmax, "
+        "layer norms, GELU, residual adds and the embedding lookup, so 100% is not reachable; at its ceiling "
+        f"the INT8 encoder would take {int8_ms:.2f} ms.",
+        "",
+        "| text encoder | precision | ms | GEMM GFLOP/s | of its GEMM ceiling | of FP32 FMA peak | of INT8 peak |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, ms, is_int8 in rows:
+        rate = flops / ms / 1e6
+        ceiling = flops / (int8_ms if is_int8 else fp32_ms) / 1e6
+        lines.append(
+            f"| {label} | {'INT8' if is_int8 else 'FP32'} | {ms:.2f} | {rate:.0f} | {rate / ceiling:.0%} | "
+            f"{rate / peak['fp32_gflops']:.0%} | " + (f"{rate / int8_peak:.0%} |" if is_int8 and int8_peak else "— |")
+        )
+    return lines
+
+
+def _other_cpu(record: dict[str, Any], ceilings: dict[str, Any]) -> str | None:
+    """Why ``ceilings`` cannot judge this run (measured on another CPU), or None."""
+    measured, here = ceilings["machine"], record["report"]["machine"]
+    if (measured["cpu"], sorted(measured["flags"])) == (here["cpu"], sorted(here["flags"])):
+        return None
+    return (
+        f"`results/ceilings.json` was measured on another CPU ({measured['cpu']}) than this run's "
+        f"({here['cpu']}); run `benchmarks/ceilings.py` here, then `run_standard.py --ceilings-only`."
+    )
+
+
 def write_ceiling_section(result: Path, ceilings: Path) -> None:
-    """Add (or replace) the ceiling section of ``result``'s markdown from its JSON and ``ceilings``."""
+    """Add (or replace) the ceiling sections of ``result``'s markdown from its JSON and ``ceilings``."""
     record = json.loads(result.read_text(encoding="utf-8"))
-    lines = ceiling_lines(record, json.loads(ceilings.read_text(encoding="utf-8")))
+    measured = json.loads(ceilings.read_text(encoding="utf-8"))
     md = result.with_suffix(".md")
     text = md.read_text(encoding="utf-8")
-    section = "\n".join([CEILING_HEADING, "", *lines, "", ""])
-    if CEILING_HEADING in text:
-        head, _, rest = text.partition(CEILING_HEADING)
-        tail = rest.split("\n## ", 1)
-        text = head + section + ("## " + tail[1] if len(tail) > 1 else "")
-    else:
-        head, sep, rest = text.partition("\n## Setup")
-        text = head + "\n" + section + sep.lstrip("\n") + rest if sep else text + "\n" + section
+    text = _with_section(text, CEILING_HEADING, ceiling_lines(record, measured))
+    text_lines = text_ceiling_lines(record, measured)
+    if text_lines:
+        text = _with_section(text, TEXT_CEILING_HEADING, text_lines, after=CEILING_HEADING)
     md.write_text(text, encoding="utf-8")
+
+
+def _with_section(text: str, heading: str, lines: Sequence[str], after: str = "") -> str:
+    """``text`` with the section under ``heading`` replaced by ``lines``; a new one goes after the
+    section ``after`` if given, else before ``## Setup``, else at the end."""
+    section = "\n".join([heading, "", *lines, "", ""])
+    if heading in text:
+        head, _, rest = text.partition(heading)
+        tail = rest.split("\n## ", 1)
+        return head + section + ("## " + tail[1] if len(tail) > 1 else "")
+    if after and after in text:
+        head, _, rest = text.partition(after)
+        body, sep, tail = rest.partition("\n## ")
+        return head + after + body + "\n" + section + ("## " + tail if sep else "")
+    head, sep, rest = text.partition("\n## Setup")
+    return head + "\n" + section + sep.lstrip("\n") + rest if sep else text + "\n" + section
 
 
 def _median_run(reports: Sequence[BenchReport]) -> BenchReport:
@@ -679,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only (re)write the ceiling section of the models' results from results/ceilings.json",
     )
+    parser.add_argument(
+        "--keep", type=Path, help="leave each model's checkpoint, bundles and samples in KEEP/<model> (a new folder)"
+    )
     args = parser.parse_args(argv)
     if args.ceilings_only:
         for name in args.models:
@@ -686,7 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sizes = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else None
     for name in args.models:
-        run(name, args.out, args.threads, args.iterations, sizes, repeats=args.repeats)
+        run(name, args.out, args.threads, args.iterations, sizes, repeats=args.repeats, keep=args.keep)
     return 0
 
 
