@@ -692,17 +692,7 @@ def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list
     peak = ceilings["peak"]
     int8_peak = int8_peak_gops(peak)
     quantization = setup["quantization"]
-    int8 = quantization["precision"].get("text_encoder") == "int8"
-    rows = [
-        (f"{v['name']} (in the pipeline, {stat})", comp["latency"][f"{stat}_ms"], v["name"] == INT8 and int8)
-        for v in record["report"]["variants"]
-        if v["name"] in (INT8, FP32)
-        for b in v["batches"]
-        if b["batch"] == 1
-        for comp in b.get("components", [])
-        if comp["name"] == "text_encoder"
-        for stat in ("p50", "min")
-    ]
+    rows: list[tuple[str, float, bool]] = []  # (what, ms, INT8)
     check = quantization.get("speed_check", {}).get("text_encoder")
     if check:
         rows.append(("alone, FP32 on onnxruntime (quantize speed check, median)", check["fp32_ms"], False))
