@@ -24,7 +24,26 @@ import numpy as np
 
 from mmedge.providers import OPENVINO
 
-__all__ = ["OpenVINOSession"]
+__all__ = ["OpenVINOSession", "compile_config"]
+
+
+def compile_config(threads: int, cache_dir: Path | None = None) -> dict[str, Any]:
+    """OpenVINO CPU settings for one latency-bound request at a time on ``threads`` threads.
+
+    ``INFERENCE_PRECISION_HINT`` f32: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise run
+    float layers in bfloat16, off the numerics the bundle was verified with; INT8 (QDQ) layers still
+    run as INT8. ``cache_dir``: OpenVINO's model cache (``CACHE_DIR``): a model compiled from a file
+    is kept there and imported, not compiled again, the next time that file is compiled here.
+    """
+    config: dict[str, Any] = {
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    if cache_dir is not None:
+        config["CACHE_DIR"] = str(cache_dir)
+    return config
 
 
 @dataclass(frozen=True)
@@ -43,18 +62,10 @@ _TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "i64": "tensor(int64
 class OpenVINOSession:
     """A component's ONNX file compiled by OpenVINO for the CPU, with ``threads`` inference threads."""
 
-    def __init__(self, path: str | Path, threads: int) -> None:
+    def __init__(self, path: str | Path, threads: int, cache_dir: Path | None = None) -> None:
         import openvino as ov
 
-        # f32: on CPUs with AMX/AVX-512 BF16 OpenVINO would otherwise run float layers in bfloat16,
-        # off the numerics the bundle was verified with; INT8 (QDQ) layers still run as INT8.
-        config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "INFERENCE_PRECISION_HINT": "f32",
-        }
-        self._compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads, cache_dir))
         self._output_names = [o.get_any_name() for o in self._compiled.outputs]
         self._local = threading.local()
 

@@ -12,11 +12,13 @@ Shapes: OpenVINO's CPU plugin fuses less in a graph whose inputs have unknown di
 convolution's output quantization stays a separate pass when the model has several dynamic
 inputs), so each input-shape signature a call brings is compiled once with every dimension fixed,
 up to :data:`MAX_SHAPES` of them; calls of further shapes run one compile of the graph with its
-dynamic dimensions.
+dynamic dimensions. With a cache folder each fixed shape is kept composed and compiled there
+(:mod:`mmedge.openvino_cache`), and the graph is composed in memory only for a shape it lacks.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,9 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import Manifest
+from mmedge.bundle import RAW_INPUTS, Manifest
+from mmedge.openvino_backend import compile_config
+from mmedge.openvino_cache import GraphCache
 
 __all__ = ["MAX_SHAPES", "OpenVINOGraph"]
+
+log = logging.getLogger("mmedge.runtime")
 
 # Compiled shape signatures kept per graph: a batch size or two, a few text or audio lengths.
 # Each costs a compile (tens to hundreds of ms) and the compiled model's memory.
@@ -41,14 +47,22 @@ class OpenVINOGraph:
     many threads at once (an infer request per thread and compiled shape).
     """
 
-    def __init__(self, manifest: Manifest, files: Mapping[str, Path], components: Sequence[str], threads: int) -> None:
-        self._model, self.inputs, self.outputs = _compose(manifest, files, components)
-        self._config = {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "INFERENCE_PRECISION_HINT": "f32",  # as OpenVINOSession: float layers stay FP32
-        }
+    def __init__(
+        self,
+        manifest: Manifest,
+        files: Mapping[str, Path],
+        components: Sequence[str],
+        threads: int,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._source = (manifest, dict(files), tuple(components))
+        self.inputs = _raw_inputs(manifest, components)
+        self.outputs = tuple((o.component, o.tensor) for o in manifest.outputs if o.component in components)
+        self._cache = GraphCache(cache_dir, manifest, files, components) if cache_dir is not None else None
+        self._model: Any = None
+        if self._cache is None:
+            self._composed()  # with a cache: only once a shape is not in it
+        self._config = compile_config(threads, cache_dir)
         self._compiled: dict[tuple, Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -86,7 +100,6 @@ class OpenVINOGraph:
 
     def _compile(self, signature: tuple[tuple[int, ...], ...]) -> tuple:
         """Compile ``signature`` (or the dynamic graph once MAX_SHAPES are compiled); its cache key."""
-        import openvino as ov
 
         with self._lock:
             if signature in self._compiled:
@@ -94,20 +107,48 @@ class OpenVINOGraph:
             static = sum(k != _DYNAMIC for k in self._compiled) < MAX_SHAPES
             key = signature if static else _DYNAMIC
             if key not in self._compiled:
-                model = self._model.clone()
-                if static:
-                    model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, signature, strict=True)})
-                self._compiled[key] = ov.Core().compile_model(model, "CPU", self._config)
+                self._compiled[key] = self._compiled_model(signature if static else None)
             return key
+
+    def _compiled_model(self, signature: tuple[tuple[int, ...], ...] | None) -> Any:
+        """The graph compiled at ``signature`` (None: dynamic), from the cache where it holds it."""
+        import openvino as ov
+
+        core = ov.Core()
+        xml = self._cache.path(signature) if self._cache is not None and signature is not None else None
+        if xml is not None and xml.is_file():
+            try:
+                return core.compile_model(str(xml), "CPU", self._config)
+            except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt below
+                log.warning("composing the OpenVINO graph again: cached %s cannot be compiled (%s)", xml, e)
+        model = self._composed().clone()
+        if signature is not None:
+            model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, signature, strict=True)})
+        if xml is not None and self._cache is not None and self._cache.keep(model, xml):
+            self._model = None  # composed again only for another shape the cache lacks
+            return core.compile_model(str(xml), "CPU", self._config)  # from the file: OpenVINO caches it by the file
+        return core.compile_model(model, "CPU", self._config)
+
+    def _composed(self) -> Any:
+        """The components composed in memory (once)."""
+        if self._model is None:
+            self._model, inputs = _compose(*self._source)
+            if inputs != self.inputs:  # both follow the manifest's wiring in the same order
+                raise RuntimeError(f"composed graph inputs {inputs} differ from the wiring's {self.inputs}")
+        return self._model
 
 
 _DYNAMIC: tuple = ("dynamic",)
 
 
-def _compose(
-    manifest: Manifest, files: Mapping[str, Path], components: Sequence[str]
-) -> tuple[Any, tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The composed ov.Model, its raw input names (in parameter order) and (component, tensor) outputs."""
+def _raw_inputs(manifest: Manifest, components: Sequence[str]) -> tuple[str, ...]:
+    """The raw inputs ``components`` read, in the order :func:`_compose` makes their parameters."""
+    found = {e.output: None for c in components for e in manifest.edges_into(c) if e.source == RAW_INPUTS}
+    return tuple(found)
+
+
+def _compose(manifest: Manifest, files: Mapping[str, Path], components: Sequence[str]) -> tuple[Any, tuple[str, ...]]:
+    """The composed ov.Model (results in the manifest's output order) and its raw input names (in parameter order)."""
     import openvino as ov
 
     core = ov.Core()
@@ -125,7 +166,7 @@ def _compose(
             by_name.update((n, p) for n in p.output(0).get_names())
         for edge in manifest.edges_into(c):
             param = by_name[edge.input]
-            if edge.source == "inputs":
+            if edge.source == RAW_INPUTS:
                 kept = parameters.setdefault(edge.output, param)
                 if kept is not param:
                     _redirect(param, kept.output(0))
@@ -136,7 +177,7 @@ def _compose(
     for name, param in parameters.items():
         param.set_friendly_name(name)
     model = ov.Model(results, list(parameters.values()), "mmedge-bundle")
-    return model, tuple(parameters), outputs
+    return model, tuple(parameters)
 
 
 def _redirect(param: Any, source: Any) -> None:

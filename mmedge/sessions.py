@@ -85,6 +85,7 @@ class SessionSettings:
     graph_optimization: str = "all"
     optimized_model_dir: Path | None = None
     strict: bool = False  # no node may fall back to the CPU EP when an accelerator is asked for
+    cache_dir: Path | None = None  # OpenVINO: compiled models (and the one graph's IR) kept between Pipelines
 
 
 class ComponentSession:
@@ -228,7 +229,7 @@ def _create(path: Path, component: Component, providers: list, threads: int, set
     if providers and providers[0][0] == OPENVINO:  # a backend of its own (mmedge.openvino_backend)
         from mmedge.openvino_backend import OpenVINOSession
 
-        session: Any = OpenVINOSession(path, threads)
+        session: Any = OpenVINOSession(path, threads, settings.cache_dir)
     else:
         options = session_options(component.name, threads, settings)
         if _strict(providers, settings):

@@ -64,13 +64,17 @@ from mmedge.sessions import (
 if TYPE_CHECKING:
     from mmedge.openvino_graph import OpenVINOGraph
 
-__all__ = ["STRICT_HELP", "WHOLE_GRAPH", "Pipeline"]
+__all__ = ["CACHE_DIR_HELP", "STRICT_HELP", "WHOLE_GRAPH", "Pipeline"]
 
 log = logging.getLogger("mmedge.runtime")
 
 T = TypeVar("T")
 WHOLE_GRAPH = "one OpenVINO graph"  # the trace's component name for it
 STRICT_HELP = "fail instead of running any node on the CPU when an accelerator is asked for (ProviderError names them)"
+CACHE_DIR_HELP = (
+    "folder on this machine where what OpenVINO runs is kept compiled, so later starts (and other "
+    "worker processes) open faster and with less memory; about twice the model's size on disk per input shape"
+)
 MAX_THREADS = 1024  # more intra-op threads than this is a typo; onnxruntime would fail to allocate them
 Trace = Callable[[str, str, int, int], None]  # (kind, name, start_ns, end_ns)
 
@@ -109,6 +113,12 @@ class Pipeline:
             components) or "postprocess". None (the default) costs nothing.
         limits: the largest batch, array and string a call accepts (:class:`InputLimits`); larger
             values are refused with InputError before any work is done.
+        cache_dir: a folder on this machine where what OpenVINO runs is kept compiled (its model
+            cache) and the one OpenVINO graph kept composed per input shape (OpenVINO IR, named by a
+            hash of the files, wiring, shapes and OpenVINO version), so a later Pipeline of the same
+            bundle here opens in a fraction of the time and memory (:mod:`mmedge.openvino_cache`;
+            disk: about twice the component files per shape). None (the default) writes nothing.
+            Entries that cannot be written or read are rebuilt with a warning, never an error.
 
     A call never returns NaN or Inf in a float output: when finite inputs drive the model out of
     its numeric range, it raises InputError naming the inputs instead.
@@ -129,11 +139,13 @@ class Pipeline:
         check_hashes: bool = True,
         trace: Trace | None = None,
         limits: InputLimits = DEFAULT_LIMITS,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _check_options(
             bundle=bundle,
             threads=threads,
             optimized_model_dir=optimized_model_dir,
+            cache_dir=cache_dir,
             graph_optimization=graph_optimization,
             trace=trace,
             limits=limits,
@@ -153,6 +165,7 @@ class Pipeline:
             graph_optimization=graph_optimization,
             optimized_model_dir=Path(optimized_model_dir) if optimized_model_dir is not None else None,
             strict=bool(strict),
+            cache_dir=Path(cache_dir) if cache_dir is not None else None,
         )
         self._budget = threads or default_thread_budget()
         self._schedule = Schedule({c: self._budget for stage in self._graph.full_plan for c in stage})
@@ -313,7 +326,8 @@ class Pipeline:
             files = {c: self._bundle.openvino_path(c) for c in components}
             for c in components:
                 verify_component_file(self._bundle, c)
-            whole = _WholeGraph(components, OpenVINOGraph(self.manifest, files, components, self._budget))
+            graph = OpenVINOGraph(self.manifest, files, components, self._budget, self._settings.cache_dir)
+            whole = _WholeGraph(components, graph)
             example = example_zeros(self._graph, components)
             if not lazy and example is not None:  # compile and warm up at the example shapes now, not in a call
                 whole.graph.run(example)
@@ -384,7 +398,14 @@ class _WholeGraph:
 
 
 def _check_options(
-    *, bundle: Any, threads: Any, optimized_model_dir: Any, graph_optimization: Any, trace: Any, limits: Any
+    *,
+    bundle: Any,
+    threads: Any,
+    optimized_model_dir: Any,
+    cache_dir: Any,
+    graph_optimization: Any,
+    trace: Any,
+    limits: Any,
 ) -> None:
     """ConfigError for the first invalid Pipeline argument, before any file is read."""
     is_int = isinstance(threads, int) and not isinstance(threads, bool)
@@ -401,6 +422,11 @@ def _check_options(
             optimized_model_dir,
         ),
         (
+            cache_dir is None or isinstance(cache_dir, str | os.PathLike),
+            "cache_dir must be a directory path or None",
+            cache_dir,
+        ),
+        (
             graph_optimization in GRAPH_OPTIMIZATION,
             f"graph_optimization must be one of {GRAPH_OPTIMIZATION}",
             graph_optimization,
@@ -411,11 +437,12 @@ def _check_options(
     for ok, message, value in checks:
         if not ok:
             raise ConfigError(f"{message}, found {short_repr(value)}")
-    if optimized_model_dir is not None:
-        try:
-            Path(optimized_model_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"optimized_model_dir {optimized_model_dir} cannot be created ({e.strerror})") from e
+    for option, folder in (("optimized_model_dir", optimized_model_dir), ("cache_dir", cache_dir)):
+        if folder is not None:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{option} {folder} cannot be created ({e.strerror})") from e
 
 
 def _warn_unchecked_saturation(manifest: Manifest) -> None:

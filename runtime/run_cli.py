@@ -21,7 +21,7 @@ from mmedge.bundle import OutputSpec
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
-from mmedge.runtime.pipeline import STRICT_HELP, Pipeline
+from mmedge.runtime.pipeline import CACHE_DIR_HELP, STRICT_HELP, Pipeline
 from mmedge.runtime.policy import PROVIDERS_HELP, parse_policy
 
 __all__ = ["configure", "run", "summarize"]
@@ -43,6 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU thread budget (default: physical cores)")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per logits output (default 5)")
     parser.add_argument("--no-hash-check", action="store_true", help="skip sha256 checks (faster on big bundles)")
+    parser.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     parser.add_argument(
         "--strategy", choices=STRATEGIES, default=None, help="bundles with a decoder: greedy (default) or beam search"
     )
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         fallback=args.fallback,
         strict=args.strict,
         check_hashes=not args.no_hash_check,
+        cache_dir=args.cache_dir,
     ) as pipe:
         generative = pipe.manifest.generation is not None
         if generative:

@@ -349,6 +349,7 @@ def app_for_bundle(
     threads: int | None = None,
     fallback: bool = False,
     strict: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the bundle at ``bundle`` with its own Pipeline, closed on shutdown.
 
@@ -358,7 +359,9 @@ def app_for_bundle(
     from mmedge.runtime import Pipeline
 
     metrics = Metrics()
-    pipeline = Pipeline(bundle, providers, threads=threads, fallback=fallback, strict=strict, trace=metrics.trace)
+    pipeline = Pipeline(
+        bundle, providers, threads=threads, fallback=fallback, strict=strict, trace=metrics.trace, cache_dir=cache_dir
+    )
     return _build(pipeline, options or ServeOptions(), metrics, owned=True)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from mmedge.console import console, print_json
 from mmedge.errors import MMEdgeError
-from mmedge.runtime.pipeline import STRICT_HELP
+from mmedge.runtime.pipeline import CACHE_DIR_HELP, STRICT_HELP
 from mmedge.runtime.policy import PROVIDERS_HELP, parse_policy
 from mmedge.serve._access import LOOPBACK_NAMES, Access, is_loopback
 from mmedge.serve._budget import MiB, ServerBudget
@@ -55,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per worker process")
     parser.add_argument("--fallback", action="store_true", help="drop unavailable providers instead of failing")
     parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
+    parser.add_argument("--cache-dir", default=None, help=CACHE_DIR_HELP)
     batching = parser.add_argument_group("micro-batching")
     batching.add_argument(
         "--max-batch", type=int, default=16, help="rows merged into one pipeline call (default %(default)s)"
@@ -257,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": _threads(args),
         "fallback": args.fallback,
         "strict": args.strict,
+        "cache_dir": args.cache_dir,
     }
     sock = _listen(args.host, args.port)  # first: a busy port fails before minutes of model loading
     try:
@@ -268,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
                 threads=settings["threads"],
                 fallback=args.fallback,
                 strict=args.strict,
+                cache_dir=args.cache_dir,
             )
         else:
             from mmedge.bundle import load_bundle
@@ -374,4 +377,5 @@ def worker_app() -> Any:
         threads=settings["threads"],
         fallback=settings["fallback"],
         strict=settings["strict"],
+        cache_dir=settings["cache_dir"],
     )

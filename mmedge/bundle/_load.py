@@ -11,6 +11,7 @@ from mmedge.bundle._integrity import component_problems, file_problems, files
 from mmedge.bundle._parse import manifest_from_dict
 from mmedge.bundle._types import MANIFEST_NAME, MAX_MANIFEST_BYTES, Bundle
 from mmedge.errors import BundleError
+from mmedge.heap import release_free_memory
 
 __all__ = ["load_bundle", "read_manifest_data"]
 
@@ -37,6 +38,7 @@ def load_bundle(path: str | os.PathLike[str], *, check_hashes: bool = True) -> B
             if c.format == "onnx":
                 found, external[c.name] = component_problems(root, manifest, c)
                 problems += found
+        release_free_memory()  # the graphs just parsed, weights and all, would stay in the heap
     if problems:
         raise BundleError(f"bundle {root} failed validation:\n  - " + "\n  - ".join(problems))
     return Bundle(path=root, manifest=manifest, check_hashes=check_hashes, external_data=external)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = (
     "__main__ : cli : demo : bench : serve : integrations : inspect : train : data : models",
     "export | quantize | mobile | runtime",
-    "sessions : schedule : openvino_graph : openvino_backend : process_timing : timing : worker_process : graph : verify : bundle : providers : decoding : console : cpu : errors",
+    "sessions : schedule : openvino_graph : openvino_cache : openvino_backend : process_timing : timing : worker_process : graph : verify : bundle : providers : decoding : console : cpu : heap : errors",
 )
 
 

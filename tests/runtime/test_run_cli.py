@@ -144,3 +144,20 @@ def test_every_component_on_openvino_is_reported_as_one_graph(
     assert "one OpenVINO graph, one request per call: text_encoder" in capsys.readouterr().err
     assert main(["run", str(tiny_bundle), *args, "--providers", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["whole_graph"] == []
+
+
+def test_cache_dir_keeps_the_openvino_graph_between_runs(
+    tiny_bundle: Path, files: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino")
+    cache = tmp_path / "cache"
+    args = ["-i", f"image={files['image']}", "-i", "text=a bright dog", "-i", f"audio={files['wav']}"]
+    results = []
+    for _ in range(2):
+        assert (
+            main(["run", str(tiny_bundle), *args, "--providers", "openvino", "--cache-dir", str(cache), "--json"]) == 0
+        )
+        results.append(json.loads(capsys.readouterr().out)["outputs"]["logits"]["top_k"])
+    assert results[0] == results[1]
+    assert list(cache.glob("mmedge-graph-*.xml"))
+    assert list(cache.glob("*.blob"))
