@@ -138,9 +138,9 @@ def test_a_faster_build_goes_into_the_chosen_one_graph_and_the_bundle(
 
     session = openvino_backend.OpenVINOSession
 
-    def spy(path: Path, threads: int) -> Any:
+    def spy(path: Path, threads: int, cache_dir: Path | None = None) -> Any:
         opened.append(Path(path))
-        return session(path, threads)
+        return session(path, threads, cache_dir)
 
     monkeypatch.setattr(openvino_backend, "OpenVINOSession", spy)
     policy = {"text_encoder": "openvino", "image_encoder": "cpu", "fusion_head": "cpu"}
