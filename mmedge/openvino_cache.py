@@ -38,17 +38,29 @@ GRAPH_PREFIX = "mmedge-graph-"
 
 
 class GraphCache:
-    """Where the composed graph of ``components`` at one input-shape signature lives in ``folder``."""
+    """Where the composed graph of ``components`` at one input-shape signature lives in ``folder``.
 
-    def __init__(self, folder: Path, manifest: Manifest, files: Mapping[str, Path], components: Sequence[str]) -> None:
+    ``digests``: the sha256 of each component's file where already known and checked (a bundle
+    loaded with hash checks); the others are hashed here.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        files: Mapping[str, Path],
+        components: Sequence[str],
+        digests: Mapping[str, str] | None = None,
+    ) -> None:
         import openvino as ov
 
         self.folder = folder
+        known = digests or {}
         h = hashlib.sha256()
         for part in (
             ov.get_version(),
             repr(tuple(components)),
-            *(f"{c}={sha256_file(files[c])}" for c in components),
+            *(f"{c}={known.get(c) or sha256_file(files[c])}" for c in components),
             repr(tuple(e for c in components for e in manifest.edges_into(c))),
             repr(tuple(o for o in manifest.outputs if o.component in components)),
         ):

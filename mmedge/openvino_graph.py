@@ -44,7 +44,9 @@ class OpenVINOGraph:
 
     Inputs are the raw inputs the components take (model tensors, by the manifest's input
     names); outputs are the manifest outputs the components produce. ``run`` may be called from
-    many threads at once (an infer request per thread and compiled shape).
+    many threads at once (an infer request per thread and compiled shape). ``cache_dir``: keep each
+    fixed shape there (:mod:`mmedge.openvino_cache`); ``digests``: the files' sha256 by component
+    where already checked, so naming the cache entry reads no file again.
     """
 
     def __init__(
@@ -53,12 +55,14 @@ class OpenVINOGraph:
         files: Mapping[str, Path],
         components: Sequence[str],
         threads: int,
+        *,
         cache_dir: Path | None = None,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         self._source = (manifest, dict(files), tuple(components))
         self.inputs = _raw_inputs(manifest, components)
         self.outputs = tuple((o.component, o.tensor) for o in manifest.outputs if o.component in components)
-        self._cache = GraphCache(cache_dir, manifest, files, components) if cache_dir is not None else None
+        self._cache = None if cache_dir is None else GraphCache(cache_dir, manifest, files, components, digests)
         self._model: Any = None
         if self._cache is None:
             self._composed()  # with a cache: only once a shape is not in it

@@ -326,7 +326,11 @@ class Pipeline:
             files = {c: self._bundle.openvino_path(c) for c in components}
             for c in components:
                 verify_component_file(self._bundle, c)
-            graph = OpenVINOGraph(self.manifest, files, components, self._budget, self._settings.cache_dir)
+            # the cache names the graph by its files' hashes: those load_bundle checked need no second read
+            digests = {c: self._bundle.openvino_sha256(c) for c in components} if self._bundle.check_hashes else None
+            graph = OpenVINOGraph(
+                self.manifest, files, components, self._budget, cache_dir=self._settings.cache_dir, digests=digests
+            )
             whole = _WholeGraph(components, graph)
             example = example_zeros(self._graph, components)
             if not lazy and example is not None:  # compile and warm up at the example shapes now, not in a call

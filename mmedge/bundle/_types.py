@@ -310,8 +310,16 @@ class Bundle:
         """The file OpenVINO runs of component ``name``: its OpenVINO build where the bundle carries one
         (asset :func:`openvino_build_asset`, written by mmedge quantize with the one OpenVINO graph:
         :mod:`mmedge.quantize.openvino_build`), else the component's own file."""
-        asset = next((a for a in self.manifest.assets if a.name == openvino_build_asset(name)), None)
-        return self.component_path(name) if asset is None else self.path / asset.file
+        return self.path / self._openvino_entry(name).file
+
+    def openvino_sha256(self, name: str) -> str:
+        """The sha256 the manifest records for :meth:`openvino_path`'s file ("" where none is recorded);
+        :func:`load_bundle` checked the file against it unless ``check_hashes`` is False."""
+        return self._openvino_entry(name).sha256
+
+    def _openvino_entry(self, name: str) -> Asset | Component:
+        build = openvino_build_asset(name)
+        return next((a for a in self.manifest.assets if a.name == build), None) or self.manifest.component(name)
 
 
 OPENVINO_BUILD_PREFIX = "openvino_build:"

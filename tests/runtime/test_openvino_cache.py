@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tinybundle import tiny_inputs
 
-from mmedge import openvino_graph
+from mmedge import openvino_cache, openvino_graph
 from mmedge.bundle import load_bundle
 from mmedge.errors import ConfigError
 from mmedge.openvino_cache import GRAPH_PREFIX, GraphCache
@@ -131,3 +131,24 @@ def test_a_component_on_openvino_alone_is_cached_too(tiny_bundle: Path, tmp_path
         assert p.run(tiny_inputs())["logits"].shape == (2, 3)
     assert list(cache.glob("*.blob"))
     assert _graphs(cache) == []
+
+
+def test_recorded_hashes_name_the_same_entry_without_reading_the_files(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle loaded with hash checks gives the cache the manifest's (checked) hashes; they name
+    the entry that hashing the files names, so check_hashes=False finds the same one."""
+    bundle = load_bundle(tiny_bundle)
+    files = {c: bundle.openvino_path(c) for c in ALL}
+    signature = ((1, 6), (1, 3, 8, 8), (1, 160))
+    hashed = GraphCache(tmp_path, bundle.manifest, files, ALL).path(signature)
+    recorded = {c: bundle.openvino_sha256(c) for c in ALL}
+    assert GraphCache(tmp_path, bundle.manifest, files, ALL, recorded).path(signature) == hashed
+
+    def no_read(path: object) -> str:
+        raise AssertionError(f"hashed {path} again")
+
+    monkeypatch.setattr(openvino_cache, "sha256_file", no_read)
+    with Pipeline(tiny_bundle, "openvino", cache_dir=tmp_path / "cache") as p:
+        assert p.whole_graph == ALL
+    assert len(_graphs(tmp_path / "cache")) == 1
