@@ -650,14 +650,7 @@ def ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]
         "| image encoder | precision | ms | conv GFLOP/s | of its conv ceiling | of FP32 FMA peak | of INT8 peak |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for label, ms, int8 in rows:
-        rate = gflop / ms * 1e3
-        ceiling = net["qlinear_gflops"] if int8 else net["fp32_gflops"]
-        lines.append(
-            f"| {label} | {'INT8' if int8 else 'FP32'} | {ms:.2f} | {rate:.0f} | {rate / ceiling:.0%} | "
-            f"{rate / peak['fp32_gflops']:.0%} | " + (f"{rate / int8_peak:.0%} |" if int8 and int8_peak else "— |")
-        )
-    return lines
+    return lines + _rate_rows(rows, gflop, (net["fp32_gflops"], net["qlinear_gflops"]), peak)
 
 
 def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list[str]:
@@ -667,8 +660,6 @@ def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list
     ``ceilings.json`` (FP32 MatMul; INT8: the fastest of MatMulInteger, QLinearMatMul and dynamic
     INT8), at the shapes the encoder runs (batch 1, the deploy token count).
     """
-    from ceilings import int8_peak_gops
-
     setup = record["setup"]
     gemms = setup.get("text_encoder_gemms") or []
     if not gemms:
@@ -690,7 +681,6 @@ def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list
         * 1e3
     )
     peak = ceilings["peak"]
-    int8_peak = int8_peak_gops(peak)
     quantization = setup["quantization"]
     rows: list[tuple[str, float, bool]] = []  # (what, ms, INT8)
     check = quantization.get("speed_check", {}).get("text_encoder")
@@ -719,12 +709,23 @@ def text_ceiling_lines(record: dict[str, Any], ceilings: dict[str, Any]) -> list
         "| text encoder | precision | ms | GEMM GFLOP/s | of its GEMM ceiling | of FP32 FMA peak | of INT8 peak |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for label, ms, is_int8 in rows:
-        rate = flops / ms / 1e6
-        ceiling = flops / (int8_ms if is_int8 else fp32_ms) / 1e6
+    return lines + _rate_rows(rows, flops / 1e9, (flops / fp32_ms / 1e6, flops / int8_ms / 1e6), peak)
+
+
+def _rate_rows(
+    rows: Sequence[tuple[str, float, bool]], gflop: float, ceilings: tuple[float, float], peak: dict[str, Any]
+) -> list[str]:
+    """One table row per (what, ms, INT8): the rate at ``gflop`` of work, as a share of its ceiling
+    (``ceilings``: FP32, INT8 GFLOP/s) and of the FP32 FMA and INT8 peaks."""
+    from ceilings import int8_peak_gops
+
+    int8_peak = int8_peak_gops(peak)
+    lines = []
+    for label, ms, int8 in rows:
+        rate = gflop / ms * 1e3
         lines.append(
-            f"| {label} | {'INT8' if is_int8 else 'FP32'} | {ms:.2f} | {rate:.0f} | {rate / ceiling:.0%} | "
-            f"{rate / peak['fp32_gflops']:.0%} | " + (f"{rate / int8_peak:.0%} |" if is_int8 and int8_peak else "— |")
+            f"| {label} | {'INT8' if int8 else 'FP32'} | {ms:.2f} | {rate:.0f} | {rate / (ceilings[1] if int8 else ceilings[0]):.0%} | "
+            f"{rate / peak['fp32_gflops']:.0%} | " + (f"{rate / int8_peak:.0%} |" if int8 and int8_peak else "— |")
         )
     return lines
 
