@@ -45,7 +45,9 @@ __all__ = [
     "gemm_shapes",
     "int8_peak_gops",
     "main",
+    "onnxruntime_call",
     "peak",
+    "time_call",
 ]
 
 RESULTS = Path(__file__).parent / "results"
@@ -389,6 +391,15 @@ def _model(graph: Any) -> Any:
 
 
 def time_model(model: Any, feed: dict[str, Any], seconds: float, threads: int = THREADS) -> dict[str, Any]:
+    return time_call(onnxruntime_call(model.SerializeToString(), feed, threads), seconds)
+
+
+def onnxruntime_call(
+    model: bytes | str | os.PathLike[str], feed: dict[str, Any], threads: int = THREADS
+) -> Callable[[], Any]:
+    """One run of ``model`` (serialized, or a file) on ``feed`` in an onnxruntime CPU session set up
+    as every ceiling is measured: ``threads`` intra-op threads, one inter-op thread, no spinning,
+    full graph optimisation."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -396,10 +407,16 @@ def time_model(model: Any, feed: dict[str, Any], seconds: float, threads: int = 
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # unused scale initializers of the single-op forms are expected
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feed)
+
+
+def time_call(fn: Callable[[], Any], seconds: float) -> dict[str, Any]:
+    """``fn`` run after run for about ``seconds`` after 3 untimed runs: min and median seconds, runs."""
     for _ in range(3):
-        session.run(None, feed)
-    times = _times(lambda: session.run(None, feed), seconds)
+        fn()
+    times = _times(fn, seconds)
     return {"min_s": min(times), "median_s": statistics.median(times), "runs": len(times)}
 
 

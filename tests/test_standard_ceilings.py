@@ -15,7 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from ceilings import gemm_shapes
-from run_standard import TEXT_CEILING_HEADING, ceiling_lines, text_ceiling_lines, write_ceiling_section
+from run_standard import (
+    TEXT_CEILING_HEADING,
+    ceiling_lines,
+    encoders_alone,
+    text_ceiling_lines,
+    write_ceiling_section,
+)
+from tinybundle import build_tiny_bundle, tiny_inputs
 
 EPYC = {"cpu": "AMD EPYC", "flags": ["avx2", "avx512_vnni"]}
 
@@ -83,6 +90,58 @@ def test_text_encoder_against_its_gemm_ceiling() -> None:
     assert rows["alone, FP32 on onnxruntime (quantize speed check, median)"][4] == "100%"  # 0.016 ms = its ceiling
     assert rows["alone, INT8 on onnxruntime (quantize speed check, median)"][4] == "50%"  # twice the 4 µs ceiling
     assert rows["alone, its OpenVINO build on OpenVINO (one-graph check, median; shipped)"][4] == "80%"
+
+
+def _alone(fp32: float, ort: float, ov: float, shipped: str = "int8_openvino") -> dict[str, Any]:
+    def t(ms: float) -> dict[str, float]:
+        return {"min_ms": ms, "median_ms": ms * 1.5, "runs": 10}
+
+    return {"fp32_onnxruntime": t(fp32), "int8_onnxruntime": t(ort), "int8_openvino": t(ov), "shipped": shipped}
+
+
+def test_encoders_timed_alone_replace_the_checks_in_turn_and_say_what_1_25x_asks() -> None:
+    """Timed the ceilings' way (minimum, run after run), the rows come from ``encoders_alone``; the
+    closing line says whether 1.25× faster than the shipped encoder would beat its GEMM ceiling."""
+    record = _record([{"m": 32, "k": 64, "n": 128, "count": 4}])  # INT8 ceiling 0.004 ms
+    record["setup"]["encoders_alone"] = {"text_encoder": _alone(0.016, 0.008, 0.0045)}
+    lines = text_ceiling_lines(record, _ceilings(EPYC))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| alone")}
+    assert list(rows) == [
+        "alone, run after run, FP32 on onnxruntime (min)",
+        "alone, run after run, INT8 on onnxruntime (min)",
+        "alone, run after run, INT8 on OpenVINO (min; shipped)",
+        "alone, run after run, INT8 on OpenVINO (median; shipped)",
+    ]
+    assert rows["alone, run after run, INT8 on OpenVINO (min; shipped)"][4] == "89%"  # 4 µs ceiling / 4.5 µs
+    assert rows["alone, run after run, INT8 on OpenVINO (median; shipped)"][2] == "0.01"  # 6.75 µs
+    # 4.5 µs / 1.25 = 3.6 µs, under the 4 µs the GEMMs alone take at their ceiling
+    assert "is 0.00 ms" in lines[-1] and "less than its weight GEMMs' INT8 ceiling" in lines[-1]
+    record["setup"]["encoders_alone"] = {"text_encoder": _alone(0.016, 0.008, 0.006, shipped="int8_onnxruntime")}
+    lines = text_ceiling_lines(record, _ceilings(EPYC))
+    assert "INT8 on onnxruntime (min; shipped)" in "".join(lines)
+    assert "so the kernels leave that room" in lines[-1]  # 8 µs / 1.25 = 6.4 µs > 4 µs
+
+
+def test_encoders_alone_times_each_runtime_once_and_names_the_shipped_one(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    build_tiny_bundle(work / "fp32")
+    int8 = build_tiny_bundle(work / "int8", seed=1)
+    manifest = json.loads((int8 / "manifest.json").read_text(encoding="utf-8"))
+    for c in manifest["components"]:
+        if c["name"] == "image_encoder":  # marked INT8 and put on OpenVINO by quantize's backend check
+            c["precision"], c["quantization"] = "int8", {"backend": {"backend": "openvino"}}
+    (int8 / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    sample = tiny_inputs(batch=1)
+    alone = encoders_alone(work, sample, threads=1, seconds=0.05)
+    assert set(alone) == {"image_encoder", "text_encoder"}
+    assert alone["image_encoder"]["shipped"] == "int8_openvino"
+    assert set(alone["image_encoder"]) == {"fp32_onnxruntime", "int8_onnxruntime", "int8_openvino", "shipped"}
+    assert alone["text_encoder"] == {
+        "fp32_onnxruntime": alone["text_encoder"]["fp32_onnxruntime"],
+        "shipped": "fp32_onnxruntime",
+    }
+    for timing in (alone["image_encoder"]["int8_openvino"], alone["text_encoder"]["fp32_onnxruntime"]):
+        assert 0 < timing["min_ms"] <= timing["median_ms"] and timing["runs"] >= 5
 
 
 def test_a_gemm_the_ceilings_lack_is_named() -> None:
