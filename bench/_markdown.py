@@ -19,7 +19,7 @@ from mmedge.bench._tables import (
 from mmedge.bench._types import BenchReport, MachineInfo
 from mmedge.console import human_bytes
 
-__all__ = ["busy_warning", "machine_line", "markdown", "render_markdown_table"]
+__all__ = ["busy_warning", "cache_note", "machine_line", "markdown", "render_markdown_table"]
 
 TOP_OPS_MARKDOWN = 10
 ATTRIBUTION_LEGEND = (
@@ -56,6 +56,15 @@ def busy_warning(m: MachineInfo) -> str:
     )
 
 
+def cache_note(cache_dir: str) -> str:
+    """What a run with ``bench(cache_dir=)`` measured: start-up and memory of a cache hit."""
+    return (
+        f"the bundles opened with the OpenVINO cache {cache_dir} (`Pipeline(cache_dir=)`, `--cache-dir`), "
+        "filled by a process of their own before the measured ones started: start-up and peak memory are "
+        "a cache hit's, as on a machine that ran the bundle before"
+    )
+
+
 def markdown(report: BenchReport) -> str:
     s = report.settings
     batch = primary_batch(report)
@@ -84,6 +93,7 @@ def markdown(report: BenchReport) -> str:
             else "."
         ),
         *([f"- **Warning**: {busy_warning(report.machine)}"] if report.machine.busy else []),
+        *([f"- **Cache**: {cache_note(s.cache_dir)}"] if s.cache_dir else []),
         "",
     ]
     tables = [latency_table(report, batch)]

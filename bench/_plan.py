@@ -45,16 +45,17 @@ def variant_specs(
     providers: Any,
     monolithic: bool,
     subject_providers: Sequence[Mapping[str, Any]] = (),
+    cache_dir: str | None = None,
 ) -> list[VariantSpec]:
     """The variants in report order: subject first (then again under each of ``subject_providers``,
     per-component provider policies such as ``{"image": "openvino", "*": "cpu"}``), then compared
-    bundles, monolithic ONNX, PyTorch."""
+    bundles, monolithic ONNX, PyTorch. ``cache_dir``: the bundles' ``Pipeline(cache_dir=)``."""
     common = {"threads": threads, "providers": providers}
     variants = []
     names: set[str] = set()
     for b in (subject, *others):
         name = _unique(f"split {_label(c.precision for c in b.manifest.components)}", b, names)
-        spec = {"kind": "split", "path": str(b.path), **common}
+        spec = {"kind": "split", "path": str(b.path), **common, **({"cache_dir": cache_dir} if cache_dir else {})}
         variants.append(VariantSpec(name, "split", str(b.path), RUNTIME_WORKER, spec))
         if b is subject:
             for policy in subject_providers:

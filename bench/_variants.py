@@ -87,7 +87,9 @@ class PipelineRunner:
         self._spans: list[Span] = []
         self._threads = int(spec["threads"])
         self._providers = spec["providers"]
-        self.pipe = Pipeline(spec["path"], self._providers, threads=self._threads, trace=self._record)
+        self.pipe = Pipeline(
+            spec["path"], self._providers, threads=self._threads, trace=self._record, cache_dir=spec.get("cache_dir")
+        )
         self._graph = Graph(self.pipe.manifest)
         self._plan = self._graph.full_plan
         self._decoder = self.pipe.manifest.generation.decoder if self.pipe.manifest.generation else None

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from mmedge.bench._generate import generation_table
-from mmedge.bench._markdown import busy_warning, machine_line
+from mmedge.bench._markdown import busy_warning, cache_note, machine_line
 from mmedge.bench._tables import (
     Table,
     agreement_table,
@@ -36,6 +36,7 @@ from mmedge.bench._types import BenchProgress, BenchReport
 from mmedge.bench.api import bench
 from mmedge.console import console, print_json, progress
 from mmedge.errors import ConfigError, InputError
+from mmedge.runtime.pipeline import CACHE_DIR_HELP
 from mmedge.runtime.policy import parse_policy
 
 __all__ = ["configure", "run", "write_outputs"]
@@ -127,6 +128,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agreement-inputs", metavar="NPZ", help="real samples (first axis) to compare on instead")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (needs matplotlib: mmedge[bench])")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="open the bundles as `mmedge run|serve --cache-dir DIR` would: " + CACHE_DIR_HELP + " (filled "
+        "before timing, so start-up and peak memory are a cache hit's)",
+    )
     parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png into DIR")
 
 
@@ -172,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             peer_calibration=args.peer_calibration,
             agreement_samples=args.agreement_samples,
             agreement_inputs=args.agreement_inputs,
+            cache_dir=args.cache_dir,
         )
     written = write_outputs(report, Path(args.out) if args.out else None, args.markdown, args.chart)
     if args.json:
@@ -226,6 +234,8 @@ def show(report: BenchReport) -> None:
         console.print(_rich(t))
     if report.machine.busy:
         console.print(f"[yellow]{escape(busy_warning(report.machine))}[/yellow]")
+    if report.settings.cache_dir:
+        console.print(escape(cache_note(report.settings.cache_dir)))
     for v in report.variants:
         for note in v.notes:
             console.print(f"[yellow]{escape(v.name)}: {escape(note)}[/yellow]")

@@ -103,6 +103,7 @@ def test_a_failing_variant_raises_its_typed_error(tiny_bundle: Path, tmp_path: P
         pytest.param({"warm_runs": -1}, ValueError, "warm_runs must be 0 or more", id="warm-runs"),
         pytest.param({"processes": 0}, ValueError, "processes must be an int from 1 to 16", id="processes"),
         pytest.param({"checkpoint": "model.pt"}, InputError, "without a PyTorch model", id="checkpoint-alone"),
+        pytest.param({"cache_dir": 3}, ValueError, "cache_dir must be a directory path", id="cache-dir"),
     ],
 )
 def test_bad_options_fail_before_any_process_starts(tiny_bundle: Path, kwargs: dict, error: type, message: str) -> None:
@@ -219,3 +220,24 @@ def test_the_subject_is_timed_again_under_each_provider_policy(tiny_bundle: Path
     assert "OpenVINO" in policy.providers
     assert policy.batches[0].latency.count == 2
     assert policy.hotspots == ()  # onnxruntime's profiler cannot see the OpenVINO kernels: not profiled
+
+
+def test_a_cache_folder_is_filled_at_every_batch_size_before_timing(tiny_bundle: Path, tmp_path: Path) -> None:
+    """With ``cache_dir`` the bundle opens as ``mmedge serve --cache-dir`` would; a process of its
+    own fills the cache first, one entry per input shape, so the measured processes start from a hit."""
+    pytest.importorskip("openvino")
+    cache = tmp_path / "cache"
+    report = bench(
+        tiny_bundle,
+        batch_sizes=(1, 2),
+        iterations=1,
+        warmup=0,
+        threads=1,
+        profile=False,
+        providers="openvino",  # every component on OpenVINO: the one OpenVINO graph, cached per shape
+        cache_dir=cache,
+    )
+    assert len(list(cache.glob("mmedge-graph-*.xml"))) == 2
+    assert report.settings.cache_dir == str(cache)
+    assert "filled by a process of their own" in report.to_markdown()
+    assert report.to_dict()["settings"]["cache_dir"] == str(cache)
