@@ -378,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.models:
         with tempfile.TemporaryDirectory(prefix=f"mmedge-peers-{name}-") as tmp:
             setup, report = run(name, Path(tmp), args)
-        results[f"{name}-contenders" if args.contenders_only else name] = {"setup": setup, "report": report.to_dict()}
+        key = name + ("-contenders" if args.contenders_only else "") + ("-cached" if args.cache_dir else "")
+        results[key] = {"setup": setup, "report": report.to_dict()}
         args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a later failure keeps these
         (args.out / "peers.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         (args.out / "peers.md").write_text(markdown(results), encoding="utf-8")
