@@ -303,7 +303,9 @@ def _copy_assets(source: Bundle, kept: tuple[Asset, ...], stage: Path) -> None:
 
 
 def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component], kept: tuple[Asset, ...]) -> Manifest:
-    """The source manifest with the mobile components, fixed raw-input shapes and the new assets."""
+    """The source manifest with the mobile components, fixed raw-input shapes and the new assets;
+    without ``whole_graph``: the one OpenVINO graph quantize measured reads the ONNX files, and a
+    mobile bundle's ORT-format files run on onnxruntime alone."""
     import onnxruntime as ort
 
     inputs = tuple(
@@ -318,4 +320,5 @@ def _manifest(m: Manifest, s: _Settings, components: Mapping[str, Component], ke
         components=tuple(components[c.name] for c in m.components),
         assets=kept + tuple(Asset(name, file) for name, file in _NEW_ASSETS.items()),
         created_by={**m.created_by, "mobile_target": s.target, "ort_format": f"onnxruntime {ort.__version__}"},
+        whole_graph=None,
     )

@@ -153,9 +153,10 @@ def one_openvino_graph(
 
 
 def openvino_record(component: Component) -> Mapping[str, Any] | None:
-    """The backend check's record (``quantization.backend``) where it chose OpenVINO for ``component``."""
+    """The backend check's record (``quantization.backend``) where it chose OpenVINO for ``component``
+    and its file can run there: an ONNX file (``mmedge mobile``'s ORT-format files are onnxruntime's alone)."""
     record = (component.quantization or {}).get("backend") or {}
-    return record if record.get("backend") == "openvino" else None
+    return record if record.get("backend") == "openvino" and component.format == "onnx" else None
 
 
 def recorded_backend(
@@ -166,10 +167,10 @@ def recorded_backend(
     Only for a request of "auto" or "cpu" that resolved to the CPU alone (a named provider, or an
     accelerator, is taken as asked), with OpenVINO available, on a CPU with at least the INT8
     dot-product instructions of the one measured on (elsewhere the measurement says nothing), and
-    for an ONNX file (``mmedge mobile``'s ORT-format files are onnxruntime's alone).
+    for an ONNX file (:func:`openvino_record`).
     """
     record = openvino_record(component)
-    if record is None or component.format != "onnx":
+    if record is None:
         return plan
     if not isinstance(request, str) or request.lower() not in ("auto", "cpu"):
         return plan

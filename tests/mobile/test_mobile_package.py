@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import onnxruntime as ort
 import pytest
 from tinybundle import tiny_inputs
 
-from mmedge.bundle import TensorSpec, check_io, load_bundle
-from mmedge.mobile.api import TARGETS, MobileReport
+from mmedge.bundle import TensorSpec, check_io, load_bundle, write_manifest
+from mmedge.cli import main
+from mmedge.mobile.api import TARGETS, MobileReport, package_mobile
 from mmedge.runtime import Pipeline
 
 Packaged = Callable[..., tuple[Path, MobileReport]]
@@ -155,3 +157,36 @@ def test_packaging_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> N
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr or "torch was imported"
+
+
+def test_openvino_choices_of_the_source_do_not_follow_it_to_the_phone(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """quantize's one OpenVINO graph and per-component OpenVINO backend are measured on the ONNX
+    files; ORT-format files run on onnxruntime alone, so the mobile bundle drops the one graph and
+    neither Pipeline nor ``mmedge inspect`` places a component on OpenVINO."""
+    manifest = load_bundle(tiny_bundle).manifest
+    measured = {"backend": {"backend": "openvino", "int8_instructions": [], "why": "test"}}
+    write_manifest(
+        tiny_bundle,
+        dataclasses.replace(
+            manifest,
+            components=tuple(
+                dataclasses.replace(c, quantization=measured) if c.name == "image_encoder" else c
+                for c in manifest.components
+            ),
+            whole_graph={"components": [c.name for c in manifest.components], "chosen": True, "why": "test"},
+        ),
+    )
+    assert main(["inspect", str(tiny_bundle)]) == 0
+    source = " ".join("".join(capsys.readouterr()).split())  # rich wraps lines
+    assert "runs on the OpenVINO runtime" in source
+    assert "run as one OpenVINO graph" in source
+    out = tmp_path / "mobile"
+    package_mobile(tiny_bundle, out, target="android")
+    assert load_bundle(out).manifest.whole_graph is None
+    assert main(["inspect", str(out)]) == 0
+    assert "OpenVINO" not in "".join(capsys.readouterr())
+    with Pipeline(out, "cpu") as pipe:
+        assert pipe.whole_graph == ()
+        assert {p.registered[0] for p in pipe.providers_used.values()} == {"CPUExecutionProvider"}
