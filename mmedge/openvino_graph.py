@@ -8,12 +8,15 @@ encoder's request with no per-request cost: in the multi-process benchmark TriMo
 (``benchmarks/results/peers.md``; timed in one process the two plans are close, NOTES). The
 components keep their files, recipes and scales: the graph is wired in memory from the wiring.
 
-Shapes: OpenVINO's CPU plugin fuses less in a graph whose inputs have unknown dimensions (a QDQ
-convolution's output quantization stays a separate pass when the model has several dynamic
-inputs), so each input-shape signature a call brings is compiled once with every dimension fixed,
-up to :data:`MAX_SHAPES` of them; calls of further shapes run one compile of the graph with its
-dynamic dimensions. With a cache folder each fixed shape is kept composed and compiled there
-(:mod:`mmedge.openvino_cache`), and the graph is composed in memory only for a shape it lacks.
+Shapes: each input-shape signature a call brings is compiled once with every dimension fixed, up
+to :data:`MAX_SHAPES` of them; for a further shape ``run`` returns None and the caller runs the
+components one by one (the Pipeline's split plan). The composed graph is never compiled with
+dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
+INT8 image encoder, right alone at any shape, drifted inside the dynamic composed graph: 65% top-1
+agreement with FP32 against 100% at fixed shapes). The bound holds memory too: every fixed shape
+is a compiled model with weights of its own (``benchmarks/NOTES.md``). With a cache folder each
+fixed shape is kept composed and compiled there (:mod:`mmedge.openvino_cache`), and the graph is
+composed in memory only for a shape it lacks.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ __all__ = ["MAX_SHAPES", "OpenVINOGraph"]
 
 log = logging.getLogger("mmedge.runtime")
 
-# Compiled shape signatures kept per graph: a batch size or two, a few text or audio lengths.
-# Each costs a compile (tens to hundreds of ms) and the compiled model's memory.
-MAX_SHAPES = 8
+# Compiled shape signatures kept per graph: the deploy shape and a few batch sizes or lengths.
+# Each costs a compile (tens of ms to a second or more) and a compiled model's memory (its weights again).
+MAX_SHAPES = 4
 
 
 class OpenVINOGraph:
@@ -73,16 +76,19 @@ class OpenVINOGraph:
 
     @property
     def shapes(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
-        """The input-shape signatures compiled so far with every dimension fixed."""
+        """The input-shape signatures compiled so far (every dimension fixed)."""
         with self._lock:
-            return tuple(k for k in self._compiled if k != _DYNAMIC)
+            return tuple(self._compiled)
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
-        """The outputs by (component, tensor) for ``feeds`` (raw input name → array)."""
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
+        """The outputs by (component, tensor) for ``feeds`` (raw input name → array); None for a shape
+        past the :data:`MAX_SHAPES` compiled ones (run the components one by one instead)."""
         import openvino as ov
 
         arrays = [np.ascontiguousarray(feeds[name]) for name in self.inputs]
         request = self._request(tuple(a.shape for a in arrays))
+        if request is None:
+            return None
         # tensors set directly over the callers' arrays (no copy in; the call is synchronous):
         # infer(dict or list) costs a tenth of a millisecond more in its Python dispatch
         for i, array in enumerate(arrays):
@@ -92,42 +98,39 @@ class OpenVINOGraph:
         return {key: request.get_output_tensor(i).data.copy() for i, key in enumerate(self.outputs)}
 
     def _request(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        """This thread's infer request for ``signature``, compiled now if there is room; else None."""
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = self._local.requests = {}
-        key = signature if signature in requests or signature in self._compiled else None
-        if key is None:
-            key = self._compile(signature)
-        if key not in requests:
-            requests[key] = self._compiled[key].create_infer_request()
-        return requests[key]
+        if signature not in requests:
+            compiled = self._compile(signature)
+            if compiled is None:
+                return None
+            requests[signature] = compiled.create_infer_request()
+        return requests[signature]
 
-    def _compile(self, signature: tuple[tuple[int, ...], ...]) -> tuple:
-        """Compile ``signature`` (or the dynamic graph once MAX_SHAPES are compiled); its cache key."""
-
+    def _compile(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        """The graph compiled at ``signature``, compiled now unless MAX_SHAPES already are (None)."""
         with self._lock:
-            if signature in self._compiled:
-                return signature
-            static = sum(k != _DYNAMIC for k in self._compiled) < MAX_SHAPES
-            key = signature if static else _DYNAMIC
-            if key not in self._compiled:
-                self._compiled[key] = self._compiled_model(signature if static else None)
-            return key
+            if signature not in self._compiled:
+                if len(self._compiled) >= MAX_SHAPES:
+                    return None
+                self._compiled[signature] = self._compiled_model(signature)
+            return self._compiled[signature]
 
-    def _compiled_model(self, signature: tuple[tuple[int, ...], ...] | None) -> Any:
-        """The graph compiled at ``signature`` (None: dynamic), from the cache where it holds it."""
+    def _compiled_model(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        """The graph compiled at ``signature``, from the cache where it holds it."""
         import openvino as ov
 
         core = ov.Core()
-        xml = self._cache.path(signature) if self._cache is not None and signature is not None else None
+        xml = self._cache.path(signature) if self._cache is not None else None
         if xml is not None and xml.is_file():
             try:
                 return core.compile_model(str(xml), "CPU", self._config)
             except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt below
                 log.warning("composing the OpenVINO graph again: cached %s cannot be compiled (%s)", xml, e)
         model = self._composed().clone()
-        if signature is not None:
-            model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, signature, strict=True)})
+        model.reshape({p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, signature, strict=True)})
         if xml is not None and self._cache is not None and self._cache.keep(model, xml):
             self._model = None  # composed again only for another shape the cache lacks
             return core.compile_model(str(xml), "CPU", self._config)  # from the file: OpenVINO caches it by the file
@@ -140,9 +143,6 @@ class OpenVINOGraph:
             if inputs != self.inputs:  # both follow the manifest's wiring in the same order
                 raise RuntimeError(f"composed graph inputs {inputs} differ from the wiring's {self.inputs}")
         return self._model
-
-
-_DYNAMIC: tuple = ("dynamic",)
 
 
 def _raw_inputs(manifest: Manifest, components: Sequence[str]) -> tuple[str, ...]:

@@ -231,7 +231,15 @@ class _Whole:
         self._graph = graph
 
     def run(self, _names: Any, feeds: Mapping[str, np.ndarray]) -> Any:
-        return self._graph.run(feeds)
+        from mmedge.openvino_graph import MAX_SHAPES
+
+        produced = self._graph.run(feeds)
+        if produced is None:
+            raise QuantizationError(
+                f"the samples bring more input shapes than the one graph compiles ({MAX_SHAPES}); "
+                "give samples of one shape"
+            )
+        return produced
 
 
 def _record(

@@ -226,9 +226,10 @@ class Pipeline:
             )
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
+        values = None
         if self._whole is not None and not feeds.provided:
             values = self._timed("execute", "", self._run_whole, feeds)
-        else:
+        if values is None:  # split, or a shape past those the one graph compiles: component by component
             values = self._timed("execute", "", self._execute, feeds, targets)
         return self._timed("postprocess", "", self._outputs, values, feeds)
 
@@ -343,11 +344,14 @@ class Pipeline:
         log.info("running %s as one OpenVINO graph: %s", ", ".join(components), why)
         return whole
 
-    def _run_whole(self, feeds: Feeds) -> dict[str, dict[str, Any]]:
-        """Every manifest output the one graph produces, by component and tensor."""
+    def _run_whole(self, feeds: Feeds) -> dict[str, dict[str, Any]] | None:
+        """Every manifest output the one graph produces, by component and tensor; None for a shape
+        past those it compiles (:data:`mmedge.openvino_graph.MAX_SHAPES`)."""
         assert self._whole is not None
         with run_boundary(WHOLE_GRAPH, feeds.raw):
             produced = self._timed("component", WHOLE_GRAPH, self._whole.graph.run, feeds.raw)
+        if produced is None:
+            return None
         values: dict[str, dict[str, Any]] = {}
         for (component, tensor), value in produced.items():
             values.setdefault(component, {})[tensor] = value

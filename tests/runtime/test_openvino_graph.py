@@ -46,11 +46,33 @@ def test_the_one_graph_gives_the_split_outputs_at_each_shape(
     assert graph.inputs == ("text", "image", "audio")
     assert graph.outputs == (("fusion_head", "logits"),)
     with Pipeline(tiny_bundle, "cpu") as split:
-        for batch, seq in ((1, 6), (3, 6), (2, 9), (3, 6)):  # the third shape is past MAX_SHAPES: dynamic
+        for batch, seq in ((1, 6), (3, 6), (3, 6)):
             x = tiny_inputs(batch=batch, seq=seq, seed=batch + seq)
             got = graph.run(x)[("fusion_head", "logits")]
             np.testing.assert_allclose(got, split.run(x)["logits"], rtol=1e-4, atol=1e-5)
+    # a third shape is past MAX_SHAPES: never compiled with dynamic dimensions, the caller runs it split
+    assert graph.run(tiny_inputs(batch=2, seq=9)) is None
     assert graph.shapes == (((1, 6), (1, 3, 8, 8), (1, 160)), ((3, 6), (3, 3, 8, 8), (3, 160)))
+
+
+def test_shapes_past_the_compiled_ones_run_component_by_component(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Pipeline answers every shape: the one graph for the first MAX_SHAPES, then each component
+    on its own session (the split plan), with the same outputs, and the one graph again after."""
+    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 1)
+    spans: list[tuple[str, str]] = []
+    with (
+        Pipeline(tiny_bundle, "cpu") as split,
+        Pipeline(tiny_bundle, "openvino", lazy=True, trace=lambda kind, name, *_: spans.append((kind, name))) as one,
+    ):
+        for batch in (1, 2, 1):
+            spans.clear()
+            x = tiny_inputs(batch=batch, seed=batch)
+            np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
+            ran = {name for kind, name in spans if kind == "component"}
+            assert ran == ({"one OpenVINO graph"} if batch == 1 else {"one OpenVINO graph", *ALL}), batch
+        assert one.whole_graph == ALL
 
 
 def test_every_component_asked_for_openvino_runs_as_one_request(tiny_bundle: Path) -> None:
