@@ -201,7 +201,9 @@ class Pipeline:
 
         Where every one is placed on OpenVINO, or ``mmedge quantize`` measured the one graph faster
         on this kind of CPU (the manifest's ``whole_graph``) and every provider request is "auto" or
-        "cpu" (:func:`mmedge.runtime.policy.one_openvino_graph`, :mod:`mmedge.openvino_graph`).
+        "cpu" (:func:`mmedge.runtime.policy.one_openvino_graph`, :mod:`mmedge.openvino_graph`). The
+        graph is compiled for the first few input shapes a Pipeline meets (``MAX_SHAPES``); calls of
+        further shapes run the components one by one.
         """
         return self._whole.components if self._whole is not None else ()
 
