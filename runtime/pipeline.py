@@ -228,11 +228,7 @@ class Pipeline:
             )
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
-        values = None
-        if self._whole is not None and not feeds.provided:
-            values = self._timed("execute", "", self._run_whole, feeds)
-        if values is None:  # split, or a shape past those the one graph compiles: component by component
-            values = self._timed("execute", "", self._execute, feeds, targets)
+        values = self._timed("execute", "", self._run_plan, feeds, targets)
         return self._timed("postprocess", "", self._outputs, values, feeds)
 
     def generate(
@@ -346,14 +342,22 @@ class Pipeline:
         log.info("running %s as one OpenVINO graph: %s", ", ".join(components), why)
         return whole
 
+    def _run_plan(self, feeds: Feeds, targets: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The one graph where it runs this call, else the components one by one."""
+        values = self._run_whole(feeds) if self._whole is not None and not feeds.provided else None
+        return self._execute(feeds, targets) if values is None else values
+
     def _run_whole(self, feeds: Feeds) -> dict[str, dict[str, Any]] | None:
         """Every manifest output the one graph produces, by component and tensor; None for a shape
         past those it compiles (:data:`mmedge.openvino_graph.MAX_SHAPES`)."""
         assert self._whole is not None
+        start = time.perf_counter_ns()
         with run_boundary(WHOLE_GRAPH, feeds.raw):
-            produced = self._timed("component", WHOLE_GRAPH, self._whole.graph.run, feeds.raw)
+            produced = self._whole.graph.run(feeds.raw)
         if produced is None:
             return None
+        if self._trace is not None:  # traced only when it ran (not _timed: a None ran nothing)
+            self._trace("component", WHOLE_GRAPH, start, time.perf_counter_ns())
         values: dict[str, dict[str, Any]] = {}
         for (component, tensor), value in produced.items():
             values.setdefault(component, {})[tensor] = value
