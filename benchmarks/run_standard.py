@@ -372,6 +372,7 @@ def encoders_alone(
     from ceilings import onnxruntime_call, time_call
 
     from mmedge.bundle import load_bundle
+    from mmedge.runtime.policy import openvino_record
 
     fp32, int8 = load_bundle(work / "fp32", check_hashes=False), load_bundle(work / "int8", check_hashes=False)
     whole = int8.manifest.whole_graph or {}
@@ -394,16 +395,11 @@ def encoders_alone(
         for key, call, path in runs:  # one session at a time: the last one's memory is released first
             t = time_call(call(path, feed, threads), seconds)
             record[key] = {"min_ms": t["min_s"] * 1e3, "median_ms": t["median_s"] * 1e3, "runs": t["runs"]}
-        on_openvino = name in in_whole or _backend_of(component) == "openvino"
+        on_openvino = name in in_whole or openvino_record(component) is not None
         int8_key = "int8_openvino" if on_openvino else "int8_onnxruntime"
         record["shipped"] = int8_key if component.precision == "int8" else "fp32_onnxruntime"
         out[name] = record
     return out
-
-
-def _backend_of(component: Any) -> str | None:
-    """The backend quantize's backend check chose for ``component`` (None: none recorded)."""
-    return ((component.quantization or {}).get("backend") or {}).get("backend")
 
 
 def _openvino_call(path: Path, feed: Mapping[str, Any], threads: int) -> Callable[[], Any]:
