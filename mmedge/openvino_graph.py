@@ -12,9 +12,9 @@ Shapes: each input-shape signature a call brings is compiled once with every dim
 to :data:`MAX_SHAPES` of them; for a further shape ``run`` returns None and the caller runs the
 components one by one (the Pipeline's split plan). The composed graph is never compiled with
 dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
-INT8 image encoder, right alone at any shape, drifted inside the dynamic composed graph: 65% top-1
-agreement with FP32 against 100% at fixed shapes). The bound holds memory too: every fixed shape
-is a compiled model with weights of its own (``benchmarks/NOTES.md``). With a cache folder each
+INT8 image encoder, right alone at any shape, drifts inside the dynamic composed graph). The bound
+holds memory too: every fixed shape is a compiled model with weights of its own (both measured in
+``benchmarks/NOTES.md``). With a cache folder each
 fixed shape is kept composed and compiled there (:mod:`mmedge.openvino_cache`), and the graph is
 composed in memory only for a shape it lacks.
 """
