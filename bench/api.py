@@ -42,7 +42,7 @@ from mmedge.bench._types import (
 from mmedge.bundle import Bundle, OutputSpec, load_bundle
 from mmedge.errors import ConfigError, InputError
 from mmedge.providers import ProviderRequest
-from mmedge.sessions import default_thread_budget
+from mmedge.sessions import default_thread_budget, make_folder
 
 __all__ = ["bench"]
 
@@ -266,10 +266,7 @@ def _check_options(
     if problems:
         raise ConfigError("; ".join(problems))
     if cache_dir is not None:
-        try:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cache_dir {cache_dir} cannot be created ({e.strerror})") from e
+        make_folder("cache_dir", cache_dir)
 
 
 def _fill_cache(variant: VariantSpec, inputs: Mapping[int, Path], scratch: Path, batch_sizes: Sequence[int]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.bundle import Bundle, Component, check_io, verify_component_file
-from mmedge.errors import BundleError, InputError, MMEdgeError, ProviderError, translated
+from mmedge.errors import BundleError, ConfigError, InputError, MMEdgeError, ProviderError, translated
 from mmedge.providers import CPU, OPENVINO, ProviderPlan
 from mmedge.verify import session_specs
 
@@ -34,6 +34,7 @@ __all__ = [
     "count_partitions",
     "create_session",
     "default_thread_budget",
+    "make_folder",
     "open_session",
     "plain_options",
     "run_boundary",
@@ -76,6 +77,15 @@ class ComponentPlacement:
     partitions: Mapping[str, int] = field(default_factory=dict)  # provider → pieces it takes the graph in
     fallbacks: tuple[str, ...] = ()  # every provider dropped or left idle, with why
     io_binding: bool = False  # outputs stay in device memory between components
+
+
+def make_folder(option: str, folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` (a session setting such as ``cache_dir``) now, so that one that cannot be
+    made fails as a ConfigError naming ``option`` before anything is opened."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{option} {folder} cannot be created ({e.strerror})") from e
 
 
 @dataclass(frozen=True)

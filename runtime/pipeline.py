@@ -56,6 +56,7 @@ from mmedge.sessions import (
     ComponentSession,
     SessionSettings,
     default_thread_budget,
+    make_folder,
     open_session,
     run_boundary,
     to_numpy,
@@ -453,10 +454,7 @@ def _check_options(
             raise ConfigError(f"{message}, found {short_repr(value)}")
     for option, folder in (("optimized_model_dir", optimized_model_dir), ("cache_dir", cache_dir)):
         if folder is not None:
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"{option} {folder} cannot be created ({e.strerror})") from e
+            make_folder(option, folder)
 
 
 def _warn_unchecked_saturation(manifest: Manifest) -> None:
