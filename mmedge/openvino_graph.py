@@ -9,8 +9,11 @@ encoder's request with no per-request cost: in the multi-process benchmark TriMo
 components keep their files, recipes and scales: the graph is wired in memory from the wiring.
 
 Shapes: each input-shape signature a call brings is compiled once with every dimension fixed, up
-to :data:`MAX_SHAPES` of them; for a further shape ``run`` returns None and the caller runs the
-components one by one (the Pipeline's split plan). The composed graph is never compiled with
+to :data:`MAX_SHAPES` of them; a further batch size runs in chunks of the compiled ones, and a
+shape no chunks make up (another sequence length, say) returns None: the caller runs the
+components one by one (the Pipeline's split plan). ``run(..., wait=False)`` never compiles in the
+call: a new shape compiles on a background thread while its calls run in chunks, so a server's
+request never waits the second or so a compile of a large model takes. The composed graph is never compiled with
 dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
 INT8 image encoder, right alone at any shape, drifts inside the dynamic composed graph). The bound
 holds memory too: every fixed shape is a compiled model with weights of its own (both measured in
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +74,9 @@ class OpenVINOGraph:
             self._composed()  # with a cache: only once a shape is not in it
         self._config = compile_config(threads, cache_dir)
         self._compiled: dict[tuple, Any] = {}
+        self._compiling: dict[tuple, threading.Thread] = {}  # shapes compiled in the background (wait=False)
         self._lock = threading.Lock()
+        self._compile_lock = threading.Lock()  # one compile at a time: they share the composed model
         self._local = threading.local()
 
     @property
@@ -80,15 +85,23 @@ class OpenVINOGraph:
         with self._lock:
             return tuple(self._compiled)
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
-        """The outputs by (component, tensor) for ``feeds`` (raw input name → array); None for a shape
-        past the :data:`MAX_SHAPES` compiled ones (run the components one by one instead)."""
+    def run(self, feeds: Mapping[str, np.ndarray], *, wait: bool = True) -> dict[tuple[str, str], np.ndarray] | None:
+        """The outputs by (component, tensor) for ``feeds`` (raw input name → array); None when no
+        compiled shape can run them (run the components one by one instead).
+
+        A shape is compiled on first use, up to :data:`MAX_SHAPES`; a batch size past them runs in
+        chunks of the compiled batch sizes (:meth:`_in_chunks`). ``wait=False``: a new shape is
+        compiled on a background thread and, until it is ready, its calls run in those chunks too,
+        so no call waits for a compile (see :meth:`join`).
+        """
+        arrays = [np.ascontiguousarray(feeds[name]) for name in self.inputs]
+        signature = tuple(a.shape for a in arrays)
+        request = self._request(signature, self._compile if wait else self._compiled_or_started)
+        return self._infer(request, arrays) if request is not None else self._in_chunks(arrays)
+
+    def _infer(self, request: Any, arrays: Sequence[np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
         import openvino as ov
 
-        arrays = [np.ascontiguousarray(feeds[name]) for name in self.inputs]
-        request = self._request(tuple(a.shape for a in arrays))
-        if request is None:
-            return None
         # tensors set directly over the callers' arrays (no copy in; the call is synchronous):
         # infer(dict or list) costs a tenth of a millisecond more in its Python dispatch
         for i, array in enumerate(arrays):
@@ -97,26 +110,99 @@ class OpenVINOGraph:
         # copied out: the request reuses its output tensors on the next call
         return {key: request.get_output_tensor(i).data.copy() for i, key in enumerate(self.outputs)}
 
-    def _request(self, signature: tuple[tuple[int, ...], ...]) -> Any:
-        """This thread's infer request for ``signature``, compiled now if there is room; else None."""
+    def _in_chunks(self, arrays: Sequence[np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
+        """A batch run in chunks of the batch sizes compiled for the same other dimensions, largest
+        first, outputs stacked; None when they cannot add up to it or an output is not batch-major.
+
+        Why: a new batch size otherwise costs a compile (a second or more for a large model, and a
+        compiled model's memory) or the split plan's sessions (opened on first use, a second copy of
+        every weight); a chunk costs about what its rows do inside a larger batch for the large
+        models the one graph is chosen for (``benchmarks/NOTES.md``).
+        """
+        if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
+            return None
+        rest = [a.shape[1:] for a in arrays]
+        with self._lock:
+            sizes = sorted({s[0][0] for s in self._compiled if [d[1:] for d in s] == rest}, reverse=True)
+        plan, left = [], arrays[0].shape[0]
+        for size in sizes:
+            plan += [size] * (left // size)
+            left %= size
+        if left or not plan:
+            return None
+        parts, start = [], 0
+        for size in plan:
+            chunk = [a[start : start + size] for a in arrays]
+            request = self._request(tuple(c.shape for c in chunk), self._compiled_only)
+            parts.append(self._infer(request, chunk))
+            start += size
+        if any(
+            v.ndim == 0 or v.shape[0] != size for part, size in zip(parts, plan, strict=True) for v in part.values()
+        ):
+            return None
+        return {key: np.concatenate([part[key] for part in parts]) for key in self.outputs}
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the shapes compiling in the background (``run(..., wait=False)``) to be ready."""
+        with self._lock:
+            threads = list(self._compiling.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def _request(self, signature: tuple[tuple[int, ...], ...], compiled_for: Callable[[tuple], Any]) -> Any:
+        """This thread's infer request for ``signature``, from ``compiled_for(signature)`` (None: none)."""
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = self._local.requests = {}
         if signature not in requests:
-            compiled = self._compile(signature)
+            compiled = compiled_for(signature)
             if compiled is None:
                 return None
             requests[signature] = compiled.create_infer_request()
         return requests[signature]
 
+    def _compiled_only(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        with self._lock:
+            return self._compiled.get(signature)
+
     def _compile(self, signature: tuple[tuple[int, ...], ...]) -> Any:
         """The graph compiled at ``signature``, compiled now unless MAX_SHAPES already are (None)."""
+        self.join()  # a shape compiling in the background is waited for, not compiled twice
         with self._lock:
             if signature not in self._compiled:
-                if len(self._compiled) >= MAX_SHAPES:
+                if len(self._compiled) + len(self._compiling) >= MAX_SHAPES:
                     return None
-                self._compiled[signature] = self._compiled_model(signature)
+                with self._compile_lock:
+                    self._compiled[signature] = self._compiled_model(signature)
             return self._compiled[signature]
+
+    def _compiled_or_started(self, signature: tuple[tuple[int, ...], ...]) -> Any:
+        """The graph compiled at ``signature`` if it is; else None, its compile started on a
+        background thread if there is room for one more shape."""
+        with self._lock:
+            compiled = self._compiled.get(signature)
+            if compiled is not None or signature in self._compiling:
+                return compiled
+            if len(self._compiled) + len(self._compiling) >= MAX_SHAPES:
+                return None
+            thread = threading.Thread(
+                target=self._compile_in_background, args=(signature,), name="mmedge-openvino-compile"
+            )
+            self._compiling[signature] = thread
+            thread.start()  # under the lock: join() never meets a thread not yet started
+        return None
+
+    def _compile_in_background(self, signature: tuple[tuple[int, ...], ...]) -> None:
+        """Compile ``signature`` and keep it; a failure is logged and the shape keeps running split."""
+        try:
+            with self._compile_lock:
+                compiled = self._compiled_model(signature)
+        except Exception as e:  # noqa: BLE001 - nobody waits on this thread to raise to
+            log.warning("shape %s keeps running component by component: OpenVINO cannot compile it (%s)", signature, e)
+            return  # stays in _compiling (counted against MAX_SHAPES) so it is not tried on every call
+        with self._lock:
+            self._compiled.setdefault(signature, compiled)
+            del self._compiling[signature]
 
     def _compiled_model(self, signature: tuple[tuple[int, ...], ...]) -> Any:
         """The graph compiled at ``signature``, from the cache where it holds it."""

@@ -120,6 +120,11 @@ class Pipeline:
             bundle here opens in a fraction of the time and memory (:mod:`mmedge.openvino_cache`;
             disk: about twice the component files per shape). None (the default) writes nothing.
             Entries that cannot be written or read are rebuilt with a warning, never an error.
+        compile_in_background: for servers: a call at an input shape the one OpenVINO graph
+            (:attr:`whole_graph`) has not compiled does not wait for its compile (a second or more
+            for a large model): the shape compiles on a background thread while such calls run in
+            chunks of the batch sizes already compiled (or, where none fit, component by
+            component). False (the default): the first call at a new shape compiles it.
 
     A call never returns NaN or Inf in a float output: when finite inputs drive the model out of
     its numeric range, it raises InputError naming the inputs instead.
@@ -141,6 +146,7 @@ class Pipeline:
         trace: Trace | None = None,
         limits: InputLimits = DEFAULT_LIMITS,
         cache_dir: str | os.PathLike[str] | None = None,
+        compile_in_background: bool = False,
     ) -> None:
         _check_options(
             bundle=bundle,
@@ -150,6 +156,7 @@ class Pipeline:
             graph_optimization=graph_optimization,
             trace=trace,
             limits=limits,
+            compile_in_background=compile_in_background,
         )
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         _warn_unchecked_saturation(self._bundle.manifest)
@@ -175,6 +182,7 @@ class Pipeline:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._trace = trace
+        self._compile_wait = not compile_in_background
         self._whole = self._open_whole(providers, lazy)
         if self._whole is not None:
             return  # the components' own sessions open only if encode() or precomputed outputs need them
@@ -203,8 +211,8 @@ class Pipeline:
         Where every one is placed on OpenVINO, or ``mmedge quantize`` measured the one graph faster
         on this kind of CPU (the manifest's ``whole_graph``) and every provider request is "auto" or
         "cpu" (:func:`mmedge.runtime.policy.one_openvino_graph`, :mod:`mmedge.openvino_graph`). The
-        graph is compiled for the first few input shapes a Pipeline meets (``MAX_SHAPES``); calls of
-        further shapes run the components one by one.
+        graph is compiled for the first few input shapes a Pipeline meets (``MAX_SHAPES``); further
+        batch sizes run in chunks of the compiled ones, other shapes component by component.
         """
         return self._whole.components if self._whole is not None else ()
 
@@ -282,7 +290,9 @@ class Pipeline:
         with self._lock:
             self._closed = True
             self._sessions.clear()
-            self._whole = None  # a call now takes the split path, whose sessions say the Pipeline is closed
+            whole, self._whole = self._whole, None  # a call now takes the split path, whose sessions say it is closed
+        if whole is not None:
+            whole.graph.join()  # no compile outlives the Pipeline
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
@@ -350,11 +360,11 @@ class Pipeline:
 
     def _run_whole(self, feeds: Feeds) -> dict[str, dict[str, Any]] | None:
         """Every manifest output the one graph produces, by component and tensor; None for a shape
-        past those it compiles (:data:`mmedge.openvino_graph.MAX_SHAPES`)."""
+        its compiled ones cannot run (:meth:`mmedge.openvino_graph.OpenVINOGraph.run`)."""
         assert self._whole is not None
         start = time.perf_counter_ns()
         with run_boundary(WHOLE_GRAPH, feeds.raw):
-            produced = self._whole.graph.run(feeds.raw)
+            produced = self._whole.graph.run(feeds.raw, wait=self._compile_wait)
         if produced is None:
             return None
         if self._trace is not None:  # traced only when it ran (not _timed: a None ran nothing)
@@ -421,6 +431,7 @@ def _check_options(
     graph_optimization: Any,
     trace: Any,
     limits: Any,
+    compile_in_background: Any,
 ) -> None:
     """ConfigError for the first invalid Pipeline argument, before any file is read."""
     is_int = isinstance(threads, int) and not isinstance(threads, bool)
@@ -448,6 +459,7 @@ def _check_options(
         ),
         (trace is None or callable(trace), "trace must be a callable(kind, name, start_ns, end_ns) or None", trace),
         (isinstance(limits, InputLimits), "limits must be an InputLimits", limits),
+        (isinstance(compile_in_background, bool), "compile_in_background must be True or False", compile_in_background),
     ]
     for ok, message, value in checks:
         if not ok:

@@ -354,13 +354,21 @@ def app_for_bundle(
     """A FastAPI app serving the bundle at ``bundle`` with its own Pipeline, closed on shutdown.
 
     The Pipeline reports every step to ``/metrics``: each component's latency, preprocessing and
-    postprocessing. Raises BundleError (before anything listens) if the bundle cannot be loaded.
+    postprocessing. It compiles new input shapes in the background (``compile_in_background``): a
+    request never waits for a compile. Raises BundleError (before anything listens) if the bundle cannot be loaded.
     """
     from mmedge.runtime import Pipeline
 
     metrics = Metrics()
     pipeline = Pipeline(
-        bundle, providers, threads=threads, fallback=fallback, strict=strict, trace=metrics.trace, cache_dir=cache_dir
+        bundle,
+        providers,
+        threads=threads,
+        fallback=fallback,
+        strict=strict,
+        trace=metrics.trace,
+        cache_dir=cache_dir,
+        compile_in_background=True,
     )
     return _build(pipeline, options or ServeOptions(), metrics, owned=True)
 

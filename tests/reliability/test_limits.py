@@ -162,6 +162,9 @@ def test_preprocessing_memory_stays_within_16_bytes_per_element(shared_bundle: P
             {"optimized_model_dir": 123}, "optimized_model_dir must be a directory path or None", id="dir-type"
         ),
         pytest.param({"optimized_model_dir": "/proc/mmedge"}, "/proc/mmedge cannot be created", id="dir-unwritable"),
+        pytest.param(
+            {"compile_in_background": "yes"}, "compile_in_background must be True or False, found 'yes'", id="bg"
+        ),
     ],
 )
 def test_bad_pipeline_options_are_config_errors(shared_bundle: Path, kwargs: dict, message: str) -> None:

@@ -1,10 +1,12 @@
 """A bundle's components as one OpenVINO graph: same outputs as the split plan, when it is used and
-when not, shapes compiled fixed then dynamic, and the same input checks."""
+when not, shapes compiled fixed, further batch sizes in chunks of them (compiled in the background for
+servers), and the same input checks."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,25 +57,93 @@ def test_the_one_graph_gives_the_split_outputs_at_each_shape(
     assert graph.shapes == (((1, 6), (1, 3, 8, 8), (1, 160)), ((3, 6), (3, 3, 8, 8), (3, 160)))
 
 
-def test_shapes_past_the_compiled_ones_run_component_by_component(
+def test_shapes_past_the_compiled_ones_run_in_chunks_or_component_by_component(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Pipeline answers every shape: the one graph for the first MAX_SHAPES, then each component
-    on its own session (the split plan), with the same outputs, and the one graph again after."""
-    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 1)
+    """The Pipeline answers every shape: the one graph for the first MAX_SHAPES; a further batch size
+    in chunks of the compiled ones; another sequence length on each component's own session (the
+    split plan); the same outputs throughout, and the one graph again after."""
+    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
     spans: list[tuple[str, str]] = []
     with (
         Pipeline(tiny_bundle, "cpu") as split,
         Pipeline(tiny_bundle, "openvino", lazy=True, trace=lambda kind, name, *_: spans.append((kind, name))) as one,
     ):
-        for batch in (1, 2, 1):
+        graph = one._whole.graph
+        for batch, seq, runs in ((1, 6, "graph"), (3, 6, "graph"), (7, 6, "graph"), (2, 9, "split"), (1, 6, "graph")):
             spans.clear()
-            x = tiny_inputs(batch=batch, seed=batch)
+            x = tiny_inputs(batch=batch, seq=seq, seed=batch)
             np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
             ran = {name for kind, name in spans if kind == "component"}
-            assert ran == ({"one OpenVINO graph"} if batch == 1 else set(ALL)), batch
+            assert ran == ({"one OpenVINO graph"} if runs == "graph" else set(ALL)), (batch, seq)
             assert [kind for kind, _ in spans].count("execute") == 1
+        assert {s[0] for s in graph.shapes} == {(1, 6), (3, 6)}  # 7 ran as 3 + 3 + 1, nothing compiled for it
         assert one.whole_graph == ALL
+
+
+def test_a_new_shape_compiles_in_the_background_while_its_calls_run_in_chunks(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait=False`` never compiles in the call: a new batch size runs in chunks of the compiled
+    batch sizes (here one row at a time) until its own is compiled, then on it; same outputs."""
+    bundle = load_bundle(tiny_bundle)
+    files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
+    graph = OpenVINOGraph(bundle.manifest, files, ALL, threads=1)
+    compiled = []
+    real = graph._compiled_model
+
+    def slow(signature: tuple) -> object:
+        compiled.append(signature)
+        if signature[0][0] == 3:
+            gate.wait(30)  # held until the test has seen the row-by-row answer
+        return real(signature)
+
+    gate = threading.Event()
+    monkeypatch.setattr(graph, "_compiled_model", slow)
+    one_row = tiny_inputs(batch=1, seed=1)
+    assert graph.run(one_row, wait=False) is None  # nothing compiled for one row yet: run split
+    graph.join()
+    x = tiny_inputs(batch=3, seed=2)
+    with Pipeline(tiny_bundle, "cpu") as split:
+        want = split.run(x)["logits"]
+        in_rows = graph.run(x, wait=False)
+        assert in_rows is not None  # answered while batch 3 compiles
+        assert len(graph.shapes) == 1
+        np.testing.assert_allclose(in_rows[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
+        gate.set()
+        graph.join()
+        assert [s[0][0] for s in compiled] == [1, 3]
+        assert len(graph.shapes) == 2
+        np.testing.assert_allclose(graph.run(x, wait=False)[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_pipeline_compiling_in_the_background_answers_every_shape_at_once(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
+    with (
+        Pipeline(tiny_bundle, "cpu") as split,
+        Pipeline(tiny_bundle, "openvino", compile_in_background=True) as one,
+    ):
+        graph = one._whole.graph
+        for batch in (1, 3, 3, 2, 4):
+            x = tiny_inputs(batch=batch, seed=batch)
+            np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
+            graph.join()
+        assert {s[0][0] for s in graph.shapes} == {1, 3}  # the example shape, then one more (MAX_SHAPES 2)
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("Exception from src/core: out of memory")
+
+    with (
+        caplog.at_level(logging.WARNING, logger="mmedge.runtime"),
+        Pipeline(tiny_bundle, "openvino", compile_in_background=True) as one,
+    ):
+        monkeypatch.setattr(one._whole.graph, "_compiled_model", broken)
+        for _ in range(2):  # a failed compile is logged once, and the shape still answers
+            assert one.run(tiny_inputs(batch=3))["logits"].shape == (3, 3)
+            one._whole.graph.join()
+    assert caplog.text.count("cannot compile it") == 1
 
 
 def test_every_component_asked_for_openvino_runs_as_one_request(tiny_bundle: Path) -> None:

@@ -309,3 +309,37 @@ def test_unbatchable_bundle_serves_with_batching_off_and_says_why(pipeline: Pipe
     assert batching["enabled"] is False
     assert batching["max_batch"] == 1
     assert "text" in batching["note"]
+
+
+def test_a_request_at_a_new_batch_size_never_waits_for_a_compile(
+    tiny_dir: Path, pipeline: Pipeline, serve_app: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served as one OpenVINO graph, a request of a batch size not compiled yet is answered while
+    that size compiles (here: held until the answer came) and the next one runs on it."""
+    pytest.importorskip("openvino")
+    from mmedge import openvino_graph
+    from mmedge.serve import app_for_bundle
+
+    gate, compiled = threading.Event(), []
+    real = openvino_graph.OpenVINOGraph._compiled_model
+
+    def held(graph: Any, signature: tuple) -> Any:
+        if signature[0][0] == 3:
+            assert gate.wait(10), "the request waited for the compile"
+        compiled.append(signature[0][0])
+        return real(graph, signature)
+
+    monkeypatch.setattr(openvino_graph.OpenVINOGraph, "_compiled_model", held)
+    x = tiny_inputs(batch=3, seed=4)
+    app = app_for_bundle(tiny_dir, ServeOptions(), providers="openvino", threads=1)
+    with serve_app(app) as url:
+        first = httpx.post(f"{url}/v1/predict", json=as_json(x), timeout=30)
+        gate.set()
+        assert first.status_code == 200, first.text
+        assert_outputs(first.json()["outputs"], pipeline.run(x))
+        deadline = time.monotonic() + 30
+        while 3 not in compiled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = httpx.post(f"{url}/v1/predict", json=as_json(x), timeout=30)
+        assert_outputs(second.json()["outputs"], pipeline.run(x))
+    assert compiled.count(3) == 1
