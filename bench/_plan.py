@@ -46,16 +46,20 @@ def variant_specs(
     monolithic: bool,
     subject_providers: Sequence[Mapping[str, Any]] = (),
     cache_dir: str | None = None,
+    graph_shapes: int | None = None,
 ) -> list[VariantSpec]:
     """The variants in report order: subject first (then again under each of ``subject_providers``,
     per-component provider policies such as ``{"image": "openvino", "*": "cpu"}``), then compared
-    bundles, monolithic ONNX, PyTorch. ``cache_dir``: the bundles' ``Pipeline(cache_dir=)``."""
+    bundles, monolithic ONNX, PyTorch. ``cache_dir``, ``graph_shapes``: the bundles'
+    ``Pipeline(cache_dir=, max_graph_shapes=)``."""
     common = {"threads": threads, "providers": providers}
     variants = []
     names: set[str] = set()
     for b in (subject, *others):
         name = _unique(f"split {_label(c.precision for c in b.manifest.components)}", b, names)
         spec = {"kind": "split", "path": str(b.path), **common, **({"cache_dir": cache_dir} if cache_dir else {})}
+        if graph_shapes is not None:
+            spec["graph_shapes"] = graph_shapes
         variants.append(VariantSpec(name, "split", str(b.path), RUNTIME_WORKER, spec))
         if b is subject:
             for policy in subject_providers:

@@ -24,6 +24,7 @@ from mmedge.bench._types import MODEL_PART, Hotspots
 from mmedge.bundle import MONOLITHIC_ASSET, load_bundle
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
+from mmedge.openvino_graph import MAX_SHAPES
 from mmedge.providers import OPENVINO, resolve_providers
 from mmedge.runtime.pipeline import Pipeline
 from mmedge.sessions import SessionSettings, create_session, session_options
@@ -88,7 +89,12 @@ class PipelineRunner:
         self._threads = int(spec["threads"])
         self._providers = spec["providers"]
         self.pipe = Pipeline(
-            spec["path"], self._providers, threads=self._threads, trace=self._record, cache_dir=spec.get("cache_dir")
+            spec["path"],
+            self._providers,
+            threads=self._threads,
+            trace=self._record,
+            cache_dir=spec.get("cache_dir"),
+            max_graph_shapes=spec.get("graph_shapes", MAX_SHAPES),
         )
         self._graph = Graph(self.pipe.manifest)
         self._plan = self._graph.full_plan

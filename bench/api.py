@@ -41,6 +41,7 @@ from mmedge.bench._types import (
 )
 from mmedge.bundle import Bundle, OutputSpec, load_bundle
 from mmedge.errors import ConfigError, InputError
+from mmedge.openvino_graph import MAX_SHAPES
 from mmedge.providers import ProviderRequest
 from mmedge.sessions import default_thread_budget, make_folder
 
@@ -174,6 +175,8 @@ def bench(
         monolithic=monolithic,
         subject_providers=subject_providers,
         cache_dir=str(cache_dir) if cache_dir is not None else None,
+        # every batch size timed as deployed, compiled (not in chunks of others); 1 more: the example shape
+        graph_shapes=max(MAX_SHAPES, len(sizes) + 1),
     )
     plan = Plan(
         batch_sizes=sizes,

@@ -52,7 +52,8 @@ class OpenVINOGraph:
     names); outputs are the manifest outputs the components produce. ``run`` may be called from
     many threads at once (an infer request per thread and compiled shape). ``cache_dir``: keep each
     fixed shape there (:mod:`mmedge.openvino_cache`); ``digests``: the files' sha256 by component
-    where already checked, so naming the cache entry reads no file again.
+    where already checked, so naming the cache entry reads no file again; ``max_shapes``: how many
+    shapes to compile (each a compiled model with its own copy of the weights).
     """
 
     def __init__(
@@ -64,15 +65,18 @@ class OpenVINOGraph:
         *,
         cache_dir: Path | None = None,
         digests: Mapping[str, str] | None = None,
+        max_shapes: int = MAX_SHAPES,
     ) -> None:
         self._source = (manifest, dict(files), tuple(components))
         self.inputs = _raw_inputs(manifest, components)
         self.outputs = tuple((o.component, o.tensor) for o in manifest.outputs if o.component in components)
+        self._batch_major = _batch_major(manifest, self.inputs, self.outputs)
         self._cache = None if cache_dir is None else GraphCache(cache_dir, manifest, files, components, digests)
         self._model: Any = None
         if self._cache is None:
             self._composed()  # with a cache: only once a shape is not in it
         self._config = compile_config(threads, cache_dir)
+        self._max_shapes = max_shapes
         self._compiled: dict[tuple, Any] = {}
         self._compiling: dict[tuple, threading.Thread] = {}  # shapes compiled in the background (wait=False)
         self._lock = threading.Lock()
@@ -89,7 +93,7 @@ class OpenVINOGraph:
         """The outputs by (component, tensor) for ``feeds`` (raw input name → array); None when no
         compiled shape can run them (run the components one by one instead).
 
-        A shape is compiled on first use, up to :data:`MAX_SHAPES`; a batch size past them runs in
+        A shape is compiled on first use, up to ``max_shapes``; a batch size past them runs in
         chunks of the compiled batch sizes (:meth:`_in_chunks`). ``wait=False``: a new shape is
         compiled on a background thread and, until it is ready, its calls run in those chunks too,
         so no call waits for a compile (see :meth:`join`).
@@ -112,14 +116,14 @@ class OpenVINOGraph:
 
     def _in_chunks(self, arrays: Sequence[np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
         """A batch run in chunks of the batch sizes compiled for the same other dimensions, largest
-        first, outputs stacked; None when they cannot add up to it or an output is not batch-major.
+        first, outputs stacked; None when they cannot add up to it or a tensor is not batch-major.
 
         Why: a new batch size otherwise costs a compile (a second or more for a large model, and a
         compiled model's memory) or the split plan's sessions (opened on first use, a second copy of
         every weight); a chunk costs about what its rows do inside a larger batch for the large
         models the one graph is chosen for (``benchmarks/NOTES.md``).
         """
-        if any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
+        if not self._batch_major or len({a.shape[0] for a in arrays}) != 1:
             return None
         rest = [a.shape[1:] for a in arrays]
         with self._lock:
@@ -166,11 +170,11 @@ class OpenVINOGraph:
             return self._compiled.get(signature)
 
     def _compile(self, signature: tuple[tuple[int, ...], ...]) -> Any:
-        """The graph compiled at ``signature``, compiled now unless MAX_SHAPES already are (None)."""
+        """The graph compiled at ``signature``, compiled now unless ``max_shapes`` already are (None)."""
         self.join()  # a shape compiling in the background is waited for, not compiled twice
         with self._lock:
             if signature not in self._compiled:
-                if len(self._compiled) + len(self._compiling) >= MAX_SHAPES:
+                if len(self._compiled) + len(self._compiling) >= self._max_shapes:
                     return None
                 with self._compile_lock:
                     self._compiled[signature] = self._compiled_model(signature)
@@ -183,7 +187,7 @@ class OpenVINOGraph:
             compiled = self._compiled.get(signature)
             if compiled is not None or signature in self._compiling:
                 return compiled
-            if len(self._compiled) + len(self._compiling) >= MAX_SHAPES:
+            if len(self._compiled) + len(self._compiling) >= self._max_shapes:
                 return None
             thread = threading.Thread(
                 target=self._compile_in_background, args=(signature,), name="mmedge-openvino-compile"
@@ -199,7 +203,7 @@ class OpenVINOGraph:
                 compiled = self._compiled_model(signature)
         except Exception as e:  # noqa: BLE001 - nobody waits on this thread to raise to
             log.warning("shape %s keeps running component by component: OpenVINO cannot compile it (%s)", signature, e)
-            return  # stays in _compiling (counted against MAX_SHAPES) so it is not tried on every call
+            return  # stays in _compiling (counted against max_shapes) so it is not tried on every call
         with self._lock:
             self._compiled.setdefault(signature, compiled)
             del self._compiling[signature]
@@ -229,6 +233,15 @@ class OpenVINOGraph:
             if inputs != self.inputs:  # both follow the manifest's wiring in the same order
                 raise RuntimeError(f"composed graph inputs {inputs} differ from the wiring's {self.inputs}")
         return self._model
+
+
+def _batch_major(manifest: Manifest, inputs: Sequence[str], outputs: Sequence[tuple[str, str]]) -> bool:
+    """Whether every input and output named has a symbolic first axis (the batch: rows can be
+    split and stacked), the rule ``mmedge serve`` merges requests by."""
+    specs = {i.name: i.shape for i in manifest.inputs}
+    tensors = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
+    shapes = [specs.get(name) for name in inputs] + [tensors.get(key) for key in outputs]
+    return all(shape and isinstance(shape[0], str) for shape in shapes)
 
 
 def _raw_inputs(manifest: Manifest, components: Sequence[str]) -> tuple[str, ...]:

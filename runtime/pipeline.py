@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from mmedge.bundle import Bundle, Manifest, load_bundle, verify_component_file
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
+from mmedge.openvino_graph import MAX_SHAPES, OpenVINOGraph
 from mmedge.providers import OPENVINO
 from mmedge.runtime._inputs import Feeds, InputRouter
 from mmedge.runtime.generate import Generation, Generator, no_decoder_error
@@ -61,9 +62,6 @@ from mmedge.sessions import (
     run_boundary,
     to_numpy,
 )
-
-if TYPE_CHECKING:
-    from mmedge.openvino_graph import OpenVINOGraph
 
 __all__ = ["CACHE_DIR_HELP", "STRICT_HELP", "WHOLE_GRAPH", "Pipeline"]
 
@@ -125,6 +123,9 @@ class Pipeline:
             for a large model): the shape compiles on a background thread while such calls run in
             chunks of the batch sizes already compiled (or, where none fit, component by
             component). False (the default): the first call at a new shape compiles it.
+        max_graph_shapes: how many input shapes the one OpenVINO graph compiles, each a compiled
+            model with its own copy of the weights (default :data:`mmedge.openvino_graph.MAX_SHAPES`);
+            further batch sizes run in chunks of the compiled ones.
 
     A call never returns NaN or Inf in a float output: when finite inputs drive the model out of
     its numeric range, it raises InputError naming the inputs instead.
@@ -147,6 +148,7 @@ class Pipeline:
         limits: InputLimits = DEFAULT_LIMITS,
         cache_dir: str | os.PathLike[str] | None = None,
         compile_in_background: bool = False,
+        max_graph_shapes: int = MAX_SHAPES,
     ) -> None:
         _check_options(
             bundle=bundle,
@@ -157,6 +159,7 @@ class Pipeline:
             trace=trace,
             limits=limits,
             compile_in_background=compile_in_background,
+            max_graph_shapes=max_graph_shapes,
         )
         self._bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, check_hashes=check_hashes)
         _warn_unchecked_saturation(self._bundle.manifest)
@@ -183,6 +186,7 @@ class Pipeline:
         self._closed = False
         self._trace = trace
         self._compile_wait = not compile_in_background
+        self._max_graph_shapes = max_graph_shapes
         self._whole = self._open_whole(providers, lazy)
         if self._whole is not None:
             return  # the components' own sessions open only if encode() or precomputed outputs need them
@@ -211,7 +215,7 @@ class Pipeline:
         Where every one is placed on OpenVINO, or ``mmedge quantize`` measured the one graph faster
         on this kind of CPU (the manifest's ``whole_graph``) and every provider request is "auto" or
         "cpu" (:func:`mmedge.runtime.policy.one_openvino_graph`, :mod:`mmedge.openvino_graph`). The
-        graph is compiled for the first few input shapes a Pipeline meets (``MAX_SHAPES``); further
+        graph is compiled for the first few input shapes a Pipeline meets (``max_graph_shapes``); further
         batch sizes run in chunks of the compiled ones, other shapes component by component.
         """
         return self._whole.components if self._whole is not None else ()
@@ -330,8 +334,6 @@ class Pipeline:
         why = one_openvino_graph(providers, self.manifest, self._plans, components)
         if why is None:
             return None
-        from mmedge.openvino_graph import OpenVINOGraph
-
         try:
             files = {c: self._bundle.openvino_path(c) for c in components}
             for c in components:
@@ -339,7 +341,13 @@ class Pipeline:
             # the cache names the graph by its files' hashes: those load_bundle checked need no second read
             digests = {c: self._bundle.openvino_sha256(c) for c in components} if self._bundle.check_hashes else None
             graph = OpenVINOGraph(
-                self.manifest, files, components, self._budget, cache_dir=self._settings.cache_dir, digests=digests
+                self.manifest,
+                files,
+                components,
+                self._budget,
+                cache_dir=self._settings.cache_dir,
+                digests=digests,
+                max_shapes=self._max_graph_shapes,
             )
             whole = _WholeGraph(components, graph)
             example = example_zeros(self._graph, components)
@@ -432,6 +440,7 @@ def _check_options(
     trace: Any,
     limits: Any,
     compile_in_background: Any,
+    max_graph_shapes: Any,
 ) -> None:
     """ConfigError for the first invalid Pipeline argument, before any file is read."""
     is_int = isinstance(threads, int) and not isinstance(threads, bool)
@@ -460,6 +469,11 @@ def _check_options(
         (trace is None or callable(trace), "trace must be a callable(kind, name, start_ns, end_ns) or None", trace),
         (isinstance(limits, InputLimits), "limits must be an InputLimits", limits),
         (isinstance(compile_in_background, bool), "compile_in_background must be True or False", compile_in_background),
+        (
+            isinstance(max_graph_shapes, int) and not isinstance(max_graph_shapes, bool) and max_graph_shapes >= 1,
+            "max_graph_shapes must be a positive int",
+            max_graph_shapes,
+        ),
     ]
     for ok, message, value in checks:
         if not ok:

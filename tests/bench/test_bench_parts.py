@@ -154,3 +154,31 @@ def test_each_variant_follows_each_other_about_equally_often() -> None:
         for b in names:
             if a != b:
                 assert 0.7 * expected < pairs[(a, b)] < 1.3 * expected, (a, b, pairs[(a, b)])
+
+
+def test_every_batch_size_is_timed_on_a_graph_compiled_for_it(tiny_bundle: Path) -> None:
+    """The one OpenVINO graph compiles at most a few shapes and runs further batch sizes in chunks
+    of them; bench times each batch size as a deployment at that size runs it, compiled."""
+    pytest.importorskip("openvino")
+    from mmedge.bench._plan import variant_specs
+    from mmedge.bench._variants import PipelineRunner
+    from mmedge.openvino_graph import MAX_SHAPES
+
+    sizes = tuple(range(1, MAX_SHAPES + 3))
+    bundle = load_bundle(tiny_bundle)
+    specs = variant_specs(
+        bundle,
+        [],
+        torch_model=None,
+        checkpoint=None,
+        threads=1,
+        providers="openvino",
+        monolithic=False,
+        graph_shapes=len(sizes) + 1,
+    )
+    runner = PipelineRunner(specs[0].spec)
+    inputs = bench_inputs(bundle, sizes, None, seed=0)
+    for batch in sizes:
+        runner.run(inputs[batch])
+    assert {shape[0][0] for shape in runner.pipe._whole.graph.shapes} == set(sizes)
+    runner.pipe.close()

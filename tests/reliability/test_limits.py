@@ -165,6 +165,7 @@ def test_preprocessing_memory_stays_within_16_bytes_per_element(shared_bundle: P
         pytest.param(
             {"compile_in_background": "yes"}, "compile_in_background must be True or False, found 'yes'", id="bg"
         ),
+        pytest.param({"max_graph_shapes": 0}, "max_graph_shapes must be a positive int, found 0", id="shapes"),
     ],
 )
 def test_bad_pipeline_options_are_config_errors(shared_bundle: Path, kwargs: dict, message: str) -> None:

@@ -52,13 +52,12 @@ def test_a_second_pipeline_reads_the_graph_from_the_cache(
     assert _graphs(cache) == graphs
 
 
-def test_shapes_past_the_cache_still_match(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
+def test_shapes_past_the_cache_still_match(tiny_bundle: Path, tmp_path: Path) -> None:
     with (
         Pipeline(tiny_bundle, "cpu") as split,
-        Pipeline(tiny_bundle, "openvino", cache_dir=tmp_path / "cache", lazy=True) as one,
+        Pipeline(tiny_bundle, "openvino", cache_dir=tmp_path / "cache", lazy=True, max_graph_shapes=2) as one,
     ):
-        for batch, seq in ((1, 6), (3, 6), (2, 9)):  # the third is past MAX_SHAPES: run split, not cached
+        for batch, seq in ((1, 6), (3, 6), (2, 9)):  # the third is past max_graph_shapes: run split, not cached
             x = tiny_inputs(batch=batch, seq=seq, seed=batch + seq)
             np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
     assert len(_graphs(tmp_path / "cache")) == 2

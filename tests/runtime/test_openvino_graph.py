@@ -41,10 +41,9 @@ def _with_record(bundle: Path, record: dict | None) -> Path:
 def test_the_one_graph_gives_the_split_outputs_at_each_shape(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
     bundle = load_bundle(tiny_bundle)
     files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
-    graph = OpenVINOGraph(bundle.manifest, files, ALL, threads=1)
+    graph = OpenVINOGraph(bundle.manifest, files, ALL, threads=1, max_shapes=2)
     assert graph.inputs == ("text", "image", "audio")
     assert graph.outputs == (("fusion_head", "logits"),)
     with Pipeline(tiny_bundle, "cpu") as split:
@@ -52,7 +51,7 @@ def test_the_one_graph_gives_the_split_outputs_at_each_shape(
             x = tiny_inputs(batch=batch, seq=seq, seed=batch + seq)
             got = graph.run(x)[("fusion_head", "logits")]
             np.testing.assert_allclose(got, split.run(x)["logits"], rtol=1e-4, atol=1e-5)
-    # a third shape is past MAX_SHAPES: never compiled with dynamic dimensions, the caller runs it split
+    # a third shape is past max_shapes: never compiled with dynamic dimensions, the caller runs it split
     assert graph.run(tiny_inputs(batch=2, seq=9)) is None
     assert graph.shapes == (((1, 6), (1, 3, 8, 8), (1, 160)), ((3, 6), (3, 3, 8, 8), (3, 160)))
 
@@ -60,14 +59,17 @@ def test_the_one_graph_gives_the_split_outputs_at_each_shape(
 def test_shapes_past_the_compiled_ones_run_in_chunks_or_component_by_component(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The Pipeline answers every shape: the one graph for the first MAX_SHAPES; a further batch size
+    """The Pipeline answers every shape: the one graph for the first max_graph_shapes; a further batch size
     in chunks of the compiled ones; another sequence length on each component's own session (the
     split plan); the same outputs throughout, and the one graph again after."""
-    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
     spans: list[tuple[str, str]] = []
+
+    def trace(kind: str, name: str, *_: int) -> None:
+        spans.append((kind, name))
+
     with (
         Pipeline(tiny_bundle, "cpu") as split,
-        Pipeline(tiny_bundle, "openvino", lazy=True, trace=lambda kind, name, *_: spans.append((kind, name))) as one,
+        Pipeline(tiny_bundle, "openvino", lazy=True, trace=trace, max_graph_shapes=2) as one,
     ):
         graph = one._whole.graph
         for batch, seq, runs in ((1, 6, "graph"), (3, 6, "graph"), (7, 6, "graph"), (2, 9, "split"), (1, 6, "graph")):
@@ -79,6 +81,19 @@ def test_shapes_past_the_compiled_ones_run_in_chunks_or_component_by_component(
             assert [kind for kind, _ in spans].count("execute") == 1
         assert {s[0] for s in graph.shapes} == {(1, 6), (3, 6)}  # 7 ran as 3 + 3 + 1, nothing compiled for it
         assert one.whole_graph == ALL
+
+
+def test_tensors_without_a_batch_axis_are_never_cut_into_chunks(tiny_bundle: Path) -> None:
+    """A raw input whose first axis is fixed is not a batch of rows: past the compiled shapes such a
+    call runs split rather than in chunks."""
+    bundle = load_bundle(tiny_bundle)
+    files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
+    fixed = [dataclasses.replace(i, shape=(3, *i.shape[1:])) if i.name == "text" else i for i in bundle.manifest.inputs]
+    manifest = dataclasses.replace(bundle.manifest, inputs=tuple(fixed))
+    for m, chunked in ((bundle.manifest, True), (manifest, False)):
+        graph = OpenVINOGraph(m, files, ALL, threads=1, max_shapes=1)
+        assert graph.run(tiny_inputs(batch=1, seed=3)) is not None
+        assert (graph.run(tiny_inputs(batch=3, seed=3)) is not None) is chunked
 
 
 def test_a_new_shape_compiles_in_the_background_while_its_calls_run_in_chunks(
@@ -120,17 +135,16 @@ def test_a_new_shape_compiles_in_the_background_while_its_calls_run_in_chunks(
 def test_a_pipeline_compiling_in_the_background_answers_every_shape_at_once(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(openvino_graph, "MAX_SHAPES", 2)
     with (
         Pipeline(tiny_bundle, "cpu") as split,
-        Pipeline(tiny_bundle, "openvino", compile_in_background=True) as one,
+        Pipeline(tiny_bundle, "openvino", compile_in_background=True, max_graph_shapes=2) as one,
     ):
         graph = one._whole.graph
         for batch in (1, 3, 3, 2, 4):
             x = tiny_inputs(batch=batch, seed=batch)
             np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
             graph.join()
-        assert {s[0][0] for s in graph.shapes} == {1, 3}  # the example shape, then one more (MAX_SHAPES 2)
+        assert {s[0][0] for s in graph.shapes} == {1, 3}  # the example shape, then one more (of 2)
 
     def broken(*_args: object) -> None:
         raise RuntimeError("Exception from src/core: out of memory")
