@@ -120,9 +120,10 @@ class Pipeline:
             Entries that cannot be written or read are rebuilt with a warning, never an error.
         compile_in_background: for servers: a call at an input shape the one OpenVINO graph
             (:attr:`whole_graph`) has not compiled does not wait for its compile (a second or more
-            for a large model): the shape compiles on a background thread while such calls run in
-            chunks of the batch sizes already compiled (or, where none fit, component by
-            component). False (the default): the first call at a new shape compiles it.
+            for a large model): its batch size rounded down to a power of two compiles on a
+            background thread, and calls run in chunks of the batch sizes compiled (or, where none
+            fit, component by component). False (the default): the first call at a new shape
+            compiles that shape.
         max_graph_shapes: how many input shapes the one OpenVINO graph compiles, each a compiled
             model with its own copy of the weights (default :data:`mmedge.openvino_graph.MAX_SHAPES`);
             further batch sizes run in chunks of the compiled ones.

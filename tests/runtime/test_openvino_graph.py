@@ -100,7 +100,8 @@ def test_a_new_shape_compiles_in_the_background_while_its_calls_run_in_chunks(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``wait=False`` never compiles in the call: a new batch size runs in chunks of the compiled
-    batch sizes (here one row at a time) until its own is compiled, then on it; same outputs."""
+    batch sizes (here one row at a time) while its power-of-two bucket compiles, then on that
+    bucket's graph (in chunks of it); the same outputs throughout."""
     bundle = load_bundle(tiny_bundle)
     files = {c.name: bundle.path / c.file for c in bundle.manifest.components}
     graph = OpenVINOGraph(bundle.manifest, files, ALL, threads=1)
@@ -108,28 +109,28 @@ def test_a_new_shape_compiles_in_the_background_while_its_calls_run_in_chunks(
     real = graph._compiled_model
 
     def slow(signature: tuple) -> object:
-        compiled.append(signature)
-        if signature[0][0] == 3:
-            gate.wait(30)  # held until the test has seen the row-by-row answer
+        compiled.append(signature[0][0])
+        if signature[0][0] > 1:
+            assert gate.wait(30)  # held until the test has seen the answer in chunks
         return real(signature)
 
     gate = threading.Event()
     monkeypatch.setattr(graph, "_compiled_model", slow)
-    one_row = tiny_inputs(batch=1, seed=1)
-    assert graph.run(one_row, wait=False) is None  # nothing compiled for one row yet: run split
+    assert graph.run(tiny_inputs(batch=1, seed=1), wait=False) is None  # nothing compiled yet: run split
     graph.join()
-    x = tiny_inputs(batch=3, seed=2)
     with Pipeline(tiny_bundle, "cpu") as split:
-        want = split.run(x)["logits"]
-        in_rows = graph.run(x, wait=False)
-        assert in_rows is not None  # answered while batch 3 compiles
-        assert len(graph.shapes) == 1
-        np.testing.assert_allclose(in_rows[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
-        gate.set()
-        graph.join()
-        assert [s[0][0] for s in compiled] == [1, 3]
-        assert len(graph.shapes) == 2
-        np.testing.assert_allclose(graph.run(x, wait=False)[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
+        for batch, expect in ((4, [1, 4]), (6, [1, 4]), (3, [1, 4, 2])):
+            x = tiny_inputs(batch=batch, seed=batch)
+            want = split.run(x)["logits"]
+            got = graph.run(x, wait=False)
+            assert got is not None  # answered while its bucket compiles (held at the gate)
+            np.testing.assert_allclose(got[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
+            gate.set()
+            graph.join()
+            gate.clear()
+            assert compiled == expect, batch  # 6 runs as 4 + 1 + 1 and compiles nothing: its bucket is 4
+            np.testing.assert_allclose(graph.run(x, wait=False)[("fusion_head", "logits")], want, rtol=1e-4, atol=1e-5)
+        assert sorted(s[0][0] for s in graph.shapes) == [1, 2, 4]
 
 
 def test_a_pipeline_compiling_in_the_background_answers_every_shape_at_once(
@@ -144,7 +145,7 @@ def test_a_pipeline_compiling_in_the_background_answers_every_shape_at_once(
             x = tiny_inputs(batch=batch, seed=batch)
             np.testing.assert_allclose(one.run(x)["logits"], split.run(x)["logits"], rtol=1e-4, atol=1e-5)
             graph.join()
-        assert {s[0][0] for s in graph.shapes} == {1, 3}  # the example shape, then one more (of 2)
+        assert {s[0][0] for s in graph.shapes} == {1, 2}  # the example shape, then 3's bucket (of 2)
 
     def broken(*_args: object) -> None:
         raise RuntimeError("Exception from src/core: out of memory")

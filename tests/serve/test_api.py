@@ -324,13 +324,13 @@ def test_a_request_at_a_new_batch_size_never_waits_for_a_compile(
     real = openvino_graph.OpenVINOGraph._compiled_model
 
     def held(graph: Any, signature: tuple) -> Any:
-        if signature[0][0] == 3:
+        if signature[0][0] == 4:
             assert gate.wait(10), "the request waited for the compile"
         compiled.append(signature[0][0])
         return real(graph, signature)
 
     monkeypatch.setattr(openvino_graph.OpenVINOGraph, "_compiled_model", held)
-    x = tiny_inputs(batch=3, seed=4)
+    x = tiny_inputs(batch=4, seed=4)
     app = app_for_bundle(tiny_dir, ServeOptions(), providers="openvino", threads=1)
     with serve_app(app) as url:
         first = httpx.post(f"{url}/v1/predict", json=as_json(x), timeout=30)
@@ -338,8 +338,8 @@ def test_a_request_at_a_new_batch_size_never_waits_for_a_compile(
         assert first.status_code == 200, first.text
         assert_outputs(first.json()["outputs"], pipeline.run(x))
         deadline = time.monotonic() + 30
-        while 3 not in compiled and time.monotonic() < deadline:
+        while 4 not in compiled and time.monotonic() < deadline:
             time.sleep(0.05)
         second = httpx.post(f"{url}/v1/predict", json=as_json(x), timeout=30)
         assert_outputs(second.json()["outputs"], pipeline.run(x))
-    assert compiled.count(3) == 1
+    assert compiled.count(4) == 1
