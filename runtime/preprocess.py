@@ -7,6 +7,8 @@ form, and a Python ``list`` of raw items is a batch.
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
   (scaled by ``scale``) or floats already in [0, 1]; resized (antialiased bilinear, see
   ``_signal.resize``), normalised with mean/std, laid out as the manifest says (NCHW or NHWC).
+  A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
+  :data:`DECODE_GAP` times the model's size (:func:`decode_reduced`).
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
   the bundle's sample rate; waves are ``(samples,)`` or ``(channels, samples)``, mixed to mono
   if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``) and zero-padded
@@ -36,11 +38,13 @@ from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
 
 __all__ = [
+    "DECODE_GAP",
     "MAX_AMPLITUDE",
     "MAX_SAMPLE_RATE",
     "MIN_AUDIO_SECONDS",
     "MIN_SAMPLE_RATE",
     "Audio",
+    "decode_reduced",
     "prepare",
     "prepare_text",
 ]
@@ -49,6 +53,9 @@ MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 MIN_AUDIO_SECONDS = 0.001  # a shorter wave (a 1-frame file) is a click, not audio; shorter clips are zero-padded
 MAX_AMPLITUDE = 32_768.0  # louder than int16 full scale: PCM passed without scaling, not a float waveform
+# a JPEG decodes at 1/2, 1/4 or 1/8 scale only while every side keeps this many times the model's
+# largest side; the antialiased resize then filters what the decoder's scaling left
+DECODE_GAP = 4
 _FILES_HINT = "pip install 'mmedge[files]'"
 _STRIP_BYTES = 2**18  # a PIL image's rows are converted to numpy at least this many bytes at a time
 
@@ -183,7 +190,7 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
     channels = _channels(spec, pre)
     what = f"input {spec.name!r} item {index}"
     if isinstance(item, str | os.PathLike):
-        item = _open_image(Path(item), what, limits)
+        item = _open_image(Path(item), what, limits, pre)
     if type(item).__module__.startswith("PIL."):
         return _layout(_pil_image(item, pre, channels, what, limits), pre.scale, pre, channels, what)
     if not isinstance(item, np.ndarray) or item.ndim not in (2, 3):
@@ -247,7 +254,21 @@ def _channels(spec: InputSpec, pre: ImagePreprocess) -> int:
     return dim if isinstance(dim, int) else len(pre.mean)
 
 
-def _open_image(path: Path, what: str, limits: InputLimits) -> Any:
+def decode_reduced(image: Any, pre: ImagePreprocess) -> None:
+    """Ask a PIL image not yet loaded to decode at a reduced scale for a model of ``pre.size``.
+
+    Why: JPEG's decoder can scale by 1/2, 1/4 or 1/8 inside its inverse DCT (Pillow's ``draft``,
+    what ``Image.thumbnail`` uses), which costs a fraction of decoding every pixel of a 12-MP photo
+    and of resizing them after. Kept to scales that leave :data:`DECODE_GAP` times the model's
+    largest side, the resized tensor stays within 2 levels (of 255) of the full decode's, 0.2 on
+    average (``benchmarks/results/preprocess.md``), about what two JPEG decoders differ by. Other formats ignore it. Only for images mmedge
+    opens itself: ``draft`` changes the image object, which a caller's own PIL image must not see.
+    """
+    side = DECODE_GAP * max(pre.size)  # both axes: an EXIF-rotated photo swaps them
+    image.draft(None, (side, side))
+
+
+def _open_image(path: Path, what: str, limits: InputLimits, pre: ImagePreprocess) -> Any:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as e:
@@ -258,6 +279,7 @@ def _open_image(path: Path, what: str, limits: InputLimits) -> Any:
             width, height = image.size
             bands = len(image.getbands())
             limits.check_elements(what, width * height * bands, f"image file {path} of {width}×{height} pixels")
+            decode_reduced(image, pre)
             image.load()
             return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

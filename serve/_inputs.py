@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import InputSpec, Manifest, required_inputs
+from mmedge.bundle import ImagePreprocess, InputSpec, Manifest, required_inputs
 from mmedge.decoding import STRATEGIES
+from mmedge.runtime.preprocess import decode_reduced
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -258,8 +259,10 @@ def _field_cost(spec: InputSpec, items: list[Any], limits: RequestLimits) -> int
 def _form_value(spec: InputSpec, items: list[Any]) -> tuple[Any, int]:
     what = f"input {spec.name!r}"
     if items and isinstance(items[0], tuple):  # files (already measured, all of one kind)
-        decode = _image if spec.modality == "image" else _audio
-        decoded = [decode(data, f"{what} file {name!r}") for name, data in items]
+        if spec.modality == "image":
+            decoded = [_image(data, f"{what} file {name!r}", spec) for name, data in items]
+        else:
+            decoded = [_audio(data, f"{what} file {name!r}") for name, data in items]
         return decoded, len(decoded)
     if spec.modality == "text":
         return list(items), len(items)
@@ -298,9 +301,11 @@ def _image_bytes(data: bytes, what: str, limits: RequestLimits) -> int:
     return width * height * IMAGE_BYTES_PER_PIXEL
 
 
-def _image(data: bytes, what: str) -> Any:
-    """Decode an uploaded image (already measured)."""
+def _image(data: bytes, what: str, spec: InputSpec) -> Any:
+    """Decode an uploaded image (already measured), a JPEG at the reduced scale the model's size allows."""
     image = _open_image(data, what)
+    if isinstance(spec.preprocess, ImagePreprocess):
+        decode_reduced(image, spec.preprocess)
     try:
         image.load()
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data

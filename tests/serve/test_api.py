@@ -343,3 +343,20 @@ def test_a_request_at_a_new_batch_size_never_waits_for_a_compile(
         second = httpx.post(f"{url}/v1/predict", json=as_json(x), timeout=30)
         assert_outputs(second.json()["outputs"], pipeline.run(x))
     assert compiled.count(4) == 1
+
+
+def test_an_uploaded_photo_is_decoded_as_the_same_file_given_by_path(
+    client: httpx.Client, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A 1080p JPEG for an 8×8 model decodes at a reduced scale (``decode_reduced``) in both: the
+    server's answer is the Pipeline's for the file's path."""
+    y, x = np.mgrid[0:1080, 0:1920]
+    pixels = np.stack([(x * 255 // 1919), (y * 255 // 1079), (x + y) % 256], axis=-1).astype(np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, quality=90)
+    files = [("image", ("photo.jpg", path.read_bytes(), "image/jpeg")), ("audio", ("a.wav", wav(seed=0), "audio/wav"))]
+    response = client.post("/v1/predict", data={"text": ["bright cat"]}, files=files)
+    assert response.status_code == 200, response.text
+    (tmp_path / "a.wav").write_bytes(wav(seed=0))
+    expected = pipeline.run({"text": ["bright cat"], "image": [path], "audio": [tmp_path / "a.wav"]})
+    assert_outputs(response.json()["outputs"], expected)
