@@ -18,6 +18,7 @@ from mmedge.bundle import Dim
 from mmedge.errors import InputError
 
 __all__ = [
+    "all_finite",
     "batch_problems",
     "describe",
     "id_range_problems",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _LISTED = 20  # problems listed in one error; the count says how many more
+_SMALL = 2**20  # elements up to which all_finite checks each value instead of the sum
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 80
 
@@ -68,17 +70,26 @@ def tensor_problems(what: str, dtype: str, shape: Sequence[Dim], value: Any) -> 
     return nonfinite_problems(what, value)
 
 
-def nonfinite_problems(what: str, value: np.ndarray) -> list[str]:
-    """One problem if a float array holds NaN or Inf, saying how many and where the first is.
+def all_finite(value: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or Inf (any other dtype: True).
 
-    The sum is finite unless a value is NaN or Inf (or the sum overflows, which the exact check
-    then clears): one pass with no temporary array, which matters for a 224² image on every call.
+    For a large array the sum is finite unless a value is NaN or Inf (or the sum overflows, which
+    the exact check then clears): one pass with no temporary array, which matters for a 224² image on
+    every call. A small array (a model's logits) is checked exactly: the error-state context the sum
+    needs costs more than the check.
     """
     if value.dtype.kind != "f":
-        return []
-    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, or an overflowing sum, is the slow path's case
+        return True
+    if value.size <= _SMALL:
+        return bool(np.isfinite(value).all())
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, or an overflowing sum, is the exact check's case
         total = np.add.reduce(value, axis=None)
-    if np.isfinite(total) or np.isfinite(value).all():
+    return bool(np.isfinite(total) or np.isfinite(value).all())
+
+
+def nonfinite_problems(what: str, value: np.ndarray) -> list[str]:
+    """One problem if a float array holds NaN or Inf, saying how many and where the first is."""
+    if all_finite(value):
         return []
     bad = ~np.isfinite(value)
     first = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -12,7 +12,7 @@ import pytest
 from tinybundle import tiny_inputs
 
 from mmedge.errors import InputError
-from mmedge.runtime import Audio, Pipeline
+from mmedge.runtime import Audio, InputLimits, Pipeline
 
 Inputs = dict[str, Any]
 
@@ -223,6 +223,38 @@ def test_ready_tensors_take_the_short_path_to_the_same_feeds(pipe: Pipeline, mon
     assert router._ready_tensors({**x, "text": ["a dog"]}, targets) is None  # raw text: tokenized by the general path
     assert router._ready_tensors({"text": x["text"], "image": x["image"]}, targets) is None  # audio missing
     assert router._ready_tensors(x, targets) is not None
+
+
+LARGE = 2**20 + 8  # samples: past all_finite's exact check, on its sum
+
+
+@pytest.mark.parametrize(
+    ("edit", "limits", "samples"),
+    [
+        pytest.param(_with(text=np.full((2, 6), -1, np.int64)), None, 160, id="negative-id-tensor"),
+        pytest.param(_with(text=np.full((2, 6), 8, np.int64)), None, 160, id="id-at-vocab-size"),
+        pytest.param(_with(audio=np.zeros((2, 3), np.float32)), None, 160, id="audio-under-the-encoders-minimum"),
+        pytest.param(_nan_at("audio", (1, LARGE - 1), np.inf), None, LARGE, id="inf-in-a-large-array"),
+        pytest.param(_nan_at("audio", (1, 0), -np.inf), None, 160, id="inf-in-a-small-array"),
+        pytest.param(_with(), InputLimits(max_batch=1), 160, id="over-max-batch"),
+        pytest.param(_with(), InputLimits(max_elements=300), 160, id="over-max-elements"),
+        pytest.param(_with(text=np.zeros((3, 6), np.int64)), None, 160, id="batch-mismatch-text"),
+    ],
+)
+def test_the_ready_tensor_checks_in_one_pass_refuse_what_the_checks_refuse(
+    tiny_bundle: Path, edit: Callable[[Inputs], Inputs], limits: InputLimits | None, samples: int
+) -> None:
+    """``_all_pass`` (every check in one function, for the per-call cost) accepts exactly what the
+    per-input checks accept: each of these fails both, and the Pipeline names the problem."""
+    x = tiny_inputs(batch=2, samples=samples)
+    with Pipeline(tiny_bundle, "cpu", threads=1, limits=limits or InputLimits(), lazy=True) as p:
+        router, targets = p._router, p._graph.outputs
+        assert router._all_pass(x) is (limits is None)
+        bad = edit(x)
+        assert not router._all_pass(bad)
+        assert router._ready_tensors(bad, targets) is None
+        with pytest.raises(InputError):
+            p.run(bad)
 
 
 @pytest.mark.parametrize(("edit", "message"), CASES)
