@@ -13,8 +13,8 @@ to :data:`MAX_SHAPES` of them; a further batch size runs in chunks of the compil
 shape no chunks make up (another sequence length, say) returns None: the caller runs the
 components one by one (the Pipeline's split plan). ``run(..., wait=False)`` never compiles in the
 call: a new shape compiles on a background thread while its calls run in chunks, so a server's
-request never waits the second or so a compile of a large model takes. The composed graph is never compiled with
-dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
+request never waits the second or so a compile of a large model takes. The composed graph is
+never compiled with dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
 INT8 image encoder, right alone at any shape, drifts inside the dynamic composed graph). The bound
 holds memory too: every fixed shape is a compiled model with weights of its own (both measured in
 ``benchmarks/NOTES.md``). With a cache folder each
@@ -214,12 +214,15 @@ class OpenVINOGraph:
         return tuple((size, *shape[1:]) for shape in signature)
 
     def _compile_in_background(self, signature: tuple[tuple[int, ...], ...]) -> None:
-        """Compile ``signature`` and keep it; a failure is logged and the shape keeps running split."""
+        """Compile ``signature`` and keep it; a failure is logged, and calls of that shape keep
+        running in chunks of the compiled ones (or component by component)."""
         try:
             with self._compile_lock:
                 compiled = self._compiled_model(signature)
         except Exception as e:  # noqa: BLE001 - nobody waits on this thread to raise to
-            log.warning("shape %s keeps running component by component: OpenVINO cannot compile it (%s)", signature, e)
+            log.warning(
+                "shape %s runs in chunks or component by component: OpenVINO cannot compile it (%s)", signature, e
+            )
             return  # stays in _compiling (counted against max_shapes) so it is not tried on every call
         with self._lock:
             self._compiled.setdefault(signature, compiled)
