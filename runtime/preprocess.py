@@ -261,8 +261,9 @@ def decode_reduced(image: Any, pre: ImagePreprocess) -> None:
     what ``Image.thumbnail`` uses), which costs a fraction of decoding every pixel of a 12-MP photo
     and of resizing them after. Kept to scales that leave :data:`DECODE_GAP` times the model's
     largest side, the resized tensor stays within 2 levels (of 255) of the full decode's, 0.2 on
-    average (``benchmarks/results/preprocess.md``), about what two JPEG decoders differ by. Other formats ignore it. Only for images mmedge
-    opens itself: ``draft`` changes the image object, which a caller's own PIL image must not see.
+    average (``benchmarks/results/preprocess.md``), about what two JPEG decoders differ by. Other
+    formats ignore it. Only for images mmedge opens itself: ``draft`` changes the image object,
+    which a caller's own PIL image must not see.
     """
     side = DECODE_GAP * max(pre.size)  # both axes: an EXIF-rotated photo swaps them
     image.draft(None, (side, side))

@@ -73,10 +73,10 @@ def tensor_problems(what: str, dtype: str, shape: Sequence[Dim], value: Any) -> 
 def all_finite(value: np.ndarray) -> bool:
     """Whether a float array holds no NaN or Inf (any other dtype: True).
 
-    For a large array the sum is finite unless a value is NaN or Inf (or the sum overflows, which
-    the exact check then clears): one pass with no temporary array, which matters for a 224² image on
-    every call. A small array (a model's logits) is checked exactly: the error-state context the sum
-    needs costs more than the check.
+    Up to ``_SMALL`` elements (logits, a 224² image) each value is checked: faster here, warm and
+    from cold caches, than the sum with the error-state context it needs (``benchmarks/NOTES.md``).
+    For larger arrays the sum is finite unless a value is NaN or Inf (or the sum overflows, which
+    the exact check then clears): one pass with no temporary array the size of the input.
     """
     if value.dtype.kind != "f":
         return True

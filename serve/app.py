@@ -355,7 +355,8 @@ def app_for_bundle(
 
     The Pipeline reports every step to ``/metrics``: each component's latency, preprocessing and
     postprocessing. It compiles new input shapes in the background (``compile_in_background``): a
-    request never waits for a compile. Raises BundleError (before anything listens) if the bundle cannot be loaded.
+    request never waits for a compile. Raises BundleError (before anything listens) if the bundle
+    cannot be loaded.
     """
     from mmedge.runtime import Pipeline
 
