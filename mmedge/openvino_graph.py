@@ -14,12 +14,12 @@ shape no chunks make up (another sequence length, say) returns None: the caller 
 components one by one (the Pipeline's split plan). ``run(..., wait=False)`` never compiles in the
 call: a new shape compiles on a background thread while its calls run in chunks, so a server's
 request never waits the second or so a compile of a large model takes. The composed graph is
-never compiled with dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on TriModalNet-224 wrongly (its
-INT8 image encoder, right alone at any shape, drifts inside the dynamic composed graph). The bound
-holds memory too: every fixed shape is a compiled model with weights of its own (both measured in
-``benchmarks/NOTES.md``). With a cache folder each
-fixed shape is kept composed and compiled there (:mod:`mmedge.openvino_cache`), and the graph is
-composed in memory only for a shape it lacks.
+never compiled with dynamic dimensions: OpenVINO's CPU plugin then runs it slower, and on
+TriModalNet-224 wrongly (its INT8 image encoder, right alone at any shape, drifts inside the
+dynamic composed graph). The bound holds memory too: every fixed shape is a compiled model with
+weights of its own (both measured in ``benchmarks/NOTES.md``). With a cache folder each fixed shape
+is kept composed and compiled there (:mod:`mmedge.openvino_cache`), and the graph is composed in
+memory only for a shape it lacks.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import RAW_INPUTS, Manifest
+from mmedge.bundle import RAW_INPUTS, Manifest, has_batch_axis
 from mmedge.openvino_backend import compile_config
 from mmedge.openvino_cache import GraphCache
 
@@ -261,7 +261,7 @@ def _batch_major(manifest: Manifest, inputs: Sequence[str], outputs: Sequence[tu
     specs = {i.name: i.shape for i in manifest.inputs}
     tensors = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
     shapes = [specs.get(name) for name in inputs] + [tensors.get(key) for key in outputs]
-    return all(shape and isinstance(shape[0], str) for shape in shapes)
+    return all(shape is not None and has_batch_axis(shape) for shape in shapes)
 
 
 def _raw_inputs(manifest: Manifest, components: Sequence[str]) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess
+from mmedge.bundle import Bundle, InputSpec, TensorSpec, TextPreprocess, has_batch_axis
 from mmedge.errors import InputError
 from mmedge.graph import Graph
 from mmedge.runtime._audio_length import MinimumLength, input_minimum, too_short
@@ -61,7 +61,7 @@ class _Expected:
             dtype=dtype,
             rank=len(spec.shape),
             fixed=tuple((axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int)),
-            batched=bool(spec.shape) and isinstance(spec.shape[0], str),
+            batched=has_batch_axis(spec.shape),
             floats=dtype.kind == "f",
             ids=spec.modality == "text" and dtype.kind in "iu",
             audio=spec.modality == "audio",
@@ -193,9 +193,7 @@ class InputRouter:
             if expected.floats and not all_finite(value):
                 return False
             if expected.ids:
-                vocab = self._vocabs.get(name) or self._vocab_size(self._specs[name])
-                if vocab is not None:
-                    self._vocabs[name] = vocab
+                vocab = self._vocab_size(self._specs[name])
                 if value.min() < 0 or (vocab is not None and value.max() >= vocab):
                     return False
             if expected.audio:
@@ -302,13 +300,20 @@ class InputRouter:
             return self._minimums[name]
 
     def _vocab_size(self, spec: InputSpec) -> int | None:
-        """The vocabulary size, if known without importing an optional package."""
+        """The vocabulary size, if known without importing an optional package (kept once known)."""
+        known = self._vocabs.get(spec.name)
+        if known is not None:
+            return known
         pre = spec.preprocess
         if isinstance(pre, TextPreprocess) and pre.vocab_file and not pre.tokenizer_file:
             tokenizer = self.tokenizer(spec.name)
-            return tokenizer.vocab_size if isinstance(tokenizer, Vocabulary) else None
-        loaded = self._tokenizers.get(spec.name)
-        return loaded.vocab_size if loaded is not None else None
+            size = tokenizer.vocab_size if isinstance(tokenizer, Vocabulary) else None
+        else:
+            loaded = self._tokenizers.get(spec.name)
+            size = loaded.vocab_size if loaded is not None else None
+        if size is not None:
+            self._vocabs[spec.name] = size
+        return size
 
     def _missing(self, names: Iterable[str], provided: Mapping[str, Any]) -> list[str]:
         problems = []
@@ -328,7 +333,7 @@ class InputRouter:
     def _check_batch(
         self, raw: Mapping[str, np.ndarray], provided: Mapping[str, Mapping[str, np.ndarray]]
     ) -> list[str]:
-        leading = {name: t.shape[0] for name, t in raw.items() if isinstance(self._specs[name].shape[0], str)}
+        leading = {name: t.shape[0] for name, t in raw.items() if self._expected[name].batched}
         for component, values in provided.items():
             leading |= {f"{component}.{k}": v.shape[0] for k, v in values.items() if v.ndim}
         return batch_problems(leading)

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException
 
 from mmedge import __version__
-from mmedge.bundle import InputSpec, Manifest, TensorSpec
+from mmedge.bundle import InputSpec, Manifest, TensorSpec, has_batch_axis
 from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.graph import Graph
@@ -104,13 +104,8 @@ class ServeOptions:
 
 def batching_problem(manifest: Manifest) -> str:
     """Why requests of this bundle cannot be merged along axis 0 ('' when they can)."""
-    fixed = [i.name for i in manifest.inputs if not i.shape or not isinstance(i.shape[0], str)]
-    fixed += [
-        f"{c.name}.{t.name}"
-        for c in manifest.components
-        for t in c.outputs
-        if not t.shape or not isinstance(t.shape[0], str)
-    ]
+    fixed = [i.name for i in manifest.inputs if not has_batch_axis(i.shape)]
+    fixed += [f"{c.name}.{t.name}" for c in manifest.components for t in c.outputs if not has_batch_axis(t.shape)]
     return f"tensors without a symbolic batch axis: {', '.join(fixed)}" if fixed else ""
 
 

@@ -45,6 +45,7 @@ from mmedge.bundle._types import (
     TensorSpec,
     TextPreprocess,
     Verification,
+    has_batch_axis,
     openvino_build_asset,
     required_inputs,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "deploy_assets",
     "deploy_bytes",
     "directory_bytes",
+    "has_batch_axis",
     "load_bundle",
     "manifest_from_dict",
     "manifest_to_dict",

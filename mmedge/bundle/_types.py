@@ -29,6 +29,12 @@ OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 Dim = int | str  # a fixed size, or a symbolic name such as "batch"
 
 
+def has_batch_axis(shape: Sequence[Dim]) -> bool:
+    """Whether a tensor's first axis is symbolic: the batch, along which rows are split and stacked
+    (serve merges requests along it, the one OpenVINO graph runs batches in chunks along it)."""
+    return bool(shape) and isinstance(shape[0], str)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One tensor at a component boundary."""
