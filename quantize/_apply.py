@@ -67,11 +67,14 @@ def named_copy(component: str, source: Path, work: Path) -> Path:
     return named
 
 
-def prepare(component: str, source: Path, work: Path) -> Path:
+def prepare(component: str, source: Path, work: Path, *, symbolic: bool = True) -> Path:
     """The named, pre-processed FP32 copy of ``source`` that every recipe starts from.
 
     Raises :class:`PreprocessError` when ``quant_pre_process`` fails; the named copy is then
-    ``work / f"{component}.named.onnx"``, which the quantizers can read as it is.
+    ``work / f"{component}.named.onnx"``, which the quantizers can read as it is. ``symbolic=False``
+    skips its symbolic shape inference (onnxruntime's ``skip_symbolic_shape``), which cannot type some
+    graphs (a dynamo-exported STFT front-end, sequence ops); ONNX shape inference and the graph
+    optimisation still run.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -86,7 +89,7 @@ def prepare(component: str, source: Path, work: Path) -> Path:
     ):
         # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
         # broadcast against seq), which strict symbolic inference refuses.
-        quant_pre_process(str(named.resolve()), str(pre.resolve()), auto_merge=True)
+        quant_pre_process(str(named.resolve()), str(pre.resolve()), auto_merge=True, skip_symbolic_shape=not symbolic)
     model = onnx.load(str(pre))
     if _name_nodes(model, component):  # the optimiser may add unnamed nodes
         onnx.save(model, str(pre))

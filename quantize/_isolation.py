@@ -8,7 +8,8 @@ is retried without that step where that is sound, else kept FP32; every other co
 quantized as usual:
 
 - pre-processing (symbolic shape inference and graph optimisation) only helps the quantizers:
-  they read the named FP32 graph as it is;
+  a graph symbolic inference cannot type (a dynamo-exported STFT front-end) is pre-processed
+  without it, and one that fails even so is read by the quantizers as it is (the named FP32 graph);
 - static calibration: dynamic INT8 computes activation ranges at run time and needs none;
 - quantization itself: nothing to go without, so the component stays FP32.
 
@@ -31,6 +32,11 @@ __all__ = ["prepare_all", "without_step"]
 
 NO_PRE_PROCESS = (
     "quantized without quant_pre_process (no symbolic shape inference or graph optimisation; "
+    "tensors whose shape the quantizer cannot tell may stay FP32)"
+)
+SYMBOLIC_SHAPES = "symbolic shape inference"  # the step a graph was pre-processed without
+NO_SYMBOLIC_SHAPES = (
+    "pre-processed without symbolic shape inference (ONNX shape inference and graph optimisation only; "
     "tensors whose shape the quantizer cannot tell may stay FP32)"
 )
 AS_DYNAMIC = "retried as dynamic INT8, which computes activation ranges at run time and needs no calibration"
@@ -61,8 +67,12 @@ def prepare_all(
         except PreprocessError as e:
             if strict:
                 raise _strict_error(name, e, NO_PRE_PROCESS) from e
-            prepared[name] = named_copy(name, source, work)
-            failures[name] = [StepFailure(e.step, str(e), NO_PRE_PROCESS)]
+            try:
+                prepared[name] = prepare(name, source, work, symbolic=False)
+                failures[name] = [StepFailure(SYMBOLIC_SHAPES, str(e), NO_SYMBOLIC_SHAPES)]
+            except PreprocessError:
+                prepared[name] = named_copy(name, source, work)
+                failures[name] = [StepFailure(e.step, str(e), NO_PRE_PROCESS)]
     return prepared, failures
 
 

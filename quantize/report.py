@@ -62,7 +62,7 @@ class ExcludedNode:
 class StepFailure:
     """A step that raised on one component, and what was done instead; the other components go on."""
 
-    step: str  # "pre-processing", "calibration" or "quantization"
+    step: str  # "pre-processing", "symbolic shape inference", "calibration" or "quantization"
     error: str  # the typed error: which onnxruntime call failed and its exception
     action: str  # what was done instead: quantized without that step, or kept FP32
 
