@@ -7,6 +7,7 @@ are translated at one boundary with :func:`translated`, keeping the original as 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +23,7 @@ __all__ = [
     "ProviderError",
     "QuantizationError",
     "SaturationWarning",
+    "summary",
     "translated",
 ]
 
@@ -83,6 +85,22 @@ def translated(error: type[MMEdgeError], context: str) -> Iterator[None]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:
-        detail = str(e).strip().splitlines()
-        first = detail[0] if detail else type(e).__name__
-        raise error(f"{context}: {type(e).__name__}: {first}") from e
+        raise error(f"{context}: {type(e).__name__}: {summary(e)}") from e
+
+
+# Lines of a C++ library's message that only say where it was raised (OpenVINO's
+# "Exception from src/inference/src/cpp/core.cpp:84:", "Check 'false' failed at ...cpp:151:").
+_LOCATION = re.compile(r"^(?:Exception from|Check .* failed at) \S+:\d+:?$")
+
+
+def summary(e: BaseException) -> str:
+    """One line of a third-party exception's message: its first line that says what went wrong
+    (not merely where), with the lines of OpenVINO's ``Summary:`` where it gives one (the
+    operators it could not convert)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    said = [line for line in lines if not _LOCATION.match(line)]
+    first = (said or lines or [type(e).__name__])[0]
+    if "Summary:" in said:
+        closing = [line.removeprefix("-- ") for line in said[said.index("Summary:") + 1 :]]
+        return " ".join([first, "; ".join(closing)]) if closing else first
+    return first

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.bundle import Bundle, Component, check_io, verify_component_file
-from mmedge.errors import BundleError, ConfigError, InputError, MMEdgeError, ProviderError, translated
+from mmedge.errors import BundleError, ConfigError, InputError, MMEdgeError, ProviderError, summary, translated
 from mmedge.providers import CPU, OPENVINO, ProviderPlan
 from mmedge.verify import session_specs
 
@@ -158,8 +158,7 @@ def run_boundary(component: str, feeds: Mapping[str, Any]) -> Iterator[None]:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {summary(error)}" if str(error).strip() else type(error).__name__
 
 
 def binding_device(registered: tuple[str, ...], options: Mapping[str, Mapping[str, Any]]) -> tuple[str, int] | None:

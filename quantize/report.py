@@ -305,6 +305,18 @@ def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells) + " |"
 
 
+def _timing_cells(test: RatioTest, confidence: float) -> list[Any]:
+    """Base ms, candidate ms, speed-up and interval of a test; dashes for one that was not run."""
+    if not test.rounds:
+        return ["-"] * 4
+    return [
+        test.base_ms,
+        test.candidate_ms,
+        f"{test.speedup:.2f}×",
+        f"{test.low:.2f}–{test.high:.2f}× ({confidence:.0%})",
+    ]
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [_row(header), "|" + "---|" * len(header), *(_row(r) for r in rows), ""]
 
@@ -408,10 +420,7 @@ def _markdown(r: QuantizationReport) -> str:
                 [
                     [
                         name,
-                        b.timing.base_ms,
-                        b.timing.candidate_ms,
-                        f"{b.timing.speedup:.2f}×",
-                        f"{b.timing.low:.2f}–{b.timing.high:.2f}× ({b.confidence:.0%})",
+                        *_timing_cells(b.timing, b.confidence),
                         "-" if b.agreement is None else b.agreement,
                         b.backend,
                     ]
@@ -435,10 +444,7 @@ def _markdown(r: QuantizationReport) -> str:
                     [
                         ", ".join(w.components),
                         regime,
-                        t.base_ms,
-                        t.candidate_ms,
-                        f"{t.speedup:.2f}×",
-                        f"{t.low:.2f}–{t.high:.2f}× ({w.confidence:.0%})",
+                        *_timing_cells(t, w.confidence),
                         "-" if w.agreement is None else w.agreement,
                         "yes" if w.chosen else "no",
                     ]

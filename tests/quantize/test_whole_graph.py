@@ -138,6 +138,10 @@ def test_a_fast_split_plan_is_not_timed(tiny_bundle: Path, tmp_path: Path, tiny_
     assert not check.chosen
     assert check.timing.rounds == 0
     assert "too fast to matter" in check.why
+    report = (tmp_path / "int8" / "quantization_report.md").read_text(encoding="utf-8")
+    section = report.split("## One OpenVINO graph")[1].split("\n## ")[0]
+    assert "| in turn with the other plan | - | - | - | - | - | no |" in section  # no NaN cells
+    assert "nan" not in section
 
 
 def test_without_the_speed_check_nothing_is_recorded(tiny_bundle: Path, tmp_path: Path, tiny_samples: Samples) -> None:

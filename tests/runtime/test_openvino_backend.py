@@ -68,3 +68,28 @@ def test_outputs_are_the_callers_and_inputs_are_left_as_they_were(tiny_bundle: P
     np.testing.assert_array_equal(first["image"], image)
     for name, value in kept.items():
         np.testing.assert_array_equal(out[name], value)
+
+
+def test_a_graph_openvino_cannot_read_is_named_by_its_operators_not_by_a_source_line(tmp_path: Path) -> None:
+    """OpenVINO's message opens with where it was raised (``Exception from src/...cpp:84:``); the
+    error mmedge raises says what failed instead: the operators it has no conversion for."""
+    import onnx
+    import openvino as ov
+    from onnx import TensorProto, helper
+
+    from mmedge.errors import QuantizationError, translated
+
+    node = helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    graph = helper.make_graph([node], "g", io[:1], io[1:])
+    path = tmp_path / "custom.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+        path,
+    )
+    with pytest.raises(QuantizationError) as caught, translated(QuantizationError, "reading custom.onnx"):
+        ov.Core().read_model(str(path))
+    message = str(caught.value)
+    assert "com.example.Frobnicate" in message
+    assert "core.cpp" not in message
+    assert message.startswith("reading custom.onnx: RuntimeError: ")
