@@ -26,9 +26,10 @@ from mmedge.quantize._chain import Chain
 from mmedge.quantize._isolation import prepare_all
 from mmedge.quantize._report_build import build_report, write_bundle
 from mmedge.quantize._samples import SampleExecutor
-from mmedge.quantize.backend import check_backends
+from mmedge.quantize.backend import check_backends, slow_enough, time_backends
 from mmedge.quantize.calibration import Sample, collect_samples
 from mmedge.quantize.fallback import fallback_round, keep_component_fp32
+from mmedge.quantize.openvino_build import MIN_BUILD_MS, openvino_builds
 from mmedge.quantize.recipes import Recipe, auto_components, quantized_ops, resolve_recipes
 from mmedge.quantize.report import FallbackRound, QuantizationReport
 from mmedge.quantize.saturation import fix_saturation
@@ -132,11 +133,17 @@ def quantize_bundle(
             speed = check_speed(chain, auto_components(recipe, prepared), default_thread_budget(), policy)
         rounds, notes = _fallback(chain, min_agreement, max_fallback_rounds, say)
         if speed_check:
-            backends = check_backends(chain, default_thread_budget(), policy, min_agreement, say)
+            threads = default_thread_budget()
+            timed = time_backends(chain, threads, policy, say)
+            builds = openvino_builds(chain, slow_enough(timed, MIN_BUILD_MS), threads, policy, say)
+            backends = check_backends(
+                chain, timed, builds[0], threads=threads, policy=policy, min_agreement=min_agreement
+            )
             whole_graph = check_whole_graph(
                 chain,
                 backends=backends,
-                threads=default_thread_budget(),
+                builds=builds,
+                threads=threads,
                 policy=policy,
                 min_agreement=min_agreement,
                 say=say,

@@ -11,7 +11,10 @@ by measurement on the machine that quantizes:
    (``IDLE_MS``: what a request meets, and where the two runtimes differ most), with the speed
    check's sequential test (:func:`mmedge.quantize.speed.sequential_ratio`, same policy: OpenVINO must be
    ``min_speedup`` faster with confidence; components onnxruntime runs in under ``MIN_TIMED_MS``
-   stay there);
+   stay there); a dynamic-INT8 component with an OpenVINO build that OpenVINO runs faster than
+   its own file (:mod:`mmedge.quantize.openvino_build`) is timed again, its own file on
+   onnxruntime against the build on OpenVINO (a BERT-style text encoder: dynamic INT8 on
+   onnxruntime beats OpenVINO running the same file, the build on OpenVINO beats both);
 2. the faster ones, largest saving first, are kept on OpenVINO one by one while end-to-end
    agreement with FP32 on the held-out samples stays at ``min_agreement`` (or at what the bundle
    reaches on onnxruntime, if that is lower).
@@ -26,6 +29,7 @@ nothing is timed and every component stays on onnxruntime.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +43,16 @@ from mmedge.quantize.report import BackendCheck, RatioTest
 from mmedge.quantize.speed import MIN_TIMED_MS, SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.timing import interleaved_rounds
 
-__all__ = ["IDLE_MS", "ONNXRUNTIME", "OPENVINO_BACKEND", "check_backends", "timed_ratio"]
+__all__ = [
+    "IDLE_MS",
+    "ONNXRUNTIME",
+    "OPENVINO_BACKEND",
+    "Timed",
+    "check_backends",
+    "slow_enough",
+    "time_backends",
+    "timed_ratio",
+]
 
 ONNXRUNTIME = "onnxruntime"
 OPENVINO_BACKEND = "openvino"  # the manifest's name for it (the provider short name)
@@ -48,49 +61,95 @@ OPENVINO_BACKEND = "openvino"  # the manifest's name for it (the provider short 
 IDLE_MS = 5.0
 
 
-def check_backends(
-    chain: Chain, threads: int, policy: SpeedPolicy, min_agreement: float, say: Callable[[str], None]
-) -> dict[str, BackendCheck]:
-    """Time every INT8 component on onnxruntime and OpenVINO; keep OpenVINO where faster and as accurate."""
+@dataclass(frozen=True)
+class Timed:
+    """One INT8 component's file timed on onnxruntime against OpenVINO at its deploy shape."""
+
+    test: RatioTest | None  # None: OpenVINO could not compile or run it
+    shapes: str
+    feeds: dict[str, np.ndarray]
+
+
+def time_backends(chain: Chain, threads: int, policy: SpeedPolicy, say: Callable[[str], None]) -> dict[str, Timed]:
+    """Time every INT8 component's own file on onnxruntime and on OpenVINO ({} without OpenVINO)."""
     candidates = [c for c in chain.graph.order() if chain.int8_built(c)]
     if not candidates or not openvino_available():
         return {}
     say("timing each INT8 component on onnxruntime and on OpenVINO")
     deploy = SampleExecutor(chain.graph, [deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)])
-    timed: dict[str, tuple[RatioTest | None, str]] = {}
+    timed = {}
     for name in candidates:
         feeds = deploy.feeds(chain.versions, name)[0]
         shapes = "input " + shapes_text({k: tuple(int(d) for d in np.shape(v)) for k, v in feeds.items()})
-        timed[name] = (_time(chain.versions[name], feeds, threads, policy, name), shapes)
-    faster = [n for n, (t, _) in timed.items() if t is not None and t.won and not t.tiny]
-    faster.sort(key=lambda n: _saving(timed[n][0]), reverse=True)
+        timed[name] = Timed(
+            _time(chain.versions[name], chain.versions[name], feeds, threads=threads, policy=policy, name=name),
+            shapes,
+            feeds,
+        )
+    return timed
+
+
+def slow_enough(timed: Mapping[str, Timed], floor_ms: float) -> list[str]:
+    """The timed components onnxruntime runs in ``floor_ms`` or more."""
+    return [n for n, t in timed.items() if t.test is not None and t.test.base_ms >= floor_ms]
+
+
+def check_backends(
+    chain: Chain,
+    timed: Mapping[str, Timed],
+    builds: Mapping[str, Path],
+    *,
+    threads: int,
+    policy: SpeedPolicy,
+    min_agreement: float,
+) -> dict[str, BackendCheck]:
+    """Keep on OpenVINO the components it runs measurably faster, while agreement holds.
+
+    ``builds``: the OpenVINO builds of components (:mod:`mmedge.quantize.openvino_build`), which
+    OpenVINO runs instead of their own files: such a component is timed again, onnxruntime running
+    its own file against OpenVINO running the build, and the bundle carries the build where it is
+    kept on OpenVINO (``chain.openvino``).
+    """
+    timed, used = dict(timed), {}
+    for name, build in builds.items():
+        again = _time(chain.versions[name], build, timed[name].feeds, threads=threads, policy=policy, name=name)
+        if again is not None:
+            timed[name], used[name] = Timed(again, timed[name].shapes, timed[name].feeds), build
+    runs = {n: used.get(n, chain.versions[n]) for n in timed}  # the file OpenVINO runs of each
+    faster = [n for n, t in timed.items() if t.test is not None and t.test.won and not t.test.tiny]
+    faster.sort(key=lambda n: _saving(timed[n].test), reverse=True)
     bar = min(min_agreement, chain.score(chain.versions))
-    on_openvino: frozenset[Path] = frozenset()
+    kept: list[str] = []
     agreement: dict[str, float] = {}
     for name in faster:
-        trial = on_openvino | {chain.versions[name]}
-        agreement[name] = chain.score(chain.versions, chain.holdout.on_openvino(trial))
+        trial = [*kept, name]
+        versions = {**chain.versions, **{n: runs[n] for n in trial}}
+        agreement[name] = chain.score(versions, chain.holdout.on_openvino(frozenset(runs[n] for n in trial)))
         if agreement[name] >= bar:
-            on_openvino = trial
-    chosen = {n for n in faster if chain.versions[n] in on_openvino}
+            kept = trial
+    chain.openvino = {n: used[n] for n in kept if n in used}
     return {
         name: _record(
             name,
-            test,
+            t.test,
             policy,
-            shapes=shapes,
+            shapes=t.shapes,
             threads=threads,
             agreement=agreement.get(name),
             bar=bar,
-            chosen=name in chosen,
+            chosen=name in kept,
+            build=name in used,
         )
-        for name, (test, shapes) in timed.items()
+        for name, t in timed.items()
     }
 
 
-def _time(path: Path, feeds: dict, threads: int, policy: SpeedPolicy, name: str) -> RatioTest | None:
-    """The sequential test of ``path`` on onnxruntime against OpenVINO; None if OpenVINO cannot run it."""
-    contenders = {ONNXRUNTIME: (path, ONNXRUNTIME), OPENVINO_BACKEND: (path, OPENVINO_BACKEND)}
+def _time(
+    path: Path, openvino_path: Path, feeds: dict, *, threads: int, policy: SpeedPolicy, name: str
+) -> RatioTest | None:
+    """The sequential test of ``path`` on onnxruntime against ``openvino_path`` on OpenVINO; None if
+    OpenVINO cannot run it."""
+    contenders = {ONNXRUNTIME: (path, ONNXRUNTIME), OPENVINO_BACKEND: (openvino_path, OPENVINO_BACKEND)}
     return timed_ratio(contenders, feeds, threads, policy, name)
 
 
@@ -136,6 +195,7 @@ def _record(
     agreement: float | None,
     bar: float,
     chosen: bool,
+    build: bool,
 ) -> BackendCheck:
     cpu = cpu_model_and_flags()[0]
     if test is None:
@@ -143,7 +203,8 @@ def _record(
         test = RatioTest.not_run()
     else:
         times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms at {threads} threads, {shapes}"
-        faster = f"OpenVINO runs it {test.interval(policy.confidence)} faster than onnxruntime ({times})"
+        runs = "its OpenVINO build" if build else "it"
+        faster = f"OpenVINO runs {runs} {test.interval(policy.confidence)} faster than onnxruntime ({times})"
         if test.tiny:
             why = (
                 f"onnxruntime runs it in {test.base_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter; it stays there"
@@ -157,8 +218,9 @@ def _record(
             )
         else:
             why = (
-                f"OpenVINO is not measurably faster: {test.interval(policy.confidence)} against the "
-                f"{policy.min_speedup}× threshold ({times}); onnxruntime runs it"
+                f"OpenVINO is not measurably faster{' running its OpenVINO build' if build else ''}: "
+                f"{test.interval(policy.confidence)} against the {policy.min_speedup}× threshold ({times}); "
+                "onnxruntime runs it"
             )
     return BackendCheck(
         component=name,

@@ -10,12 +10,15 @@ only, symmetric INT8 activations, per-channel INT8 weights, calibrated on the sa
 activations, run that file at 38 ms: it is a build for OpenVINO only). Numbers in
 ``benchmarks/NOTES.md``.
 
-So the whole-graph check (:mod:`mmedge.quantize.whole_graph`) composes the one graph from these
-builds where OpenVINO runs them measurably faster than the component's own file (the speed check's
-sequential test, both on OpenVINO, at the deploy shape). A build's accuracy is judged with the one
-graph's: the check measures the one graph's held-out agreement with the builds in it. The bundle
-carries a build (asset ``openvino_build:<component>``) only where the one graph is chosen, and the
-runtime then runs it wherever that component runs on OpenVINO (:meth:`mmedge.bundle.Bundle.openvino_path`).
+So each dynamic-INT8 component onnxruntime runs in ``MIN_BUILD_MS`` or more is built again this
+way and timed against its own file, both on OpenVINO, with the speed check's sequential test at
+the deploy shape; where the build wins, OpenVINO runs the build: the backend check
+(:mod:`mmedge.quantize.backend`) times it against the own file on onnxruntime, and the whole-graph
+check (:mod:`mmedge.quantize.whole_graph`) composes the one graph from it. A build's accuracy is
+judged where it runs: the held-out agreement with it on OpenVINO, alone or in the one graph. The
+bundle carries a build (asset ``openvino_build:<component>``) where the component is kept on
+OpenVINO or the one graph is chosen, and the runtime then runs it wherever that component runs on
+OpenVINO (:meth:`mmedge.bundle.Bundle.openvino_path`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ from mmedge.quantize.recipes import Recipe
 from mmedge.quantize.report import OpenVINOBuild, RatioTest
 from mmedge.quantize.speed import SpeedPolicy, deploy_sample, shapes_text
 
-__all__ = ["OPENVINO_RECIPE", "openvino_builds"]
+__all__ = ["MIN_BUILD_MS", "OPENVINO_RECIPE", "openvino_builds"]
+
+# A component onnxruntime runs faster than this has too little to save for a build (another
+# calibration and two timings) to pay: it is not built.
+MIN_BUILD_MS = 1.0
 
 OPENVINO_RECIPE = Recipe(
     "static",
@@ -47,7 +54,8 @@ OPENVINO_RECIPE = Recipe(
 def openvino_builds(
     chain: Chain, components: Sequence[str], threads: int, policy: SpeedPolicy, say: Callable[[str], None]
 ) -> tuple[dict[str, Path], tuple[OpenVINOBuild, ...]]:
-    """Build and time the OpenVINO build of each dynamic-INT8 one of ``components``.
+    """Build and time the OpenVINO build of each dynamic-INT8 one of ``components`` (those the
+    backend check found onnxruntime running in ``MIN_BUILD_MS`` or more).
 
     Returns the files of the builds that OpenVINO runs measurably faster, by component, and the
     record of every build tried.
@@ -64,7 +72,7 @@ def openvino_builds(
         try:
             path, _ = chain.build(name, recipe=OPENVINO_RECIPE)
         except QuantizationError as e:
-            records.append(_record(name, None, f"it could not be built ({e}); the one graph runs its own file"))
+            records.append(_record(name, None, f"it could not be built ({e}); OpenVINO runs its own file"))
             continue
         if path == chain.fp32[name]:
             say(f"{name}: no MatMul or Gemm to quantize; its OpenVINO build is its FP32 file")
@@ -73,7 +81,7 @@ def openvino_builds(
         contenders = {"own": (own, OPENVINO_BACKEND), "build": (path, OPENVINO_BACKEND)}
         test = timed_ratio(contenders, feeds, threads, policy, name)
         if test is None:
-            why = "OpenVINO could not run the build or the component's own file; the one graph runs its own file"
+            why = "OpenVINO could not run the build or the component's own file; OpenVINO runs its own file"
         else:
             times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms on OpenVINO at {threads} threads, {shapes}"
             if test.won and not test.tiny:
@@ -82,7 +90,7 @@ def openvino_builds(
             else:
                 why = (
                     f"not measurably {policy.min_speedup}× faster than the dynamic INT8 file on OpenVINO: "
-                    f"{test.interval(policy.confidence)} ({times}); the one graph runs its own file"
+                    f"{test.interval(policy.confidence)} ({times}); OpenVINO runs its own file"
                 )
         records.append(_record(name, test, why, chosen=name in chosen))
     return chosen, tuple(records)

@@ -133,7 +133,7 @@ class BackendCheck:
 
     component: str
     backend: str  # "openvino" or "onnxruntime"
-    timing: RatioTest  # base: onnxruntime, candidate: OpenVINO (NaN where OpenVINO could not run it)
+    timing: RatioTest  # base: onnxruntime, candidate: OpenVINO running its file or build (NaN: could not run)
     threads: int
     confidence: float
     threshold: float
@@ -148,9 +148,10 @@ class OpenVINOBuild:
     """A dynamic-INT8 component's OpenVINO build timed against its own file, both on OpenVINO
     (see :mod:`mmedge.quantize.openvino_build`).
 
-    ``chosen``: the one OpenVINO graph runs the build instead of the component's own file; its
-    accuracy is judged with the one graph's held-out agreement. The bundle carries it (asset
-    ``openvino_build:<component>``) only where the one graph is chosen.
+    ``chosen``: OpenVINO runs the build instead of the component's own file (in the backend check's
+    timing and the one graph); its accuracy is judged with the held-out agreement where it runs.
+    The bundle carries it (asset ``openvino_build:<component>``) where the component is kept on
+    OpenVINO or the one graph is chosen.
     """
 
     component: str

@@ -45,7 +45,6 @@ from mmedge.process_timing import close_all, process_rounds, start_contenders
 from mmedge.providers import OPENVINO, openvino_available
 from mmedge.quantize._chain import Chain
 from mmedge.quantize.backend import OPENVINO_BACKEND
-from mmedge.quantize.openvino_build import openvino_builds
 from mmedge.quantize.report import BackendCheck, OpenVINOBuild, RatioTest, WholeGraphCheck
 from mmedge.quantize.speed import SpeedPolicy, deploy_sample, sequential_ratio, shapes_text
 from mmedge.schedule import Schedule, helper_pool, plan_encoders, run_stages
@@ -76,12 +75,18 @@ def check_whole_graph(
     chain: Chain,
     *,
     backends: Mapping[str, BackendCheck],
+    builds: tuple[Mapping[str, Path], tuple[OpenVINOBuild, ...]],
     threads: int,
     policy: SpeedPolicy,
     min_agreement: float,
     say: Callable[[str], None],
 ) -> WholeGraphCheck | None:
-    """Time the components as one OpenVINO graph against the split plan; None where it does not apply."""
+    """Time the components as one OpenVINO graph against the split plan; None where it does not apply.
+
+    ``builds``: the OpenVINO builds that OpenVINO runs faster than their components' own files, and
+    the record of every build tried (:func:`mmedge.quantize.openvino_build.openvino_builds`): the one
+    graph is composed from them, and the split plan runs them where the backend check kept them on OpenVINO.
+    """
     graph = chain.graph
     components = tuple(c for c in graph.order() if c in graph.needed(graph.outputs))
     if len(components) < 2 or chain.manifest.generation is not None or not openvino_available():
@@ -95,11 +100,14 @@ def check_whole_graph(
     on_openvino = sorted(c for c, b in backends.items() if b.backend == OPENVINO_BACKEND)
     manifest = chain.work / "whole_graph_manifest.json"
     manifest.write_text(json.dumps(manifest_to_dict(chain.manifest)), encoding="utf-8")
+    built, tried = {c: p for c, p in builds[0].items() if c in components}, builds[1]
     files = {c: str(chain.versions[c]) for c in components}
-    plan = {"manifest": str(manifest), "files": files, "components": components, "threads": threads}
-    configs = {SPLIT: {**plan, "kind": SPLIT, "openvino": on_openvino}, WHOLE: {**plan, "kind": WHOLE}}
-    builds: dict[str, Path] = {}
-    tried: tuple[OpenVINOBuild, ...] = ()
+    plan = {"manifest": str(manifest), "components": components, "threads": threads}
+    split_files = {**files, **{c: str(p) for c, p in chain.openvino.items() if c in components}}
+    configs = {
+        SPLIT: {**plan, "files": split_files, "kind": SPLIT, "openvino": on_openvino},
+        WHOLE: {**plan, "files": {**files, **{c: str(p) for c, p in built.items()}}, "kind": WHOLE},
+    }
     tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
     failed = ""
     produced = None
@@ -108,8 +116,6 @@ def check_whole_graph(
         if quick < MIN_SPLIT_MS:
             failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
         else:
-            builds, tried = openvino_builds(chain, components, threads, policy, say)
-            configs[WHOLE] = {**configs[WHOLE], "files": {**files, **{c: str(p) for c, p in builds.items()}}}
             say("timing the components as one OpenVINO graph against the split plan, each in processes of its own")
             tests = _time_in_processes(configs, raw, plan_policy, chain.work)
     except MMEdgeError as e:
@@ -134,7 +140,7 @@ def check_whole_graph(
         failed=failed,
     )
     if record.chosen:
-        chain.openvino = dict(builds)  # the bundle carries them (mmedge.quantize.openvino_build)
+        chain.openvino = {**chain.openvino, **built}  # the bundle carries them (mmedge.quantize.openvino_build)
     return replace(record, builds=tried)
 
 

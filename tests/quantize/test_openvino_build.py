@@ -1,5 +1,6 @@
-"""OpenVINO builds of dynamic-INT8 components: made and timed for the one OpenVINO graph, carried
-by the bundle only with a chosen one graph, and run wherever the component runs on OpenVINO.
+"""OpenVINO builds of dynamic-INT8 components: made and timed for OpenVINO, carried by the bundle
+where the component is kept on OpenVINO or the one graph is chosen, and run wherever the component
+runs on OpenVINO.
 
 A small ResNetBertNet (transformer text encoder: dynamic INT8) is the model. Timing never decides
 these tests: onnxruntime-vs-OpenVINO and build-vs-own-file rounds are scripted, the one-graph
@@ -51,15 +52,17 @@ def resnet_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def timed(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[Mapping[str, Any]]]:
-    """``timed(build, whole)``: the build takes ``build`` of its own file's 1 ms on OpenVINO, the one
-    graph ``whole`` of the split plan's 1 ms (both regimes), OpenVINO as long as onnxruntime for a
-    component; returns the one-graph check's plan configs once timed."""
+    """``timed(build, whole, backend)``: the build takes ``build`` of its own file's 1 ms on OpenVINO,
+    the one graph ``whole`` of the split plan's 1 ms (both regimes), OpenVINO running a build
+    ``backend`` of onnxruntime running the own file, and as long as onnxruntime running the same file;
+    returns the one-graph check's plan configs once timed."""
 
-    def install(build: float, whole: float) -> list[Mapping[str, Any]]:
+    def install(build: float, whole: float, backend: float = 1.0) -> list[Mapping[str, Any]]:
         seen: list[Mapping[str, Any]] = []
 
         def rounds(paths: Mapping[str, Path], feeds: object, **kwargs: Any) -> Iterator[dict[str, float]]:
-            ratio = build if "build" in paths else 1.0
+            same_file = paths.get("openvino") == paths.get("onnxruntime")
+            ratio = build if "build" in paths else (1.0 if same_file else backend)
             base, candidate = paths
             for jitter in itertools.cycle([1.0, 1.02, 0.98]):
                 yield {base: 1.0 * jitter, candidate: ratio * jitter}
@@ -171,6 +174,47 @@ def test_a_build_is_carried_only_when_it_and_the_one_graph_are_both_chosen(
     assert BUILD not in {a.name for a in bundle.manifest.assets}
     assert not (tmp_path / "int8" / "text_encoder.openvino.onnx").exists()
     assert bundle.openvino_path("text_encoder") == bundle.component_path("text_encoder")
+
+
+def test_a_build_faster_than_onnxruntime_keeps_its_component_on_openvino_without_the_one_graph(
+    resnet_bert: Path, tmp_path: Path, timed: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs = timed(0.25, 1.0, backend=0.5)
+    report = _quantize(resnet_bert, tmp_path / "int8")
+    text = {c.name: c for c in report.components}["text_encoder"].backend
+    assert text is not None
+    assert text.backend == "openvino"
+    assert text.timing.speedup == pytest.approx(2.0)  # onnxruntime's own file against OpenVINO's build
+    assert "OpenVINO runs its OpenVINO build" in text.why
+    check = report.whole_graph
+    assert check is not None
+    assert not check.chosen
+    plans = configs[-1]
+    split, whole = plans[whole_module.SPLIT], plans[whole_module.WHOLE]
+    assert split["openvino"] == ["text_encoder"]
+    assert split["files"]["text_encoder"] == whole["files"]["text_encoder"]  # the split plan ran the build too
+
+    bundle = load_bundle(tmp_path / "int8")
+    path = bundle.openvino_path("text_encoder")
+    assert path == tmp_path / "int8" / "text_encoder.openvino.onnx"
+    _check_openvino_layout(onnx.load(str(path)))
+    opened: list[Path] = []
+    from mmedge import openvino_backend
+
+    session = openvino_backend.OpenVINOSession
+
+    def spy(path: Path, threads: int, cache_dir: Path | None = None) -> Any:
+        opened.append(Path(path))
+        return session(path, threads, cache_dir)
+
+    monkeypatch.setattr(openvino_backend, "OpenVINOSession", spy)
+    x = _inputs(resnet_bert)
+    with Pipeline(resnet_bert, "cpu") as fp32, Pipeline(tmp_path / "int8") as auto:
+        assert auto.whole_graph == ()
+        reference, produced = fp32.run(x)["logits"], auto.run(x)["logits"]
+    assert set(opened) == {path}  # "auto" runs the text encoder's build on OpenVINO, the rest on onnxruntime
+    cosine = (reference * produced).sum(-1) / (np.linalg.norm(reference, axis=-1) * np.linalg.norm(produced, axis=-1))
+    assert cosine.min() > 0.98
 
 
 def _check_openvino_layout(model: onnx.ModelProto) -> None:
