@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.providers import OPENVINO
+from mmedge.sessions import default_thread_budget
 
 __all__ = ["OpenVINOSession", "compile_config"]
 
@@ -34,12 +35,19 @@ def compile_config(threads: int, cache_dir: Path | None = None) -> dict[str, Any
     float layers in bfloat16, off the numerics the bundle was verified with; INT8 (QDQ) layers still
     run as INT8. ``cache_dir``: OpenVINO's model cache (``CACHE_DIR``): a model compiled from a file
     is kept there and imported, not compiled again, the next time that file is compiled here.
+
+    ``ENABLE_CPU_PINNING`` only where the threads take every core this process may use: pinned, two
+    compiled models with a share of the cores each (a Pipeline's concurrent encoders, one thread
+    each on 2 cores) run at once about as slowly as one after the other (a text and an image
+    encoder alone 6.6 and 2.3 ms: at once 10.2–11.2 ms pinned, 7.4–7.8 unpinned); alone on every
+    core, pinning is a little faster (``benchmarks/NOTES.md``).
     """
     config: dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
         "INFERENCE_PRECISION_HINT": "f32",
+        "ENABLE_CPU_PINNING": threads >= default_thread_budget(),
     }
     if cache_dir is not None:
         config["CACHE_DIR"] = str(cache_dir)
