@@ -11,8 +11,9 @@ with their shares of the threads: :mod:`mmedge.schedule`) with the speed check's
 The two plans run in processes of their own, in turn (:mod:`mmedge.process_timing`), as deployed
 processes do: in one process they would share caches and OpenVINO's thread pool.
 Two regimes: one run per turn, meeting the caches the other plan left (an occasional request on a
-shared machine; the one graph must be ``MIN_PLAN_SPEEDUP`` faster there with confidence), and runs back
-to back (a busy server; it must not be measurably slower). Then it is kept only if end-to-end
+shared machine; the one graph must be ``MIN_PLAN_SPEEDUP`` faster there with confidence, or only
+level where the split plan runs two or more components on OpenVINO itself: :func:`_faster`), and runs
+back to back (a busy server; it must not be measurably slower). Then it is kept only if end-to-end
 held-out agreement with FP32, computed by the one graph itself, stays at ``min_agreement`` (or at
 what the bundle reaches on onnxruntime, if lower). The record goes into the manifest
 (``whole_graph``); a Pipeline whose requests are all "auto" or "cpu" then runs the components as
@@ -121,7 +122,8 @@ def check_whole_graph(
     except MMEdgeError as e:
         failed = f"it could not be timed: {e}"
     cold, back_to_back = tests
-    if cold is not None and back_to_back is not None and _wins(cold) and not _slower(back_to_back):
+    shares = len(on_openvino) >= 2
+    if cold is not None and back_to_back is not None and _faster(cold, back_to_back, shares_openvino=shares):
         try:  # compiled in this process only when it may be chosen, for its agreement
             whole = load_contender(configs[WHOLE])
             produced = [whole.run(None, s) for s in chain.holdout.samples]
@@ -138,6 +140,7 @@ def check_whole_graph(
         agreement=agreement,
         bar=bar,
         failed=failed,
+        shares_openvino=shares,
     )
     if record.chosen:
         chain.openvino = {**chain.openvino, **built}  # the bundle carries them (mmedge.quantize.openvino_build)
@@ -188,6 +191,22 @@ def load_contender(config: Mapping[str, Any]) -> Runnable:
         with translated(QuantizationError, "composing the components into one OpenVINO graph"):
             return _Whole(OpenVINOGraph(manifest, files, components, threads))
     return _Split(Graph(manifest), files, components, threads, set(config["openvino"]))
+
+
+def _faster(cold: RatioTest, back_to_back: RatioTest, *, shares_openvino: bool) -> bool:
+    """Whether the one graph's timing earns it the choice (its agreement is checked after).
+
+    It must be ``MIN_PLAN_SPEEDUP`` faster with confidence one run per turn and not measurably
+    slower back to back. Where the split plan itself runs two or more components on OpenVINO
+    (``shares_openvino``), the one graph runs the same kernels for them in one request and one
+    compiled model: there it needs only to be not measurably slower in either regime and no
+    slower at the point estimate (ResNetBert-224, both encoders on OpenVINO: the split plan 0.98×
+    the one graph and 356 against 307 MB peak RSS; the two are too close for the margin to be met
+    either way, ``benchmarks/NOTES.md``).
+    """
+    if _slower(back_to_back) or cold.tiny:
+        return False
+    return _wins(cold) or (shares_openvino and cold.speedup >= 1.0 and not _slower(cold))
 
 
 def _wins(test: RatioTest) -> bool:
@@ -258,6 +277,7 @@ def _record(
     agreement: float | None,
     bar: float,
     failed: str,
+    shares_openvino: bool,
 ) -> WholeGraphCheck:
     test, back_to_back = tests
     chosen = agreement is not None and agreement >= bar
@@ -276,14 +296,20 @@ def _record(
         timed = f"one OpenVINO graph against the split plan: {cold}, {busy}, at {threads} threads, {shapes}"
         if test.tiny:
             why = f"the split plan runs in {test.base_ms:.3f} ms: too fast to matter; it stays split"
-        elif not _wins(test):
-            why = f"{timed}: not measurably {policy.min_speedup}× faster in turn with the other plan; it stays split"
         elif _slower(back_to_back):
             why = f"{timed}: measurably slower back to back; it stays split"
+        elif not _faster(test, back_to_back, shares_openvino=shares_openvino):
+            why = f"{timed}: not measurably {policy.min_speedup}× faster in turn with the other plan; it stays split"
         elif agreement is None:
             why = f"{timed}; but {failed}; it stays split"
         elif chosen:
-            why = f"{timed}; held-out agreement with FP32 stays {agreement:.2%} (≥ {bar:.2%}) there"
+            level = (
+                ""
+                if _wins(test)
+                else "; level, and the split plan runs two or more components on OpenVINO itself: the one "
+                "graph runs the same kernels in one request and one compiled model"
+            )
+            why = f"{timed}{level}; held-out agreement with FP32 stays {agreement:.2%} (≥ {bar:.2%}) there"
         else:
             why = f"{timed}; but held-out agreement with FP32 falls to {agreement:.2%} (< {bar:.2%}) there; it stays split"
     return WholeGraphCheck(

@@ -52,17 +52,17 @@ def resnet_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def timed(monkeypatch: pytest.MonkeyPatch) -> Callable[[float, float], list[Mapping[str, Any]]]:
-    """``timed(build, whole, backend)``: the build takes ``build`` of its own file's 1 ms on OpenVINO,
-    the one graph ``whole`` of the split plan's 1 ms (both regimes), OpenVINO running a build
-    ``backend`` of onnxruntime running the own file, and as long as onnxruntime running the same file;
-    returns the one-graph check's plan configs once timed."""
+    """``timed(build, whole, backend, others)``: the build takes ``build`` of its own file's 1 ms on
+    OpenVINO, the one graph ``whole`` of the split plan's 1 ms (both regimes), OpenVINO running a
+    build ``backend`` of onnxruntime running the own file, and ``others`` of it running the same
+    file; returns the one-graph check's plan configs once timed."""
 
-    def install(build: float, whole: float, backend: float = 1.0) -> list[Mapping[str, Any]]:
+    def install(build: float, whole: float, backend: float = 1.0, others: float = 1.0) -> list[Mapping[str, Any]]:
         seen: list[Mapping[str, Any]] = []
 
         def rounds(paths: Mapping[str, Path], feeds: object, **kwargs: Any) -> Iterator[dict[str, float]]:
             same_file = paths.get("openvino") == paths.get("onnxruntime")
-            ratio = build if "build" in paths else (1.0 if same_file else backend)
+            ratio = build if "build" in paths else (others if same_file else backend)
             base, candidate = paths
             for jitter in itertools.cycle([1.0, 1.02, 0.98]):
                 yield {base: 1.0 * jitter, candidate: ratio * jitter}
@@ -113,7 +113,7 @@ def test_a_faster_build_goes_into_the_chosen_one_graph_and_the_bundle(
     assert (build.component, build.chosen) == ("text_encoder", True)
     assert build.timing.speedup == pytest.approx(4.0)
     assert "faster than the dynamic INT8 file" in build.why
-    assert tuple(build.recipe["op_types"]) == ("MatMul", "Gemm")
+    assert tuple(build.recipe["op_types"]) == ("MatMul", "Gemm", "Gather")
     plans = configs[-1]  # one per pair of processes, all alike
     split, whole = plans[whole_module.SPLIT]["files"], plans[whole_module.WHOLE]["files"]
     assert whole["text_encoder"] != split["text_encoder"]  # the one graph was timed with the build
@@ -217,8 +217,28 @@ def test_a_build_faster_than_onnxruntime_keeps_its_component_on_openvino_without
     assert cosine.min() > 0.98
 
 
+@pytest.mark.parametrize("others", [0.5, 1.0], ids=["split-on-openvino", "split-on-onnxruntime"])
+def test_a_level_one_graph_is_chosen_only_where_the_split_plan_runs_on_openvino_too(
+    resnet_bert: Path, tmp_path: Path, timed: Callable, others: float
+) -> None:
+    timed(0.25, 0.99, backend=0.5, others=others)  # the one graph 1.01 times faster: short of the 1.02 margin
+    report = _quantize(resnet_bert, tmp_path / "int8")
+    on_openvino = {c.name for c in report.components if c.backend is not None and c.backend.backend == "openvino"}
+    check = report.whole_graph
+    assert check is not None
+    assert check.timing.speedup == pytest.approx(1 / 0.99)
+    if others < 1.0:
+        assert on_openvino == set(COMPONENTS)
+        assert check.chosen
+        assert "the one graph runs the same kernels in one request" in check.why
+    else:
+        assert on_openvino == {"text_encoder"}
+        assert not check.chosen
+        assert "not measurably 1.02× faster" in check.why
+
+
 def _check_openvino_layout(model: onnx.ModelProto) -> None:
-    """Static QDQ around MatMul/Gemm only, signed activations centred on zero (OpenVINO's INT8 layout)."""
+    """Static QDQ around MatMul/Gemm/Gather only, signed activations centred on zero (OpenVINO's INT8 layout)."""
     ops = {n.op_type for n in model.graph.node}
     assert "QuantizeLinear" in ops
     assert not ops & {"DynamicQuantizeLinear", "MatMulInteger"}
