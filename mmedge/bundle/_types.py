@@ -314,8 +314,8 @@ class Bundle:
 
     def openvino_path(self, name: str) -> Path:
         """The file OpenVINO runs of component ``name``: its OpenVINO build where the bundle carries one
-        (asset :func:`openvino_build_asset`, written by mmedge quantize with the one OpenVINO graph:
-        :mod:`mmedge.quantize.openvino_build`), else the component's own file."""
+        (asset :func:`openvino_build_asset`, written by mmedge quantize where the component runs on
+        OpenVINO: :mod:`mmedge.quantize.openvino_build`), else the component's own file."""
         return self.path / self._openvino_entry(name).file
 
     def openvino_sha256(self, name: str) -> str:
