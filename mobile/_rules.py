@@ -33,6 +33,16 @@ _OP_FIXES = {
 CPU_FIX = "none needed for correctness: the node runs on the CPU EP and the graph is split around it"
 RANK_FIX = "express the op over a 4-D tensor [N, C, 1, L] in the model (e.g. Conv2d with kernel (1, k))"
 _CONST_FIX = "make the weights constant initializers (export with constant folding)"
+# A weight computed from activations (attention's Q·Kᵀ and scores·V multiply two activations):
+# constant folding cannot make it a constant.
+_ACTIVATION_FIX = (
+    "none: the input is computed from the model's inputs (e.g. attention's activation-by-activation "
+    "products), so the node runs on the CPU EP"
+)
+_MISSING_FIX = (
+    "none needed for correctness: the EP wants the input (a Gemm's bias C) inside the node; without it "
+    "the node runs on the CPU EP"
+)
 _CONTRIB_FIX = "package with --optimization basic: ORT fusions at '{level}' replace ONNX ops by com.microsoft ones"
 _PAD_FIX = "pad in preprocessing, or with a constant in the model (for the mel front-end: pad_mode='constant')"
 _QDQ_COREML_FIX = "CoreML has no Q/DQ kernels: for iOS, package the FP32 bundle"
@@ -98,6 +108,21 @@ class GraphFacts:
             consumers=consumers,
         )
 
+    def foldable(self, name: str) -> bool:
+        """Whether ``name`` is computed from constants alone (constant folding would make it one)."""
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            value = todo.pop()
+            if value in seen or value in self.constants or not value:
+                continue
+            seen.add(value)
+            node = self.producer.get(value)
+            if node is None:  # a graph input
+                return False
+            todo.extend(node.input)
+        return True
+
 
 class Taker(Protocol):
     """What a rule may ask of the EP table checking it (``_mobile_eps._OpTable``)."""
@@ -138,7 +163,10 @@ def _constant(*indices: int, required: bool = False) -> Rule:
         for i in indices:
             name = node.input[i] if i < len(node.input) else ""
             if (name or required) and name not in g.constants:
-                return Miss(f"input {i} must be a constant (an initializer, or a DequantizeLinear of one)", _CONST_FIX)
+                if not name:
+                    return Miss(f"input {i} must be present and constant", _MISSING_FIX)
+                fix = _CONST_FIX if g.foldable(name) else _ACTIVATION_FIX
+                return Miss(f"input {i} must be a constant (an initializer, or a DequantizeLinear of one)", fix)
         return None
 
     return rule

@@ -110,3 +110,33 @@ def test_contrib_fusions_are_flagged_with_basic_optimization(packaged: Packaged)
     image = basic.component("image_encoder")
     assert next(e for e in image.eps if e.ep == "NNAPI").fully_supported
     assert not any(op.startswith("com.microsoft") for op in image.ops)
+
+
+def test_a_weight_that_is_not_a_constant_gets_the_fix_that_applies() -> None:
+    """XNNPACK wants MatMul/Gemm weights constant: a weight computed from constants alone is folded
+    by export, one computed from the inputs (attention's Q·Kᵀ) cannot be, a missing Gemm bias is neither."""
+    from mmedge.mobile._rules import RULES, GraphFacts
+
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["w_t"], name="transpose_w"),
+        helper.make_node("MatMul", ["x", "w_t"], ["folded"], name="folded"),
+        helper.make_node("Transpose", ["x"], ["x_t"], name="transpose_x"),
+        helper.make_node("MatMul", ["x", "x_t"], ["scores"], name="scores"),
+        helper.make_node("Gemm", ["x", "w"], ["no_bias"], name="no_bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in ("folded", "scores", "no_bias")],
+        [w],
+    )
+    facts = GraphFacts.of(graph)
+    fixes = {}
+    for node in graph.node:
+        misses = [rule(node, facts, None) for rule in RULES["XNNPACK"].get(node.op_type, ())]
+        fixes[node.name] = next((m.fix for m in misses if m is not None), None)
+    assert "constant folding" in fixes["folded"]
+    assert "activation-by-activation" in fixes["scores"]
+    assert "bias" in fixes["no_bias"]
