@@ -89,9 +89,9 @@ def time_backends(chain: Chain, threads: int, policy: SpeedPolicy, say: Callable
     return timed
 
 
-def slow_enough(timed: Mapping[str, Timed], floor_ms: float) -> list[str]:
+def slow_enough(timed: Mapping[str, Timed], floor_ms: float) -> dict[str, Timed]:
     """The timed components onnxruntime runs in ``floor_ms`` or more."""
-    return [n for n, t in timed.items() if t.test is not None and t.test.base_ms >= floor_ms]
+    return {n: t for n, t in timed.items() if t.test is not None and t.test.base_ms >= floor_ms}
 
 
 def check_backends(

@@ -23,16 +23,15 @@ OpenVINO (:meth:`mmedge.bundle.Bundle.openvino_path`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mmedge.errors import QuantizationError
 from mmedge.quantize._chain import Chain
-from mmedge.quantize._samples import SampleExecutor
-from mmedge.quantize.backend import OPENVINO_BACKEND, timed_ratio
+from mmedge.quantize.backend import OPENVINO_BACKEND, Timed, timed_ratio
 from mmedge.quantize.recipes import Recipe
 from mmedge.quantize.report import OpenVINOBuild, RatioTest
-from mmedge.quantize.speed import SpeedPolicy, deploy_sample, shapes_text
+from mmedge.quantize.speed import SpeedPolicy
 
 __all__ = ["MIN_BUILD_MS", "OPENVINO_RECIPE", "openvino_builds"]
 
@@ -55,19 +54,20 @@ OPENVINO_RECIPE = Recipe(
 
 
 def openvino_builds(
-    chain: Chain, components: Sequence[str], threads: int, policy: SpeedPolicy, say: Callable[[str], None]
+    chain: Chain, timed: Mapping[str, Timed], threads: int, policy: SpeedPolicy, say: Callable[[str], None]
 ) -> tuple[dict[str, Path], tuple[OpenVINOBuild, ...]]:
-    """Build and time the OpenVINO build of each dynamic-INT8 one of ``components`` (those the
-    backend check found onnxruntime running in ``MIN_BUILD_MS`` or more).
+    """Build and time the OpenVINO build of each dynamic-INT8 one of the ``timed`` components (those
+    the backend check found onnxruntime running in ``MIN_BUILD_MS`` or more), at the deploy feeds
+    the backend check timed them on.
 
     Returns the files of the builds that OpenVINO runs measurably faster, by component, and the
     record of every build tried.
     """
-    candidates = [c for c in components if chain.int8_built(c, ("dynamic",))]
+    candidates = [c for c in timed if chain.int8_built(c, ("dynamic",))]
     if not candidates:
         return {}, ()
-    say(f"building and timing OpenVINO builds of {', '.join(candidates)} (static symmetric INT8 MatMuls)")
-    deploy = SampleExecutor(chain.graph, [deploy_sample(chain.calibration.samples[0], chain.manifest.inputs)])
+    ops = "/".join(OPENVINO_RECIPE.op_types)
+    say(f"building and timing OpenVINO builds of {', '.join(candidates)} (static symmetric INT8 {ops})")
     chosen: dict[str, Path] = {}
     records = []
     for name in candidates:
@@ -78,9 +78,8 @@ def openvino_builds(
             records.append(_record(name, None, f"it could not be built ({e}); OpenVINO runs its own file"))
             continue
         if path == chain.fp32[name]:
-            say(f"{name}: no MatMul or Gemm to quantize; its OpenVINO build is its FP32 file")
-        feeds = deploy.feeds(chain.versions, name)[0]
-        shapes = "input " + shapes_text({k: tuple(int(d) for d in v.shape) for k, v in feeds.items()})
+            say(f"{name}: no {ops} to quantize; its OpenVINO build is its FP32 file")
+        feeds, shapes = timed[name].feeds, timed[name].shapes
         contenders = {"own": (own, OPENVINO_BACKEND), "build": (path, OPENVINO_BACKEND)}
         test = timed_ratio(contenders, feeds, threads, policy, name)
         if test is None:
