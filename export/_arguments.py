@@ -17,7 +17,9 @@ from mmedge.verify import Tolerance
 
 __all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "working_copy"]
 
-AUDIO_FRONTENDS = ("keep", "conv")  # keep the model's mel front-end, or swap in the STFT-free one (MelFrontend)
+# auto: swap torchaudio MelSpectrograms for the STFT-free MelFrontend where the swap verifies, else keep them;
+# conv: swap them or fail; keep: export the model's front-end as it is (an ONNX STFT)
+AUDIO_FRONTENDS = ("auto", "conv", "keep")
 
 
 def check_options(opset: int | None, audio_frontend: str, tol: Tolerance) -> int:

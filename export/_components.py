@@ -63,7 +63,7 @@ def export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, split: Sequence[Enco
 
 
 def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_in: tuple[str, ...]) -> ExportedPart:
-    from mmedge.export._frontend import swap_mel_frontends
+    from mmedge.export._frontend import FrontendSwap, swap_mel_frontends
 
     key = spec.name.removesuffix("_encoder")
     prefix = key if isinstance(call.output, Mapping) else f"{key}_features"
@@ -71,9 +71,12 @@ def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_
     pairs, structure = flatten(call.output, prefix, what)
     features = (dict(pairs), dict(flatten(ctx.runs.calls[1][spec.path].output, prefix, what)[0]))
     args = tuple(ctx.runs.inputs[0][n] for n in names_in)
-    swapped: tuple[str, ...] = ()
-    if ctx.audio_frontend == "conv" and spec.modality == "audio":
-        swapped = swap_mel_frontends(module.encoder, lambda: module(*args), call.output, ctx.tol, spec.name)
+    swap = FrontendSwap()
+    if ctx.audio_frontend != "keep" and spec.modality == "audio":
+        swap = swap_mel_frontends(
+            module.encoder, lambda: module(*args), call.output, ctx.tol, spec.name, mode=ctx.audio_frontend
+        )
+        ctx.warnings.extend([swap.kept] if swap.kept else [])
     out_axes = ctx.output_axes(*features)
     job = ExportJob(
         spec.name,
@@ -98,7 +101,7 @@ def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_
         exporter=exported.exporter,
         opset=ctx.opset,
         output_structure=structure,
-        optimizations=(*exported.optimizations, *swapped),
+        optimizations=(*exported.optimizations, *swap.optimizations),
         folded=spec.folded,
     )
     return ExportedPart(component, exported.rows, features, call.output, out_axes, _assets(spec.name, file, exported))

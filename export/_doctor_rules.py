@@ -35,8 +35,8 @@ class _Rule:
 
 
 _MEL_FIX = (
-    "export with --audio-frontend conv (audio_frontend='conv'): mmedge replaces torchaudio's MelSpectrogram by "
-    "MelFrontend, the same spectrogram computed by convolutions over windowed DFT kernels"
+    "export with --audio-frontend conv, or auto (the default): mmedge replaces torchaudio's MelSpectrogram in an "
+    "audio encoder by MelFrontend, the same spectrogram computed by convolutions over windowed DFT kernels"
 )
 _RULES = {
     "stft": _Rule(
@@ -103,7 +103,7 @@ def _component_of(path: str, split: Split | None) -> str:
 
 
 def _in_mel(path: str, types: Mapping[str, type]) -> bool:
-    """Whether ``path`` is (inside) a torchaudio MelSpectrogram, which audio_frontend='conv' replaces."""
+    """Whether ``path`` is (inside) a torchaudio MelSpectrogram, which audio_frontend='auto'/'conv' replaces."""
     parts = path.split(".")
     owners = (types.get(".".join(parts[:i])) for i in range(1, len(parts) + 1))
     return any(
@@ -116,12 +116,12 @@ def _rule(event: Event, rec: Recording, modality: str, audio_frontend: str) -> _
         return _RULES[event.detail]
     if event.kind != "stft" or not _in_mel(event.path, rec.module_types):
         return _RULES[event.kind]
-    if audio_frontend == "conv" and modality == "audio":
+    if audio_frontend != "keep" and modality == "audio":
         return _Rule(
             "stft",
             "info",
             "torchaudio MelSpectrogram (STFT)",
-            "replaced by the convolution front-end (audio_frontend='conv')",
+            f"replaced by the convolution front-end where it verifies (audio_frontend={audio_frontend!r})",
         )
     return _Rule("stft", "warning", _RULES["stft"].problem, _MEL_FIX)
 

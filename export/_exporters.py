@@ -255,7 +255,9 @@ def _failure_message(job: ExportJob, failed: list[Attempt]) -> str:
     lines = "\n".join(f"  - {a.exporter}: {a.reason}" for a in failed)
     if ops:
         stft = (
-            " (for torchaudio's MelSpectrogram, pass audio_frontend='conv')" if any("stft" in op for op in ops) else ""
+            " (a torchaudio MelSpectrogram in an audio encoder is replaced by convolutions unless audio_frontend='keep')"
+            if any("stft" in op for op in ops)
+            else ""
         )
         return (
             f"component {job.component!r} uses {', '.join(ops)}, which no exporter could convert to ONNX opset "

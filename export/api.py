@@ -55,7 +55,7 @@ def export_model(
     labels: Sequence[str] | None = None,
     vocab: Sequence[str] | None = None,
     tolerance: Tolerance | None = None,
-    audio_frontend: str = "keep",
+    audio_frontend: str = "auto",
     modalities: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     model_info: ModelInfo | None = None,
@@ -71,7 +71,9 @@ def export_model(
     inputs before calling an encoder is folded into that encoder's component. Each encoder becomes
     ``<modality>_encoder.onnx`` and the rest of ``forward`` ``fusion_head.onnx``. ``preprocess``,
     ``labels`` and ``vocab`` default to the model's attributes of those names.
-    ``audio_frontend="conv"`` replaces torchaudio MelSpectrograms by an equivalent convolution.
+    ``audio_frontend="auto"`` replaces torchaudio MelSpectrograms (an ONNX STFT) in audio encoders
+    by the equivalent convolutions where the swap verifies on the example input, and otherwise
+    keeps them with a warning; ``"conv"`` makes a failed swap an error, ``"keep"`` never swaps.
     ``modalities`` overrides the detected modality of raw inputs (it decides their dynamic axes:
     ``seq`` for text, ``samples`` for audio). ``progress(step, status)`` is called as work proceeds.
     ``tokenizer`` (a ``tokenizers.Tokenizer`` or transformers fast tokenizer) is saved in the

@@ -14,6 +14,7 @@ from typing import Any
 
 from mmedge.bundle import ModelInfo
 from mmedge.console import console, print_json, progress, table
+from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._types import DEFAULT_OPSET, ExportResult
 from mmedge.verify import Tolerance
 
@@ -38,7 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--static", action="store_true", default=None, help="fix every dimension to the example shapes")
     parser.add_argument(
-        "--audio-frontend", choices=("keep", "conv"), help="conv: replace torchaudio MelSpectrogram (STFT)"
+        "--audio-frontend",
+        choices=AUDIO_FRONTENDS,
+        help="auto (default): replace torchaudio MelSpectrograms (an ONNX STFT) by convolutions where that verifies; "
+        "conv: replace them or fail; keep: export them as they are",
     )
     parser.add_argument("--atol", type=float, help=f"absolute tolerance of verification (default {Tolerance().atol:g})")
     parser.add_argument("--rtol", type=float, help=f"relative tolerance of verification (default {Tolerance().rtol:g})")
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                     atol=_option(args, export, "atol", Tolerance().atol),
                     rtol=_option(args, export, "rtol", Tolerance().rtol),
                 ),
-                audio_frontend=_option(args, export, "audio_frontend", "keep"),
+                audio_frontend=_option(args, export, "audio_frontend", "auto"),
                 modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
                 progress=update,
                 model_info=info,

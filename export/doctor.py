@@ -35,7 +35,7 @@ __all__ = [
 
 
 def report_for(
-    model: Any, rec: Recording, split: Split | None, inputs: Mapping[str, Any], audio_frontend: str = "keep"
+    model: Any, rec: Recording, split: Split | None, inputs: Mapping[str, Any], audio_frontend: str = "auto"
 ) -> DoctorReport:
     """The report of a recorded pass; ``split`` is None when no split could be made (all is "model")."""
     components = (*(e.name for e in split.encoders), HEAD) if split is not None else (MODEL,)
@@ -74,7 +74,7 @@ def diagnose(
     *,
     preprocess: Mapping[str, Any] | None = None,
     modalities: Mapping[str, str] | None = None,
-    audio_frontend: str = "keep",
+    audio_frontend: str = "auto",
 ) -> DoctorReport:
     """Trace ``model`` once on ``example_inputs`` and report, per component, what would break.
 

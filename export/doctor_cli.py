@@ -15,6 +15,7 @@ import argparse
 from typing import Any
 
 from mmedge.console import console, print_json, table
+from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._doctor_types import DoctorReport
 
 __all__ = ["configure", "run", "show_report"]
@@ -30,7 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--encoder", action="append", default=[], metavar="MODALITY=PATH", help="an encoder, e.g. text=text_encoder"
     )
     parser.add_argument(
-        "--audio-frontend", choices=("keep", "conv"), help="conv: the export will replace torchaudio MelSpectrograms"
+        "--audio-frontend",
+        choices=AUDIO_FRONTENDS,
+        help="as for mmedge export (default auto: the export replaces torchaudio MelSpectrograms where that verifies)",
     )
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
         },
         modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
-        audio_frontend=args.audio_frontend or export.get("audio_frontend", "keep"),
+        audio_frontend=args.audio_frontend or export.get("audio_frontend", "auto"),
     )
     if args.json:
         print_json(report.to_dict())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 
 from mmedge.bundle import RAW_INPUTS, AudioPreprocess, Edge, ImagePreprocess, TextPreprocess, load_bundle
 from mmedge.errors import ExportError
-from mmedge.export import Tolerance, export_model
+from mmedge.export import ExportResult, Tolerance, export_model
 from mmedge.export import _exporters as exporters
 
 LOGITS_ATOL = 1e-4
@@ -264,34 +265,37 @@ def test_unsupported_operator_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "torchscript: operator aten::cummax is not supported" in str(err.value)
 
 
-def test_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Path) -> None:
+class _MelEncoder(nn.Module):
+    def __init__(self) -> None:
+        import torchaudio
+
+        super().__init__()
+        self.mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=128, hop_length=64, n_mels=8)
+        self.proj = nn.Linear(8, 4)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.proj(torch.log(self.mel(audio) + 1e-6).mean(-1))
+
+
+class _MelNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio_encoder, self.head = _MelEncoder(), nn.Linear(4, 2)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        return self.head(self.audio_encoder(audio))
+
+
+def _export_mel(model: nn.Module, out: Path, **kwargs: Any) -> ExportResult:
+    return export_model(model, {"audio": 0.1 * torch.randn(2, 1600)}, {"audio": "audio_encoder"}, out=out, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["auto", "conv", None], ids=["auto", "conv", "default"])
+def test_the_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Path, mode: str | None) -> None:
     import torchaudio
 
-    class MelEncoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=128, hop_length=64, n_mels=8)
-            self.proj = nn.Linear(8, 4)
-
-        def forward(self, audio: Tensor) -> Tensor:
-            return self.proj(torch.log(self.mel(audio) + 1e-6).mean(-1))
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.audio_encoder, self.head = MelEncoder(), nn.Linear(4, 2)
-
-        def forward(self, audio: Tensor) -> Tensor:
-            return self.head(self.audio_encoder(audio))
-
-    model = Net()
-    result = export_model(
-        model,
-        {"audio": 0.1 * torch.randn(2, 1600)},
-        {"audio": "audio_encoder"},
-        out=tmp_path / "b",
-        audio_frontend="conv",
-    )
+    model = _MelNet()
+    result = _export_mel(model, tmp_path / "b", **({} if mode is None else {"audio_frontend": mode}))
     audio = result.manifest.component("audio_encoder")
     assert "mel_frontend=conv:mel" in audio.optimizations
     ops = {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
@@ -299,6 +303,31 @@ def test_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Path) -
     assert "Conv" in ops
     assert all(r.passed for r in result.verification)
     assert isinstance(model.audio_encoder.mel, torchaudio.transforms.MelSpectrogram)  # swapped in a copy only
+    assert not any("MelSpectrogram" in w for w in result.warnings)
+
+
+def test_keep_exports_the_model_s_stft(tmp_path: Path) -> None:
+    result = _export_mel(_MelNet(), tmp_path / "b", audio_frontend="keep")
+    assert not any(o.startswith("mel_frontend") for o in result.manifest.component("audio_encoder").optimizations)
+    assert "STFT" in {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
+
+
+def test_auto_keeps_the_stft_and_says_why_where_the_swap_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmedge.export.mel import MelFrontend
+
+    def refuse(ms: Any) -> None:
+        raise ExportError("cannot build a convolution mel front-end from this MelSpectrogram: pad_mode='odd'")
+
+    monkeypatch.setattr(MelFrontend, "from_torchaudio", staticmethod(refuse))
+    with pytest.raises(ExportError, match="pad_mode='odd'"):
+        _export_mel(_MelNet(), tmp_path / "conv", audio_frontend="conv")
+    assert not (tmp_path / "conv").exists()
+    result = _export_mel(_MelNet(), tmp_path / "auto")
+    assert "STFT" in {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
+    (kept,) = [w for w in result.warnings if "kept torchaudio's MelSpectrogram" in w]
+    assert kept.startswith("audio_encoder:")
+    assert "pad_mode='odd'" in kept
+    assert all(r.passed for r in result.verification)
 
 
 def test_nested_encoder_path_and_external_data_over_the_protobuf_limit(

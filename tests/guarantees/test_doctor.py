@@ -17,9 +17,6 @@ from mmedge.export.doctor import diagnose
 @pytest.mark.parametrize(
     ("model", "pattern", "severity", "where", "fix"),
     [
-        pytest.param(
-            "MelNet", "stft", "warning", "audio_encoder.mel.spectrogram: stft", "--audio-frontend conv", id="mel"
-        ),
         pytest.param("StftNet", "stft", "warning", "audio_encoder: stft", "MelFrontend(impl='conv')", id="stft"),
         pytest.param(
             "ComplexNet", "complex", "warning", "audio_encoder: polar (complex64)", "view_as_real", id="complex"
@@ -70,10 +67,19 @@ def test_a_clean_model_has_no_findings() -> None:
     assert diagnose(net, net.example_inputs(2)).findings == ()
 
 
-def test_the_conv_front_end_option_turns_the_mel_warning_into_info() -> None:
+@pytest.mark.parametrize("mode", ["auto", "conv", None], ids=["auto", "conv", "default"])
+def test_a_mel_spectrogram_the_export_replaces_is_info(mode: str | None) -> None:
     net = _models.MelNet()
-    (found,) = diagnose(net, net.example_inputs(2), audio_frontend="conv").findings
+    (found,) = diagnose(net, net.example_inputs(2), **({} if mode is None else {"audio_frontend": mode})).findings
     assert (found.pattern, found.severity) == ("stft", "info")
+
+
+def test_a_kept_mel_spectrogram_is_a_warning_with_the_swap_as_its_fix() -> None:
+    net = _models.MelNet()
+    (found,) = diagnose(net, net.example_inputs(2), audio_frontend="keep").findings
+    assert (found.pattern, found.severity) == ("stft", "warning")
+    assert "audio_encoder.mel.spectrogram: stft" in found.where[0]
+    assert "--audio-frontend conv" in found.fix
 
 
 def test_a_model_that_cannot_be_split_is_an_error_and_the_rest_is_still_reported() -> None:
