@@ -34,9 +34,11 @@ class _Rule:
     fix: str
 
 
+_SWAPPED = ("MelSpectrogram", "Spectrogram")  # the torchaudio modules the export swaps for MelFrontend
 _MEL_FIX = (
-    "export with --audio-frontend conv, or auto (the default): mmedge replaces torchaudio's MelSpectrogram in an "
-    "audio encoder by MelFrontend, the same spectrogram computed by convolutions over windowed DFT kernels"
+    "export with --audio-frontend conv, or auto (the default): mmedge replaces torchaudio's MelSpectrogram or "
+    "Spectrogram in an audio encoder by MelFrontend, the same spectrogram computed by convolutions over windowed "
+    "DFT kernels"
 )
 _RULES = {
     "stft": _Rule(
@@ -103,12 +105,11 @@ def _component_of(path: str, split: Split | None) -> str:
 
 
 def _in_mel(path: str, types: Mapping[str, type]) -> bool:
-    """Whether ``path`` is (inside) a torchaudio MelSpectrogram, which audio_frontend='auto'/'conv' replaces."""
+    """Whether ``path`` is (inside) a torchaudio MelSpectrogram or Spectrogram, which audio_frontend='auto'/'conv'
+    replaces."""
     parts = path.split(".")
     owners = (types.get(".".join(parts[:i])) for i in range(1, len(parts) + 1))
-    return any(
-        t is not None and t.__name__ == "MelSpectrogram" and t.__module__.startswith("torchaudio") for t in owners
-    )
+    return any(t is not None and t.__name__ in _SWAPPED and t.__module__.startswith("torchaudio") for t in owners)
 
 
 def _rule(event: Event, rec: Recording, modality: str, audio_frontend: str) -> _Rule:
@@ -120,7 +121,7 @@ def _rule(event: Event, rec: Recording, modality: str, audio_frontend: str) -> _
         return _Rule(
             "stft",
             "info",
-            "torchaudio MelSpectrogram (STFT)",
+            "torchaudio MelSpectrogram or Spectrogram (STFT)",
             f"replaced by the convolution front-end where it verifies (audio_frontend={audio_frontend!r})",
         )
     return _Rule("stft", "warning", _RULES["stft"].problem, _MEL_FIX)

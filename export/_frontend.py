@@ -1,6 +1,6 @@
-"""Swap torchaudio MelSpectrograms for their convolution equivalent (``audio_frontend="auto"``/``"conv"``).
+"""Swap torchaudio MelSpectrograms and Spectrograms for their convolution equivalent (``audio_frontend``).
 
-The STFT op that torchaudio's MelSpectrogram exports to is slow in ONNX Runtime (a user-style audio
+The STFT op that torchaudio's MelSpectrogram and Spectrogram export to is slow in ONNX Runtime (a user-style audio
 encoder: 4.3 of 4.5 ms), unsupported by mobile execution providers, by OpenVINO at a dynamic length
 and by the TorchScript exporter. ``MelFrontend.from_torchaudio`` computes the same spectrogram with
 convolutions; the swap is checked numerically on the example input before anything is exported, and
@@ -30,10 +30,14 @@ class FrontendSwap:
     kept: str | None = None  # why the model's STFT front-end was exported as it is
 
 
-def _mel_paths(module: Any) -> list[str]:
+def _spectrogram_paths(module: Any) -> list[str]:
+    """Paths of the torchaudio MelSpectrograms and Spectrograms in ``module``, outermost only (a
+    MelSpectrogram holds a Spectrogram)."""
     import torchaudio
 
-    return [name for name, m in module.named_modules() if isinstance(m, torchaudio.transforms.MelSpectrogram)]
+    kinds = (torchaudio.transforms.MelSpectrogram, torchaudio.transforms.Spectrogram)
+    found = [name for name, m in module.named_modules() if isinstance(m, kinds)]
+    return [p for p in found if not any(p.startswith(f"{q}.") for q in found if q != p)]
 
 
 def _put(encoder: Any, path: str, module: Any) -> None:
@@ -44,7 +48,7 @@ def _put(encoder: Any, path: str, module: Any) -> None:
 def swap_mel_frontends(
     encoder: Any, run: Callable[[], Any], reference: Any, tol: Tolerance, component: str, *, mode: str = "conv"
 ) -> FrontendSwap:
-    """Replace, in place, every MelSpectrogram inside ``encoder`` and check ``run()`` still matches.
+    """Replace, in place, every MelSpectrogram and Spectrogram inside ``encoder`` and check ``run()`` still matches.
 
     ``run`` calls the encoder on the example input; ``reference`` is its output before the swap.
     ``mode="conv"`` raises :class:`ExportError` where a swap is impossible or changes the output;
@@ -52,7 +56,7 @@ def swap_mel_frontends(
     """
     from mmedge.export.mel import MelFrontend
 
-    paths = _mel_paths(encoder)
+    paths = _spectrogram_paths(encoder)
     originals = {path: encoder.get_submodule(path) for path in paths}
     try:
         for path in paths:
@@ -64,9 +68,7 @@ def swap_mel_frontends(
             raise
         for path, module in originals.items():
             _put(encoder, path, module)
-        return FrontendSwap(
-            kept=f"{component}: kept torchaudio's MelSpectrogram (an ONNX STFT, slow in onnxruntime): {e}"
-        )
+        return FrontendSwap(kept=f"{component}: kept torchaudio's spectrogram (an ONNX STFT, slow in onnxruntime): {e}")
     return FrontendSwap(optimizations=tuple(f"mel_frontend=conv:{p}" for p in paths))
 
 

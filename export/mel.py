@@ -91,21 +91,28 @@ class MelFrontend(nn.Module):
 
     @classmethod
     def from_torchaudio(cls, ms: nn.Module) -> MelFrontend:
-        """The ``impl="conv"`` equivalent of a ``torchaudio.transforms.MelSpectrogram`` module.
+        """The ``impl="conv"`` equivalent of a torchaudio ``MelSpectrogram`` or ``Spectrogram`` module.
 
         Copies the module's own window and filterbank, so custom windows and mel settings are
-        reproduced exactly. Raises :class:`ExportError` for settings a convolution cannot compute.
+        reproduced exactly; a ``Spectrogram`` gets the identity as its filterbank (its "mels" are the
+        ``n_fft // 2 + 1`` frequency bins). Raises :class:`ExportError` for settings a convolution
+        cannot compute.
         """
         import torchaudio
 
-        if not isinstance(ms, torchaudio.transforms.MelSpectrogram):
-            raise ExportError(f"expected a torchaudio.transforms.MelSpectrogram, found {type(ms).__name__}")
-        spec = ms.spectrogram
+        if isinstance(ms, torchaudio.transforms.MelSpectrogram):
+            spec, fb, sample_rate = ms.spectrogram, ms.mel_scale.fb.detach().cpu(), ms.sample_rate
+        elif isinstance(ms, torchaudio.transforms.Spectrogram):
+            spec, fb, sample_rate = ms, torch.eye(ms.n_fft // 2 + 1), 0
+        else:
+            raise ExportError(
+                f"expected a torchaudio.transforms.MelSpectrogram or Spectrogram, found {type(ms).__name__}"
+            )
         problems = []
         if spec.power is None or spec.power <= 0:
             problems.append(f"power={spec.power!r} (a complex or non-positive spectrogram); use power=1.0 or 2.0")
         if not spec.onesided:
-            problems.append("onesided=False; the mel filterbank needs the one-sided spectrum")
+            problems.append("onesided=False; the convolution front-end computes the one-sided spectrum")
         if spec.center and spec.pad_mode not in PAD_MODES:
             problems.append(f"pad_mode={spec.pad_mode!r}; use one of {PAD_MODES}")
         if spec.window.ndim != 1 or spec.window.numel() != spec.win_length or spec.win_length > spec.n_fft:
@@ -114,21 +121,22 @@ class MelFrontend(nn.Module):
             )
         if problems:
             raise ExportError(
-                "cannot build a convolution mel front-end from this MelSpectrogram: " + "; ".join(problems)
+                f"cannot build a convolution front-end from this {type(ms).__name__}: " + "; ".join(problems)
             )
-        front = cls(
-            ms.sample_rate,
+        front = cls(  # the window and filterbank it builds are replaced by the module's own below
+            sample_rate or 16000,
             spec.n_fft,
             spec.hop_length,
-            ms.n_mels,
+            fb.shape[1] if sample_rate else 1,
             win_length=spec.win_length,
             pad=spec.pad,
             center=spec.center,
             pad_mode=spec.pad_mode if spec.center else "reflect",
             power=float(spec.power),
         )
+        front.sample_rate, front.n_mels = sample_rate, fb.shape[1]  # a Spectrogram has no sample rate: 0
         window = spec.window.detach().cpu().to(torch.float64)
-        front._set_constants(window, _scale(spec.normalized, window, spec.n_fft), ms.mel_scale.fb.detach().cpu())
+        front._set_constants(window, _scale(spec.normalized, window, spec.n_fft), fb)
         return front.to(spec.window.device)
 
     def forward(self, waveform: Tensor) -> Tensor:

@@ -297,13 +297,35 @@ def test_the_conv_audio_frontend_replaces_the_stft_and_is_recorded(tmp_path: Pat
     model = _MelNet()
     result = _export_mel(model, tmp_path / "b", **({} if mode is None else {"audio_frontend": mode}))
     audio = result.manifest.component("audio_encoder")
-    assert "mel_frontend=conv:mel" in audio.optimizations
+    assert [o for o in audio.optimizations if o.startswith("mel_frontend")] == ["mel_frontend=conv:mel"]
     ops = {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
     assert "STFT" not in ops
     assert "Conv" in ops
     assert all(r.passed for r in result.verification)
     assert isinstance(model.audio_encoder.mel, torchaudio.transforms.MelSpectrogram)  # swapped in a copy only
     assert not any("MelSpectrogram" in w for w in result.warnings)
+
+
+def test_a_spectrogram_then_mel_scale_is_swapped_too(tmp_path: Path) -> None:
+    import torchaudio
+
+    class SpecEncoder(nn.Module):  # the spectrogram and mel scale as separate modules, as some write them
+        def __init__(self) -> None:
+            super().__init__()
+            self.spec = torchaudio.transforms.Spectrogram(n_fft=128, hop_length=64)
+            self.mel = torchaudio.transforms.MelScale(8, 16000, n_stft=65)
+            self.to_db = torchaudio.transforms.AmplitudeToDB(top_db=80.0)
+            self.proj = nn.Linear(8, 4)
+
+        def forward(self, audio: Tensor) -> Tensor:
+            return self.proj(self.to_db(self.mel(self.spec(audio))).mean(-1))
+
+    model = _MelNet()
+    model.audio_encoder = SpecEncoder()
+    result = _export_mel(model, tmp_path / "b")
+    assert "mel_frontend=conv:spec" in result.manifest.component("audio_encoder").optimizations
+    assert "STFT" not in {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
+    assert all(r.passed for r in result.verification)
 
 
 def test_keep_exports_the_model_s_stft(tmp_path: Path) -> None:
@@ -324,7 +346,7 @@ def test_auto_keeps_the_stft_and_says_why_where_the_swap_fails(tmp_path: Path, m
     assert not (tmp_path / "conv").exists()
     result = _export_mel(_MelNet(), tmp_path / "auto")
     assert "STFT" in {n.op_type for n in onnx.load(str(result.path / "audio_encoder.onnx")).graph.node}
-    (kept,) = [w for w in result.warnings if "kept torchaudio's MelSpectrogram" in w]
+    (kept,) = [w for w in result.warnings if "kept torchaudio's spectrogram" in w]
     assert kept.startswith("audio_encoder:")
     assert "pad_mode='odd'" in kept
     assert all(r.passed for r in result.verification)
