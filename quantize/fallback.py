@@ -8,7 +8,9 @@ magnitude), and every quantized weight, ranked by its INT8 round trip; for dynam
 components every node with weights, largest first; (3) measure the top candidates, each kept
 FP32 — for QDQ by rewiring the quantized graph (milliseconds), otherwise by re-quantizing;
 (4) keep the best one if it helps: re-quantize the component with those nodes excluded, and
-everything downstream (chained calibration), and measure again. When no single candidate helps,
+everything downstream (chained calibration), and measure again; a round that then does not raise
+the whole chain's agreement (SQNR breaking ties) on the calibration samples is undone and ends
+the rounds, since its FP32 nodes would cost size and speed for nothing. When no single candidate helps,
 the top 2, 4, 8 of them are measured kept FP32 together (damage spread over many tensors, as
 when two quantized branches are subtracted, moves no single one), the smallest best group kept.
 
@@ -79,8 +81,23 @@ def fallback_round(chain: Chain, index: int, before: float) -> tuple[FallbackRou
         )
     what = _describe(best)
     why = f"fallback round {index}: keeping {what} FP32 raised {worst}'s isolated agreement {keys[worst][0]:.2%} → {best_key[0]:.2%}"
-    chain.kept.setdefault(worst, {}).update(dict.fromkeys(best.nodes, why))
+    chained = _key(chain.end_to_end(chain.versions, chain.calibration))
+    kept = chain.kept.setdefault(worst, {})
+    added = [n for n in best.nodes if n not in kept]
+    kept.update(dict.fromkeys(best.nodes, why))
     chain.rebuild(worst)
+    now = _key(chain.end_to_end(chain.versions, chain.calibration))
+    if now <= chained:
+        # Better alone, not in the chain once everything downstream re-calibrated: the FP32 nodes
+        # would cost size and speed for nothing, so the round is undone.
+        for n in added:
+            del kept[n]
+        chain.rebuild(worst)
+        return None, (
+            f"keeping {what} of {worst} FP32 raised its isolated agreement {keys[worst][0]:.2%} → {best_key[0]:.2%} "
+            f"but not the whole chain's on the calibration samples ({chained[0]:.2%} → {now[0]:.2%} after "
+            "re-calibrating downstream); undone"
+        )
     after = chain.score(chain.versions)
     tensor = ", ".join(c.tensor for c in best.group if c.tensor) if best.group else best.tensor
     round_ = FallbackRound(index, worst, tensor, best.nodes, before, after, len(found), "calibration samples")

@@ -79,3 +79,27 @@ def test_when_no_round_helps_the_damaging_component_is_kept_fp32(
     assert report.agreement >= 0.99
     assert "no candidate helped; then keeping fusion_head FP32" in report.notes[-1]
     assert load_bundle(tmp_path / "out").manifest.component("fusion_head").precision == "fp32"
+
+
+def test_a_round_that_does_not_help_the_whole_chain_is_undone(
+    planted_bundle: Path, tmp_path: Path, tiny_samples: Samples, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmedge.quantize._chain import Chain
+
+    real = Chain.rebuild
+
+    def no_better(self: Chain, start: str | None = None) -> None:  # the round's file scores as the one before
+        before = self.versions.get("fusion_head")
+        real(self, start)
+        if self.kept.get("fusion_head") and before is not None:
+            self.versions["fusion_head"] = before
+
+    monkeypatch.setattr(Chain, "rebuild", no_better)
+    report = quantize_bundle(
+        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+    )
+    assert report.fallback == ()
+    assert "but not the whole chain's on the calibration samples" in report.notes[-1]
+    assert "undone; then keeping fusion_head FP32" in report.notes[-1]
+    head = next(c for c in report.components if c.name == "fusion_head")
+    assert not any(e.reason.startswith("fallback round") for e in head.excluded)
