@@ -14,6 +14,7 @@ pt2e's way of leaving a region FP32. The runner times ``Method.execute`` on the 
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from mmedge.bench._stats import RunTiming
 from mmedge.bench._types import MODEL_PART, Hotspots
-from mmedge.errors import ExportError
+from mmedge.errors import ExportError, summary
 
 __all__ = ["ExecutorchRunner", "build_executorch", "frontend_fx_nodes", "import_executorch"]
 
@@ -57,7 +58,7 @@ def build_executorch(
         try:
             program = _lower(model, example, calibration, order, batch, int8=int8, kept=kept if keep_frontend else None)
         except Exception as e:
-            raise ExportError(f"ExecuTorch export of batch {batch} failed: {type(e).__name__}: {e}") from e
+            raise ExportError(f"ExecuTorch export of batch {batch} failed: {_said(e)}") from e
         paths[str(batch)] = str(out.with_name(f"{out.stem}-b{batch}.pte"))
         Path(paths[str(batch)]).write_bytes(program.buffer)
     if int8:
@@ -65,6 +66,12 @@ def build_executorch(
     if keep_frontend:
         notes.append(f"spectral front-end kept FP32: {max(kept, default=0)} nodes' quantizer annotations removed")
     return {"paths": paths, "order": order, "notes": notes}
+
+
+def _said(e: Exception) -> str:
+    """The error's first line and the operators its (often pages-long) edge-dialect check names."""
+    ops = sorted(set(re.findall(r"<EdgeOpOverload: ([\w.]+)>", str(e))))
+    return f"{type(e).__name__}: {summary(e)}" + (f" ({', '.join(ops)})" if ops else "")
 
 
 def _lower(

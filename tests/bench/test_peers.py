@@ -148,6 +148,26 @@ def test_a_peer_python_that_cannot_import_executorch_is_refused(peer_bundle: tup
         )
 
 
+def test_an_executorch_failure_is_one_line_naming_the_operators() -> None:
+    from mmedge.bench._peer_executorch import _said
+
+    class SpecViolationError(Exception):
+        pass
+
+    trace = "stack trace: File model.py, line 61, in forward\n    return self.mel(wav)\n"
+    e = SpecViolationError(
+        "These operators are taking Tensor inputs with mismatched dtypes:\n\n"
+        f"Operator: <EdgeOpOverload: aten.view_copy.default>: schema = aten::view_copy(Tensor self)\n{trace}\n"
+        f"Operator: <EdgeOpOverload: aten.abs.default>: schema = aten::abs(Tensor self)\n{trace}"
+    )
+    said = _said(e)
+    assert "\n" not in said
+    assert said == (
+        "SpecViolationError: These operators are taking Tensor inputs with mismatched dtypes: "
+        "(aten.abs.default, aten.view_copy.default)"
+    )
+
+
 def test_onnx_peers_need_a_bundle_with_the_monolithic_model(tiny_bundle: Path) -> None:
     with pytest.raises(ConfigError, match="mmedge export --monolithic"):
         bench(tiny_bundle, torch_model="tiny_torch_model:TinyTorch", peers=["ort-int8"], **FAST)
