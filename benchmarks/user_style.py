@@ -2,11 +2,14 @@
 
 The model (``_user_style_model.ClipLike``: DistilBERT-from-config text on 128 tokens with a mask,
 MobileNetV3-small, torchaudio MelSpectrogram, a dict-returning ``forward`` of keyword tensors) is
-exported with ``mmedge export --config``, quantized with ``mmedge quantize`` on generated samples
-(speed check on: what runs where is decided on this CPU), and benchmarked with ``mmedge bench``
-against the FP32 bundle and PyTorch eager, every variant in its own process, interleaved.
+exported from a seeded checkpoint with ``mmedge export --config --checkpoint``, quantized with
+``mmedge quantize`` on generated samples (speed check on: what runs where is decided on this CPU),
+and benchmarked with ``mmedge bench`` against the FP32 bundle and PyTorch eager, every variant in
+its own process, interleaved. ``--peers`` adds bench's peer toolchains built from the same
+checkpoint (calibrated on the same samples, agreement on the held-out ones).
 
     .venv/bin/python benchmarks/user_style.py [--iterations 60] [--work DIR]
+        [--peers all --peer-python /tmp/et-venv/bin/python]
 
 Writes ``benchmarks/results/user_style.{json,md}``: bench's report with the quantize report's
 per-component decisions (precision, backend and their timings) and the machine's load before.
@@ -32,26 +35,33 @@ MMEDGE = [sys.executable, "-m", "mmedge"]
 
 
 def samples(folder: Path, n: int, seed: int) -> None:
-    """``n`` .npz samples: padded token ids with a mask, a noisy tone, an image of noise."""
-    from _user_style_model import SAMPLE_RATE, TOKENS, VOCAB
+    """``n`` .npz samples of the synthetic task the model was trained on, one per file."""
+    from _user_style_model import synthetic
 
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    inputs, _ = synthetic(np.random.default_rng(seed), n)
     for i in range(n):
-        length = int(rng.integers(20, TOKENS))
-        ids = np.zeros((1, TOKENS), np.int64)
-        ids[0, :length] = rng.integers(1, VOCAB, length)
-        mask = (ids > 0).astype(np.int64)
-        tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.05 * rng.standard_normal(SAMPLE_RATE)
-        image = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-        np.savez(
-            folder / f"{i}.npz",
-            input_ids=ids,
-            attention_mask=mask,
-            pixel_values=image,
-            waveform=tone[None].astype(np.float32),
-        )
+        np.savez(folder / f"{i}.npz", **{k: v[i : i + 1] for k, v in inputs.items()})
+
+
+def stacked(folder: Path, out: Path) -> None:
+    """The samples of ``folder`` as one .npz, one sample per row of the first axis (what --peers reads)."""
+    files = sorted(folder.glob("*.npz"), key=lambda f: int(f.stem))
+    loaded = [np.load(f) for f in files]
+    np.savez(out, **{k: np.concatenate([x[k] for x in loaded]) for k in loaded[0].files})
+
+
+def checkpoint(path: Path, steps: int) -> float:
+    """Weights from seed 0 trained ``steps`` steps on the synthetic task (every variant and peer runs
+    them); the accuracy on fresh samples."""
+    import torch
+    from _user_style_model import ClipLike, train
+
+    torch.manual_seed(0)
+    model = ClipLike()
+    accuracy = train(model, steps) if steps else float("nan")
+    torch.save(model.state_dict(), path)
+    return accuracy
 
 
 def cli(*args: str, work: Path) -> None:
@@ -72,6 +82,9 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=60)
     p.add_argument("--samples", type=int, default=32, help="calibration and held-out samples each")
     p.add_argument("--work", type=Path, help="keep the bundles here (default: a temporary folder)")
+    p.add_argument("--peers", help="peer toolchains for mmedge bench --peers (ort-int8, openvino, executorch, all)")
+    p.add_argument("--peer-python", help="interpreter with executorch for the ExecuTorch peers")
+    p.add_argument("--train-steps", type=int, default=100, help="training steps on the synthetic task (0: random)")
     args = p.parse_args()
     sys.path.insert(0, str(HERE))
     from _user_style_model import EXPORT_TOML
@@ -81,11 +94,18 @@ def main() -> int:
     (work / "export.toml").write_text(EXPORT_TOML, encoding="utf-8")
     samples(work / "calibration", args.samples, seed=0)
     samples(work / "holdout", args.samples, seed=1)
-    model = ["--model", "_user_style_model:ClipLike", "--config", "export.toml"]
-    cli("export", *model, "--out", "fp32", work=work)
+    accuracy = checkpoint(work / "ckpt.pt", args.train_steps)
+    model = ["--model", "_user_style_model:ClipLike", "--config", "export.toml", "--checkpoint", "ckpt.pt"]
+    cli("export", *model, "--out", "fp32", *(["--monolithic"] if args.peers else []), work=work)
     cli("quantize", "fp32", "--out", "int8", "--calibration", "calibration", "--holdout", "holdout", work=work)
     load = quiet_load()
-    bench = ["bench", "int8", "--compare", "fp32", "--torch", *model[1:2], *model[2:], "--no-monolithic"]
+    bench = ["bench", "int8", "--compare", "fp32", "--torch", *model[1:2], *model[2:]]
+    bench += [] if args.peers else ["--no-monolithic"]  # the peers start from the monolithic FP32 file
+    if args.peers:
+        stacked(work / "calibration", work / "calibration.npz")
+        stacked(work / "holdout", work / "holdout.npz")
+        bench += ["--peers", args.peers, "--peer-calibration", "calibration.npz", "--agreement-inputs", "holdout.npz"]
+        bench += ["--peer-python", args.peer_python] if args.peer_python else []
     cli(*bench, "--inputs", "calibration/0.npz", "--iterations", str(args.iterations), "--out", "bench", work=work)
     report = json.loads((work / "bench" / "bench.json").read_text(encoding="utf-8"))
     manifest = json.loads((work / "int8" / "manifest.json").read_text(encoding="utf-8"))
@@ -100,15 +120,33 @@ def main() -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     agreement = quantized["agreement"]
-    result = {"load_average_before_bench": load, "agreement": agreement, "decisions": decisions, "bench": report}
+    result = {
+        "load_average_before_bench": load,
+        "train_steps": args.train_steps,
+        "fp32_accuracy": accuracy,
+        "agreement": agreement,
+        "decisions": decisions,
+        "bench": report,
+    }
     (RESULTS / "user_style.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     lines = [
         "# A user-style model through the command line",
         "",
-        f"`benchmarks/user_style.py`: {args.samples} calibration + {args.samples} held-out generated samples; INT8 "
+        f"`benchmarks/user_style.py`: the model trained {args.train_steps} steps on the synthetic task (accuracy "
+        f"{accuracy:.1%} on fresh samples); {args.samples} calibration + {args.samples} held-out samples of it; INT8 "
         f"top-1 agreement with FP32 on the held-out ones {agreement:.1%}. Load average before the bench: "
         + ", ".join(f"{x:.2f}" for x in load)
         + ("" if load[0] < 1.0 else " (busy: latencies are indicative)"),
+        *(
+            [
+                "",
+                f"Peers ({args.peers}): onnxruntime's and OpenVINO's start from mmedge's monolithic FP32 export, "
+                "whose torchaudio spectrogram is already convolutions (a plain `torch.onnx.export` would give them "
+                "the STFT op); ExecuTorch's start from the PyTorch model. Each calibrates on the same samples.",
+            ]
+            if args.peers
+            else []
+        ),
         "",
         "## What quantize decided on this CPU",
         "",
