@@ -259,7 +259,10 @@ def _fixed_model(
     fix_inputs(model, patterns, what)
     if all(isinstance(d, int) for shape in patterns.values() for d in shape):
         fix_outputs(model, {name: value.shape for name, value in reference.items()}, what)
-    del model.graph.value_info[:]  # stale symbolic shapes: onnxruntime and the checks infer them again
+    # The exporter's value_info stays (its named dims were fixed with the inputs above): without it
+    # onnxruntime cannot infer the shapes some fusions need (SkipLayerNormalization after a
+    # transformer's reshapes), the .ort graph differs from the one the desktop session runs, and a
+    # dynamic-INT8 graph's quantization steps then round differently.
     return model
 
 
