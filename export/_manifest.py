@@ -97,6 +97,18 @@ def write_vocab(directory: Path, vocab: Sequence[str]) -> str:
     return VOCAB_FILE
 
 
+def _preprocess_example(modality: str, t: Any) -> str:
+    """The fields the modality's preprocessing needs, with the example's sizes where they tell them."""
+    shape = tuple(t.shape)
+    if modality == "image" and len(shape) == 4:
+        return f"size = [{shape[2]}, {shape[3]}], and the mean and std the model was trained with"
+    if modality == "audio":
+        return f"sample_rate and max_seconds (the example's {shape[-1]} samples are {shape[-1] / 16000:g} s at 16 kHz)"
+    if modality == "text":
+        return f"max_length = {shape[-1]} and a vocab_file, or export with a tokenizer"
+    return "see mmedge.bundle's ImagePreprocess, AudioPreprocess and TextPreprocess"
+
+
 def input_specs(
     inputs: Mapping[str, Any],
     modalities: Mapping[str, str],
@@ -109,7 +121,8 @@ def input_specs(
         if modalities[name] != "other" and name not in preprocess:
             warnings.append(
                 f"input {name!r} ({modalities[name]}) has no preprocessing metadata; the runtime will only accept "
-                "ready tensors for it (pass preprocess={...} or set model.preprocess)"
+                f"ready tensors for it, not files or strings (pass preprocess={{...}}, set model.preprocess, or add "
+                f"[inputs.{name}.preprocess] to export.toml: {_preprocess_example(modalities[name], t)})"
             )
         spec = tensor_spec(name, t, axes[name])
         specs.append(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mmedge.bundle import ModelInfo
-from mmedge.console import console, print_json, progress, table
+from mmedge.console import console, note, print_json, progress, table
 from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._types import DEFAULT_OPSET, ExportResult
 from mmedge.verify import Tolerance
@@ -206,5 +206,5 @@ def show_result(result: ExportResult, warnings: list[str]) -> None:
         )
     )
     for w in warnings:
-        console.print(f"[yellow]note[/yellow] {w}")
+        note("note", w)
     console.print(f"[green]wrote[/green] {result.path} ({', '.join(c.name for c in result.manifest.components)})")

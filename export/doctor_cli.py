@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.markup import escape
+
 from mmedge.console import console, print_json, table
 from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._doctor_types import DoctorReport
@@ -68,9 +70,9 @@ def show_report(report: DoctorReport) -> None:
     if report.split:
         console.print(f"[bold]Proposed split of {report.model}[/bold]")
         for line in report.split:
-            console.print(f"  {line}")
+            console.print(f"  {escape(line)}")
         for reason in report.reasons:
-            console.print(f"  [dim]why[/dim] {reason}")
+            console.print(f"  [dim]why[/dim] {escape(reason)}")
     found = sorted(report.findings, key=lambda f: (report.components.index(f.component), f.severity))
     if found:
         console.print(
@@ -81,7 +83,9 @@ def show_report(report: DoctorReport) -> None:
             )
         )
     for i, f in enumerate(found, 1):
-        console.print(f"[bold]{i}. {f.pattern}[/bold] in {f.component}: {f.problem}.\n   [green]fix[/green]: {f.fix}")
+        console.print(
+            f"[bold]{i}. {f.pattern}[/bold] in {f.component}: {escape(f.problem)}.\n   [green]fix[/green]: {escape(f.fix)}"
+        )
     clean = [c for c in report.components if not report.for_component(c)]
     if clean:
         console.print(f"[green]clean[/green] {', '.join(clean)}: no known export or mobile-EP breaker")

@@ -17,9 +17,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-__all__ = ["console", "human_bytes", "print_json", "progress", "table"]
+__all__ = ["console", "human_bytes", "note", "print_json", "progress", "table"]
 
 console = Console(stderr=True, highlight=False)
+
+
+def note(label: str, message: str, style: str = "yellow") -> None:
+    """``label message`` on stderr, the label styled; the message is printed as written, so square
+    brackets in it (``[inputs.x.preprocess]``, shapes) are not taken for rich markup and dropped."""
+    console.print(f"[{style}]{label}[/{style}] {escape(message)}", soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

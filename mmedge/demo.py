@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmedge.console import console, print_json, progress, table
+from mmedge.console import console, note, print_json, progress, table
 
 __all__ = ["DemoPlan", "DemoSummary", "configure", "run", "run_demo"]
 
@@ -211,7 +211,7 @@ def _quantize(src: Path, out: Path, trainset: Any, holdout: Any, plan: DemoPlan,
     if show:
         show_report(report)
         for w in caught:
-            console.print(f"[yellow]note[/yellow] {w.message}")
+            note("note", str(w.message))
     return report
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmedge.bundle import Bundle, Manifest, Verification, load_bundle, manifest_to_dict
-from mmedge.console import console, human_bytes, print_json, table
+from mmedge.console import console, human_bytes, note, print_json, table
 from mmedge.runtime.policy import openvino_record
 
 __all__ = ["configure", "describe", "run"]
@@ -78,7 +78,7 @@ def _show_verification(m: Manifest) -> None:
     )
     for n, v in checks:
         if not v.passed:
-            console.print(f"[red]FAIL[/red] {n} after {v.stage} (vs {v.reference}): {v.detail}")
+            note("FAIL", f"{n} after {v.stage} (vs {v.reference}): {v.detail}", style="red")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from rich.markup import escape
+
 from mmedge.bundle import check_replaceable, load_bundle
-from mmedge.console import console, human_bytes, print_json, table
+from mmedge.console import console, human_bytes, note, print_json, table
 from mmedge.errors import QuantizationError
 from mmedge.quantize._apply import METHODS
 from mmedge.quantize.api import AccuracyWarning, quantize_bundle
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         calibration = collect_samples(args.calibration, manifest, "calibration", limit=args.samples)
         holdout = args.holdout
-    say = None if args.json else (lambda message: console.print(f"[dim]… {message}[/dim]"))
+    say = None if args.json else (lambda message: console.print(f"[dim]… {escape(message)}[/dim]"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AccuracyWarning)
         report = quantize_bundle(
@@ -108,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         show_report(report)
     for c in report.components:
         for f in c.failures:
-            console.print(f"[yellow]WARNING[/yellow] {c.name}: {f.error}; {f.action}", soft_wrap=True)
+            note("WARNING", f"{c.name}: {f.error}; {f.action}")
     for w in caught:
-        console.print(f"[yellow]WARNING[/yellow] {w.message}")
+        note("WARNING", str(w.message))
     return 0
 
 

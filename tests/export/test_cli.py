@@ -107,6 +107,16 @@ def test_export_user_model_with_checkpoint_and_config(user_project: Path, capsys
     np.testing.assert_allclose(got, trained.text_encoder(ids).detach().numpy(), atol=1e-6)
 
 
+def test_notes_print_their_square_brackets(user_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["export", "--model", "usermodels:Net", "--config", str(user_project / "export.toml"),
+         "--out", str(user_project / "b")]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "add [inputs.image.preprocess] to export.toml: size = [8, 8]" in err  # not eaten as rich markup
+
+
 def test_checkpoint_that_does_not_fit_fails_with_the_keys(
     user_project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -150,6 +150,7 @@ def test_auto_split_exports_what_it_reports(tmp_path: Path) -> None:
         "the largest of the 3 submodules called once on text alone"
     )
     assert "input 'text' (text) has no preprocessing metadata" in result.warnings[1]
+    assert "[inputs.text.preprocess] to export.toml: max_length = 7 and a vocab_file" in result.warnings[1]
     assert [c.name for c in result.manifest.components] == ["text_encoder", "fusion_head"]
     assert result.manifest.input("text").shape == (2, 7)  # dynamic=False: every dim fixed
     assert result.manifest.component("fusion_head").outputs[0].shape == (2, 2)
