@@ -189,6 +189,11 @@ def _reason(error: BaseException, job: ExportJob) -> str:
 def _attempt(job: ExportJob, exporter: str, path: Path) -> tuple[Attempt | None, tuple[str, ...], bool]:
     """Run one exporter and the graph hygiene; (failure or None, optimizations, external data)."""
     external = _weights_bytes(job.module) >= PROTOBUF_LIMIT
+    # The wrappers are new modules, in training mode; the TorchScript exporter exports in eval mode
+    # and then restores the wrapper's mode *recursively*, which put the user's encoder (dropout,
+    # batch-norm updates) in training mode for every later export: the monolithic graph of a
+    # Hugging Face model got training-mode Dropout nodes, which OpenVINO refuses to convert.
+    job.module.eval()
     try:
         with _quiet():
             _RUNNERS[exporter](job, path, external)

@@ -180,6 +180,37 @@ def test_dynamo_fixing_a_dimension_falls_back_to_torchscript_and_says_so(
     assert "'text' axis 1 ('seq') was fixed to 7" in warning
 
 
+def test_a_torchscript_export_leaves_the_model_in_eval_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TorchScript exporter restores the mode of the module it was given, recursively: the
+    wrapper's (training) mode once reached the user's encoder, and the monolithic graph exported
+    after it had training-mode Dropout nodes (which OpenVINO refuses to convert)."""
+
+    class DropText(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.drop = nn.Embedding(VOCAB, 8), nn.Dropout(0.5)
+
+        def forward(self, text: Tensor) -> Tensor:
+            return self.drop(self.embed(text)).mean(1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_encoder, self.head = DropText(), nn.Linear(8, 2)
+
+        def forward(self, text: Tensor) -> Tensor:
+            return self.head(self.text_encoder(text))
+
+    from mmedge.export._wrappers import MonolithicModule
+
+    order = {True: ("dynamo", "torchscript"), False: ("torchscript", "dynamo")}
+    monkeypatch.setattr(exporters, "preferred_order", lambda m: order[isinstance(m, MonolithicModule)])
+    ids = torch.randint(0, VOCAB, (2, 7))
+    result = export_model(Net(), {"text": ids}, {"text": "text_encoder"}, out=tmp_path / "b", monolithic=True)
+    assert (result.exporters["text_encoder"], result.exporters["monolithic"]) == ("torchscript", "dynamo")
+    assert "Dropout" not in {n.op_type for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node}
+
+
 class _PythonLoop(nn.Module):
     """Works at any length in PyTorch, but loops in Python over it: both exporters unroll the loop."""
 
