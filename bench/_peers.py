@@ -27,7 +27,7 @@ from typing import Any
 from mmedge.bench._coord import VariantSpec
 from mmedge.bench._plan import MONOLITHIC_ASSET, RUNTIME_WORKER
 from mmedge.bundle import Bundle
-from mmedge.errors import ConfigError, MMEdgeError
+from mmedge.errors import ConfigError, MMEdgeError, summary
 from mmedge.worker_process import STDERR_TAIL, raise_reply_error
 
 __all__ = ["PEERS", "PEER_GROUPS", "PEER_WORKER", "Peer", "PeerJob", "build_peers", "plan_peers"]
@@ -141,7 +141,7 @@ def build_peers(
         try:
             built = _run_build(job, request)
         except MMEdgeError as e:
-            failed.append(f"peer {job.peer.name} not measured: {e}")
+            failed.append(f"peer {job.peer.name} not measured: {summary(e)}")
             continue
         notes = (*built["notes"], f"built in {built['build_s']:.0f} s (own process; not in its start-up time)")
         out.append((_variant(job, built, bundle, providers), notes))

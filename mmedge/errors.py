@@ -88,9 +88,11 @@ def translated(error: type[MMEdgeError], context: str) -> Iterator[None]:
         raise error(f"{context}: {type(e).__name__}: {summary(e)}") from e
 
 
-# Lines of a C++ library's message that only say where it was raised (OpenVINO's
-# "Exception from src/inference/src/cpp/core.cpp:84:", "Check 'false' failed at ...cpp:151:").
-_LOCATION = re.compile(r"^(?:Exception from|Check .* failed at) \S+:\d+:?$")
+# What a C++ library's message says only of where it was raised: OpenVINO's "Exception from
+# src/inference/src/cpp/core.cpp:84:" and "Check 'false' failed at src/...cpp:151:", a whole line
+# or the end of one (then the path may follow on a line of its own).
+_LOCATION = re.compile(r"\s*(?:Exception from|Check '.*?' failed at)(?: \S+:\d+:?)?$")
+_SOURCE = re.compile(r"^\S+\.(?:cpp|hpp|cc|h):\d+:?$")
 
 
 def summary(e: BaseException) -> str:
@@ -98,7 +100,8 @@ def summary(e: BaseException) -> str:
     (not merely where), with the lines of OpenVINO's ``Summary:`` where it gives one (the
     operators it could not convert)."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    said = [line for line in lines if not _LOCATION.match(line)]
+    said = [_LOCATION.sub("", line) for line in lines if not _SOURCE.match(line)]
+    said = [line for line in said if line]
     first = (said or lines or [type(e).__name__])[0]
     if "Summary:" in said:
         closing = [line.removeprefix("-- ") for line in said[said.index("Summary:") + 1 :]]

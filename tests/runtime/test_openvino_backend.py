@@ -93,3 +93,28 @@ def test_a_graph_openvino_cannot_read_is_named_by_its_operators_not_by_a_source_
     assert "com.example.Frobnicate" in message
     assert "core.cpp" not in message
     assert message.startswith("reading custom.onnx: RuntimeError: ")
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        pytest.param(
+            "building peer 'ov': OpConversionFailure: Check 'false' failed at src/frontends/x/report.cpp:151:\n"
+            "FrontEnd API failed with OpConversionFailure:\n"
+            "Check '(!training_mode)' failed at src/frontends/onnx/frontend/src/op/dropout.cpp:20:\n"
+            "Summary:\n-- Conversion is failed for: Dropout-18",
+            "building peer 'ov': OpConversionFailure: Conversion is failed for: Dropout-18",
+            id="location-ending-a-line",
+        ),
+        pytest.param(
+            "reading: Check 'false' failed at\nsrc/frontends/x/report.cpp:151:\nSummary:\n-- Conversion is failed for: STFT-18",
+            "reading: Conversion is failed for: STFT-18",
+            id="location-on-the-next-line",
+        ),
+        pytest.param("no location here\nsecond line", "no location here", id="plain"),
+    ],
+)
+def test_summary_keeps_what_failed_and_drops_where(message: str, expected: str) -> None:
+    from mmedge.errors import summary
+
+    assert summary(RuntimeError(message)) == expected
