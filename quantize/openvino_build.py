@@ -1,18 +1,21 @@
-"""The file OpenVINO runs of a dynamic-INT8 component: a static build for its INT8 kernels.
+"""The file OpenVINO runs of an INT8 component: a static build laid out for OpenVINO's INT8 kernels.
 
-Why: dynamic INT8 (``DynamicQuantizeLinear`` + ``MatMulInteger``) is onnxruntime's fast path for
-transformer and recurrent text encoders, and OpenVINO has none for it: ResNetBert's BERT-style text
-encoder (4 layers, 768 wide, 32 tokens) runs 6.6 ms on onnxruntime and 15.8 ms on OpenVINO, so
-the one OpenVINO graph lost by more than it saved. OpenVINO's INT8 matrix products want static
-activations with zero point 0 (NNCF's layout): the same encoder as static QDQ of MatMul/Gemm
-only (and Gather: embedding tables INT8), symmetric INT8 activations, per-channel INT8 weights,
-calibrated on the same samples, runs 4.3 ms on OpenVINO, as fast as NNCF's own INT8 of it
-(onnxruntime's CPU kernels, which want U8 activations, run that file at 38 ms: it is a build for
-OpenVINO only). Numbers in ``benchmarks/NOTES.md``.
+Why: the INT8 files quantize writes are laid out for onnxruntime's kernels, and OpenVINO runs some
+of them slowly. Dynamic INT8 (``DynamicQuantizeLinear`` + ``MatMulInteger``) is onnxruntime's fast
+path for transformer and recurrent text encoders, and OpenVINO has none for it: ResNetBert's
+BERT-style text encoder (4 layers, 768 wide, 32 tokens) runs 6.6 ms on onnxruntime and 15.8 ms on
+OpenVINO. Static QDQ with U8 activations on every quantizable op suits onnxruntime's CPU kernels,
+but leaves a transformer's Q/DQ pairs around ops OpenVINO keeps in FP32: a ViT image encoder's
+static file ran 7.7 ms on OpenVINO, its build 3.8, NNCF's INT8 4.0. OpenVINO's INT8 kernels want
+static activations with zero point 0 on the matrix products and convolutions (NNCF's layout):
+static QDQ of MatMul/Gemm/Conv only (and Gather: embedding tables INT8), symmetric INT8
+activations, per-channel INT8 weights, calibrated on the same samples (onnxruntime's CPU kernels,
+which want U8 activations, run such a file at up to 38 ms: it is a build for OpenVINO only).
+Numbers in ``benchmarks/NOTES.md``.
 
-So each dynamic-INT8 component onnxruntime runs in ``MIN_BUILD_MS`` or more is built again this
-way and timed against its own file, both on OpenVINO, with the speed check's sequential test at
-the deploy shape; where the build wins, OpenVINO runs the build: the backend check
+So each INT8 component onnxruntime runs in ``MIN_BUILD_MS`` or more is built again this way and
+timed against its own file, both on OpenVINO, with the speed check's sequential test at the deploy
+shape; where the build wins, OpenVINO runs the build: the backend check
 (:mod:`mmedge.quantize.backend`) times it against the own file on onnxruntime, and the whole-graph
 check (:mod:`mmedge.quantize.whole_graph`) composes the one graph from it. A build's accuracy is
 judged where it runs: the held-out agreement with it on OpenVINO, alone or in the one graph. The
@@ -47,23 +50,24 @@ OPENVINO_RECIPE = Recipe(
     # Gather: the embedding tables stored INT8 as the dynamic file stores them (weights only in
     # effect: OpenVINO folds the table's DequantizeLinear at compile); without it a BERT-style
     # build keeps its vocabulary FP32 and is twice the dynamic file's size
-    op_types=("MatMul", "Gemm", "Gather"),
+    op_types=("MatMul", "Gemm", "Conv", "Gather"),
     activation_symmetric=True,
-    reason="OpenVINO build: static QDQ of MatMul/Gemm/Gather, symmetric INT8 activations, per-channel INT8 weights",
+    reason="OpenVINO build: static QDQ of MatMul/Gemm/Conv/Gather, symmetric INT8 activations, per-channel INT8 "
+    "weights",
 )
 
 
 def openvino_builds(
     chain: Chain, timed: Mapping[str, Timed], threads: int, policy: SpeedPolicy, say: Callable[[str], None]
 ) -> tuple[dict[str, Path], tuple[OpenVINOBuild, ...]]:
-    """Build and time the OpenVINO build of each dynamic-INT8 one of the ``timed`` components (those
+    """Build and time the OpenVINO build of each INT8 one of the ``timed`` components (those
     the backend check found onnxruntime running in ``MIN_BUILD_MS`` or more), at the deploy feeds
     the backend check timed them on.
 
     Returns the files of the builds that OpenVINO runs measurably faster, by component, and the
     record of every build tried.
     """
-    candidates = [c for c in timed if chain.int8_built(c, ("dynamic",))]
+    candidates = [c for c in timed if chain.int8_built(c)]
     if not candidates:
         return {}, ()
     ops = "/".join(OPENVINO_RECIPE.op_types)
@@ -71,7 +75,7 @@ def openvino_builds(
     chosen: dict[str, Path] = {}
     records = []
     for name in candidates:
-        own = chain.versions[name]
+        own, mode = chain.versions[name], chain.recipes[name].mode
         try:
             path, _ = chain.build(name, recipe=OPENVINO_RECIPE)
         except QuantizationError as e:
@@ -87,11 +91,11 @@ def openvino_builds(
         else:
             times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms on OpenVINO at {threads} threads, {shapes}"
             if test.won and not test.tiny:
-                why = f"OpenVINO runs it {test.interval(policy.confidence)} faster than the dynamic INT8 file ({times})"
+                why = f"OpenVINO runs it {test.interval(policy.confidence)} faster than its {mode} INT8 file ({times})"
                 chosen[name] = path
             else:
                 why = (
-                    f"not measurably {policy.min_speedup}× faster than the dynamic INT8 file on OpenVINO: "
+                    f"not measurably {policy.min_speedup}× faster than its {mode} INT8 file on OpenVINO: "
                     f"{test.interval(policy.confidence)} ({times}); OpenVINO runs its own file"
                 )
         records.append(_record(name, test, why, chosen=name in chosen))
