@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 from transformers import DistilBertConfig, DistilBertModel
 
+MODEL_CLASS = "ClipLike"
 VOCAB, TOKENS, SAMPLE_RATE = 8000, 128, 16000
 
 EXPORT_TOML = f"""

@@ -18,7 +18,9 @@ per-component decisions (precision, backend and their timings) and the machine's
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -34,12 +37,10 @@ RESULTS = HERE / "results"
 MMEDGE = [sys.executable, "-m", "mmedge"]
 
 
-def samples(folder: Path, n: int, seed: int) -> None:
-    """``n`` .npz samples of the synthetic task the model was trained on, one per file."""
-    from _user_style_model import synthetic
-
+def samples(module: ModuleType, folder: Path, n: int, seed: int) -> None:
+    """``n`` .npz samples of the model's synthetic task, one per file."""
     folder.mkdir(parents=True)
-    inputs, _ = synthetic(np.random.default_rng(seed), n)
+    inputs, _ = module.synthetic(np.random.default_rng(seed), n)
     for i in range(n):
         np.savez(folder / f"{i}.npz", **{k: v[i : i + 1] for k, v in inputs.items()})
 
@@ -51,15 +52,14 @@ def stacked(folder: Path, out: Path) -> None:
     np.savez(out, **{k: np.concatenate([x[k] for x in loaded]) for k in loaded[0].files})
 
 
-def checkpoint(path: Path, steps: int) -> float:
-    """Weights from seed 0 trained ``steps`` steps on the synthetic task (every variant and peer runs
-    them); the accuracy on fresh samples."""
+def checkpoint(module: ModuleType, path: Path, steps: int) -> float:
+    """Weights from seed 0 trained ``steps`` steps on the synthetic task where the model has one
+    (every variant and peer runs them); the accuracy on fresh samples."""
     import torch
-    from _user_style_model import ClipLike, train
 
     torch.manual_seed(0)
-    model = ClipLike()
-    accuracy = train(model, steps) if steps else float("nan")
+    model = getattr(module, module.MODEL_CLASS)()
+    accuracy = module.train(model, steps) if steps and module.train is not None else float("nan")
     torch.save(model.state_dict(), path)
     return accuracy
 
@@ -85,17 +85,24 @@ def main() -> int:
     p.add_argument("--peers", help="peer toolchains for mmedge bench --peers (ort-int8, openvino, executorch, all)")
     p.add_argument("--peer-python", help="interpreter with executorch for the ExecuTorch peers")
     p.add_argument("--train-steps", type=int, default=100, help="training steps on the synthetic task (0: random)")
+    p.add_argument(
+        "--model",
+        default="_user_style_model",
+        help="module of the model (default _user_style_model; _user_style_vit: ViT + Wav2Vec2 + BERT, untrained); "
+        "results go to results/user_style.md, or user_style_<suffix>.md for _user_style_<suffix>",
+    )
     args = p.parse_args()
     sys.path.insert(0, str(HERE))
-    from _user_style_model import EXPORT_TOML
+    module = importlib.import_module(args.model)
+    stem = "user_style" if args.model == "_user_style_model" else args.model.lstrip("_")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="user_style-"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "export.toml").write_text(EXPORT_TOML, encoding="utf-8")
-    samples(work / "calibration", args.samples, seed=0)
-    samples(work / "holdout", args.samples, seed=1)
-    accuracy = checkpoint(work / "ckpt.pt", args.train_steps)
-    model = ["--model", "_user_style_model:ClipLike", "--config", "export.toml", "--checkpoint", "ckpt.pt"]
+    (work / "export.toml").write_text(module.EXPORT_TOML, encoding="utf-8")
+    samples(module, work / "calibration", args.samples, seed=0)
+    samples(module, work / "holdout", args.samples, seed=1)
+    accuracy = checkpoint(module, work / "ckpt.pt", args.train_steps)
+    model = ["--model", f"{args.model}:{module.MODEL_CLASS}", "--config", "export.toml", "--checkpoint", "ckpt.pt"]
     cli("export", *model, "--out", "fp32", *(["--monolithic"] if args.peers else []), work=work)
     cli("quantize", "fp32", "--out", "int8", "--calibration", "calibration", "--holdout", "holdout", work=work)
     load = quiet_load()
@@ -122,27 +129,34 @@ def main() -> int:
     agreement = quantized["agreement"]
     result = {
         "load_average_before_bench": load,
+        "model": args.model,
         "train_steps": args.train_steps,
         "fp32_accuracy": accuracy,
         "agreement": agreement,
         "decisions": decisions,
         "bench": report,
     }
-    (RESULTS / "user_style.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     lines = [
         "# A user-style model through the command line",
         "",
-        f"`benchmarks/user_style.py`: the model trained {args.train_steps} steps on the synthetic task (accuracy "
-        f"{accuracy:.1%} on fresh samples); {args.samples} calibration + {args.samples} held-out samples of it; INT8 "
-        f"top-1 agreement with FP32 on the held-out ones {agreement:.1%}. Load average before the bench: "
+        f"`benchmarks/user_style.py --model {args.model}`: "
+        + (
+            f"the model trained {args.train_steps} steps on the synthetic task (accuracy {accuracy:.1%} on fresh "
+            "samples)"
+            if not math.isnan(accuracy)
+            else "random weights"
+        )
+        + f"; {args.samples} calibration + {args.samples} held-out samples; INT8 agreement with FP32 on the "
+        f"held-out ones (top-1 for logits, else mean cosine) {agreement:.1%}. Load average before the bench: "
         + ", ".join(f"{x:.2f}" for x in load)
         + ("" if load[0] < 1.0 else " (busy: latencies are indicative)"),
         *(
             [
                 "",
-                f"Peers ({args.peers}): onnxruntime's and OpenVINO's start from mmedge's monolithic FP32 export, "
-                "whose torchaudio spectrogram is already convolutions (a plain `torch.onnx.export` would give them "
-                "the STFT op); ExecuTorch's start from the PyTorch model. Each calibrates on the same samples.",
+                f"Peers ({args.peers}): onnxruntime's and OpenVINO's start from mmedge's monolithic FP32 export "
+                "(a torchaudio spectrogram there is already convolutions: a plain `torch.onnx.export` would give "
+                "them the STFT op); ExecuTorch's start from the PyTorch model. Each calibrates on the same samples.",
             ]
             if args.peers
             else []
@@ -166,10 +180,10 @@ def main() -> int:
         "",
         (work / "bench" / "bench.md").read_text(encoding="utf-8").replace("# mmedge bench", "## mmedge bench", 1),
     ]
-    (RESULTS / "user_style.md").write_text("\n".join(lines), encoding="utf-8")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines), encoding="utf-8")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"wrote {RESULTS / 'user_style.md'}")
+    print(f"wrote {RESULTS / stem}.md")
     return 0
 
 

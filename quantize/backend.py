@@ -11,7 +11,7 @@ by measurement on the machine that quantizes:
    (``IDLE_MS``: what a request meets, and where the two runtimes differ most), with the speed
    check's sequential test (:func:`mmedge.quantize.speed.sequential_ratio`, same policy: OpenVINO must be
    ``min_speedup`` faster with confidence; components onnxruntime runs in under ``MIN_TIMED_MS``
-   stay there); a dynamic-INT8 component with an OpenVINO build that OpenVINO runs faster than
+   stay there); an INT8 component with an OpenVINO build that OpenVINO runs faster than
    its own file (:mod:`mmedge.quantize.openvino_build`) is timed again, its own file on
    onnxruntime against the build on OpenVINO (a BERT-style text encoder: dynamic INT8 on
    onnxruntime beats OpenVINO running the same file, the build on OpenVINO beats both);

@@ -145,7 +145,7 @@ class BackendCheck:
 
 @dataclass(frozen=True)
 class OpenVINOBuild:
-    """A dynamic-INT8 component's OpenVINO build timed against its own file, both on OpenVINO
+    """An INT8 component's OpenVINO build timed against its own file, both on OpenVINO
     (see :mod:`mmedge.quantize.openvino_build`).
 
     ``chosen``: OpenVINO runs the build instead of the component's own file (in the backend check's
@@ -184,7 +184,7 @@ class WholeGraphCheck:
     int8_instructions: tuple[str, ...]
     why: str
     backend: str = "openvino"
-    builds: tuple[OpenVINOBuild, ...] = ()  # the OpenVINO builds tried for its dynamic-INT8 components
+    builds: tuple[OpenVINOBuild, ...] = ()  # the OpenVINO builds tried for its INT8 components
 
 
 @dataclass(frozen=True)
