@@ -11,6 +11,8 @@ measured on a model that has learnt something, as users' models have. Used by ``
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 import torchaudio
@@ -21,27 +23,23 @@ from transformers import DistilBertConfig, DistilBertModel
 MODEL_CLASS = "ClipLike"
 VOCAB, TOKENS, SAMPLE_RATE = 8000, 128, 16000
 
-EXPORT_TOML = f"""
-[inputs.input_ids]
-shape = [1, {TOKENS}]
-dtype = "int64"
-high = {VOCAB}
-modality = "text"
 
-[inputs.attention_mask]
-shape = [1, {TOKENS}]
-dtype = "int64"
-high = 2
-modality = "text"
+def inputs_toml(inputs: dict[str, dict[str, object]]) -> str:
+    """export.toml's ``[inputs.NAME]`` tables (shape, dtype, bounds, modality) for ``mmedge export --config``."""
+    return "".join(
+        f"\n[inputs.{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
+        for name, fields in inputs.items()
+    )
 
-[inputs.pixel_values]
-shape = [1, 3, 224, 224]
-modality = "image"
 
-[inputs.waveform]
-shape = [1, {SAMPLE_RATE}]
-modality = "audio"
-"""
+EXPORT_TOML = inputs_toml(
+    {
+        "input_ids": {"shape": [1, TOKENS], "dtype": "int64", "high": VOCAB, "modality": "text"},
+        "attention_mask": {"shape": [1, TOKENS], "dtype": "int64", "high": 2, "modality": "text"},
+        "pixel_values": {"shape": [1, 3, 224, 224], "modality": "image"},
+        "waveform": {"shape": [1, SAMPLE_RATE], "modality": "audio"},
+    }
+)
 
 
 class AudioTower(nn.Module):

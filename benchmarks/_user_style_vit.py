@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from _user_style_model import inputs_toml
 from torch import nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel, Wav2Vec2Config, Wav2Vec2Model
 
@@ -19,27 +20,14 @@ MODEL_CLASS = "GatedTransformers"
 VOCAB, TOKENS, SAMPLE_RATE = 3000, 64, 16000
 train = None
 
-EXPORT_TOML = f"""
-[inputs.input_ids]
-shape = [1, {TOKENS}]
-dtype = "int64"
-high = {VOCAB}
-modality = "text"
-
-[inputs.token_type_ids]
-shape = [1, {TOKENS}]
-dtype = "int64"
-high = 2
-modality = "text"
-
-[inputs.pixel_values]
-shape = [1, 3, 224, 224]
-modality = "image"
-
-[inputs.input_values]
-shape = [1, {SAMPLE_RATE}]
-modality = "audio"
-"""
+EXPORT_TOML = inputs_toml(
+    {
+        "input_ids": {"shape": [1, TOKENS], "dtype": "int64", "high": VOCAB, "modality": "text"},
+        "token_type_ids": {"shape": [1, TOKENS], "dtype": "int64", "high": 2, "modality": "text"},
+        "pixel_values": {"shape": [1, 3, 224, 224], "modality": "image"},
+        "input_values": {"shape": [1, SAMPLE_RATE], "modality": "audio"},
+    }
+)
 
 
 class GatedTransformers(nn.Module):

@@ -116,10 +116,7 @@ def test_a_faster_build_goes_into_the_chosen_one_graph_and_the_bundle(
     configs = timed(0.25, 0.8)
     report = _quantize(resnet_bert, tmp_path / "int8")
     assert {c.name: c.recipe["mode"] for c in report.components}["text_encoder"] == "dynamic"
-    check = report.whole_graph
-    assert check is not None
-    assert check.chosen
-    builds = {b.component: b for b in check.builds}
+    builds = _builds_of_the_chosen_graph(report)
     assert {"text_encoder", "image_encoder"} <= set(builds)  # every INT8 component, dynamic or static
     build = builds["text_encoder"]
     assert build.chosen
@@ -166,10 +163,7 @@ def test_a_static_int8_component_gets_a_build_too(resnet_bert: Path, tmp_path: P
     configs = timed(0.25, 0.8, faster=("image_encoder",))
     report = _quantize(resnet_bert, tmp_path / "int8")
     assert {c.name: c.recipe["mode"] for c in report.components}["image_encoder"] == "static"
-    check = report.whole_graph
-    assert check is not None
-    assert check.chosen
-    builds = {b.component: b for b in check.builds}
+    builds = _builds_of_the_chosen_graph(report)
     assert builds["image_encoder"].chosen
     assert not builds["text_encoder"].chosen
     assert "faster than its static INT8 file" in builds["image_encoder"].why
@@ -252,6 +246,14 @@ def test_a_level_one_graph_is_chosen_only_where_the_split_plan_runs_on_openvino_
         assert on_openvino == {"text_encoder"}
         assert not check.chosen
         assert "not measurably 1.02× faster" in check.why
+
+
+def _builds_of_the_chosen_graph(report: Any) -> dict[str, Any]:
+    """The OpenVINO builds tried, by component, after checking the one graph was chosen."""
+    check = report.whole_graph
+    assert check is not None
+    assert check.chosen
+    return {b.component: b for b in check.builds}
 
 
 def _spy_openvino_sessions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
