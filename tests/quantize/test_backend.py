@@ -40,6 +40,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Callable[[Mapping[str, float]],
         timed: list[str] = []
 
         def fake(paths: Mapping[str, Path], feeds: object, **kwargs: object) -> Iterator[dict[str, float]]:
+            if "onnxruntime" not in paths:  # a component's OpenVINO build against its own file: as fast
+                yield from (dict.fromkeys(paths, jitter) for jitter in itertools.cycle([1.0, 1.02, 0.98]))
+                return
             component = Path(paths["onnxruntime"]).name.split(".")[0]
             assert kwargs["backends"] == {"openvino": OPENVINO}
             assert kwargs["idle_s"] > 0  # each run from idle, as a request meets the runtime
