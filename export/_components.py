@@ -76,7 +76,8 @@ def _export_encoder(ctx: Ctx, spec: EncoderSpec, call: Call, module: Any, names_
         swap = swap_mel_frontends(
             module.encoder, lambda: module(*args), call.output, ctx.tol, spec.name, mode=ctx.audio_frontend
         )
-        ctx.warnings.extend([swap.kept] if swap.kept else [])
+        if swap.kept:
+            ctx.warnings.append(swap.kept)
     out_axes = ctx.output_axes(*features)
     job = ExportJob(
         spec.name,

@@ -18,6 +18,7 @@ from mmedge.errors import ExportError
 from mmedge.export._components import HEAD
 from mmedge.export._doctor_trace import Event, Recording
 from mmedge.export._doctor_types import Finding
+from mmedge.export._frontend import SWAPPED
 from mmedge.export._split import Split
 from mmedge.export._tree import tensors
 
@@ -34,7 +35,6 @@ class _Rule:
     fix: str
 
 
-_SWAPPED = ("MelSpectrogram", "Spectrogram")  # the torchaudio modules the export swaps for MelFrontend
 _MEL_FIX = (
     "export with --audio-frontend conv, or auto (the default): mmedge replaces torchaudio's MelSpectrogram or "
     "Spectrogram in an audio encoder by MelFrontend, the same spectrogram computed by convolutions over windowed "
@@ -109,7 +109,7 @@ def _in_mel(path: str, types: Mapping[str, type]) -> bool:
     replaces."""
     parts = path.split(".")
     owners = (types.get(".".join(parts[:i])) for i in range(1, len(parts) + 1))
-    return any(t is not None and t.__name__ in _SWAPPED and t.__module__.startswith("torchaudio") for t in owners)
+    return any(t is not None and t.__name__ in SWAPPED and t.__module__.startswith("torchaudio") for t in owners)
 
 
 def _rule(event: Event, rec: Recording, modality: str, audio_frontend: str) -> _Rule:

@@ -19,7 +19,11 @@ from mmedge.export._tree import tensors
 from mmedge.export._verify import numpy_of
 from mmedge.verify import Tolerance
 
-__all__ = ["FrontendSwap", "swap_mel_frontends"]
+__all__ = ["SWAPPED", "FrontendSwap", "swap_mel_frontends"]
+
+# The torchaudio.transforms modules an audio encoder's export replaces by MelFrontend (the doctor
+# reports STFTs inside them as replaced).
+SWAPPED = ("MelSpectrogram", "Spectrogram")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ def _spectrogram_paths(module: Any) -> list[str]:
     MelSpectrogram holds a Spectrogram)."""
     import torchaudio
 
-    kinds = (torchaudio.transforms.MelSpectrogram, torchaudio.transforms.Spectrogram)
+    kinds = tuple(getattr(torchaudio.transforms, name) for name in SWAPPED)
     found = [name for name, m in module.named_modules() if isinstance(m, kinds)]
     return [p for p in found if not any(p.startswith(f"{q}.") for q in found if q != p)]
 
