@@ -103,7 +103,10 @@ def _preprocess_example(modality: str, t: Any) -> str:
     if modality == "image" and len(shape) == 4:
         return f"size = [{shape[2]}, {shape[3]}], and the mean and std the model was trained with"
     if modality == "audio":
-        return f"sample_rate and max_seconds (the example's {shape[-1]} samples are {shape[-1] / 16000:g} s at 16 kHz)"
+        return (
+            f"sample_rate = the rate the model was trained at, and max_seconds = {shape[-1]} / sample_rate "
+            f"(the example's {shape[-1]} samples)"
+        )
     if modality == "text":
         return f"max_length = {shape[-1]} and a vocab_file, or export with a tokenizer"
     return "see mmedge.bundle's ImagePreprocess, AudioPreprocess and TextPreprocess"

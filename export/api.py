@@ -29,6 +29,7 @@ from mmedge.bundle import (
 from mmedge.errors import ExportError
 from mmedge.export import _manifest as mf
 from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
+from mmedge.export._audio_rate import infer_audio_preprocess
 from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, ExportedPart, Progress, Runs
@@ -106,13 +107,15 @@ def export_model(
     doctor = report_for(model, recorded, split, inputs, audio_frontend)
     raise_errors(doctor)
     modalities = {**input_modalities(inputs, split.encoders, pre), **given}
+    inferred, audio_notes = infer_audio_preprocess(work, split.encoders, modalities, inputs, pre)
+    pre = {**pre, **inferred}
     axes, notes = input_axes(inputs, modalities, dynamic)
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
     with staged_bundle(out, force=force) as stage:
         found = [f.line() for f in doctor.findings if f.severity != "info"]
-        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *notes, *found])
+        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *audio_notes, *notes, *found])
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)
         chain = check_chain(ctx, parts, head)

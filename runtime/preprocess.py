@@ -356,7 +356,7 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = kept
-    return fitted[0] if pre.mono else fitted
+    return fitted[0] if pre.mono and len(spec.shape) != 3 else fitted  # (batch, 1, samples) keeps its channel
 
 
 def _check_length(wave: np.ndarray, rate: int, item: Any, what: str) -> None:

@@ -243,6 +243,10 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
         checks = [
             (1 <= pre.sample_rate <= 10**7, f"sample_rate {pre.sample_rate} Hz is out of range"),
             (length is not None or seconds_ok, f"max_seconds {pre.max_seconds!r} gives no usable length"),
+            (
+                not pre.mono or len(i.shape) != 3 or not isinstance(i.shape[1], int) or i.shape[1] == 1,
+                f"mono=true but the input takes {i.shape[1] if len(i.shape) == 3 else 1} channels; set mono=false",
+            ),
         ]
     elif isinstance(pre, TextPreprocess):
         checks = [
