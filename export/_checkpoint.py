@@ -81,7 +81,7 @@ def _read(path: Path) -> tuple[str, Any]:
 
 
 def _unwrap(data: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
-    """The state_dict inside ``data``: itself, or under a "state_dict"/"model" key, minus a DataParallel prefix."""
+    """The state_dict inside ``data``: itself, or under a "state_dict"/"model"/"model_state_dict" key."""
     import torch
 
     notes = []
@@ -96,11 +96,37 @@ def _unwrap(data: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
     bad = [str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries {bad[:_LISTED]} are not tensors; save model.state_dict() only")
-    state = dict(data)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        notes.append("removed the 'module.' prefix that DataParallel adds")
-    return state, notes
+    return dict(data), notes
+
+
+def _fit_prefix(state: dict[str, Any], own: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The weights under the key prefix that makes them the model's, with a note; else ``state`` as it is.
+
+    Wrappers add a prefix to every key: ``module.`` (DataParallel, DDP), ``_orig_mod.`` (``torch.compile``),
+    ``model.`` (a Lightning module holding the network; its loss or metrics may hold tensors of their
+    own beside it). The prefix that matches the most model keys, with at most three dotted parts, is
+    taken when it matches more than the keys as they are and at least half the model's.
+    """
+    exact = sum(k in own for k in state)
+    counts: dict[str, int] = {}
+    for key in state:
+        parts = key.split(".")
+        for depth in range(1, min(4, len(parts))):
+            if ".".join(parts[depth:]) in own:
+                prefix = ".".join(parts[:depth]) + "."
+                counts[prefix] = counts.get(prefix, 0) + 1
+    if not counts:
+        return state, []
+    prefix, hits = max(counts.items(), key=lambda item: (item[1], -len(item[0])))
+    if hits <= exact or 2 * hits < len(own):
+        return state, []
+    taken = {k: v for k, v in state.items() if k in own and not k.startswith(prefix)}
+    taken.update((k.removeprefix(prefix), v) for k, v in state.items() if k.startswith(prefix))
+    left = [k for k in state if not k.startswith(prefix) and k not in own]
+    note = f"weights read under the key prefix {prefix!r} ({hits} tensors)"
+    if left:
+        note += f"; {len(left)} other entries ignored: {_listed(left)}"
+    return taken, [note]
 
 
 def _listed(items: list[str]) -> str:
@@ -126,6 +152,8 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = 
     fmt, data = _read(path)
     state, notes = _unwrap(data, path)
     own = model.state_dict()
+    state, prefixed = _fit_prefix(state, own)
+    notes += prefixed
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [

@@ -30,6 +30,16 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
         pytest.param(".pt", lambda sd: sd, id="pt"),
         pytest.param(".pth", lambda sd: {"state_dict": sd, "epoch": 3}, id="lightning-style"),
         pytest.param(".bin", lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}}, id="dataparallel"),
+        pytest.param(".pt", lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()}, id="torch-compile"),
+        pytest.param(
+            ".ckpt",
+            lambda sd: {
+                "state_dict": {**{f"model._orig_mod.{k}": v for k, v in sd.items()}, "loss.pos_weight": torch.ones(2)},
+                "epoch": 7,
+                "hyper_parameters": {"lr": 1e-3, "name": "run"},
+            },
+            id="lightning-module-with-a-loss",
+        ),
         pytest.param(".safetensors", None, id="safetensors"),
     ],
 )
@@ -49,6 +59,19 @@ def test_checkpoint_formats_load_into_the_model(tmp_path: Path, suffix: str, wra
     assert report.sha256 == sha256_file(path)
     assert report.format == ("safetensors" if suffix == ".safetensors" else "torch")
     assert (report.missing, report.unexpected, report.mismatched) == ((), (), ())
+
+
+def test_a_wrapper_s_key_prefix_is_found_and_said(tmp_path: Path) -> None:
+    state = {f"model._orig_mod.{k}": v for k, v in _net().state_dict().items()}
+    torch.save({"state_dict": {**state, "loss.pos_weight": torch.ones(2)}}, tmp_path / "last.ckpt")
+    report = load_checkpoint(_net(hidden=4), tmp_path / "last.ckpt")
+    assert report.notes[-1] == (
+        "weights read under the key prefix 'model._orig_mod.' (4 tensors); 1 other entries ignored: loss.pos_weight"
+    )
+    half = {k: v for k, v in state.items() if k.startswith("model._orig_mod.0.")}  # 2 of the model's 4 keys
+    torch.save({**half, "2.weight": torch.zeros(2, 4)}, tmp_path / "mixed.pt")
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: 2\.bias\n"):
+        load_checkpoint(_net(), tmp_path / "mixed.pt")  # prefix taken (2 hits > 1), the rest reported
 
 
 def test_missing_unexpected_and_mismatched_keys_are_listed_by_name(tmp_path: Path) -> None:
