@@ -115,7 +115,9 @@ def export_model(
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
     with staged_bundle(out, force=force) as stage:
         found = [f.line() for f in doctor.findings if f.severity != "info"]
-        ctx = Ctx(work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *audio_notes, *notes, *found])
+        ctx = Ctx(
+            work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *audio_notes, *notes, *found]
+        )
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)
         chain = check_chain(ctx, parts, head)

@@ -61,9 +61,13 @@ WORKER_MODULE = "mmedge.quantize._one_graph_worker"  # serves load_contender
 # many rounds before the first decision.
 PAIRS = 3
 MIN_ROUNDS_PER_PAIR = 10
-# A split plan faster than this has little per-request cost to save, and the one graph costs an
-# OpenVINO compile per input shape: not timed.
-MIN_SPLIT_MS = 1.0
+# A split plan faster than this is not timed against the one graph: it has little per-request cost
+# to save, the one graph costs an OpenVINO compile per input shape, and at such sizes the check's
+# two-process verdict does not carry over to a crowded host. At TriModal-64 (split ~1.0 ms back to
+# back) it read 0.97-1.21x from one quantize run to the next, while the peers harness timed the one
+# graph at 0.91x the split at p50 and 0.88x at min (1.07x only back to back); at 224² (~6 ms) they
+# agree (benchmarks/NOTES.md).
+MIN_SPLIT_MS = 3.0
 # What the one graph must gain, with confidence, one run per turn. Less than the speed check's
 # INT8-over-FP32 margin: both plans run INT8 at an agreement checked afterwards, so nothing is
 # traded for the speed; the 2% pays for what the timing does not see (the one graph compiles
