@@ -41,7 +41,7 @@ from mmedge.errors import ExportError
 __all__ = ["ExportConfig", "build_model", "encoders_option", "example_inputs", "load_config", "resolve_class"]
 
 _SECTIONS = {"model", "inputs", "encoders", "export"}
-_EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch"}
+_EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch", "tokenizer"}
 _INPUT_KEYS = {"shape", "dtype", "low", "high", "modality", "preprocess"}
 _PREPROCESS = {"text": TextPreprocess, "image": ImagePreprocess, "audio": AudioPreprocess}
 # Where a bare ``--model`` name (``TriModalNet``) is found: its ``REFERENCE_MODELS`` mapping.

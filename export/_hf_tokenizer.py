@@ -18,7 +18,15 @@ from typing import Any
 from mmedge.bundle import Asset, TextPreprocess
 from mmedge.errors import ExportError, translated
 
-__all__ = ["MASK_NAME", "TOKENIZER_FILE", "TextSetup", "as_tokenizers", "text_setup", "write_tokenizer"]
+__all__ = [
+    "MASK_NAME",
+    "TOKENIZER_FILE",
+    "TextSetup",
+    "as_tokenizers",
+    "load_tokenizer",
+    "text_setup",
+    "write_tokenizer",
+]
 
 TOKENIZER_FILE = "tokenizer.json"
 MASK_NAME = "attention_mask"  # the name transformers (and optimum's ONNX configs) give the mask input
@@ -49,6 +57,38 @@ def as_tokenizers(tokenizer: Any) -> Any:
         f"tokenizer must be a tokenizers.Tokenizer or a transformers fast tokenizer, found {type(tokenizer).__name__}; "
         "a slow (Python) transformers tokenizer cannot be saved as tokenizer.json: load it with use_fast=True"
     )
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file, or from a folder holding one (what a fast
+    tokenizer's ``save_pretrained`` writes; its ``tokenizer_config.json`` or ``special_tokens_map.json``
+    names the padding token, which ``tokenizer.json`` often leaves out)."""
+    import json
+
+    given = Path(path)
+    file = given / TOKENIZER_FILE if given.is_dir() else given
+    if not file.is_file():
+        raise ExportError(
+            f"tokenizer {given}: no {TOKENIZER_FILE if given.is_dir() else 'such file'} there; give a tokenizer.json "
+            "or the folder a fast tokenizer's save_pretrained(folder) wrote"
+        )
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise ExportError("a tokenizer needs the `tokenizers` package: pip install 'mmedge[hf]'") from e
+    with translated(ExportError, f"{file} is not a tokenizers JSON file (tokenizer.save / save_pretrained writes one)"):
+        tok = Tokenizer.from_file(str(file))
+    if tok.padding is None:
+        for side in ("tokenizer_config.json", "special_tokens_map.json"):
+            try:
+                pad = json.loads((file.parent / side).read_text(encoding="utf-8")).get("pad_token")
+            except (OSError, ValueError, AttributeError):
+                continue
+            pad = pad.get("content") if isinstance(pad, dict) else pad
+            if isinstance(pad, str) and tok.token_to_id(pad) is not None:
+                tok.enable_padding(pad_id=tok.token_to_id(pad), pad_token=pad)
+                break
+    return tok
 
 
 def text_setup(
@@ -82,10 +122,13 @@ def text_setup(
 
 
 def _text_input(preprocess: Mapping[str, Any], modalities: Mapping[str, str], inputs: Mapping[str, Any]) -> str:
-    """The input that takes token ids: the one with TextPreprocess, else the one called text, else input_ids."""
+    """The input that takes token ids: the one with TextPreprocess, else the text one (not the attention_mask),
+    else input_ids."""
     named = [n for n, p in preprocess.items() if isinstance(p, TextPreprocess)]
     named = named or [n for n, m in modalities.items() if m == "text"]
     named = named or [n for n in inputs if n == _IDS_NAME]
+    if len(named) > 1 and MASK_NAME in named:  # the mask is said to be text too: it is the ids' mask
+        named = [n for n in named if n != MASK_NAME]
     if len(named) != 1:
         found = f"candidates {named}" if named else "none"
         raise ExportError(

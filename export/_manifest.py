@@ -97,9 +97,14 @@ def write_vocab(directory: Path, vocab: Sequence[str]) -> str:
     return VOCAB_FILE
 
 
-def _preprocess_example(modality: str, t: Any) -> str:
+def _preprocess_example(name: str, modality: str, t: Any) -> str:
     """The fields the modality's preprocessing needs, with the example's sizes where they tell them."""
     shape = tuple(t.shape)
+    if modality == "text" and "mask" in name.lower():
+        return (
+            f"if it is the attention mask of the token ids, export with a tokenizer (--tokenizer, tokenizer=), "
+            f'which fills it from the same strings, or set mask_input = "{name}" in the ids\' preprocessing'
+        )
     if modality == "image" and len(shape) == 4:
         return f"size = [{shape[2]}, {shape[3]}], and the mean and std the model was trained with"
     if modality == "audio":
@@ -108,7 +113,7 @@ def _preprocess_example(modality: str, t: Any) -> str:
             f"(the example's {shape[-1]} samples)"
         )
     if modality == "text":
-        return f"max_length = {shape[-1]} and a vocab_file, or export with a tokenizer"
+        return f"max_length = {shape[-1]} and a vocab_file, or export with a tokenizer (--tokenizer, tokenizer=)"
     return "see mmedge.bundle's ImagePreprocess, AudioPreprocess and TextPreprocess"
 
 
@@ -120,12 +125,13 @@ def input_specs(
 ) -> tuple[tuple[InputSpec, ...], list[str]]:
     """One InputSpec per raw input, and a warning for each media input without preprocessing."""
     specs, warnings = [], []
+    masks = {p.mask_input for p in preprocess.values() if isinstance(p, TextPreprocess)}
     for name, t in inputs.items():
-        if modalities[name] != "other" and name not in preprocess:
+        if modalities[name] != "other" and name not in preprocess and name not in masks:
             warnings.append(
                 f"input {name!r} ({modalities[name]}) has no preprocessing metadata; the runtime will only accept "
                 f"ready tensors for it, not files or strings (pass preprocess={{...}}, set model.preprocess, or add "
-                f"[inputs.{name}.preprocess] to export.toml: {_preprocess_example(modalities[name], t)})"
+                f"[inputs.{name}.preprocess] to export.toml: {_preprocess_example(name, modalities[name], t)})"
             )
         spec = tensor_spec(name, t, axes[name])
         specs.append(

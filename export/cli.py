@@ -51,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--encoder", action="append", default=[], metavar="MODALITY=PATH", help="an encoder, e.g. text=text_encoder"
     )
     parser.add_argument(
+        "--tokenizer",
+        help="a tokenizer.json, or the folder a fast tokenizer's save_pretrained wrote: stored in the bundle so it "
+        "takes strings (an attention_mask input is then filled from them)",
+    )
+    parser.add_argument(
         "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
     )
     parser.add_argument(
@@ -83,6 +88,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, str], None]]:
 def run(args: argparse.Namespace) -> int:
     from mmedge.export._checkpoint import load_checkpoint
     from mmedge.export._config import build_model, encoders_option, example_inputs, load_config, resolve_class
+    from mmedge.export._hf_tokenizer import load_tokenizer
     from mmedge.export.api import export_model
 
     config = load_config(args.config)
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         **(getattr(model, "preprocess", None) or {}),
         **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
     }
+    tokenizer_path = _option(args, export, "tokenizer", None)
+    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     info = ModelInfo(
         name=cls.__name__,
         class_path=f"{cls.__module__}:{cls.__qualname__}",
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 ),
                 audio_frontend=_option(args, export, "audio_frontend", "auto"),
                 modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
+                tokenizer=tokenizer,
                 progress=update,
                 model_info=info,
                 force=args.force,

@@ -1,0 +1,135 @@
+"""``mmedge export --tokenizer``: a tokenizer folder in, a bundle that takes strings out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmedge.bundle import TextPreprocess, load_bundle
+from mmedge.cli import main
+from mmedge.runtime import Pipeline
+
+USER_MODEL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """Token ids and a mask as transformers name them, pooled in forward."""
+
+    def __init__(self, vocab_size: int = 16, hidden: int = 6) -> None:
+        super().__init__()
+        self.text_encoder = nn.Embedding(vocab_size, hidden)
+        self.image_encoder = nn.Sequential(nn.Conv2d(3, hidden, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(2 * hidden, 3)
+
+    def forward(self, input_ids, attention_mask, image):
+        m = attention_mask.unsqueeze(-1).float()
+        text = (self.text_encoder(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.head(torch.cat([text, self.image_encoder(image)], dim=1))
+'''
+
+CONFIG = """
+[inputs.input_ids]
+shape = [2, 6]
+dtype = "int64"
+high = 16
+modality = "text"
+
+[inputs.attention_mask]
+shape = [2, 6]
+dtype = "int64"
+high = 2
+
+[inputs.image]
+shape = [2, 3, 8, 8]
+modality = "image"
+"""
+
+WORDS = ("a", "bright", "dark", "cat", "dog", "sky", "sea", "red", "blue")
+
+
+def _save_pretrained_folder(folder: Path) -> None:
+    """What a fast tokenizer's save_pretrained writes: tokenizer.json without padding, the pad token beside it."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(("[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS))}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[PAD]", "model_max_length": 6}))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "tokmodels.py").write_text(USER_MODEL, encoding="utf-8")
+    (tmp_path / "export.toml").write_text(CONFIG, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _save_pretrained_folder(tmp_path / "tok")
+    return tmp_path
+
+
+def _export(project: Path, *extra: str) -> int:
+    config = str(project / "export.toml")
+    return main(["export", "--model", "tokmodels:Net", "--config", config, "--out", str(project / "b"), *extra])
+
+
+def test_a_tokenizer_folder_makes_the_bundle_take_strings(project: Path) -> None:
+    torch.manual_seed(0)
+    assert _export(project, "--tokenizer", str(project / "tok")) == 0
+    bundle = load_bundle(project / "b")
+    pre = bundle.manifest.input("input_ids").preprocess
+    assert isinstance(pre, TextPreprocess)
+    assert (pre.tokenizer_file, pre.pad_id, pre.mask_input) == ("tokenizer.json", 0, "attention_mask")
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    with Pipeline(project / "b", "cpu") as pipe:
+        from_strings = pipe.run({"input_ids": ["a bright cat"], "image": image})["logits"]
+        ids = np.array([[2, 4, 5, 7, 3, 0]], np.int64)  # [CLS] a bright cat [SEP] [PAD]
+        mask = np.array([[1, 1, 1, 1, 1, 0]], np.int64)
+        ready = pipe.run({"input_ids": ids, "attention_mask": mask, "image": image})["logits"]
+    np.testing.assert_allclose(from_strings, ready, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing", "no such file there"),
+        ("empty-folder", "no tokenizer.json there"),
+        ("not-json", "is not a tokenizers JSON file"),
+    ],
+)
+def test_a_bad_tokenizer_is_a_typed_error(
+    project: Path, capsys: pytest.CaptureFixture[str], where: str, message: str
+) -> None:
+    (project / "empty-folder").mkdir()
+    (project / "not-json").mkdir()
+    (project / "not-json" / "tokenizer.json").write_text("{not json")
+    path = project / (where if where != "missing" else "nowhere.json")
+    assert _export(project, "--tokenizer", str(path)) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (project / "b").exists()
+
+
+def test_the_mask_s_hint_names_the_tokenizer_and_goes_once_it_is_given(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = project / "export.toml"
+    config.write_text(CONFIG.replace("high = 2\n", 'high = 2\nmodality = "text"\n'), encoding="utf-8")
+    assert _export(project, "--json") == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    (mask,) = [w for w in warnings if w.startswith("input 'attention_mask'")]
+    assert "export with a tokenizer (--tokenizer, tokenizer=), which fills it from the same strings" in mask
+    assert _export(project, "--json", "--force", "--tokenizer", str(project / "tok")) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert not [w for w in warnings if "no preprocessing metadata" in w and "image" not in w]
