@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("mmedge.demo", "train, export, quantize, run and benchmark a reference model end to end", "export"),
     "export": ("mmedge.export.cli", "export a trained PyTorch model to a split ONNX bundle", "export"),
     "doctor": ("mmedge.export.doctor_cli", "list patterns in a model that break export or mobile EPs", "export"),
-    "quantize": ("mmedge.quantize.cli", "turn a bundle into an INT8 bundle with an accuracy report", ""),
+    "quantize": ("mmedge.quantize_cli", "turn a bundle into an INT8 bundle with an accuracy report", ""),
     "run": ("mmedge.runtime.run_cli", "run a bundle on inputs (files, arrays or strings)", ""),
     "bench": ("mmedge.bench.cli", "profile latency per component and end to end", ""),
     "mobile": ("mmedge.mobile.cli", "prepare a bundle for phones (.ort, fixed shapes, EP report)", ""),

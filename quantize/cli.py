@@ -30,10 +30,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         default=SYNTHETIC,
-        help="folder of .npz samples (one per file, keys = input names), or 'synthetic' for a reference model (default)",
+        help="a .jsonl of raw samples (per line, input name → file path, text or numbers, preprocessed as the "
+        "bundle will), a folder of .npz samples (one per file, keys = input names), or 'synthetic' for a "
+        "reference model (default)",
     )
     parser.add_argument(
-        "--holdout", help="folder of .npz samples for the report (default: synthetic, or 20%% of --calibration)"
+        "--holdout",
+        help="held-out samples for the report, as --calibration takes them (default: synthetic, or 20%% of "
+        "--calibration)",
     )
     parser.add_argument(
         "--recipe",

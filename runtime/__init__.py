@@ -11,6 +11,7 @@ from mmedge.providers import ProviderPlan, resolve_providers
 from mmedge.runtime.generate import Generation
 from mmedge.runtime.limits import InputLimits
 from mmedge.runtime.pipeline import Pipeline
+from mmedge.runtime.prepare import input_preparer
 from mmedge.runtime.preprocess import Audio
 from mmedge.sessions import ComponentPlacement
 
@@ -21,5 +22,6 @@ __all__ = [
     "InputLimits",
     "Pipeline",
     "ProviderPlan",
+    "input_preparer",
     "resolve_providers",
 ]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Top to bottom. In a layer, ":" separates units that may import each other, "|" independent ones.
 # A unit is ``mmedge.<name>``: a sub-package, or a module of the core folder ``mmedge/``.
 LAYERS = (
-    "__main__ : cli : demo : bench : serve : integrations : inspect : train : data : models",
+    "__main__ : cli : quantize_cli : demo : bench : serve : integrations : inspect : train : data : models",
     "export | quantize | mobile | runtime",
     "sessions : schedule : openvino_graph : openvino_cache : openvino_backend : process_timing : timing : worker_process : graph : verify : bundle : providers : decoding : console : cpu : heap : errors",
 )
