@@ -51,6 +51,8 @@ def _synthetic(bundle: Bundle, spec: InputSpec, batch: int, seed: int, index: in
     shape = _shape(spec, batch)
     rng = np.random.default_rng([seed, index])
     dtype = np.dtype(spec.dtype)
+    if spec.default is not None:  # what the model is fed when the input is omitted (token_type_ids: 0)
+        return np.full(shape, spec.default, dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
     if dtype.kind == "b":

@@ -4,7 +4,8 @@
 fast tokenizer, whose ``backend_tokenizer`` is one) as ``tokenizer.json`` and describes the text
 input with ``TextPreprocess(tokenizer_file="tokenizer.json", max_length, pad_id, mask_input)``.
 An input named ``attention_mask`` beside the ids becomes the text's mask input: modality
-"other", filled by the runtime from the same strings. Only the ``tokenizers`` package is
+"other", filled by the runtime from the same strings; one named ``token_type_ids`` gets the default
+0 (one text per item, as transformers fills it when omitted). Only the ``tokenizers`` package is
 needed, here and at run time.
 """
 
@@ -30,6 +31,7 @@ __all__ = [
 
 TOKENIZER_FILE = "tokenizer.json"
 MASK_NAME = "attention_mask"  # the name transformers (and optimum's ONNX configs) give the mask input
+TYPE_IDS_NAME = "token_type_ids"  # BERT's segment ids: zeros for one text, the runtime's default fill
 _IDS_NAME = "input_ids"
 
 
@@ -40,6 +42,7 @@ class TextSetup:
     tokenizer: Any  # a tokenizers.Tokenizer
     preprocess: dict[str, Any]  # every input's preprocessing, the text input's now from the tokenizer
     modalities: dict[str, str]  # the user's modalities plus the mask input as "other"
+    defaults: dict[str, float]  # inputs filled when omitted: token_type_ids with 0 (one text per item)
 
 
 def as_tokenizers(tokenizer: Any) -> Any:
@@ -118,7 +121,20 @@ def text_setup(
         mask_input=mask,
     )
     extra = {mask: "other"} if mask is not None and mask not in modalities else {}
-    return TextSetup(tokenizer=tok, preprocess={**preprocess, name: spec}, modalities={**modalities, **extra})
+    types = TYPE_IDS_NAME if TYPE_IDS_NAME in inputs and TYPE_IDS_NAME not in (name, *preprocess) else None
+    if types is not None and tuple(inputs[types].shape) != tuple(example.shape):
+        raise ExportError(
+            f"{types!r} has shape {list(inputs[types].shape)} but {name!r} has {list(example.shape)}; "
+            "segment ids must have one entry per token"
+        )
+    if types is not None and types not in modalities:
+        extra[types] = "other"
+    return TextSetup(
+        tokenizer=tok,
+        preprocess={**preprocess, name: spec},
+        modalities={**modalities, **extra},
+        defaults={types: 0.0} if types is not None else {},
+    )
 
 
 def _text_input(preprocess: Mapping[str, Any], modalities: Mapping[str, str], inputs: Mapping[str, Any]) -> str:
@@ -127,8 +143,8 @@ def _text_input(preprocess: Mapping[str, Any], modalities: Mapping[str, str], in
     named = [n for n, p in preprocess.items() if isinstance(p, TextPreprocess)]
     named = named or [n for n, m in modalities.items() if m == "text"]
     named = named or [n for n in inputs if n == _IDS_NAME]
-    if len(named) > 1 and MASK_NAME in named:  # the mask is said to be text too: it is the ids' mask
-        named = [n for n in named if n != MASK_NAME]
+    if len(named) > 1:  # the mask or segment ids said to be text too: they go with the ids
+        named = [n for n in named if n not in (MASK_NAME, TYPE_IDS_NAME)] or named
     if len(named) != 1:
         found = f"candidates {named}" if named else "none"
         raise ExportError(

@@ -122,12 +122,15 @@ def input_specs(
     modalities: Mapping[str, str],
     axes: Mapping[str, Mapping[int, str]],
     preprocess: Mapping[str, Any],
+    defaults: Mapping[str, float] | None = None,
 ) -> tuple[tuple[InputSpec, ...], list[str]]:
-    """One InputSpec per raw input, and a warning for each media input without preprocessing."""
+    """One InputSpec per raw input (``defaults``: fill values of inputs that may be omitted), and a warning
+    for each media input without preprocessing."""
     specs, warnings = [], []
+    defaults = defaults or {}
     masks = {p.mask_input for p in preprocess.values() if isinstance(p, TextPreprocess)}
     for name, t in inputs.items():
-        if modalities[name] != "other" and name not in preprocess and name not in masks:
+        if modalities[name] != "other" and name not in preprocess and name not in masks | defaults.keys():
             warnings.append(
                 f"input {name!r} ({modalities[name]}) has no preprocessing metadata; the runtime will only accept "
                 f"ready tensors for it, not files or strings (pass preprocess={{...}}, set model.preprocess, or add "
@@ -142,6 +145,7 @@ def input_specs(
                 shape=spec.shape,
                 example_shape=tuple(int(d) for d in t.shape),
                 preprocess=preprocess.get(name),
+                default=defaults.get(name),
             )
         )
     return tuple(specs), warnings

@@ -126,6 +126,7 @@ def export_model(
         head = head.with_record(record(chain, feeds, tol, "pytorch-chain", "encoders → fusion_head vs model.forward"))
         mono = export_monolithic(ctx, head) if monolithic else None
         meta = _Meta(model, model_info, modalities, pre, vocab, labels, text.tokenizer if text else None)
+        meta = dataclasses.replace(meta, defaults=text.defaults) if text else meta
         write_manifest(stage, _manifest(ctx, meta, parts, head, mono))
     components = [*parts, head]
     exporters = {p.component.name: p.component.exporter for p in components}
@@ -181,6 +182,7 @@ class _Meta:
     vocab: Sequence[str] | None
     labels: Sequence[str] | None
     tokenizer: Any = None  # a tokenizers.Tokenizer saved as tokenizer.json
+    defaults: Mapping[str, float] = dataclasses.field(default_factory=dict)  # inputs filled when omitted
 
 
 def _manifest(
@@ -196,7 +198,7 @@ def _manifest(
     ctx.warnings.extend(f"input {n!r} is used by no component; it is left out of the bundle" for n in unused)
     raw = {n: t for n, t in ctx.runs.inputs[0].items() if n in consumed}
     pre = {n: p for n, p in meta.preprocess.items() if n in consumed}
-    inputs, warnings = mf.input_specs(raw, meta.modalities, ctx.axes, pre)
+    inputs, warnings = mf.input_specs(raw, meta.modalities, ctx.axes, pre, meta.defaults)
     outputs, label_warnings = mf.output_specs(head.component.name, head.component.outputs, meta.labels)
     ctx.warnings.extend(warnings + label_warnings)
     assets = [a for p in (*parts, head, *([mono] if mono else [])) for a in p.assets]

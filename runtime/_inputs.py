@@ -339,12 +339,19 @@ class InputRouter:
         return batch_problems(leading)
 
     def _fill_defaults(self, names: Iterable[str], raw: dict[str, np.ndarray], provided: Mapping[str, Any]) -> None:
-        """Omitted inputs that declare a default: filled at the call's batch size (1 if unknown)."""
+        """Omitted inputs that declare a default: filled at the call's batch size (1 if unknown), their other
+        symbolic dims at the sizes the call's inputs bind them to (``token_type_ids`` as long as the ids)."""
         sizes = [t.shape[0] for t in raw.values()] + [v.shape[0] for vs in provided.values() for v in vs.values()]
         batch = sizes[0] if sizes else 1
+        bound = {
+            dim: int(size)
+            for given, tensor in raw.items()
+            for dim, size in zip(self._specs[given].shape, tensor.shape, strict=False)
+            if isinstance(dim, str)
+        }
         for name in names:
             spec = self._specs[name]
-            shape = spec.sized_shape(batch)
+            shape = spec.sized_shape(batch, bound)
             if shape is None:
                 raise InputError(
                     f"input {name!r} was omitted and its default cannot be sized: a symbolic dim other than "

@@ -99,10 +99,11 @@ class InputSpec:
     preprocess: Preprocess | None = None
     default: float | None = None  # fill value when the input is omitted; None = required
 
-    def sized_shape(self, batch: int) -> tuple[int, ...] | None:
-        """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``example_shape``.
+    def sized_shape(self, batch: int, sizes: Mapping[str, int] | None = None) -> tuple[int, ...] | None:
+        """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``sizes`` (symbol →
+        size, e.g. what another input of the same call binds ``seq`` to), else from ``example_shape``.
 
-        None when a symbolic dim has no example size to take (callers say what to pass instead).
+        None when a symbolic dim has no size to take (callers say what to pass instead).
         """
         shape = []
         for axis, dim in enumerate(self.shape):
@@ -110,6 +111,8 @@ class InputSpec:
                 shape.append(dim)
             elif axis == 0:
                 shape.append(batch)
+            elif sizes and dim in sizes:
+                shape.append(sizes[dim])
             elif axis < len(self.example_shape):
                 shape.append(self.example_shape[axis])
             else:

@@ -31,6 +31,28 @@ class Net(nn.Module):
         m = attention_mask.unsqueeze(-1).float()
         text = (self.text_encoder(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.head(torch.cat([text, self.image_encoder(image)], dim=1))
+
+
+class Segments(Net):
+    """BERT's three inputs: segment ids beside the ids and the mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_encoder = Text()
+
+    def forward(self, input_ids, attention_mask, token_type_ids, image):
+        m = attention_mask.unsqueeze(-1).float()
+        text = (self.text_encoder(input_ids, token_type_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.head(torch.cat([text, self.image_encoder(image)], dim=1))
+
+
+class Text(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.segments = nn.Embedding(16, 6), nn.Embedding(2, 6)
+
+    def forward(self, ids, segments):
+        return self.words(ids) + self.segments(segments)
 '''
 
 CONFIG = """
@@ -78,9 +100,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _export(project: Path, *extra: str) -> int:
+def _export(project: Path, *extra: str, model: str = "Net") -> int:
     config = str(project / "export.toml")
-    return main(["export", "--model", "tokmodels:Net", "--config", config, "--out", str(project / "b"), *extra])
+    return main(["export", "--model", f"tokmodels:{model}", "--config", config, "--out", str(project / "b"), *extra])
 
 
 def test_a_tokenizer_folder_makes_the_bundle_take_strings(project: Path) -> None:
@@ -133,3 +155,23 @@ def test_the_mask_s_hint_names_the_tokenizer_and_goes_once_it_is_given(
     assert _export(project, "--json", "--force", "--tokenizer", str(project / "tok")) == 0
     warnings = json.loads(capsys.readouterr().out)["warnings"]
     assert not [w for w in warnings if "no preprocessing metadata" in w and "image" not in w]
+
+
+def test_segment_ids_default_to_zero_at_the_ids_length(project: Path) -> None:
+    config = project / "export.toml"
+    config.write_text(
+        CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
+    )
+    torch.manual_seed(0)
+    assert _export(project, "--tokenizer", str(project / "tok"), model="Segments") == 0
+    spec = load_bundle(project / "b").manifest.input("token_type_ids")
+    assert (spec.modality, spec.default) == ("other", 0.0)
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    ids = np.array([[2, 4, 7, 3]], np.int64)  # 4 tokens, not the example's 6
+    mask = np.ones_like(ids)
+    with Pipeline(project / "b", "cpu") as pipe:
+        omitted = pipe.run({"input_ids": ids, "attention_mask": mask, "image": image})["logits"]
+        zeros = pipe.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": 0 * ids, "image": image})
+        from_strings = pipe.run({"input_ids": ["a cat"], "image": image})["logits"]
+    np.testing.assert_allclose(omitted, zeros["logits"], atol=1e-6)
+    np.testing.assert_allclose(from_strings, omitted, atol=1e-5)  # padding is masked out
