@@ -45,7 +45,65 @@ class CheckpointReport:
     notes: tuple[str, ...] = ()  # unwrapping or casting done, e.g. a "module." prefix removed, float64 cast
 
 
-def _read(path: Path) -> tuple[str, Any]:
+# Modules whose objects training frameworks store beside the weights (Hydra/OmegaConf configs, argparse
+# namespaces, paths, Lightning's hyper-parameter dicts, numpy scalars): ``torch.load(weights_only=True)``
+# refuses them, and they are read as inert placeholders instead (:class:`_Skipped`), never constructed.
+# Any other global (code, a pickled nn.Module) is still refused.
+_METADATA_MODULES = (
+    "omegaconf",
+    "argparse",
+    "pathlib",
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "numpy",
+    "collections",
+    "datetime",
+    "typing",
+)
+_MAX_SKIPPED = 64  # distinct placeholder names tried before giving up
+
+
+class _Skipped:
+    """What a non-tensor object of a checkpoint becomes: takes any arguments and state, keeps nothing."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> _Skipped:
+        return super().__new__(cls)
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, _state: Any) -> None:
+        pass
+
+
+def _blocked_global(error: Exception) -> str | None:
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))  # weights_only names the global it blocked
+    return found.group(1) if found else None
+
+
+def _is_metadata(name: str) -> bool:
+    return name.split(".", maxsplit=1)[0] in _METADATA_MODULES
+
+
+def _torch_load(path: Path) -> tuple[Any, list[str]]:
+    """``torch.load(weights_only=True)``, with the metadata globals it refuses read as placeholders."""
+    import torch
+
+    skipped: list[str] = []
+    while True:
+        stubs = [(type(name, (_Skipped,), {}), name) for name in skipped]
+        try:
+            with torch.serialization.safe_globals(stubs):
+                return torch.load(path, map_location="cpu", weights_only=True), skipped
+        except pickle.UnpicklingError as e:
+            name = _blocked_global(e)
+            if name is None or not _is_metadata(name) or name in skipped or len(skipped) >= _MAX_SKIPPED:
+                raise
+            skipped.append(name)
+
+
+def _read(path: Path) -> tuple[str, Any, list[str]]:
     import torch
 
     if path.suffix == ".safetensors":
@@ -53,7 +111,7 @@ def _read(path: Path) -> tuple[str, Any]:
         from safetensors.torch import load_file
 
         try:
-            return "safetensors", load_file(str(path))
+            return "safetensors", load_file(str(path)), []
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(
                 f"{path} is not a valid safetensors file ({e}); re-save it with safetensors.torch.save_file"
@@ -61,15 +119,16 @@ def _read(path: Path) -> tuple[str, Any]:
     try:
         # a sparse tensor's indices are checked as it is built: a crafted one cannot reach memory out of bounds
         with torch.sparse.check_sparse_tensor_invariants(enable=True):
-            return "torch", torch.load(path, map_location="cpu", weights_only=True)
+            data, skipped = _torch_load(path)
+        return "torch", data, skipped
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only names the global it blocked
+        found = _blocked_global(e)
         if found is None:
             raise CheckpointError(
                 f"{path} is not a readable PyTorch checkpoint; it is corrupted or not a torch.save file"
             ) from e
         raise CheckpointError(
-            f"refused to load {path}: it references {found.group(1)}, a pickled Python object other than tensors (possibly code), and "
+            f"refused to load {path}: it references {found}, a pickled Python object other than tensors (possibly code), and "
             "mmedge only loads checkpoints with torch.load(weights_only=True), which never runs them. If you trust "
             "the file, re-save just the weights: torch.save(model.state_dict(), 'weights.pt'), or convert it to .safetensors."
         ) from e
@@ -149,8 +208,12 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str], *, strict: bool = 
         raise CheckpointError(
             f"checkpoint {path.name} has suffix {path.suffix!r}; use one of {', '.join(CHECKPOINT_SUFFIXES)}"
         )
-    fmt, data = _read(path)
+    fmt, data, skipped = _read(path)
     state, notes = _unwrap(data, path)
+    if skipped:
+        notes.insert(
+            0, f"{len(skipped)} kind(s) of non-tensor object read as placeholders, not loaded: {_listed(skipped)}"
+        )
     own = model.state_dict()
     state, prefixed = _fit_prefix(state, own)
     notes += prefixed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,27 @@ def test_a_wrapper_s_key_prefix_is_found_and_said(tmp_path: Path) -> None:
     torch.save({**half, "2.weight": torch.zeros(2, 4)}, tmp_path / "mixed.pt")
     with pytest.raises(CheckpointError, match=r"missing from the checkpoint: 2\.bias\n"):
         load_checkpoint(_net(), tmp_path / "mixed.pt")  # prefix taken (2 hits > 1), the rest reported
+
+
+def test_training_metadata_beside_the_weights_is_skipped_never_built(tmp_path: Path) -> None:
+    import argparse
+    import pathlib
+
+    import numpy as np
+
+    trained = _net()
+    hparams = {"args": argparse.Namespace(lr=1e-3), "data": pathlib.PurePosixPath("/data"), "best": np.float64(0.9)}
+    torch.save({"state_dict": trained.state_dict(), "hyper_parameters": hparams}, tmp_path / "epoch=3.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match=r"GLOBAL argparse\.Namespace"):
+        torch.load(tmp_path / "epoch=3.ckpt", weights_only=True)  # what the fallback is for
+    fresh = _net(hidden=4)
+    torch.manual_seed(5)
+    torch.nn.init.normal_(fresh[0].weight)
+    report = load_checkpoint(fresh, tmp_path / "epoch=3.ckpt")
+    assert _same_weights(trained, fresh)
+    assert report.notes[0].startswith(
+        "4 kind(s) of non-tensor object read as placeholders, not loaded: argparse.Namespace, pathlib.PurePosixPath"
+    )
 
 
 def test_missing_unexpected_and_mismatched_keys_are_listed_by_name(tmp_path: Path) -> None:
