@@ -2,8 +2,9 @@
 
 Synthetic inputs follow the manifest: each symbolic dim takes its ``example_shape`` size, the
 batch dim the requested batch size; floats are standard normal, token ids uniform over the
-vocabulary (seeded, so two runs see the same data). Given arrays (or an ``.npz``) are cycled
-along the batch axis to reach each batch size.
+vocabulary (seeded, so two runs see the same data). Given arrays (an ``.npz``, or a ``.jsonl`` of
+the user's files and strings, preprocessed as the bundle will) are cycled along the batch axis to
+reach each batch size.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from mmedge.bundle import Bundle, InputSpec
 from mmedge.bundle.vocab import vocab_size
 from mmedge.errors import InputError
+from mmedge.runtime import SAMPLES_SUFFIX, read_samples
 
-__all__ = ["BenchInputs", "bench_inputs", "load_npz", "save_npz"]
+__all__ = ["BenchInputs", "bench_inputs", "load_arrays", "load_npz", "save_npz"]
 
 BenchInputs = Mapping[int, Mapping[str, np.ndarray]]  # batch size → input name → tensor
 _FALLBACK_VOCAB = 2  # ids 0 and 1 exist in every vocabulary (pad, unk)
@@ -32,7 +34,7 @@ def bench_inputs(
     specs = bundle.manifest.inputs
     if given is None:
         return {b: {s.name: _synthetic(bundle, s, b, seed, i) for i, s in enumerate(specs)} for b in batch_sizes}
-    arrays = load_npz(Path(given)) if isinstance(given, str | os.PathLike) else dict(given)
+    arrays = load_arrays(Path(given), bundle) if isinstance(given, str | os.PathLike) else dict(given)
     missing = [s.name for s in specs if s.name not in arrays and s.default is None]
     unknown = [k for k in arrays if k not in {s.name for s in specs}]
     if missing or unknown:
@@ -79,6 +81,18 @@ def _shape(spec: InputSpec, batch: int) -> tuple[int, ...]:
 
 def _cycle(tensor: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(tensor[np.arange(batch) % tensor.shape[0]])
+
+
+def load_arrays(path: Path, bundle: Bundle) -> dict[str, np.ndarray]:
+    """Samples along the first axis from an ``.npz`` of model tensors, or from a ``.jsonl`` samples file of
+    raw files and strings preprocessed as the bundle will (:func:`mmedge.runtime.read_samples`)."""
+    if path.suffix != SAMPLES_SUFFIX:
+        return load_npz(path)
+    samples = read_samples(path, bundle, what="inputs")
+    try:
+        return {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
+    except ValueError as e:
+        raise InputError(f"inputs file {path}: its samples differ in shape after preprocessing ({e})") from e
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 from mmedge.bench._agreement import measure_agreement
 from mmedge.bench._coord import Measurement, Plan, VariantSpec, Worker, measure
 from mmedge.bench._generate import GenerationStats, measure_generation
-from mmedge.bench._inputs import bench_inputs, load_npz, save_npz
+from mmedge.bench._inputs import bench_inputs, load_arrays, save_npz
 from mmedge.bench._machine import machine_info
 from mmedge.bench._peers import PeerJob, build_peers, plan_peers
 from mmedge.bench._plan import check_same_inputs, variant_specs
@@ -371,7 +371,7 @@ def _samples(
 ) -> dict[str, np.ndarray] | None:
     """Samples along the first axis: the given ``.npz``, else ``count`` generated ones (None if 0)."""
     if given is not None:
-        arrays = load_npz(Path(given))
+        arrays = load_arrays(Path(given), subject)
         n = min((len(a) for a in arrays.values() if np.ndim(a)), default=1)
         return bench_inputs(subject, (n,), arrays, seed)[n]  # checked against the inputs, like --inputs
     if count <= 0:

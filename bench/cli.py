@@ -65,7 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="export.toml whose [model] table gives --torch's constructor arguments (as `mmedge export --config`)",
     )
     parser.add_argument(
-        "--inputs", help=".npz of model tensors keyed by input name (default: seeded synthetic tensors)"
+        "--inputs",
+        help=".npz of model tensors keyed by input name, or a .jsonl of your files and text (per line "
+        '{"image": "a.jpg", "text": "a cat"}, preprocessed as the bundle will); default: seeded synthetic tensors',
     )
     parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8 (default 1)")
     parser.add_argument("--iterations", type=int, default=50, help="timed rounds per batch size (default 50)")
@@ -125,7 +127,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="generated samples each variant's outputs are compared with PyTorch FP32's on (default 64 with --peers, else 0)",
     )
-    parser.add_argument("--agreement-inputs", metavar="NPZ", help="real samples (first axis) to compare on instead")
+    parser.add_argument(
+        "--agreement-inputs",
+        metavar="NPZ|JSONL",
+        help="real samples to compare on instead: an .npz (first axis) or a .jsonl as --inputs takes",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown report")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (needs matplotlib: mmedge[bench])")
     parser.add_argument(

@@ -11,11 +11,12 @@ from mmedge.providers import ProviderPlan, resolve_providers
 from mmedge.runtime.generate import Generation
 from mmedge.runtime.limits import InputLimits
 from mmedge.runtime.pipeline import Pipeline
-from mmedge.runtime.prepare import input_preparer
+from mmedge.runtime.prepare import SAMPLES_SUFFIX, input_preparer, read_samples
 from mmedge.runtime.preprocess import Audio
 from mmedge.sessions import ComponentPlacement
 
 __all__ = [
+    "SAMPLES_SUFFIX",
     "Audio",
     "ComponentPlacement",
     "Generation",
@@ -23,5 +24,6 @@ __all__ = [
     "Pipeline",
     "ProviderPlan",
     "input_preparer",
+    "read_samples",
     "resolve_providers",
 ]

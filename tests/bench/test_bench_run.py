@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rawsamples import write_samples
 from tinybundle import tiny_manifest
 from torchfree import NO_TORCH
 
 from mmedge.bench import BenchProgress, _coord, bench
 from mmedge.bench import cli as bench_cli
+from mmedge.bench._inputs import load_arrays
+from mmedge.bundle import load_bundle
 from mmedge.cli import main
 from mmedge.errors import InputError
 
@@ -241,3 +244,15 @@ def test_a_cache_folder_is_filled_at_every_batch_size_before_timing(tiny_bundle:
     assert report.settings.cache_dir == str(cache)
     assert "filled by a process of their own" in report.to_markdown()
     assert report.to_dict()["settings"]["cache_dir"] == str(cache)
+
+
+def test_inputs_from_a_samples_file_of_raw_files(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    samples = write_samples(tmp_path, 3, seed=0)
+    args = ["bench", str(tiny_bundle), *FAST, "--no-profile", "--json", "--inputs", str(samples)]
+    assert main([*args, "--batch-sizes", "1,2", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [b["batch"] for b in report["variants"][0]["batches"]] == [1, 2]
+    arrays = load_arrays(samples, load_bundle(tiny_bundle))  # what every variant was fed, batch 1 and 2 cut from it
+    assert {k: v.shape for k, v in arrays.items()} == {"text": (3, 8), "image": (3, 3, 8, 8), "audio": (3, 160)}

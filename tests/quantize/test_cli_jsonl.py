@@ -5,40 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
-from PIL import Image
+from rawsamples import write_samples
 
 from mmedge.bundle import load_bundle
 from mmedge.cli import main
 from mmedge.runtime import input_preparer
 
-WORDS = ("bright cat", "dark sea", "bright sky", "dark dog", "sea cat", "bright dog")
-
-
-def _data(folder: Path, n: int, seed: int) -> Path:
-    """``n`` samples as users keep them: photos of another size, sound files at another rate, sentences."""
-    rng = np.random.default_rng(seed)
-    (folder / "media").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n):
-        photo = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        Image.fromarray(photo).save(folder / "media" / f"{seed}-{i}.jpg")
-        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * np.arange(441) / 44100)
-        soundfile.write(folder / "media" / f"{seed}-{i}.wav", wave.astype(np.float32), 44100)
-        lines.append(
-            json.dumps(
-                {"text": WORDS[i % len(WORDS)], "image": f"media/{seed}-{i}.jpg", "audio": f"media/{seed}-{i}.wav"}
-            )
-        )
-    path = folder / f"data-{seed}.jsonl"
-    path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
-    return path
-
 
 def test_raw_files_calibrate_the_bundle(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    calibration, holdout = _data(tmp_path, 12, seed=0), _data(tmp_path, 6, seed=1)
+    calibration, holdout = write_samples(tmp_path, 12, seed=0), write_samples(tmp_path, 6, seed=1)
     args = ["quantize", str(tiny_bundle), "--out", str(tmp_path / "out"), "--calibration", str(calibration)]
     assert main([*args, "--holdout", str(holdout), "--json", "--no-speed-check", "--samples", "10"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -62,7 +38,7 @@ def test_raw_files_calibrate_the_bundle(tiny_bundle: Path, tmp_path: Path, capsy
 def test_a_bad_line_is_named(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture, line: str, message: str
 ) -> None:
-    data = _data(tmp_path, 1, seed=0)
+    data = write_samples(tmp_path, 1, seed=0)
     data.write_text(data.read_text().strip() + "\n" + line + "\n", encoding="utf-8")
     args = ["quantize", str(tiny_bundle), "--out", str(tmp_path / "out"), "--calibration", str(data)]
     assert main(args) == 1
