@@ -61,6 +61,9 @@ _METADATA_MODULES = (
     "datetime",
     "typing",
 )
+# Built-in types such metadata refers to as values (OmegaConf records ``ref_type=dict``); torch names them
+# without the ``builtins.`` its allowlist is keyed by. Other builtins (eval, getattr, ...) are refused.
+_BUILTIN_TYPES = frozenset(("dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bool", "bytes"))
 _MAX_SKIPPED = 64  # distinct placeholder names tried before giving up
 
 
@@ -78,12 +81,17 @@ class _Skipped:
 
 
 def _blocked_global(error: Exception) -> str | None:
+    """The global ``torch.load(weights_only=True)`` refused, as its allowlist spells it."""
     found = re.search(r"GLOBAL ([\w.]+)", str(error))  # weights_only names the global it blocked
-    return found.group(1) if found else None
+    if found is None:
+        return None
+    name = found.group(1)
+    return f"builtins.{name}" if name in _BUILTIN_TYPES else name
 
 
 def _is_metadata(name: str) -> bool:
-    return name.split(".", maxsplit=1)[0] in _METADATA_MODULES
+    module = name.split(".", maxsplit=1)[0]
+    return module in _METADATA_MODULES or (module == "builtins" and name.removeprefix("builtins.") in _BUILTIN_TYPES)
 
 
 def _torch_load(path: Path) -> tuple[Any, list[str]]:

@@ -82,7 +82,8 @@ def test_training_metadata_beside_the_weights_is_skipped_never_built(tmp_path: P
     import numpy as np
 
     trained = _net()
-    hparams = {"args": argparse.Namespace(lr=1e-3), "data": pathlib.PurePosixPath("/data"), "best": np.float64(0.9)}
+    hparams = {"args": argparse.Namespace(lr=1e-3), "data": pathlib.PurePosixPath("/data"), "best": np.float64(0.9),
+               "ref_type": dict}  # fmt: skip
     torch.save({"state_dict": trained.state_dict(), "hyper_parameters": hparams}, tmp_path / "epoch=3.ckpt")
     with pytest.raises(pickle.UnpicklingError, match=r"GLOBAL argparse\.Namespace"):
         torch.load(tmp_path / "epoch=3.ckpt", weights_only=True)  # what the fallback is for
@@ -92,8 +93,12 @@ def test_training_metadata_beside_the_weights_is_skipped_never_built(tmp_path: P
     report = load_checkpoint(fresh, tmp_path / "epoch=3.ckpt")
     assert _same_weights(trained, fresh)
     assert report.notes[0].startswith(
-        "4 kind(s) of non-tensor object read as placeholders, not loaded: argparse.Namespace, pathlib.PurePosixPath"
+        "5 kind(s) of non-tensor object read as placeholders, not loaded: argparse.Namespace, pathlib.PurePosixPath"
     )
+    assert "builtins.dict" in report.notes[0]
+    torch.save({"state_dict": trained.state_dict(), "hyper_parameters": {"hook": eval}}, tmp_path / "eval.ckpt")
+    with pytest.raises(ExportError, match=r"refused to load .*eval\.ckpt: it references eval"):
+        load_checkpoint(fresh, tmp_path / "eval.ckpt")  # a builtin that is code, not a type: refused
 
 
 def test_missing_unexpected_and_mismatched_keys_are_listed_by_name(tmp_path: Path) -> None:
