@@ -11,6 +11,7 @@ needed, here and at run time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,6 @@ def load_tokenizer(path: str | Path) -> Any:
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file, or from a folder holding one (what a fast
     tokenizer's ``save_pretrained`` writes; its ``tokenizer_config.json`` or ``special_tokens_map.json``
     names the padding token, which ``tokenizer.json`` often leaves out)."""
-    import json
-
     given = Path(path)
     file = given / TOKENIZER_FILE if given.is_dir() else given
     if not file.is_file():

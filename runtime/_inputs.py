@@ -341,6 +341,9 @@ class InputRouter:
     def _fill_defaults(self, names: Iterable[str], raw: dict[str, np.ndarray], provided: Mapping[str, Any]) -> None:
         """Omitted inputs that declare a default: filled at the call's batch size (1 if unknown), their other
         symbolic dims at the sizes the call's inputs bind them to (``token_type_ids`` as long as the ids)."""
+        names = list(names)
+        if not names:
+            return
         sizes = [t.shape[0] for t in raw.values()] + [v.shape[0] for vs in provided.values() for v in vs.values()]
         batch = sizes[0] if sizes else 1
         bound = {
