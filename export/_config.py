@@ -19,6 +19,7 @@ text = "text_encoder"
 [export]                      # optional defaults for the command-line flags
 opset = 18
 monolithic = true
+tokenizer = "hf-model/"       # a tokenizer.json or save_pretrained folder, relative to this file
 ```
 """
 

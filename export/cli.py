@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from mmedge.bundle import ModelInfo
@@ -102,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         **(getattr(model, "preprocess", None) or {}),
         **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
     }
-    tokenizer_path = _option(args, export, "tokenizer", None)
+    tokenizer_path = args.tokenizer or (
+        Path(args.config).parent / export["tokenizer"] if "tokenizer" in export else None
+    )
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     info = ModelInfo(
         name=cls.__name__,

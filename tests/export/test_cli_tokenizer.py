@@ -175,3 +175,10 @@ def test_segment_ids_default_to_zero_at_the_ids_length(project: Path) -> None:
         from_strings = pipe.run({"input_ids": ["a cat"], "image": image})["logits"]
     np.testing.assert_allclose(omitted, zeros["logits"], atol=1e-6)
     np.testing.assert_allclose(from_strings, omitted, atol=1e-5)  # padding is masked out
+
+
+def test_the_config_names_the_tokenizer_relative_to_itself(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "export.toml").write_text(CONFIG + '\n[export]\ntokenizer = "tok"\n', encoding="utf-8")
+    monkeypatch.chdir(project.parent)  # not the config's folder
+    assert _export(project) == 0
+    assert load_bundle(project / "b").manifest.input("input_ids").preprocess.tokenizer_file == "tokenizer.json"
