@@ -176,7 +176,9 @@ def synthetic_calibration(manifest: Manifest, n: int, seed: int = 0) -> SampleRe
     if manifest.model.name not in data.REFERENCE_SETS:
         raise QuantizationError(
             f"no synthetic data for model {manifest.model.name!r} (there is for {sorted(data.REFERENCE_SETS)}); "
-            "pass calibration samples: a directory of .npz files or an iterable of input dicts"
+            "pass calibration samples: `--calibration samples.jsonl` (per line, input name → file path or text, "
+            'e.g. {"image": "a.jpg", "text": "a cat"}), a directory of .npz files, or from Python an iterable of '
+            "input dicts"
         )
     if n < 1:
         raise QuantizationError(f"synthetic sample count must be at least 1, got {n}")

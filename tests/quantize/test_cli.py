@@ -62,7 +62,12 @@ def test_human_output_keeps_stdout_clean(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        pytest.param([], "no synthetic data for model 'tiny'", id="synthetic-for-a-non-reference-model"),
+        pytest.param(
+            [],
+            "model 'tiny' (there is for ['CaptionNet', 'ResNetBertNet', 'TextImageNet', 'TriModalNet']); "
+            "pass calibration samples: `--calibration samples.jsonl`",
+            id="synthetic-for-a-non-reference-model",
+        ),
         pytest.param(["--calibration", "missing"], "calibration directory missing does not exist", id="missing-folder"),
         pytest.param(
             ["--calibration", "CALIB", "--recipe", "head:static"],
