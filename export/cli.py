@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mmedge.bundle import ModelInfo
+from mmedge.bundle import ModelInfo, TextPreprocess
 from mmedge.console import console, note, print_json, progress, table
 from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._types import DEFAULT_OPSET, ExportResult
@@ -141,7 +142,29 @@ def run(args: argparse.Namespace) -> int:
         print_json(_summary(result, ckpt, warnings))
     else:
         show_result(result, warnings)
+        for line in next_steps(result):
+            note("next", line, style="cyan")
     return 0
+
+
+_EXAMPLE_VALUES = {"image": "photo.jpg", "audio": "clip.wav", "text": "a sentence"}
+
+
+def next_steps(result: ExportResult) -> list[str]:
+    """The commands that take the new bundle on, with a sample line in the bundle's own input names: raw
+    files and text for inputs with preprocessing, numbers for the others; inputs filled by the runtime
+    (an attention mask from the text, a default) are left out."""
+    specs = result.manifest.inputs
+    derived = {i.preprocess.mask_input for i in specs if isinstance(i.preprocess, TextPreprocess)}
+    inputs = [i for i in specs if i.default is None and i.name not in derived]
+    raw = {i.name: _EXAMPLE_VALUES[i.modality] for i in inputs if i.preprocess is not None}
+    line = json.dumps({i.name: raw.get(i.name, "[...]") for i in inputs}).replace('"[...]"', "[...]")
+    out = str(result.path).rstrip("/")
+    given = {i.name: raw.get(i.name, f"{i.name}.npy") for i in inputs}
+    return [
+        f"mmedge quantize {out} --out {out}-int8 --calibration samples.jsonl   # per line: {line}",
+        f"mmedge run {out} " + " ".join(f"-i {k}={v!r}" if " " in v else f"-i {k}={v}" for k, v in given.items()),
+    ]
 
 
 def _is_captioner(model: Any) -> bool:

@@ -105,9 +105,12 @@ def _export(project: Path, *extra: str, model: str = "Net") -> int:
     return main(["export", "--model", f"tokmodels:{model}", "--config", config, "--out", str(project / "b"), *extra])
 
 
-def test_a_tokenizer_folder_makes_the_bundle_take_strings(project: Path) -> None:
+def test_a_tokenizer_folder_makes_the_bundle_take_strings(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(0)
     assert _export(project, "--tokenizer", str(project / "tok")) == 0
+    err = capsys.readouterr().err
+    assert '--calibration samples.jsonl   # per line: {"input_ids": "a sentence", "image": [...]}' in err
+    assert "-i input_ids='a sentence' -i image=image.npy" in err  # no preprocessing for the image: a tensor
     bundle = load_bundle(project / "b")
     pre = bundle.manifest.input("input_ids").preprocess
     assert isinstance(pre, TextPreprocess)
