@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mmedge.bundle import AudioPreprocess
+from mmedge.export._frontend import outermost
 from mmedge.export._types import EncoderSpec
 
 __all__ = ["infer_audio_preprocess", "sample_rates"]
@@ -67,7 +68,7 @@ def infer_audio_preprocess(
         rate = distinct.pop()
         mono = len(shape) == 2 or shape[1] == 1
         found[name] = AudioPreprocess(sample_rate=rate, max_seconds=shape[-1] / rate, mono=mono)
-        where = ", ".join(sorted(p or "(the model)" for p in rates if not any(p.startswith(f"{q}.") for q in rates)))
+        where = ", ".join(sorted(p or "(the model)" for p in outermost(rates)))
         notes.append(
             f"input {name!r}: audio preprocessing taken from the model's spectrogram ({where}): "
             f"sample_rate={rate}, max_seconds={shape[-1] / rate:g} (the example's {shape[-1]} samples), "

@@ -10,7 +10,7 @@ does not verify; ``"auto"`` (the default) then puts the model's own modules back
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from mmedge.export._tree import tensors
 from mmedge.export._verify import numpy_of
 from mmedge.verify import Tolerance
 
-__all__ = ["SWAPPED", "FrontendSwap", "swap_mel_frontends"]
+__all__ = ["SWAPPED", "FrontendSwap", "outermost", "swap_mel_frontends"]
 
 # The torchaudio.transforms modules an audio encoder's export replaces by MelFrontend (the doctor
 # reports STFTs inside them as replaced).
@@ -40,7 +40,12 @@ def _spectrogram_paths(module: Any) -> list[str]:
     import torchaudio
 
     kinds = tuple(getattr(torchaudio.transforms, name) for name in SWAPPED)
-    found = [name for name, m in module.named_modules() if isinstance(m, kinds)]
+    return outermost([name for name, m in module.named_modules() if isinstance(m, kinds)])
+
+
+def outermost(paths: Iterable[str]) -> list[str]:
+    """The module paths not inside another of ``paths`` (a MelSpectrogram holds a Spectrogram)."""
+    found = list(paths)
     return [p for p in found if not any(p.startswith(f"{q}.") for q in found if q != p)]
 
 

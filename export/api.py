@@ -125,8 +125,8 @@ def export_model(
         feeds = [runs.numpy(r, list(inputs)) for r in (0, 1)]
         head = head.with_record(record(chain, feeds, tol, "pytorch-chain", "encoders → fusion_head vs model.forward"))
         mono = export_monolithic(ctx, head) if monolithic else None
-        meta = _Meta(model, model_info, modalities, pre, vocab, labels, text.tokenizer if text else None)
-        meta = dataclasses.replace(meta, defaults=text.defaults) if text else meta
+        tokenizer, defaults = (text.tokenizer, text.defaults) if text else (None, {})
+        meta = _Meta(model, model_info, modalities, pre, vocab, labels, tokenizer, defaults)
         write_manifest(stage, _manifest(ctx, meta, parts, head, mono))
     components = [*parts, head]
     exporters = {p.component.name: p.component.exporter for p in components}
