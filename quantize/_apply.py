@@ -21,6 +21,7 @@ from pathlib import Path
 import onnx
 
 from mmedge.errors import QuantizationError, translated
+from mmedge.quantize._shapes import infer_shapes
 from mmedge.quantize.calibration import SampleReader
 from mmedge.quantize.recipes import Recipe, frontend_nodes, shallow_convs
 
@@ -72,7 +73,7 @@ def prepare(component: str, source: Path, work: Path, *, symbolic: bool = True) 
 
     Raises :class:`PreprocessError` when ``quant_pre_process`` fails; the named copy is then
     ``work / f"{component}.named.onnx"``, which the quantizers can read as it is. ``symbolic=False``
-    skips its symbolic shape inference (onnxruntime's ``skip_symbolic_shape``), which cannot type some
+    skips its symbolic shape inference (:func:`mmedge.quantize._shapes.infer_shapes`), which cannot type some
     graphs (a dynamo-exported STFT front-end, sequence ops); ONNX shape inference and the graph
     optimisation still run.
     """
@@ -80,16 +81,19 @@ def prepare(component: str, source: Path, work: Path, *, symbolic: bool = True) 
 
     named = named_copy(component, source, work)
     pre = work / f"{component}.pre.onnx"
-    # On incomplete inference onnxruntime saves sym_shape_infer_temp.onnx (+ external data) into the
-    # current directory before raising: run it from the work dir so nothing lands in the user's cwd.
+    # Run from the work dir: onnxruntime's tools write temporaries into the current directory.
     with (
         translated(PreprocessError, f"pre-processing component {component!r} (onnxruntime quant_pre_process)"),
         contextlib.chdir(work),
         _quiet("onnxruntime.tools.symbolic_shape_infer"),
     ):
-        # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
-        # broadcast against seq), which strict symbolic inference refuses.
-        quant_pre_process(str(named.resolve()), str(pre.resolve()), auto_merge=True, skip_symbolic_shape=not symbolic)
+        inferred = named
+        if symbolic:  # quant_pre_process's first step, with the opset-18 reductions typed (mmedge.quantize._shapes)
+            # auto_merge: transformers graphs slice position tables to the input length (Min(max_positions, seq)
+            # broadcast against seq), which strict symbolic inference refuses.
+            inferred = work / f"{component}.shapes.onnx"
+            onnx.save(infer_shapes(onnx.load(str(named)), auto_merge=True), str(inferred))
+        quant_pre_process(str(inferred.resolve()), str(pre.resolve()), skip_symbolic_shape=True)
     model = onnx.load(str(pre))
     if _name_nodes(model, component):  # the optimiser may add unnamed nodes
         onnx.save(model, str(pre))

@@ -137,7 +137,7 @@ def show_report(report: QuantizationReport) -> None:
             c.recipe.get("mode", "unchanged"),
             human_bytes(c.size_before),
             human_bytes(c.size_after),
-            min((t.cosine for t in c.outputs), default=float("nan")),
+            _cosine(c),
             len(c.excluded),
             _speed(c),
         )
@@ -150,7 +150,7 @@ def show_report(report: QuantizationReport) -> None:
             "End to end (held-out samples)",
             ["output", "metric", "agreement", "FP32 accuracy", "quantized accuracy"],
             [
-                (o.name, o.metric, o.agreement, _pct(o.fp32_accuracy), _pct(o.quantized_accuracy))
+                (o.name, o.metric, _pct(o.agreement), _pct(o.fp32_accuracy), _pct(o.quantized_accuracy))
                 for o in report.outputs
             ],
         )
@@ -163,6 +163,11 @@ def show_report(report: QuantizationReport) -> None:
         f"{len(report.fallback)} fallback round(s). Report: {report.output}/{REPORT_MD}",
         soft_wrap=True,  # one line: the report path stays copyable
     )
+
+
+def _cosine(c: ComponentReport) -> str:
+    """The lowest output cosine against FP32; '-' where nothing was compared (a component kept FP32)."""
+    return "-" if not c.outputs else f"{min(t.cosine for t in c.outputs):.4f}"
 
 
 def _pct(x: float | None) -> str:
