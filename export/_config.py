@@ -103,6 +103,7 @@ def _input(path: Path, name: str, spec: Mapping[str, Any]) -> InputConfig:
     modality = spec.get("modality")
     pre = spec.get("preprocess")
     if pre is not None:
+        modality = modality if modality is not None else _recipe_modality(pre)
         if modality not in _PREPROCESS:
             raise ExportError(
                 f'{path}: [inputs.{name}.preprocess] needs modality = "text", "image" or "audio" in [inputs.{name}]'
@@ -116,6 +117,12 @@ def _input(path: Path, name: str, spec: Mapping[str, Any]) -> InputConfig:
         modality=modality,
         preprocess=pre,
     )
+
+
+def _recipe_modality(table: Mapping[str, Any]) -> str | None:
+    """The one modality whose recipe has every key of ``table`` (their fields are disjoint), else None."""
+    fits = [m for m, cls in _PREPROCESS.items() if set(table) <= {f.name for f in dataclasses.fields(cls)}]
+    return fits[0] if table and len(fits) == 1 else None
 
 
 def _dataclass_from(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -220,13 +227,16 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
     if unknown:
         bounds, why = _embedding_bounds(model, out, list(unknown))
         for name, (spec, dtype) in unknown.items():
-            if bounds.get(name, 0) <= spec.low:
+            high = bounds.get(name, 0)
+            if high <= spec.low and dtype == torch.uint8:
+                high = 256  # pixels or bytes, read by no embedding: the dtype's whole range
+            if high <= spec.low:
                 raise ExportError(
                     f"[inputs.{name}] needs high = <exclusive upper bound> for its {spec.dtype} values (e.g. the "
                     f"vocabulary size): no nn.Embedding or nn.EmbeddingBag of {type(model).__name__} reads it "
                     f"directly{why}, so mmedge cannot tell its bound"
                 )
-            out[name] = torch.randint(spec.low, bounds[name], spec.shape, generator=gen, dtype=dtype)
+            out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
     return out
 
 

@@ -20,6 +20,7 @@ from mmedge.bundle import (
 )
 from mmedge.errors import ExportError
 from mmedge.export._axes import symbolic_shape
+from mmedge.export._image_layout import image_layout, image_size
 
 __all__ = [
     "VOCAB_FILE",
@@ -77,15 +78,23 @@ def resolve_preprocess(
             raise ExportError(
                 f"preprocess[{name!r}] is a {type(spec).__name__}; use mmedge.bundle.{{Text,Image,Audio}}Preprocess"
             )
-        if isinstance(spec, ImagePreprocess) and tuple(inputs[name].shape[-2:]) != tuple(spec.size):
-            raise ExportError(
-                f"preprocess[{name!r}].size is {tuple(spec.size)} but the example image is "
-                f"{tuple(inputs[name].shape[-2:])}; export with an example of the size the runtime will feed"
-            )
+        if isinstance(spec, ImagePreprocess):
+            _check_image_size(name, spec, tuple(inputs[name].shape))
         if isinstance(spec, TextPreprocess) and vocab and spec.vocab_file is None and spec.tokenizer_file is None:
             spec = dataclasses.replace(spec, vocab_file=VOCAB_FILE)
         resolved[name] = spec
     return resolved
+
+
+def _check_image_size(name: str, spec: ImagePreprocess, shape: tuple[int, ...]) -> None:
+    example = image_size(shape, spec.layout) if len(shape) == 4 else tuple(shape[-2:])
+    if example != tuple(spec.size):
+        other = image_layout(shape)
+        raise ExportError(
+            f"preprocess[{name!r}].size is {tuple(spec.size)} but the example {spec.layout} image is "
+            f"{example[0]}×{example[1]} (shape {list(shape)}); export with an example of the size the runtime will "
+            "feed" + ("" if other == spec.layout else f', or set layout = "{other}"')
+        )
 
 
 def write_vocab(directory: Path, vocab: Sequence[str]) -> str:
@@ -106,7 +115,10 @@ def _preprocess_example(name: str, modality: str, t: Any) -> str:
             f'which fills it from the same strings, or set mask_input = "{name}" in the ids\' preprocessing'
         )
     if modality == "image" and len(shape) == 4:
-        return f"size = [{shape[2]}, {shape[3]}], and the mean and std the model was trained with"
+        layout = image_layout(shape)
+        height, width = image_size(shape, layout)
+        where = ', layout = "NHWC"' if layout == "NHWC" else ""
+        return f"size = [{height}, {width}]{where}, and the mean and std the model was trained with"
     if modality == "audio":
         return (
             f"sample_rate = the rate the model was trained at, and max_seconds = {shape[-1]} / sample_rate "

@@ -34,6 +34,7 @@ from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, ExportedPart, Progress, Runs
 from mmedge.export._guarantee import verify_export
+from mmedge.export._image_layout import infer_pixel_preprocess
 from mmedge.export._split import Split, input_modalities, plan_split
 from mmedge.export._types import ExportResult
 from mmedge.export._verify import record
@@ -108,7 +109,8 @@ def export_model(
     raise_errors(doctor)
     modalities = {**input_modalities(inputs, split.encoders, pre), **given}
     inferred, audio_notes = infer_audio_preprocess(work, split.encoders, modalities, inputs, pre)
-    pre = {**pre, **inferred}
+    pixels, pixel_notes = infer_pixel_preprocess(modalities, inputs, pre)
+    pre = {**pre, **inferred, **pixels}
     axes, notes = input_axes(inputs, modalities, dynamic)
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
@@ -116,7 +118,15 @@ def export_model(
     with staged_bundle(out, force=force) as stage:
         found = [f.line() for f in doctor.findings if f.severity != "info"]
         ctx = Ctx(
-            work, runs, axes, tol, opset, stage, audio_frontend, report, [*split.notes, *audio_notes, *notes, *found]
+            work,
+            runs,
+            axes,
+            tol,
+            opset,
+            stage,
+            audio_frontend,
+            report,
+            [*split.notes, *audio_notes, *pixel_notes, *notes, *found],
         )
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)

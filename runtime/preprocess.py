@@ -5,8 +5,9 @@ tensor and passes through untouched (it is validated strictly afterwards); anyth
 form, and a Python ``list`` of raw items is a batch.
 
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
-  (scaled by ``scale``) or floats already in [0, 1]; resized (antialiased bilinear, see
-  ``_signal.resize``), normalised with mean/std, laid out as the manifest says (NCHW or NHWC).
+  (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear,
+  see ``_signal.resize``), normalised with mean/std, laid out as the manifest says (NCHW or NHWC),
+  and rounded to the input's dtype where it is an integer one (a model that takes uint8 pixels).
   A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
   :data:`DECODE_GAP` times the model's size (:func:`decode_reduced`).
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
@@ -84,7 +85,7 @@ def prepare(
         return _text(spec, items, tokenizer, limits)[0]
     if spec.modality == "image":
         pre = _recipe(spec, ImagePreprocess)
-        return _stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)])
+        return _as_dtype(_stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)]), spec)
     if spec.modality == "audio":
         pre = _recipe(spec, AudioPreprocess)
         return _stacked(what, [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
@@ -166,6 +167,15 @@ def _stacked(what: str, tensors: list[np.ndarray]) -> np.ndarray:
             "give every item of a batch the same number of channels"
         )
     return np.stack(tensors)
+
+
+def _as_dtype(tensor: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Preprocessed pixels in an integer input's dtype (rounded, clipped to its range); floats as they are."""
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind not in "iu":
+        return tensor
+    bounds = np.iinfo(dtype)
+    return np.clip(np.rint(tensor), bounds.min, bounds.max).astype(dtype)
 
 
 def _stack_arrays(items: list[Any], spec: InputSpec) -> np.ndarray:
@@ -300,7 +310,8 @@ def _check_file(path: Path, what: str, kind: str) -> None:
 
 
 def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> float:
-    """What takes these pixels to [0, 1]: the recipe's scale for uint8, 1 for floats checked to be in range."""
+    """The recipe's pixel scale for these pixels: ``scale`` for uint8; floats in [0, 1] are uint8 / 255,
+    so ``scale * 255`` (1 for the default 1/255), after checking their range."""
     if pixels.dtype == np.uint8:
         return pre.scale
     if pixels.dtype.kind != "f":
@@ -313,7 +324,7 @@ def _pixel_scale(pixels: np.ndarray, pre: ImagePreprocess, what: str) -> float:
             f"{what}: float images must be in [0, 1], found values from {low:g} to {high:g}; "
             "pass uint8 pixels, or divide by 255"
         )
-    return 1.0
+    return pre.scale * 255.0
 
 
 def _match_channels(pixels: np.ndarray, channels: int, what: str) -> np.ndarray:
