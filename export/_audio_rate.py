@@ -73,6 +73,15 @@ def infer_audio_preprocess(
             f"input {name!r}: audio preprocessing taken from the model's spectrogram ({where}): "
             f"sample_rate={rate}, max_seconds={shape[-1] / rate:g} (the example's {shape[-1]} samples), "
             f"{'mono' if mono else f'{shape[1]} channels'}; sound files and waves at other rates are resampled "
-            f"and padded or cropped to that length. Set [inputs.{name}.preprocess] (or preprocess=) to change it"
+            f"and padded or cropped to that length{_as_pcm(inputs[name])}. Set [inputs.{name}.preprocess] "
+            "(or preprocess=) to change it"
         )
     return found, notes
+
+
+def _as_pcm(example: Any) -> str:
+    """How an integer audio input is fed ("" for floats): as PCM samples of its width."""
+    if example.is_floating_point():
+        return ""
+    dtype = str(example.dtype).removeprefix("torch.")
+    return f", then fed as {dtype} PCM samples (waves in [-1, 1] scaled to the type's full range)"

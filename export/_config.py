@@ -44,6 +44,8 @@ __all__ = ["ExportConfig", "build_model", "encoders_option", "example_inputs", "
 _SECTIONS = {"model", "inputs", "encoders", "export"}
 _EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch", "tokenizer"}
 _INPUT_KEYS = {"shape", "dtype", "low", "high", "modality", "preprocess"}
+# Integer inputs that are pixels, bytes or PCM samples when no embedding reads them: examples span the dtype.
+SAMPLE_DTYPES = ("uint8", "int8", "int16")
 _PREPROCESS = {"text": TextPreprocess, "image": ImagePreprocess, "audio": AudioPreprocess}
 # Where a bare ``--model`` name (``TriModalNet``) is found: its ``REFERENCE_MODELS`` mapping.
 REFERENCE_PACKAGE = "mmedge.models"
@@ -55,7 +57,7 @@ class InputConfig:
 
     shape: tuple[int, ...]
     dtype: str = "float32"
-    low: int = 0
+    low: int | None = None  # ids start at 0; pixels, bytes and PCM (SAMPLE_DTYPES) at their dtype's minimum
     high: int | None = None
     modality: str | None = None
     preprocess: Any = None
@@ -112,7 +114,7 @@ def _input(path: Path, name: str, spec: Mapping[str, Any]) -> InputConfig:
     return InputConfig(
         shape=tuple(spec["shape"]),
         dtype=spec.get("dtype", "float32"),
-        low=spec.get("low", 0),
+        low=spec.get("low"),
         high=spec.get("high"),
         modality=modality,
         preprocess=pre,
@@ -218,25 +220,27 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
         if dtype.is_floating_point:
             out[name] = torch.randn(spec.shape, generator=gen, dtype=dtype)
             continue
+        low = spec.low if spec.low is not None else 0
         high = spec.high if spec.high is not None else len(getattr(model, "vocab", ()) or ())
-        if high > spec.low:
-            out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
+        if high > low:
+            out[name] = torch.randint(low, high, spec.shape, generator=gen, dtype=dtype)
         else:
-            out[name] = torch.full(spec.shape, spec.low, dtype=dtype)  # a valid id for any embedding
+            out[name] = torch.full(spec.shape, low, dtype=dtype)  # a valid id for any embedding
             unknown[name] = spec, dtype
     if unknown:
         bounds, why = _embedding_bounds(model, out, list(unknown))
         for name, (spec, dtype) in unknown.items():
-            high = bounds.get(name, 0)
-            if high <= spec.low and dtype == torch.uint8:
-                high = 256  # pixels or bytes, read by no embedding: the dtype's whole range
-            if high <= spec.low:
+            low, high = spec.low if spec.low is not None else 0, bounds.get(name, 0)
+            if high <= low and spec.dtype in SAMPLE_DTYPES:  # read by no embedding: the dtype's whole range
+                low = torch.iinfo(dtype).min if spec.low is None else spec.low
+                high = torch.iinfo(dtype).max + 1
+            if high <= low:
                 raise ExportError(
                     f"[inputs.{name}] needs high = <exclusive upper bound> for its {spec.dtype} values (e.g. the "
                     f"vocabulary size): no nn.Embedding or nn.EmbeddingBag of {type(model).__name__} reads it "
                     f"directly{why}, so mmedge cannot tell its bound"
                 )
-            out[name] = torch.randint(spec.low, high, spec.shape, generator=gen, dtype=dtype)
+            out[name] = torch.randint(low, high, spec.shape, generator=gen, dtype=dtype)
     return out
 
 

@@ -28,7 +28,7 @@ _KNOWN_MODALITIES = ("text", "image", "audio")  # mmedge.bundle.MODALITIES but "
 _NAME_HINTS = {
     "text": ("text", "token", "ids", "caption", "word", "sentence", "query"),
     "image": ("image", "img", "pixel", "vision", "photo", "picture", "frame"),
-    "audio": ("audio", "wav", "speech", "sound", "waveform", "mel", "spec"),
+    "audio": ("audio", "wav", "speech", "sound", "waveform", "mel", "spec", "pcm", "voice"),
 }
 _PREPROCESS_MODALITY = {TextPreprocess: "text", ImagePreprocess: "image", AudioPreprocess: "audio"}
 
@@ -293,6 +293,10 @@ def _modality_reason(name: str, tensor: Any, preprocess: Any, given: Mapping[str
         return {4: "image", 2: "audio", 3: "audio"}.get(tensor.dim(), "other"), f"a {shape}"
     if tensor.dtype in (torch.int64, torch.int32) and tensor.dim() == 2:
         return "text", f"an {shape}"
+    if tensor.dtype == torch.uint8 and tensor.dim() == 4:  # pixels
+        return "image", f"a {shape}"
+    if tensor.dtype == torch.int16 and tensor.dim() in (2, 3):  # PCM samples
+        return "audio", f"an {shape}"
     return "other", f"a {shape}"
 
 

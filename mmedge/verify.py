@@ -49,6 +49,7 @@ _ORT_DTYPES = {
     "tensor(double)": "float64",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
     "tensor(int8)": "int8",
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",

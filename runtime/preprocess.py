@@ -13,7 +13,7 @@ form, and a Python ``list`` of raw items is a batch.
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
   the bundle's sample rate; waves are ``(samples,)`` or ``(channels, samples)``, mixed to mono
   if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``) and zero-padded
-  or cropped to the input's length.
+  or cropped to the input's length; an integer input (a model that takes int16 PCM) gets PCM samples.
 * text — see :mod:`mmedge.runtime.text`.
 * other — arrays without the batch axis are single items.
 
@@ -88,7 +88,8 @@ def prepare(
         return _as_dtype(_stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)]), spec)
     if spec.modality == "audio":
         pre = _recipe(spec, AudioPreprocess)
-        return _stacked(what, [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
+        waves = _stacked(what, [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
+        return _as_dtype(waves, spec, pcm=True)
     for i, item in enumerate(items):
         if isinstance(item, np.ndarray):
             limits.check_elements(f"{what} item {i}", item.size, f"array of shape {list(item.shape)}")
@@ -169,12 +170,17 @@ def _stacked(what: str, tensors: list[np.ndarray]) -> np.ndarray:
     return np.stack(tensors)
 
 
-def _as_dtype(tensor: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Preprocessed pixels in an integer input's dtype (rounded, clipped to its range); floats as they are."""
+def _as_dtype(tensor: np.ndarray, spec: InputSpec, *, pcm: bool = False) -> np.ndarray:
+    """A preprocessed tensor in an integer input's dtype, rounded and clipped to its range (floats as they
+    are): pixels as they are, waves in [-1, 1] (``pcm``) as PCM samples of that width (int16: × 32768; an
+    unsigned type is offset to its middle, as 8-bit WAV is)."""
     dtype = np.dtype(spec.dtype)
     if dtype.kind not in "iu":
         return tensor
     bounds = np.iinfo(dtype)
+    if pcm:
+        half = (int(bounds.max) + 1) // 2 if dtype.kind == "u" else -int(bounds.min)
+        tensor = tensor.astype(np.float64) * half + (half if dtype.kind == "u" else 0)
     return np.clip(np.rint(tensor), bounds.min, bounds.max).astype(dtype)
 
 

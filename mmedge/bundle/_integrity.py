@@ -48,7 +48,17 @@ def file_problems(root: Path, what: str, rel: str, digest: str | None) -> list[s
     return []
 
 
-_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool"}
+_ONNX_DTYPES = {
+    1: "float32",
+    10: "float16",
+    11: "float64",
+    7: "int64",
+    6: "int32",
+    5: "int16",
+    3: "int8",
+    2: "uint8",
+    9: "bool",
+}
 
 
 def component_problems(root: Path, manifest: Manifest, component: Component) -> tuple[list[str], tuple[str, ...]]:

@@ -23,7 +23,7 @@ MODALITIES = ("text", "image", "audio", "other")
 ROLES = ("encoder", "head", "decoder")
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "ort")
-DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 
 Dim = int | str  # a fixed size, or a symbolic name such as "batch"
