@@ -6,8 +6,9 @@ form, and a Python ``list`` of raw items is a batch.
 
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
   (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear,
-  see ``_signal.resize``), normalised with mean/std, laid out as the manifest says (NCHW or NHWC),
-  and rounded to the input's dtype where it is an integer one (a model that takes uint8 pixels).
+  see ``_signal.resize``), in RGB order (arrays are taken as RGB; BGR where the recipe says),
+  normalised with mean/std, laid out as the manifest says (NCHW or NHWC), and rounded to the
+  input's dtype where it is an integer one (a model that takes uint8 pixels).
   A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
   :data:`DECODE_GAP` times the model's size (:func:`decode_reduced`).
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
@@ -257,6 +258,8 @@ class _PilRows:
 def _layout(pixels: np.ndarray, scale: float, pre: ImagePreprocess, channels: int, what: str) -> np.ndarray:
     """Resized ``(H, W, C)`` float32 pixels (this call's own) → scaled, normalised, in the recipe's layout."""
     pixels = _match_channels(pixels, channels, what)  # after resizing: a gray image is resized as 1 channel
+    if pre.channel_order == "BGR":
+        pixels = pixels[:, :, ::-1]  # a view: the in-place steps below still write this call's own buffer
     # in place: no temporaries the size of the tensor
     pixels *= np.float32(scale)
     pixels -= np.asarray(pre.mean, np.float32)

@@ -46,13 +46,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ImagePreprocess:
-    """How raw images become the encoder's NCHW float tensor."""
+    """How raw images become the encoder's NCHW (or NHWC) tensor."""
 
     size: tuple[int, int]  # (height, width) the encoder was exported for
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # in the model's channel order
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     scale: float = 1.0 / 255.0  # applied to uint8 pixels before mean/std
     layout: str = "NCHW"
+    # "BGR" for models trained on OpenCV-decoded images: images (decoded, or arrays, as RGB) are
+    # reversed to blue, green, red before mean/std (mmcv's to_rgb=False, OpenVINO's reverse_input_channels)
+    channel_order: str = "RGB"
 
 
 @dataclass(frozen=True)

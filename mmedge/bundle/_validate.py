@@ -236,6 +236,11 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
                 f"mean/std have {len(pre.mean)} values for {channel} channels",
             ),
             (0 < pre.scale <= 1e6, f"scale must be in (0, 1e6], found {pre.scale!r}"),
+            (pre.channel_order in ("RGB", "BGR"), f"channel_order {pre.channel_order!r} is not 'RGB' or 'BGR'"),
+            (
+                pre.channel_order == "RGB" or len(pre.mean) == 3,
+                f"channel_order 'BGR' needs 3 channels, found mean/std for {len(pre.mean)}",
+            ),
         ]
     elif isinstance(pre, AudioPreprocess):
         length = i.shape[-1] if i.shape and isinstance(i.shape[-1], int) else None

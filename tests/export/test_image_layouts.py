@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmedge.bundle import ImagePreprocess, InputSpec, load_bundle
-from mmedge.errors import ExportError
+from mmedge.errors import ExportError, MMEdgeError
 from mmedge.export import export_model, load_config
 from mmedge.export._config import example_inputs
 from mmedge.runtime import Pipeline
@@ -143,3 +143,35 @@ def _toml(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "export.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_a_bgr_recipe_feeds_the_channels_reversed(tmp_path: Path) -> None:
+    """An OpenCV-trained model (BGR, mean in its own order): photos and RGB arrays reach it as BGR."""
+    torch.manual_seed(0)
+    model = _ChannelsLast().eval()
+    mean, std = (0.406, 0.456, 0.485), (0.225, 0.224, 0.229)  # blue, green, red
+    pre = ImagePreprocess(size=(SIZE, SIZE), mean=mean, std=std, layout="NHWC", channel_order="BGR")
+    result = export_model(
+        model, {"image": torch.randn(2, SIZE, SIZE, 3)}, preprocess={"image": pre}, out=tmp_path / "b"
+    )
+    assert load_bundle(result.path).manifest.input("image").preprocess == pre  # the manifest keeps it
+    photo = _photo()
+    got = Pipeline(result.path).run({"image": photo})["logits"]
+    bgr = _resized(photo)[:, :, ::-1] / 255.0
+    with torch.no_grad():
+        want = model(torch.from_numpy(((bgr - mean) / std).astype(np.float32))[None]).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("order", "mean", "problem"),
+    [("GBR", (0.5, 0.5, 0.5), "channel_order 'GBR'"), ("BGR", (0.5,), "needs 3 channels")],
+)
+def test_a_channel_order_the_runtime_cannot_follow_is_refused(
+    tmp_path: Path, order: str, mean: tuple[float, ...], problem: str
+) -> None:
+    model = _ChannelsLast().eval()
+    pre = ImagePreprocess(size=(SIZE, SIZE), mean=mean, std=mean, layout="NHWC", channel_order=order)
+    with pytest.raises(MMEdgeError, match=problem):
+        export_model(model, {"image": torch.randn(2, SIZE, SIZE, 3)}, preprocess={"image": pre}, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
