@@ -119,6 +119,14 @@ def _preprocess_example(name: str, modality: str, t: Any) -> str:
         height, width = image_size(shape, layout)
         where = ', layout = "NHWC"' if layout == "NHWC" else ""
         return f"size = [{height}, {width}]{where}, and the mean and std the model was trained with"
+    if modality == "audio" and len(shape) == 3 and shape[1] > 2:
+        return (
+            f"none fits if it is spectrogram features ({shape[1]} bins × {shape[2]} frames) rather than a "
+            f"wave of {shape[1]} channels: to take sound files, compute the features inside the model (e.g. "
+            "torchaudio.transforms.MelSpectrogram at the start of the audio encoder, which mmedge exports as "
+            "convolutions) and export again; for a wave, sample_rate = the rate the model was trained at, "
+            f"max_seconds = {shape[2]} / sample_rate and mono = false"
+        )
     if modality == "audio":
         return (
             f"sample_rate = the rate the model was trained at, and max_seconds = {shape[-1]} / sample_rate "

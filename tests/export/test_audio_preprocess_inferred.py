@@ -85,3 +85,22 @@ def test_mono_is_refused_for_an_input_of_several_channels(tmp_path: Path) -> Non
     (result.path / "manifest.json").write_text(text.replace('"mono": false', '"mono": true'))
     with pytest.raises(BundleError, match="mono=true but the input takes 2 channels; set mono=false"):
         load_bundle(result.path)
+
+
+def test_a_features_input_is_hinted_as_features_not_a_many_channel_wave(tmp_path: Path) -> None:
+    """(batch, 16 mel bins, 40 frames) computed outside the model: the hint says how to take sound files."""
+
+    class Features(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.audio_encoder = nn.Sequential(nn.Conv1d(16, 8, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, input_features: Tensor) -> Tensor:
+            return self.head(self.audio_encoder(input_features))
+
+    result = export_model(Features().eval(), {"input_features": torch.randn(2, 16, 40)}, out=tmp_path / "b")
+    (hint,) = [w for w in result.warnings if "no preprocessing metadata" in w]
+    assert "spectrogram features (16 bins × 40 frames)" in hint
+    assert "MelSpectrogram at the start of the audio encoder" in hint
+    assert "max_seconds = 40 / sample_rate and mono = false" in hint
