@@ -12,10 +12,11 @@ from typing import Any
 
 from mmedge.bundle import MODALITIES
 from mmedge.errors import ExportError, translated
+from mmedge.export._dict_arguments import flatten_dict_arguments
 from mmedge.export._types import DEFAULT_OPSET
 from mmedge.verify import Tolerance
 
-__all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "working_copy"]
+__all__ = ["AUDIO_FRONTENDS", "check_inputs", "check_modalities", "check_options", "model_and_inputs", "working_copy"]
 
 # auto: swap torchaudio MelSpectrograms for the STFT-free MelFrontend where the swap verifies, else keep them;
 # conv: swap them or fail; keep: export the model's front-end as it is (an ONNX STFT)
@@ -55,6 +56,18 @@ def working_copy(model: Any) -> Any:
         raise ExportError(f"model must be a torch.nn.Module, found {type(model).__name__}")
     with translated(ExportError, f"cannot copy {type(model).__name__} for export (copy.deepcopy failed)"):
         return copy.deepcopy(model).eval()
+
+
+def model_and_inputs(model: Any, example_inputs: Mapping[str, Any]) -> tuple[Any, dict[str, Any], list[str]]:
+    """The working copy to export, its example inputs by input name in ``forward``'s order, and notes.
+
+    A dict argument (``forward(batch)``) becomes one input per entry (:mod:`mmedge.export._dict_arguments`).
+    """
+    work = working_copy(model)
+    if not isinstance(example_inputs, Mapping):
+        raise ExportError("example_inputs must be a non-empty dict of forward's argument names to tensors")
+    flat, notes = flatten_dict_arguments(work, example_inputs)
+    return work, check_inputs(work, flat), notes
 
 
 def check_inputs(model: Any, example_inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -68,8 +68,10 @@ class ExportConfig:
     """A parsed ``export.toml``."""
 
     model: Mapping[str, Any] = field(default_factory=dict)
-    inputs: Mapping[str, InputConfig] = field(default_factory=dict)
+    inputs: Mapping[str, InputConfig] = field(default_factory=dict)  # by the bundle's input names
     encoders: Mapping[str, str] | None = None
+    # forward's dict arguments ([inputs.<argument>.<entry>] tables): argument -> its entries' input names
+    arguments: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     export: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -89,8 +91,33 @@ def load_config(path: str | Path | None) -> ExportConfig:
     encoders = data.get("encoders")
     if encoders is not None and not all(isinstance(v, str) for v in encoders.values()):
         raise ExportError(f'{path}: [encoders] values must be submodule paths (strings), e.g. text = "text_encoder"')
-    inputs = {name: _input(path, name, spec) for name, spec in data.get("inputs", {}).items()}
-    return ExportConfig(model=data.get("model", {}), inputs=inputs, encoders=encoders, export=data.get("export", {}))
+    inputs: dict[str, InputConfig] = {}
+    arguments: dict[str, tuple[str, ...]] = {}
+    for name, spec in data.get("inputs", {}).items():
+        entries = spec if _is_dict_argument(spec) else {name: spec}
+        for key, entry in entries.items():
+            if key in inputs:
+                raise ExportError(f"{path}: input {key!r} is described twice under [inputs]")
+            inputs[key] = _input(path, key if entries is not spec else f"{name}.{key}", entry)
+        if entries is spec:
+            arguments[name] = tuple(spec)
+    return ExportConfig(
+        model=data.get("model", {}),
+        inputs=inputs,
+        encoders=encoders,
+        export=data.get("export", {}),
+        arguments=arguments,
+    )
+
+
+def _is_dict_argument(spec: Any) -> bool:
+    """``[inputs.batch.image]``, ``[inputs.batch.text]``: a table of input tables, for ``forward(batch)``."""
+    return (
+        isinstance(spec, dict)
+        and bool(spec)
+        and "shape" not in spec
+        and all(isinstance(v, dict) for v in spec.values())
+    )
 
 
 def _unknown(path: Path, what: str, found: set[str], allowed: set[str]) -> None:
@@ -228,7 +255,7 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
             out[name] = torch.full(spec.shape, low, dtype=dtype)  # a valid id for any embedding
             unknown[name] = spec, dtype
     if unknown:
-        bounds, why = _embedding_bounds(model, out, list(unknown))
+        bounds, why = _embedding_bounds(model, out, list(unknown), config.arguments)
         for name, (spec, dtype) in unknown.items():
             low, high = spec.low if spec.low is not None else 0, bounds.get(name, 0)
             if high <= low and spec.dtype in SAMPLE_DTYPES:  # read by no embedding: the dtype's whole range
@@ -241,10 +268,18 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
                     f"directly{why}, so mmedge cannot tell its bound"
                 )
             out[name] = torch.randint(low, high, spec.shape, generator=gen, dtype=dtype)
-    return out
+    return _grouped(out, config.arguments)
 
 
-def _embedding_bounds(model: Any, inputs: Mapping[str, Any], names: list[str]) -> tuple[dict[str, int], str]:
+def _grouped(flat: Mapping[str, Any], arguments: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``forward``'s arguments from the inputs by name: each dict argument ``forward(batch)`` takes, rebuilt."""
+    grouped = {name: t for name, t in flat.items() if not any(name in keys for keys in arguments.values())}
+    return grouped | {argument: {key: flat[key] for key in keys} for argument, keys in arguments.items()}
+
+
+def _embedding_bounds(
+    model: Any, inputs: Mapping[str, Any], names: list[str], arguments: Mapping[str, tuple[str, ...]]
+) -> tuple[dict[str, int], str]:
     """The ``num_embeddings`` of the ``nn.Embedding`` / ``nn.EmbeddingBag`` that reads each of
     ``names`` as it is (the tensor or a view of it), found by running ``model`` once on ``inputs``
     in eval mode with forward pre-hooks; the smallest where several read it. Also a note on why
@@ -273,7 +308,7 @@ def _embedding_bounds(model: Any, inputs: Mapping[str, Any], names: list[str]) -
     try:
         model.eval()  # no BatchNorm statistics updated by this look
         with torch.no_grad():
-            model(**inputs)
+            model(**_grouped(inputs, arguments))
     except Exception as e:  # noqa: BLE001 - reported in the "needs high" error instead
         first = (str(e).strip().splitlines() or [""])[0]
         why = f" (running it on placeholder ids to look failed: {type(e).__name__}: {first})"

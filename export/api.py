@@ -28,7 +28,7 @@ from mmedge.bundle import (
 )
 from mmedge.errors import ExportError
 from mmedge.export import _manifest as mf
-from mmedge.export._arguments import AUDIO_FRONTENDS, check_inputs, check_modalities, check_options, working_copy
+from mmedge.export._arguments import AUDIO_FRONTENDS, check_modalities, check_options, model_and_inputs
 from mmedge.export._audio_rate import infer_audio_preprocess
 from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
 from mmedge.export._capture import capture
@@ -90,8 +90,7 @@ def export_model(
     from mmedge.export._components import check_chain, export_encoder, export_head, export_monolithic
 
     report = progress or (lambda _step, _status: None)
-    work = working_copy(model)
-    inputs = check_inputs(work, example_inputs)
+    work, inputs, dict_notes = model_and_inputs(model, example_inputs)
     vocab = vocab if vocab is not None else getattr(model, "vocab", None)
     labels = labels if labels is not None else getattr(model, "labels", None)
     pre = mf.resolve_preprocess(preprocess, model, inputs, vocab)
@@ -126,7 +125,7 @@ def export_model(
             stage,
             audio_frontend,
             report,
-            [*split.notes, *audio_notes, *pixel_notes, *notes, *found],
+            [*dict_notes, *split.notes, *audio_notes, *pixel_notes, *notes, *found],
         )
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)

@@ -85,12 +85,11 @@ def diagnose(
     from mmedge.export import _manifest as mf
 
     # The same argument checks and working copy as export_model, so doctor and export agree.
-    from mmedge.export._arguments import check_inputs, check_modalities, working_copy
+    from mmedge.export._arguments import check_modalities, model_and_inputs
     from mmedge.export._capture import capture
     from mmedge.export._split import plan_split
 
-    work = working_copy(model)
-    inputs = check_inputs(work, example_inputs)
+    work, inputs, _ = model_and_inputs(model, example_inputs)
     pre = mf.resolve_preprocess(preprocess, model, inputs, getattr(model, "vocab", None))
     given = check_modalities(modalities, inputs)
     failure: ExportError | None = None
