@@ -4,9 +4,10 @@
 fast tokenizer, whose ``backend_tokenizer`` is one) as ``tokenizer.json`` and describes the text
 input with ``TextPreprocess(tokenizer_file="tokenizer.json", max_length, pad_id, mask_input)``.
 An input named ``attention_mask`` beside the ids becomes the text's mask input: modality
-"other", filled by the runtime from the same strings; one named ``token_type_ids`` gets the default
-0 (one text per item, as transformers fills it when omitted). Only the ``tokenizers`` package is
-needed, here and at run time.
+"other", filled by the runtime from the same strings; one named ``token_type_ids`` becomes its
+``type_ids_input``: the tokenizer's segment ids where an item is a text pair, and the default 0
+otherwise (as transformers fills it when omitted). Only the ``tokenizers`` package is needed, here
+and at run time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = [
 
 TOKENIZER_FILE = "tokenizer.json"
 MASK_NAME = "attention_mask"  # the name transformers (and optimum's ONNX configs) give the mask input
-TYPE_IDS_NAME = "token_type_ids"  # BERT's segment ids: zeros for one text, the runtime's default fill
+TYPE_IDS_NAME = "token_type_ids"  # BERT's segment ids: the tokenizer's for a text pair, 0 for one text (the default)
 _IDS_NAME = "input_ids"
 
 
@@ -112,20 +113,21 @@ def text_setup(
             f"{mask!r} has shape {list(inputs[mask].shape)} but {name!r} has {list(example.shape)}; "
             "the mask must have one entry per token"
         )
-    spec = TextPreprocess(
-        max_length=given.max_length if isinstance(given, TextPreprocess) else _max_length(tok, example),
-        pad_id=_pad_id(tokenizer, tok, given, name),
-        tokenizer_file=TOKENIZER_FILE,
-        lowercase=False,  # the tokenizer's own normalizer decides
-        mask_input=mask,
-    )
-    extra = {mask: "other"} if mask is not None and mask not in modalities else {}
     types = TYPE_IDS_NAME if TYPE_IDS_NAME in inputs and TYPE_IDS_NAME not in (name, *preprocess) else None
     if types is not None and tuple(inputs[types].shape) != tuple(example.shape):
         raise ExportError(
             f"{types!r} has shape {list(inputs[types].shape)} but {name!r} has {list(example.shape)}; "
             "segment ids must have one entry per token"
         )
+    spec = TextPreprocess(
+        max_length=given.max_length if isinstance(given, TextPreprocess) else _max_length(tok, example),
+        pad_id=_pad_id(tokenizer, tok, given, name),
+        tokenizer_file=TOKENIZER_FILE,
+        lowercase=False,  # the tokenizer's own normalizer decides
+        mask_input=mask,
+        type_ids_input=types,
+    )
+    extra = {mask: "other"} if mask is not None and mask not in modalities else {}
     if types is not None and types not in modalities:
         extra[types] = "other"
     return TextSetup(

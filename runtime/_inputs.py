@@ -259,13 +259,18 @@ class InputRouter:
     def _prepare(
         self, spec: InputSpec, value: Any, problems: list[str], derived: dict[str, np.ndarray]
     ) -> np.ndarray | None:
-        """The validated tensor of one raw input; a text input's attention mask goes to ``derived``."""
-        mask_input = spec.preprocess.mask_input if isinstance(spec.preprocess, TextPreprocess) else None
+        """The validated tensor of one raw input; a text input's attention mask and token type ids go to
+        ``derived``."""
+        pre = spec.preprocess
+        companions = {"mask": pre.mask_input, "type_ids": pre.type_ids_input} if isinstance(pre, TextPreprocess) else {}
         try:
-            if mask_input:
-                tensor, mask = prepare_text(spec, value, lambda: self.tokenizer(spec.name), self.limits)
-                if mask is not None:
-                    derived[mask_input] = mask.astype(self._specs[mask_input].dtype)
+            if any(companions.values()):
+                text = prepare_text(spec, value, lambda: self.tokenizer(spec.name), self.limits)
+                tensor = text.ids
+                for field, target in companions.items():
+                    found = getattr(text, field)
+                    if target and found is not None:
+                        derived[target] = found.astype(self._specs[target].dtype)
             else:
                 tensor = prepare(spec, value, lambda: self.tokenizer(spec.name), self.limits)
         except InputError as e:

@@ -37,7 +37,7 @@ from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
 from mmedge.runtime._signal import resample, resize, resize_rows
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.text import Tokenizer, attention_mask, pad_ids, sequence_length, tokenize
+from mmedge.runtime.text import Tokenizer, attention_mask, is_text, pad_ids, sequence_length, text_pair, tokenize
 
 __all__ = [
     "DECODE_GAP",
@@ -46,6 +46,7 @@ __all__ = [
     "MIN_AUDIO_SECONDS",
     "MIN_SAMPLE_RATE",
     "Audio",
+    "TextTensors",
     "decode_reduced",
     "prepare",
     "prepare_text",
@@ -83,7 +84,7 @@ def prepare(
         return value
     items = _batch_items(spec, value, limits)
     if spec.modality == "text":
-        return _text(spec, items, tokenizer, limits)[0]
+        return _text(spec, items, tokenizer, limits).ids
     if spec.modality == "image":
         pre = _recipe(spec, ImagePreprocess)
         return _as_dtype(_stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)]), spec)
@@ -97,20 +98,31 @@ def prepare(
     return _stack_arrays(items, spec)
 
 
+@dataclass(frozen=True)
+class TextTensors:
+    """A text input's ids and, from raw items, the tensors derived from the same items.
+
+    ``mask`` is int64 ``(batch, length)``: 1 for each token kept, 0 for padding. It comes from the
+    item lengths, not from comparing ids with ``pad_id`` (tokenizers such as CLIP's pad with a real
+    token). ``type_ids`` is int64 ``(batch, length)``: the tokenizer's segment ids of a text pair,
+    0 elsewhere. A ready tensor has no known lengths or segments: both are None.
+    """
+
+    ids: np.ndarray
+    mask: np.ndarray | None = None
+    type_ids: np.ndarray | None = None
+
+
 def prepare_text(
     spec: InputSpec,
     value: Any,
     tokenizer: Callable[[], Tokenizer | None],
     limits: InputLimits = DEFAULT_LIMITS,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A text input's ids tensor and, when ``value`` is raw (strings or id lists), its attention mask.
-
-    The mask is int64 ``(batch, length)``: 1 for each token kept, 0 for padding. It comes from the
-    item lengths, not from comparing ids with ``pad_id`` (tokenizers such as CLIP's pad with a real
-    token). A ready tensor has no known lengths: its mask is None.
-    """
+) -> TextTensors:
+    """A text input's ids tensor and, when ``value`` is raw (strings, text pairs or id lists), its
+    attention mask and token type ids."""
     if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
-        return prepare(spec, value, tokenizer, limits), None
+        return TextTensors(prepare(spec, value, tokenizer, limits))
     return _text(spec, _batch_items(spec, value, limits), tokenizer, limits)
 
 
@@ -125,15 +137,16 @@ def _batch_items(spec: InputSpec, value: Any, limits: InputLimits) -> list[Any]:
 
 def _text(
     spec: InputSpec, items: list[Any], tokenizer: Callable[[], Tokenizer | None], limits: InputLimits
-) -> tuple[np.ndarray, np.ndarray]:
-    """Padded ids and the matching attention mask of raw text items."""
+) -> TextTensors:
+    """Padded ids, the matching attention mask and token type ids of raw text items."""
     for i, item in enumerate(items):
-        if isinstance(item, str):
-            limits.check_text(f"input {spec.name!r} item {i}", len(item))
-    ids = tokenize(items, tokenizer() if any(isinstance(i, str) for i in items) else None, spec, limits)
+        for text in text_pair(item) or (item,):
+            if isinstance(text, str):
+                limits.check_text(f"input {spec.name!r} item {i}", len(text))
+    ids, types = tokenize(items, tokenizer() if any(is_text(i) for i in items) else None, spec, limits)
     pad = getattr(spec.preprocess, "pad_id", 0)
     length = sequence_length(spec)
-    return pad_ids(ids, length, pad, spec.dtype), attention_mask(ids, length)
+    return TextTensors(pad_ids(ids, length, pad, spec.dtype), attention_mask(ids, length), pad_ids(types, length, 0))
 
 
 def check_array(what: str, value: np.ndarray, limits: InputLimits) -> None:

@@ -12,11 +12,16 @@ Two tokenizers, chosen by the input's :class:`~mmedge.bundle.TextPreprocess`:
 Every item is padded with ``pad_id`` or cropped to one fixed length (the input's fixed sequence
 dim, else ``max_length``) — never to the longest item of the batch — so an item's ids, and thus
 the model's output for it, do not depend on what else is in the batch.
+
+An item is a string, a sequence of ids, or a text pair — ``("question", "passage")`` or
+``{"text": ..., "text_pair": ...}`` as transformers' pipelines take it — which a Hugging Face
+tokenizer encodes as one sequence with its token type (segment) ids: 0 for the first text, 1 for
+the second (BERT's ``token_type_ids``); other items' type ids are 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +33,19 @@ from mmedge.bundle.vocab import text_asset, vocab_tokens
 from mmedge.errors import BundleError, InputError
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 
-__all__ = ["Tokenizer", "Vocabulary", "attention_mask", "load_tokenizer", "pad_ids", "sequence_length", "tokenize"]
+__all__ = [
+    "Tokenizer",
+    "Vocabulary",
+    "attention_mask",
+    "is_text",
+    "load_tokenizer",
+    "pad_ids",
+    "sequence_length",
+    "text_pair",
+    "tokenize",
+]
+
+PAIR_KEYS = frozenset({"text", "text_pair"})  # a pair as transformers' pipelines take it
 
 
 class Tokenizer(Protocol):
@@ -37,6 +54,10 @@ class Tokenizer(Protocol):
     vocab_size: int
 
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_pair(self, text: str, pair: str) -> tuple[list[int], list[int]]:
+        """The ids of a text pair as one sequence, and each token's type id (0 first text, 1 second)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,12 @@ class Vocabulary:
             )
         return [self.ids.get(w, self.unk_id) for w in words]
 
+    def encode_pair(self, text: str, pair: str) -> tuple[list[int], list[int]]:
+        raise InputError(
+            "a text pair needs the bundle's Hugging Face tokenizer (its separator and segment ids); this "
+            "bundle has a word vocabulary: pass one text per item, or export with --tokenizer"
+        )
+
 
 class _HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer, truncating to the bundle's max_length."""
@@ -88,6 +115,10 @@ class _HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text).ids)
+
+    def encode_pair(self, text: str, pair: str) -> tuple[list[int], list[int]]:
+        encoding = self._tokenizer.encode(text, pair)  # truncated longest-first to max_length, as transformers
+        return list(encoding.ids), list(encoding.type_ids)
 
 
 def load_tokenizer(bundle: Bundle, spec: InputSpec) -> Tokenizer | None:
@@ -114,28 +145,51 @@ def sequence_length(spec: InputSpec) -> int:
     raise InputError(f"input {spec.name!r} has no text preprocessing in the bundle; pass an int64 tensor")
 
 
+def text_pair(item: Any) -> tuple[str, str] | None:
+    """The two texts of a pair item (a 2-tuple of strings, or a mapping of text and text_pair); else None."""
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(t, str) for t in item):
+        return item
+    if isinstance(item, Mapping) and set(item) == PAIR_KEYS and all(isinstance(t, str) for t in item.values()):
+        return item["text"], item["text_pair"]
+    return None
+
+
+def is_text(item: Any) -> bool:
+    """Whether an item needs the tokenizer: a string or a text pair."""
+    return isinstance(item, str) or text_pair(item) is not None
+
+
 def tokenize(
     items: Sequence[Any], tokenizer: Tokenizer | None, spec: InputSpec, limits: InputLimits = DEFAULT_LIMITS
-) -> list[list[int]]:
-    """Each item (a string, or a sequence of ids) as a list of ids; empty items are errors."""
-    out: list[list[int]] = []
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Each item (a string, a text pair or a sequence of ids) as a list of ids, and its token type ids
+    (the tokenizer's for a pair, zeros otherwise); empty texts are errors."""
+    ids_out: list[list[int]] = []
+    types_out: list[list[int]] = []
     for index, item in enumerate(items):
-        if isinstance(item, str):
+        pair = text_pair(item)
+        if pair is not None or isinstance(item, str):
             if tokenizer is None:
                 raise InputError(
-                    f"input {spec.name!r}: got a string but the bundle has no vocabulary or tokenizer; pass token ids"
+                    f"input {spec.name!r}: got text but the bundle has no vocabulary or tokenizer; pass token ids"
                 )
-            ids = tokenizer.encode(item)
+            ids, types = tokenizer.encode_pair(*pair) if pair is not None else (tokenizer.encode(item), None)
             if not ids:
                 raise InputError(f"input {spec.name!r}: item {index} is empty text ({item!r}); pass at least one word")
         else:
-            ids = _ids(item, spec, index, limits)
-        out.append(ids)
-    return out
+            ids, types = _ids(item, spec, index, limits), None
+        ids_out.append(ids)
+        types_out.append(types if types is not None else [0] * len(ids))
+    return ids_out, types_out
 
 
 def _ids(item: Any, spec: InputSpec, index: int, limits: InputLimits) -> list[int]:
     what = f"input {spec.name!r}: item {index}"
+    if isinstance(item, Mapping):
+        raise InputError(
+            f"{what} is a dict with keys {sorted(map(str, item))[:5]}; a text pair is "
+            '{"text": ..., "text_pair": ...} (both strings)'
+        )
     if isinstance(item, np.ndarray):
         limits.check_elements(what, item.size, f"array of shape {list(item.shape)}")
     elif isinstance(item, Sequence) and not isinstance(item, str | bytes):

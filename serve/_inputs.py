@@ -27,6 +27,7 @@ import numpy as np
 from mmedge.bundle import ImagePreprocess, InputSpec, Manifest, required_inputs
 from mmedge.decoding import STRATEGIES
 from mmedge.runtime.preprocess import decode_reduced
+from mmedge.runtime.text import is_text
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -139,10 +140,9 @@ def _short(e: Exception, limit: int = 200) -> str:
 def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
     """One JSON value as (tensor or raw item list, rows)."""
     what = f"input {spec.name!r}"
-    if spec.modality == "text" and isinstance(raw, str):
-        return [raw], 1
-    if spec.modality == "text" and isinstance(raw, list) and raw and all(isinstance(v, str) for v in raw):
-        return list(raw), len(raw)
+    texts = _texts(raw) if spec.modality == "text" else None
+    if texts is not None:
+        return texts, len(texts)
     array = _numeric(raw, what, spec)
     if isinstance(array, list):  # ragged token id lists: one raw item each
         return array, len(array)
@@ -156,6 +156,15 @@ def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
         f"{what}: expected a nested array of rank {rank} (a batch of {spec.dtype} {list(spec.shape)}) or "
         f"{rank - 1} (one item), found rank {array.ndim}",
     )
+
+
+def _texts(raw: Any) -> list[Any] | None:
+    """Text items: a string or a text pair ``{"text": ..., "text_pair": ...}``, or a list of them; else None."""
+    if is_text(raw):
+        return [raw]
+    if isinstance(raw, list) and raw and all(is_text(v) for v in raw):
+        return list(raw)
+    return None
 
 
 def _numeric(raw: Any, what: str, spec: InputSpec) -> np.ndarray | list[np.ndarray]:

@@ -135,9 +135,18 @@ def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
         {**_nested(rank, _leaf(spec.dtype), spec.shape, max_rows), "title": f"batch of {spec.dtype} tensors"}
     ]
     if spec.modality == "text":
+        one = {"type": "string", "minLength": 1}
+        pair = {
+            "type": "object",
+            "properties": {"text": one, "text_pair": one},
+            "required": ["text", "text_pair"],
+            "additionalProperties": False,
+            "title": "one text pair (a question and its passage): one sequence with segment ids",
+        }
         forms += [
-            {"type": "string", "minLength": 1, "title": "one text"},
-            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": max_rows},
+            {**one, "title": "one text"},
+            pair,
+            {"type": "array", "items": {"anyOf": [one, pair]}, "minItems": 1, "maxItems": max_rows},
             {**_nested(1, {"type": "integer", "minimum": 0}), "title": "one list of token ids"},
         ]
     elif spec.modality == "image" and rank == 4:

@@ -80,6 +80,9 @@ class TextPreprocess:
     # The raw input that takes this text's attention mask (1 = token, 0 = padding); the runtime
     # derives it from the same strings or id lists, so callers give only the text.
     mask_input: str | None = None
+    # The raw input that takes the token type (segment) ids the tokenizer gives a text pair (0 for the
+    # first text, 1 for the second: BERT's token_type_ids); derived from the same items, 0 for one text.
+    type_ids_input: str | None = None
 
 
 Preprocess = ImagePreprocess | AudioPreprocess | TextPreprocess

@@ -47,11 +47,12 @@ def consistency_problems(m: Manifest) -> list[str]:
     problems += _input_problems(m)
     raw = {i.name for i in m.inputs}
     problems += [
-        f"input {i.name!r}: mask_input {i.preprocess.mask_input!r} is not an input of the bundle"
+        f"input {i.name!r}: {field} {getattr(i.preprocess, field)!r} is not an input of the bundle"
         for i in m.inputs
+        for field in ("mask_input", "type_ids_input")
         if isinstance(i.preprocess, TextPreprocess)
-        and i.preprocess.mask_input is not None
-        and i.preprocess.mask_input not in raw
+        and getattr(i.preprocess, field) is not None
+        and getattr(i.preprocess, field) not in raw
     ]
     for c in m.components:
         for attr, allowed in (("role", ROLES), ("precision", PRECISIONS), ("format", FORMATS)):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
+from serving import serving
 
 from mmedge.bundle import TextPreprocess, load_bundle
 from mmedge.cli import main
-from mmedge.runtime import Pipeline
+from mmedge.runtime import Pipeline, read_samples
+from mmedge.serve import ServeOptions, create_app
 
 USER_MODEL = '''
 import torch
@@ -84,7 +87,7 @@ def _save_pretrained_folder(folder: Path) -> None:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
     folder.mkdir()
     tok.save(str(folder / "tokenizer.json"))
@@ -178,6 +181,52 @@ def test_segment_ids_default_to_zero_at_the_ids_length(project: Path) -> None:
         from_strings = pipe.run({"input_ids": ["a cat"], "image": image})["logits"]
     np.testing.assert_allclose(omitted, zeros["logits"], atol=1e-6)
     np.testing.assert_allclose(from_strings, omitted, atol=1e-5)  # padding is masked out
+
+
+def test_a_text_pair_gets_the_tokenizer_s_segment_ids(project: Path) -> None:
+    from tokenizers import Tokenizer
+
+    config = project / "export.toml"
+    config.write_text(
+        CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
+    )
+    torch.manual_seed(0)
+    assert _export(project, "--tokenizer", str(project / "tok"), model="Segments") == 0
+    assert load_bundle(project / "b").manifest.input("input_ids").preprocess.type_ids_input == "token_type_ids"
+    reference = Tokenizer.from_file(str(project / "tok" / "tokenizer.json"))
+    reference.enable_truncation(6)
+    reference.enable_padding(length=6, pad_id=0)
+    encoding = reference.encode("a cat", "blue sky")  # 7 tokens: truncated longest-first to 6
+    assert 1 in encoding.type_ids
+    ready = {
+        "input_ids": np.array([encoding.ids]),
+        "attention_mask": np.array([encoding.attention_mask]),
+        "token_type_ids": np.array([encoding.type_ids]),
+    }
+    image = np.zeros((1, 3, 8, 8), np.float32)
+    with Pipeline(project / "b", "cpu") as pipe:
+        want = pipe.run({**ready, "image": image})["logits"]
+        as_tuple = pipe.run({"input_ids": ("a cat", "blue sky"), "image": image})["logits"]
+        as_dict = pipe.run({"input_ids": [{"text": "a cat", "text_pair": "blue sky"}], "image": image})["logits"]
+        no_segments = pipe.run({**ready, "token_type_ids": 0 * ready["token_type_ids"], "image": image})["logits"]
+    np.testing.assert_allclose(as_tuple, want, atol=1e-6)
+    np.testing.assert_allclose(as_dict, want, atol=1e-6)
+    samples = project / "pairs.jsonl"  # as quantize --calibration and bench --inputs read them
+    samples.write_text(
+        json.dumps({"input_ids": {"text": "a cat", "text_pair": "blue sky"}, "image": image.tolist()}) + "\n",
+        encoding="utf-8",
+    )
+    (read,) = read_samples(samples, project / "b")
+    np.testing.assert_array_equal(read["token_type_ids"], ready["token_type_ids"])
+    pair = {"text": "a cat", "text_pair": "blue sky"}
+    with Pipeline(project / "b", "cpu") as pipe, serving(create_app(pipe, ServeOptions())) as url:
+        body = {"inputs": {"input_ids": [pair, pair], "image": np.zeros((2, 3, 8, 8)).tolist()}}
+        response = httpx.post(f"{url}/v1/predict", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        served = np.asarray(response.json()["outputs"]["logits"], np.float32)
+        assert "text_pair" in json.dumps(httpx.get(f"{url}/openapi.json", timeout=30).json())
+    np.testing.assert_allclose(served, np.repeat(want, 2, axis=0), atol=1e-5)
+    assert not np.allclose(no_segments, want, atol=1e-4)  # the segment ids reach the model
 
 
 def test_the_config_names_the_tokenizer_relative_to_itself(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,8 @@ def test_strings_give_the_hf_tokenizers_ids_and_outputs(bert_export: Exported) -
 
     bundle = load_bundle(bert_export.path)
     spec = bundle.manifest.input("input_ids")
-    ids, mask = prepare_text(spec, OTHER_TEXTS, lambda: load_tokenizer(bundle, spec))
+    text = prepare_text(spec, OTHER_TEXTS, lambda: load_tokenizer(bundle, spec))
+    ids, mask = text.ids, text.mask
     reference = encode(bert_export.hf, OTHER_TEXTS)
     np.testing.assert_array_equal(ids, reference["input_ids"].numpy())
     np.testing.assert_array_equal(mask, reference["attention_mask"].numpy())

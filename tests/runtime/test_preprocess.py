@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 from tinybundle import VOCAB
 
 from mmedge.bundle import Asset, InputSpec, Manifest, TextPreprocess, load_bundle
+from mmedge.errors import InputError
 from mmedge.runtime import Audio, Pipeline
 from mmedge.runtime._signal import resample, resize
 from mmedge.runtime.preprocess import prepare
@@ -168,6 +170,21 @@ def test_strings_and_ids_give_the_same_output(pipe: Pipeline) -> None:
     np.testing.assert_array_equal(
         pipe.run({**x, "text": "bright cat"})["logits"], pipe.run({**x, "text": [2, 4]})["logits"]
     )
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (("bright cat", "dog"), "a text pair needs the bundle's Hugging Face tokenizer"),
+        ({"text": "bright cat", "pair": "dog"}, 'a text pair is {"text": ..., "text_pair": ...}'),
+    ],
+)
+def test_a_text_pair_a_word_vocabulary_cannot_encode_is_refused(
+    tiny_bundle: Path, specs: dict[str, InputSpec], item: object, message: str
+) -> None:
+    tokenizer = load_tokenizer(load_bundle(tiny_bundle), specs["text"])
+    with pytest.raises(InputError, match=re.escape(message)):
+        prepare(specs["text"], item, lambda: tokenizer)
 
 
 def test_tokenizer_file_must_be_an_asset(edited_bundle: Callable[..., Path]) -> None:
