@@ -14,11 +14,17 @@ from mmedge.quantize import AccuracyWarning, quantize_bundle
 
 Samples = Callable[..., list[dict[str, np.ndarray]]]
 PLANTED = "planted_outlier"
+# The planted head is too small for its INT8 file to shrink it, so the speed check would keep it FP32
+# before the fallback under test ever saw it: these tests quantize with the check off.
 
 
 def test_fallback_keeps_the_planted_node_fp32(planted_bundle: Path, tmp_path: Path, tiny_samples: Samples) -> None:
     report = quantize_bundle(
-        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+        planted_bundle,
+        tmp_path / "out",
+        speed_check=False,
+        calibration=tiny_samples(24),
+        holdout=tiny_samples(12, seed=1),
     )
     head = next(c for c in report.components if c.name == "fusion_head")
     kept = {e.name: e.reason for e in head.excluded}
@@ -42,6 +48,7 @@ def test_without_fallback_the_planted_node_destroys_agreement(
         report = quantize_bundle(
             planted_bundle,
             tmp_path / "out",
+            speed_check=False,
             calibration=tiny_samples(24),
             holdout=tiny_samples(12, seed=1),
             max_fallback_rounds=0,
@@ -58,7 +65,12 @@ def test_strict_refuses_to_write_a_bundle_that_misses_the_target(
 ) -> None:
     with pytest.raises(QuantizationError, match="below min_agreement"):
         quantize_bundle(
-            planted_bundle, tmp_path / "out", calibration=tiny_samples(24), max_fallback_rounds=0, strict=True
+            planted_bundle,
+            tmp_path / "out",
+            speed_check=False,
+            calibration=tiny_samples(24),
+            max_fallback_rounds=0,
+            strict=True,
         )
     assert not (tmp_path / "out").exists()
 
@@ -68,7 +80,11 @@ def test_when_no_round_helps_the_damaging_component_is_kept_fp32(
 ) -> None:
     monkeypatch.setattr("mmedge.quantize.api.fallback_round", lambda *_: (None, "no candidate helped"))
     report = quantize_bundle(
-        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+        planted_bundle,
+        tmp_path / "out",
+        speed_check=False,
+        calibration=tiny_samples(24),
+        holdout=tiny_samples(12, seed=1),
     )
     precision = {c.name: c.precision for c in report.components}
     assert precision["fusion_head"] == "fp32"
@@ -96,7 +112,11 @@ def test_a_round_that_does_not_help_the_whole_chain_is_undone(
 
     monkeypatch.setattr(Chain, "rebuild", no_better)
     report = quantize_bundle(
-        planted_bundle, tmp_path / "out", calibration=tiny_samples(24), holdout=tiny_samples(12, seed=1)
+        planted_bundle,
+        tmp_path / "out",
+        speed_check=False,
+        calibration=tiny_samples(24),
+        holdout=tiny_samples(12, seed=1),
     )
     assert report.fallback == ()
     assert "but not the whole chain's on the calibration samples" in report.notes[-1]
