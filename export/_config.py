@@ -93,7 +93,7 @@ def load_config(path: str | Path | None) -> ExportConfig:
         raise ExportError(f'{path}: [encoders] values must be submodule paths (strings), e.g. text = "text_encoder"')
     inputs: dict[str, InputConfig] = {}
     arguments: dict[str, tuple[str, ...]] = {}
-    for name, spec in data.get("inputs", {}).items():
+    for name, spec in _merged_entries(data.get("inputs", {})).items():
         entries = spec if _is_dict_argument(spec) else {name: spec}
         for key, entry in entries.items():
             if key in inputs:
@@ -110,12 +110,24 @@ def load_config(path: str | Path | None) -> ExportConfig:
     )
 
 
+def _merged_entries(tables: Mapping[str, Any]) -> dict[str, Any]:
+    """``[inputs.image.preprocess]`` beside ``[inputs.batch.image]`` goes into the latter: the export names
+    the bundle's inputs (the dict's entries) in its hints, so that table is written as it says."""
+    entries = {key: name for name, spec in tables.items() if _is_dict_argument(spec) for key in spec}
+    merged = {name: dict(spec) if isinstance(spec, dict) else spec for name, spec in tables.items()}
+    for name, spec in tables.items():
+        if name in entries and isinstance(spec, dict) and "shape" not in spec and set(spec) <= _INPUT_KEYS:
+            argument = merged[entries[name]]
+            argument[name] = {**argument[name], **merged.pop(name)}
+    return merged
+
+
 def _is_dict_argument(spec: Any) -> bool:
     """``[inputs.batch.image]``, ``[inputs.batch.text]``: a table of input tables, for ``forward(batch)``."""
     return (
         isinstance(spec, dict)
         and bool(spec)
-        and "shape" not in spec
+        and not set(spec) <= _INPUT_KEYS  # an input's own table ([inputs.image.preprocess] alone)
         and all(isinstance(v, dict) for v in spec.values())
     )
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mmedge.bundle import load_bundle
+from mmedge.bundle import ImagePreprocess, load_bundle
 from mmedge.errors import ExportError
 from mmedge.export import diagnose, export_model, load_config
 from mmedge.export._config import example_inputs
@@ -61,6 +61,10 @@ def test_export_toml_describes_a_dict_argument_as_nested_tables(tmp_path: Path) 
     )
     config = load_config(toml)
     assert config.arguments == {"batch": ("image", "text")}
+    assert config.inputs["image"].preprocess is None
+    with toml.open("a", encoding="utf-8") as f:  # the table the export's hint names, by the input's name
+        f.write("[inputs.image.preprocess]\nsize = [32, 32]\n")
+    assert load_config(toml).inputs["image"].preprocess == ImagePreprocess(size=(32, 32))
     example = example_inputs(_BatchNet(), config, batch=2)
     assert set(example) == {"batch", "scale"}
     assert int(example["batch"]["text"].max()) < VOCAB  # bounded by the EmbeddingBag, found through forward(batch)
