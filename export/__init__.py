@@ -12,6 +12,7 @@ doctor``) lists the patterns that break export or mobile EPs, per component, wit
 
 from mmedge.export._checkpoint import CheckpointReport, load_checkpoint
 from mmedge.export._config import ExportConfig, build_model, load_config
+from mmedge.export._dict_arguments import forward_arguments
 from mmedge.export._types import DEFAULT_OPSET, EncoderSpec, ExportResult, VerificationRow
 from mmedge.export.api import AUDIO_FRONTENDS, export_model
 from mmedge.export.decoder import export_captioner
@@ -38,6 +39,7 @@ __all__ = [
     "export_captioner",
     "export_model",
     "ffn_down_projections",
+    "forward_arguments",
     "load_checkpoint",
     "load_config",
     "optimize_transformers",

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmedge.errors import ExportError
 
-__all__ = ["flatten_dict_arguments"]
+__all__ = ["flatten_dict_arguments", "forward_arguments"]
 
 
 def flatten_dict_arguments(model: Any, example_inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -83,3 +83,25 @@ class _DictForward:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _DictForward:
         return _DictForward(copy.deepcopy(self._model, memo), self._groups, self._names)
+
+
+def forward_arguments(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``forward``'s keyword arguments from a bundle's inputs by name (what a PyTorch baseline is called with).
+
+    Inputs ``forward`` names go as they are; where exactly one required argument is named by no input
+    (``forward(batch)``, ``forward(batch, scale)``), it takes the dict of the inputs no argument names,
+    as the export flattened it. Otherwise the inputs go as they are, and the model's own error says why.
+    """
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(inputs)
+    named = {name: value for name, value in inputs.items() if name in params}
+    missing = [
+        name
+        for name, p in params.items()
+        if name not in named and p.default is inspect.Parameter.empty and p.kind is not p.VAR_POSITIONAL
+    ]
+    rest = {name: value for name, value in inputs.items() if name not in params}
+    if len(missing) != 1 or not rest:
+        return dict(inputs)
+    return {**named, missing[0]: rest}

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mmedge.bundle import ImagePreprocess, load_bundle
 from mmedge.errors import ExportError
-from mmedge.export import diagnose, export_model, load_config
+from mmedge.export import diagnose, export_model, forward_arguments, load_config
 from mmedge.export._config import example_inputs
 from mmedge.runtime import Pipeline
 
@@ -81,3 +81,17 @@ def test_a_dict_argument_that_cannot_be_inputs_is_refused(tmp_path: Path, batch:
     with pytest.raises(ExportError, match=message):
         export_model(_BatchNet().eval(), {"batch": batch, "scale": torch.ones(2, 1)}, out=tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_pytorch_baseline_is_called_with_the_dict_rebuilt_from_the_bundle_s_inputs() -> None:
+    """``mmedge bench --torch-model`` feeds the bundle's inputs by name; ``forward(batch, scale)`` gets its dict."""
+    model = _BatchNet().eval()
+    example = _example()
+    inputs = {**example["batch"], "scale": example["scale"]}
+    arguments = forward_arguments(model, inputs)
+    assert set(arguments) == {"batch", "scale"}
+    assert set(arguments["batch"]) == {"image", "text"}
+    with torch.no_grad():
+        np.testing.assert_array_equal(model(**arguments).numpy(), model(**example).numpy())
+    ones = torch.ones(1, 2)
+    assert forward_arguments(nn.Linear(2, 2), {"input": ones}) == {"input": ones}  # named: as they are
