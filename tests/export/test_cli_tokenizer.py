@@ -163,13 +163,20 @@ def test_the_mask_s_hint_names_the_tokenizer_and_goes_once_it_is_given(
     assert not [w for w in warnings if "no preprocessing metadata" in w and "image" not in w]
 
 
-def test_segment_ids_default_to_zero_at_the_ids_length(project: Path) -> None:
+@pytest.fixture
+def segments(project: Path) -> Path:
+    """The project's BERT-style model (ids, mask, segment ids, image) exported with the tokenizer to ``b``."""
     config = project / "export.toml"
     config.write_text(
         CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
     )
     torch.manual_seed(0)
     assert _export(project, "--tokenizer", str(project / "tok"), model="Segments") == 0
+    return project
+
+
+def test_segment_ids_default_to_zero_at_the_ids_length(segments: Path) -> None:
+    project = segments
     spec = load_bundle(project / "b").manifest.input("token_type_ids")
     assert (spec.modality, spec.default) == ("other", 0.0)
     image = np.zeros((1, 3, 8, 8), np.float32)
@@ -183,15 +190,10 @@ def test_segment_ids_default_to_zero_at_the_ids_length(project: Path) -> None:
     np.testing.assert_allclose(from_strings, omitted, atol=1e-5)  # padding is masked out
 
 
-def test_a_text_pair_gets_the_tokenizer_s_segment_ids(project: Path) -> None:
+def test_a_text_pair_gets_the_tokenizer_s_segment_ids(segments: Path) -> None:
     from tokenizers import Tokenizer
 
-    config = project / "export.toml"
-    config.write_text(
-        CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
-    )
-    torch.manual_seed(0)
-    assert _export(project, "--tokenizer", str(project / "tok"), model="Segments") == 0
+    project = segments
     assert load_bundle(project / "b").manifest.input("input_ids").preprocess.type_ids_input == "token_type_ids"
     reference = Tokenizer.from_file(str(project / "tok" / "tokenizer.json"))
     reference.enable_truncation(6)
