@@ -38,6 +38,7 @@ from typing import Any
 
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, TextPreprocess
 from mmedge.errors import ExportError
+from mmedge.export._dict_arguments import grouped
 
 __all__ = ["ExportConfig", "build_model", "encoders_option", "example_inputs", "load_config", "resolve_class"]
 
@@ -280,13 +281,7 @@ def example_inputs(model: Any, config: ExportConfig, batch: int) -> dict[str, An
                     f"directly{why}, so mmedge cannot tell its bound"
                 )
             out[name] = torch.randint(low, high, spec.shape, generator=gen, dtype=dtype)
-    return _grouped(out, config.arguments)
-
-
-def _grouped(flat: Mapping[str, Any], arguments: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
-    """``forward``'s arguments from the inputs by name: each dict argument ``forward(batch)`` takes, rebuilt."""
-    grouped = {name: t for name, t in flat.items() if not any(name in keys for keys in arguments.values())}
-    return grouped | {argument: {key: flat[key] for key in keys} for argument, keys in arguments.items()}
+    return grouped(out, config.arguments)
 
 
 def _embedding_bounds(
@@ -320,7 +315,7 @@ def _embedding_bounds(
     try:
         model.eval()  # no BatchNorm statistics updated by this look
         with torch.no_grad():
-            model(**_grouped(inputs, arguments))
+            model(**grouped(inputs, arguments))
     except Exception as e:  # noqa: BLE001 - reported in the "needs high" error instead
         first = (str(e).strip().splitlines() or [""])[0]
         why = f" (running it on placeholder ids to look failed: {type(e).__name__}: {first})"

@@ -16,7 +16,7 @@ from typing import Any
 
 from mmedge.errors import ExportError
 
-__all__ = ["flatten_dict_arguments", "forward_arguments"]
+__all__ = ["flatten_dict_arguments", "forward_arguments", "grouped"]
 
 
 def flatten_dict_arguments(model: Any, example_inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -75,14 +75,17 @@ class _DictForward:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         values = self.__signature__.bind(*args, **kwargs).arguments
-        grouped = {key for keys in self._groups.values() for key in keys}
-        call = {name: value for name, value in values.items() if name not in grouped}
-        for name, keys in self._groups.items():
-            call[name] = {key: values[key] for key in keys if key in values}
-        return type(self._model).forward(self._model, **call)
+        return type(self._model).forward(self._model, **grouped(values, self._groups))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _DictForward:
         return _DictForward(copy.deepcopy(self._model, memo), self._groups, self._names)
+
+
+def grouped(flat: Mapping[str, Any], groups: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``forward``'s arguments from inputs by name: each dict argument (``groups``: argument -> its entries) rebuilt."""
+    entries = {key for keys in groups.values() for key in keys}
+    call = {name: value for name, value in flat.items() if name not in entries}
+    return call | {argument: {key: flat[key] for key in keys if key in flat} for argument, keys in groups.items()}
 
 
 def forward_arguments(model: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
