@@ -45,6 +45,7 @@ class TextSetup:
     preprocess: dict[str, Any]  # every input's preprocessing, the text input's now from the tokenizer
     modalities: dict[str, str]  # the user's modalities plus the mask input as "other"
     defaults: dict[str, float]  # inputs filled when omitted: token_type_ids with 0 (one text per item)
+    notes: tuple[str, ...] = ()  # what the export should tell: a max_length other than the example's
 
 
 def as_tokenizers(tokenizer: Any) -> Any:
@@ -119,8 +120,16 @@ def text_setup(
             f"{types!r} has shape {list(inputs[types].shape)} but {name!r} has {list(example.shape)}; "
             "segment ids must have one entry per token"
         )
+    max_length = given.max_length if isinstance(given, TextPreprocess) else _max_length(tok, example)
+    notes = ()
+    if not isinstance(given, TextPreprocess) and max_length != example.shape[1]:
+        notes = (
+            f"input {name!r}: strings are padded or cut to {max_length} tokens, the tokenizer's truncation length "
+            f"(the example has {example.shape[1]}); set [inputs.{name}.preprocess] max_length (or preprocess=) "
+            "to change it",
+        )
     spec = TextPreprocess(
-        max_length=given.max_length if isinstance(given, TextPreprocess) else _max_length(tok, example),
+        max_length=max_length,
         pad_id=_pad_id(tokenizer, tok, given, name),
         tokenizer_file=TOKENIZER_FILE,
         lowercase=False,  # the tokenizer's own normalizer decides
@@ -135,6 +144,7 @@ def text_setup(
         preprocess={**preprocess, name: spec},
         modalities={**modalities, **extra},
         defaults={types: 0.0} if types is not None else {},
+        notes=notes,
     )
 
 

@@ -221,7 +221,7 @@ def _auto_split(
     paths = [name for name, _ in model.named_modules() if name]
     cap = capture(model, inputs, paths)
     why = {r: _modality_reason(r, inputs[r], preprocess.get(r), given) for r in inputs}
-    modality = {r: m for r, (m, _) in why.items()}
+    modality = _grouped_modalities({r: m for r, (m, _) in why.items()}, preprocess)
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules() if name}
     # a parameter-free front end (an STFT, a mel filterbank in buffers) can be an encoder too, ranked after
     stored = {name: sum(b.numel() for b in m.buffers()) for name, m in model.named_modules() if name}
@@ -275,6 +275,19 @@ def _auto_split(
         auto=True,
         notes=tuple(notes),
     )
+
+
+def _grouped_modalities(modality: Mapping[str, str], preprocess: Mapping[str, Any]) -> dict[str, str]:
+    """Each raw input's modality for the split: a text's attention mask and segment ids (``mask_input``,
+    ``type_ids_input``: "other" in the manifest, derived by the runtime) go with its ids, since the
+    text encoder takes all three (a BERT), and an encoder fed by them is fed by one modality."""
+    grouped = dict(modality)
+    for name, pre in preprocess.items():
+        if isinstance(pre, TextPreprocess) and name in grouped:
+            for companion in (pre.mask_input, pre.type_ids_input):
+                if companion in grouped:
+                    grouped[companion] = grouped[name]
+    return grouped
 
 
 def _modality_reason(name: str, tensor: Any, preprocess: Any, given: Mapping[str, str]) -> tuple[str, str]:

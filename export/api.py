@@ -125,7 +125,7 @@ def export_model(
             stage,
             audio_frontend,
             report,
-            [*dict_notes, *split.notes, *audio_notes, *pixel_notes, *notes, *found],
+            [*dict_notes, *(text.notes if text else ()), *split.notes, *audio_notes, *pixel_notes, *notes, *found],
         )
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)

@@ -49,6 +49,28 @@ class Segments(Net):
         return self.head(torch.cat([text, self.image_encoder(image)], dim=1))
 
 
+class Bert(Net):
+    """The text encoder takes the ids, the mask and the segment ids, as a BERT does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_encoder = MaskedText()
+
+    def forward(self, input_ids, attention_mask, token_type_ids, image):
+        return self.head(torch.cat([self.text_encoder(input_ids, attention_mask, token_type_ids), self.image_encoder(image)], 1))
+
+
+class MaskedText(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.segments = nn.Embedding(16, 6), nn.Embedding(2, 6)
+        self.mix = nn.Linear(6, 6)
+
+    def forward(self, ids, mask, segments):
+        m = mask.unsqueeze(-1).float()
+        return (self.mix(self.words(ids) + self.segments(segments)) * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class Text(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -231,8 +253,42 @@ def test_a_text_pair_gets_the_tokenizer_s_segment_ids(segments: Path) -> None:
     assert not np.allclose(no_segments, want, atol=1e-4)  # the segment ids reach the model
 
 
+def test_a_text_encoder_taking_the_mask_and_segment_ids_is_split_whole(project: Path) -> None:
+    """The mask and segment ids are "other" inputs the runtime derives, yet they feed the text encoder."""
+    config = project / "export.toml"
+    config.write_text(
+        CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
+    )
+    assert _export(project, "--tokenizer", str(project / "tok"), model="Bert") == 0
+    manifest = load_bundle(project / "b").manifest
+    assert [c.name for c in manifest.components] == ["text_encoder", "image_encoder", "fusion_head"]
+    assert {t.name for t in manifest.component("text_encoder").inputs} == {
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+    }
+    assert manifest.input("attention_mask").modality == "other"  # still derived from the strings
+
+
 def test_the_config_names_the_tokenizer_relative_to_itself(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "export.toml").write_text(CONFIG + '\n[export]\ntokenizer = "tok"\n', encoding="utf-8")
     monkeypatch.chdir(project.parent)  # not the config's folder
     assert _export(project) == 0
     assert load_bundle(project / "b").manifest.input("input_ids").preprocess.tokenizer_file == "tokenizer.json"
+
+
+def test_a_truncation_length_other_than_the_example_s_is_said(project: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from mmedge.export._hf_tokenizer import text_setup
+
+    tok = Tokenizer.from_file(str(project / "tok" / "tokenizer.json"))
+    tok.enable_truncation(4)  # as a tokenizer.json saved with truncation keeps it
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    inputs = {"input_ids": torch.zeros(2, 6, dtype=torch.int64), "image": torch.zeros(2, 3, 8, 8)}
+    setup = text_setup(tok, {}, {"input_ids": "text"}, inputs)
+    assert setup.preprocess["input_ids"].max_length == 4
+    (note,) = setup.notes
+    assert "padded or cut to 4 tokens, the tokenizer's truncation length (the example has 6)" in note
+    tok.enable_truncation(6)
+    assert text_setup(tok, {}, {"input_ids": "text"}, inputs).notes == ()
