@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenizer",
         help="a tokenizer.json, or the folder a fast tokenizer's save_pretrained wrote: stored in the bundle so it "
-        "takes strings (an attention_mask input is then filled from them, token_type_ids with 0)",
+        "takes strings and text pairs (an attention_mask input is then filled from them, token_type_ids with a "
+        "pair's segment ids, else 0)",
     )
     parser.add_argument(
         "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
