@@ -9,7 +9,7 @@ PyTorch runs: an axis whose size moved is dynamic, named after the symbol that m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from mmedge.errors import ExportError
@@ -21,8 +21,14 @@ Axes = dict[str, dict[int, str]]  # tensor name -> axis -> symbol
 _SEQUENCE_SYMBOL = {"text": "seq", "audio": "samples"}
 
 
-def input_axes(inputs: Mapping[str, Any], modalities: Mapping[str, str], dynamic: bool) -> tuple[Axes, list[str]]:
-    """Dynamic axes of the raw inputs, plus notes on any axis assumed for inputs of modality "other"."""
+def input_axes(
+    inputs: Mapping[str, Any], modalities: Mapping[str, str], dynamic: bool, derived: Collection[str] = ()
+) -> tuple[Axes, list[str]]:
+    """Dynamic axes of the raw inputs, plus notes on any axis assumed for inputs of modality "other".
+
+    ``derived``: inputs the runtime fills from a text (its attention mask, segment ids), whose length
+    is the text's by construction: their axes are assumed without a note.
+    """
     if not dynamic:
         return {name: {} for name in inputs}, []
     axes: Axes = {}
@@ -31,11 +37,13 @@ def input_axes(inputs: Mapping[str, Any], modalities: Mapping[str, str], dynamic
         symbol = _SEQUENCE_SYMBOL.get(modalities[name])
         if symbol and t.dim() >= 2:
             axes[name][1 if symbol == "seq" else t.dim() - 1] = symbol
-    notes = _align_other_inputs(inputs, modalities, axes)
+    notes = _align_other_inputs(inputs, modalities, axes, derived)
     return axes, notes
 
 
-def _align_other_inputs(inputs: Mapping[str, Any], modalities: Mapping[str, str], axes: Axes) -> list[str]:
+def _align_other_inputs(
+    inputs: Mapping[str, Any], modalities: Mapping[str, str], axes: Axes, derived: Collection[str]
+) -> list[str]:
     """Give an "other" input (e.g. an attention mask) the seq/samples symbol of a length it matches."""
     lengths: dict[int, set[str]] = {}
     for name, per_axis in axes.items():
@@ -51,6 +59,8 @@ def _align_other_inputs(inputs: Mapping[str, Any], modalities: Mapping[str, str]
             if len(symbols) == 1:
                 (symbol,) = symbols
                 axes[name][axis] = symbol
+                if name in derived:
+                    continue
                 notes.append(
                     f"input {name!r} axis {axis} has the example length of {symbol!r}, so it is exported as "
                     f"dynamic {symbol!r}; give it a preprocess entry or another example length if that is wrong"

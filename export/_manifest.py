@@ -17,6 +17,7 @@ from mmedge.bundle import (
     OutputSpec,
     TensorSpec,
     TextPreprocess,
+    derived_inputs,
 )
 from mmedge.errors import ExportError
 from mmedge.export._axes import symbolic_shape
@@ -148,9 +149,9 @@ def input_specs(
     for each media input without preprocessing."""
     specs, warnings = [], []
     defaults = defaults or {}
-    masks = {p.mask_input for p in preprocess.values() if isinstance(p, TextPreprocess)}
+    derived = derived_inputs(preprocess.values())
     for name, t in inputs.items():
-        if modalities[name] != "other" and name not in preprocess and name not in masks | defaults.keys():
+        if modalities[name] != "other" and name not in preprocess and name not in derived | defaults.keys():
             warnings.append(
                 f"input {name!r} ({modalities[name]}) has no preprocessing metadata; the runtime will only accept "
                 f"ready tensors for it, not files or strings (pass preprocess={{...}}, set model.preprocess, or add "

@@ -22,6 +22,7 @@ from mmedge.bundle import (
     Manifest,
     ModelInfo,
     check_replaceable,
+    derived_inputs,
     load_bundle,
     staged_bundle,
     write_manifest,
@@ -110,7 +111,7 @@ def export_model(
     inferred, audio_notes = infer_audio_preprocess(work, split.encoders, modalities, inputs, pre)
     pixels, pixel_notes = infer_pixel_preprocess(modalities, inputs, pre)
     pre = {**pre, **inferred, **pixels}
-    axes, notes = input_axes(inputs, modalities, dynamic)
+    axes, notes = input_axes(inputs, modalities, dynamic, derived_inputs(pre.values()))
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mmedge.bundle import ModelInfo, TextPreprocess
+from mmedge.bundle import ModelInfo, required_inputs
 from mmedge.console import console, note, print_json, progress, table
 from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._types import DEFAULT_OPSET, ExportResult
@@ -155,9 +155,7 @@ def next_steps(result: ExportResult) -> list[str]:
     """The commands that take the new bundle on, with a sample line in the bundle's own input names: raw
     files and text for inputs with preprocessing, numbers for the others; inputs filled by the runtime
     (an attention mask from the text, a default) are left out."""
-    specs = result.manifest.inputs
-    derived = {i.preprocess.mask_input for i in specs if isinstance(i.preprocess, TextPreprocess)}
-    inputs = [i for i in specs if i.default is None and i.name not in derived]
+    inputs = required_inputs(result.manifest.inputs)
     raw = {i.name: _EXAMPLE_VALUES[i.modality] for i in inputs if i.preprocess is not None}
     line = json.dumps({i.name: raw.get(i.name, "[...]") for i in inputs}).replace('"[...]"', "[...]")
     out = str(result.path).rstrip("/")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -345,8 +345,20 @@ def openvino_build_asset(component: str) -> str:
     return OPENVINO_BUILD_PREFIX + component
 
 
+def derived_inputs(recipes: Iterable[Any]) -> frozenset[str]:
+    """The inputs the runtime fills from a text input given as strings: its attention mask and segment
+    ids (``TextPreprocess.mask_input``, ``type_ids_input``), of the preprocessing recipes ``recipes``."""
+    return frozenset(
+        name
+        for pre in recipes
+        if isinstance(pre, TextPreprocess)
+        for name in (pre.mask_input, pre.type_ids_input)
+        if name is not None
+    )
+
+
 def required_inputs(inputs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
-    """The inputs a caller must pass: those without a default, except the attention masks the
-    runtime derives from their text input (``TextPreprocess.mask_input``)."""
-    derived = {i.preprocess.mask_input for i in inputs if isinstance(i.preprocess, TextPreprocess)}
+    """The inputs a caller must pass: those without a default, except those the runtime derives from
+    their text input (:func:`derived_inputs`)."""
+    derived = derived_inputs(i.preprocess for i in inputs)
     return tuple(i for i in inputs if i.default is None and i.name not in derived)

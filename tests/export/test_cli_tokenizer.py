@@ -253,13 +253,17 @@ def test_a_text_pair_gets_the_tokenizer_s_segment_ids(segments: Path) -> None:
     assert not np.allclose(no_segments, want, atol=1e-4)  # the segment ids reach the model
 
 
-def test_a_text_encoder_taking_the_mask_and_segment_ids_is_split_whole(project: Path) -> None:
+def test_a_text_encoder_taking_the_mask_and_segment_ids_is_split_whole(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The mask and segment ids are "other" inputs the runtime derives, yet they feed the text encoder."""
     config = project / "export.toml"
     config.write_text(
         CONFIG + '\n[inputs.token_type_ids]\nshape = [2, 6]\ndtype = "int64"\nhigh = 2\n', encoding="utf-8"
     )
-    assert _export(project, "--tokenizer", str(project / "tok"), model="Bert") == 0
+    assert _export(project, "--json", "--tokenizer", str(project / "tok"), model="Bert") == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert not [w for w in warnings if "has the example length" in w]  # derived at the text's length: no note
     manifest = load_bundle(project / "b").manifest
     assert [c.name for c in manifest.components] == ["text_encoder", "image_encoder", "fusion_head"]
     assert {t.name for t in manifest.component("text_encoder").inputs} == {
