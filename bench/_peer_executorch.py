@@ -50,6 +50,8 @@ def build_executorch(
     model.eval()
     _persistent_buffers(model)
     order = [p for p in inspect.signature(model.forward).parameters if p in calibration[0]]
+    if len(order) < len(calibration[0]):  # forward(batch): programs take the bundle's inputs positionally
+        model, order = _by_inputs(model, list(calibration[0])), list(calibration[0])
     notes = ["XNNPACK delegate (XnnpackPartitioner)"]
     paths = {}
     kept: list[int] = []  # front-end nodes left FP32, per quantized program
@@ -66,6 +68,23 @@ def build_executorch(
     if keep_frontend:
         notes.append(f"spectral front-end kept FP32: {max(kept, default=0)} nodes' quantizer annotations removed")
     return {"paths": paths, "order": order, "notes": notes}
+
+
+def _by_inputs(model: Any, names: list[str]) -> Any:
+    """``model`` taking the bundle's inputs positionally, its dict arguments rebuilt (``forward(batch)``)."""
+    from torch import nn
+
+    from mmedge.export import forward_arguments
+
+    class ByInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *xs: Any) -> Any:
+            return self.model(**forward_arguments(self.model, dict(zip(names, xs, strict=True))))
+
+    return ByInputs().eval()
 
 
 def _said(e: Exception) -> str:

@@ -148,6 +148,29 @@ def test_a_peer_python_that_cannot_import_executorch_is_refused(peer_bundle: tup
         )
 
 
+def test_the_executorch_peer_feeds_a_forward_batch_model_its_dict() -> None:
+    """ExecuTorch programs take positional tensors: a ``forward(batch, scale)`` model is wrapped to take the
+    bundle's inputs in order (built for real under the peer interpreter; the wrapper needs only torch)."""
+    import torch
+    from torch import nn
+
+    from mmedge.bench._peer_executorch import _by_inputs
+
+    class BatchNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(3, 2)
+
+        def forward(self, batch: dict[str, torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+            return self.proj(batch["image"].mean((2, 3)) + batch["text"].float().mean(1, keepdim=True)) * scale
+
+    model = BatchNet().eval()
+    image, text, scale = torch.randn(1, 3, 4, 4), torch.randint(0, 5, (1, 7)), torch.full((1, 1), 2.0)
+    wrapped = _by_inputs(model, ["image", "text", "scale"])
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(image, text, scale), model({"image": image, "text": text}, scale))
+
+
 def test_an_executorch_failure_is_one_line_naming_the_operators() -> None:
     from mmedge.bench._peer_executorch import _said
 
