@@ -143,6 +143,10 @@ def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
     texts = _texts(raw) if spec.modality == "text" else None
     if texts is not None:
         return texts, len(texts)
+    if spec.modality == "text" and any(isinstance(v, dict) for v in (raw if isinstance(raw, list) else [raw])):
+        raise RequestError(
+            422, f'{what}: a text pair is {{"text": "...", "text_pair": "..."}}, both strings and no other keys'
+        )
     array = _numeric(raw, what, spec)
     if isinstance(array, list):  # ragged token id lists: one raw item each
         return array, len(array)

@@ -249,6 +249,10 @@ def test_a_text_pair_gets_the_tokenizer_s_segment_ids(segments: Path) -> None:
         assert response.status_code == 200, response.text
         served = np.asarray(response.json()["outputs"]["logits"], np.float32)
         assert "text_pair" in json.dumps(httpx.get(f"{url}/openapi.json", timeout=30).json())
+        body["inputs"]["input_ids"] = [{"text": "a cat", "pair": "blue sky"}, pair]  # a misspelt key
+        refused = httpx.post(f"{url}/v1/predict", json=body, timeout=30)
+        assert refused.status_code == 422
+        assert '"text_pair"' in refused.json()["detail"]
     np.testing.assert_allclose(served, np.repeat(want, 2, axis=0), atol=1e-5)
     assert not np.allclose(no_segments, want, atol=1e-4)  # the segment ids reach the model
 

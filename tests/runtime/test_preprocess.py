@@ -212,3 +212,34 @@ def test_hugging_face_tokenizer_file(edited_bundle: Callable[..., Path]) -> None
         np.testing.assert_array_equal(ids, [[3, 6, 1, 1], [4, 0, 0, 0]])  # truncated by the tokenizer to 4
         x = {"image": np.zeros((8, 8, 3), np.uint8), "audio": np.zeros(160, np.float32)}
         np.testing.assert_array_equal(p.run({**x, "text": "cat"})["logits"], p.run({**x, "text": [4]})["logits"])
+
+
+def test_a_text_pair_is_cut_before_tokenizers_pairs_its_overflow(tmp_path: Path) -> None:
+    """``tokenizers`` pairs every overflowing window of one text with every window of the other (two
+    20,000-word texts took 4.6 GB): each text of a pair is cut to PAIR_CHARS_PER_TOKEN per token first."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from mmedge.runtime.text import PAIR_CHARS_PER_TOKEN, _HFTokenizer
+
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    hf.post_processor = tokenizers.processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = _HFTokenizer(tmp_path / "tokenizer.json", max_length=8)
+    short = ("bright cat", "dog " * 20)  # under the cap: exactly what tokenizers gives
+    reference = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    reference.enable_truncation(8)
+    expected = reference.encode(*short)
+    assert tok.encode_pair(*short) == (expected.ids, expected.type_ids)
+
+    seen: list[tuple[int, int]] = []
+    real = tok._tokenizer
+
+    class Recording:
+        def encode(self, text: str, pair: str) -> object:
+            seen.append((len(text), len(pair)))
+            return real.encode(text, pair)
+
+    tok._tokenizer = Recording()
+    ids, types = tok.encode_pair("cat " * 250_000, "dog " * 250_000)  # 1 MB each
+    assert seen == [(8 * PAIR_CHARS_PER_TOKEN, 8 * PAIR_CHARS_PER_TOKEN)]
+    assert (len(ids), types) == (8, [0] * 4 + [1] * 4)
