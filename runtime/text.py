@@ -46,13 +46,14 @@ __all__ = [
 ]
 
 PAIR_KEYS = frozenset({"text", "text_pair"})  # a pair as transformers' pipelines take it
-# Each text of a pair is cut to this many characters per max_length token before encoding. `tokenizers`
-# truncates a pair by pairing every overflowing window of one text with every window of the other:
-# memory grows with the product of their lengths (two 20,000-word texts: 4.6 GB, 6 s), so a small
-# request could exhaust a server. The kept tokens come from the texts' starts, so the cut changes
-# nothing unless a text's first characters hold fewer tokens than max_length (words averaging over
-# 16 characters) or both texts are over the cap (then which is longer is judged on the cut texts).
-PAIR_CHARS_PER_TOKEN = 16
+# A text is cut to this many characters per max_length token before the tokenizer sees it. `tokenizers`
+# computes every overflowing window of a truncated text (a 1-MB string: 316 MB, 1 s), and truncates
+# a pair by pairing every window of one text with every window of the other: memory grows with the
+# product of their lengths (two 20,000-word texts: 4.6 GB, 6 s), so a small request could exhaust a
+# server. The kept tokens come from the texts' starts, so the cut changes nothing unless a text's
+# first characters hold fewer tokens than max_length (words averaging over 16 characters) or both
+# texts of a pair are over the cap (then which is longer is judged on the cut texts).
+CHARS_PER_TOKEN = 16
 
 
 class Tokenizer(Protocol):
@@ -118,14 +119,14 @@ class _HFTokenizer:
             raise BundleError(f"tokenizer file {path.name} cannot be read ({e}); re-export the bundle") from e
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.no_padding()
-        self._pair_chars = max_length * PAIR_CHARS_PER_TOKEN
+        self._chars = max_length * CHARS_PER_TOKEN
         self.vocab_size = self._tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text).ids)
+        return list(self._tokenizer.encode(text[: self._chars]).ids)  # see CHARS_PER_TOKEN
 
     def encode_pair(self, text: str, pair: str) -> tuple[list[int], list[int]]:
-        cut = self._pair_chars  # see PAIR_CHARS_PER_TOKEN
+        cut = self._chars  # see CHARS_PER_TOKEN
         encoding = self._tokenizer.encode(text[:cut], pair[:cut])  # truncated longest-first, as transformers
         return list(encoding.ids), list(encoding.type_ids)
 

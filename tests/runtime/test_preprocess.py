@@ -214,11 +214,11 @@ def test_hugging_face_tokenizer_file(edited_bundle: Callable[..., Path]) -> None
         np.testing.assert_array_equal(p.run({**x, "text": "cat"})["logits"], p.run({**x, "text": [4]})["logits"])
 
 
-def test_a_text_pair_is_cut_before_tokenizers_pairs_its_overflow(tmp_path: Path) -> None:
-    """``tokenizers`` pairs every overflowing window of one text with every window of the other (two
-    20,000-word texts took 4.6 GB): each text of a pair is cut to PAIR_CHARS_PER_TOKEN per token first."""
+def test_texts_are_cut_before_tokenizers_computes_their_overflow(tmp_path: Path) -> None:
+    """``tokenizers`` computes every overflowing window of a text and pairs those of a pair's two texts (two
+    20,000-word texts took 4.6 GB): texts are cut to CHARS_PER_TOKEN per token first."""
     tokenizers = pytest.importorskip("tokenizers")
-    from mmedge.runtime.text import PAIR_CHARS_PER_TOKEN, _HFTokenizer
+    from mmedge.runtime.text import CHARS_PER_TOKEN, _HFTokenizer
 
     hf = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     hf.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -235,11 +235,12 @@ def test_a_text_pair_is_cut_before_tokenizers_pairs_its_overflow(tmp_path: Path)
     real = tok._tokenizer
 
     class Recording:
-        def encode(self, text: str, pair: str) -> object:
-            seen.append((len(text), len(pair)))
-            return real.encode(text, pair)
+        def encode(self, *texts: str) -> object:
+            seen.append(tuple(map(len, texts)))
+            return real.encode(*texts)
 
     tok._tokenizer = Recording()
     ids, types = tok.encode_pair("cat " * 250_000, "dog " * 250_000)  # 1 MB each
-    assert seen == [(8 * PAIR_CHARS_PER_TOKEN, 8 * PAIR_CHARS_PER_TOKEN)]
     assert (len(ids), types) == (8, [0] * 4 + [1] * 4)
+    assert tok.encode("cat " * 250_000) == reference.encode("cat " * 20).ids  # one text: cut the same way
+    assert seen == [(8 * CHARS_PER_TOKEN, 8 * CHARS_PER_TOKEN), (8 * CHARS_PER_TOKEN,)]
