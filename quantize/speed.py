@@ -29,7 +29,6 @@ import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -111,21 +110,16 @@ def check_speed(
         paths = {"fp32": chain.fp32[name], "quantized": chain.versions[name]}
         rounds = interleaved_rounds(paths, feeds, threads=threads, runs=policy.runs, error=QuantizationError)
         shapes = {k: tuple(int(d) for d in np.shape(v)) for k, v in feeds.items()}
-        sizes = {k: Path(p).stat().st_size for k, p in paths.items()}
         try:
-            checks[name] = decide(
-                name, rounds, policy, threads=threads, shapes=shapes, smaller=sizes["quantized"] < sizes["fp32"]
-            )
+            checks[name] = decide(name, rounds, policy, threads=threads, shapes=shapes)
         finally:
             rounds.close()  # its sessions go now, not whenever the generator is collected
     slower = [name for name, check in checks.items() if check.kept_fp32]
     for name in slower:
         check, recipe = checks[name], chain.recipes[name]
-        tiny = check.fp32_ms < MIN_TIMED_MS
-        verdict = "neither faster nor smaller" if tiny else "not measurably faster than FP32 on this CPU"
         chain.recipes[name] = Recipe.for_mode(
             "fp32",
-            f"{recipe.mode} INT8 was {verdict}: {check.why}. "
+            f"{recipe.mode} INT8 was not measurably faster than FP32 on this CPU: {check.why}. "
             f"Auto recipe was: {recipe.reason}. Pass speed_check=False (--no-speed-check) to quantize it anyway",
         )
     if slower:
@@ -175,22 +169,15 @@ def decide(
     *,
     threads: int,
     shapes: Mapping[str, tuple[int, ...]],
-    smaller: bool = True,
 ) -> SpeedCheck:
-    """Take rounds (``{"fp32": ms, "quantized": ms}``) until the interval clears the threshold or a cap.
-
-    A component too fast for its time to matter keeps INT8 for its smaller file; where the quantized
-    file is not ``smaller`` (a head of a few hundred weights: the Q/DQ nodes outweigh them), FP32.
-    """
+    """Take rounds (``{"fp32": ms, "quantized": ms}``) until the interval clears the threshold or a cap."""
     test = sequential_ratio(component, rounds, policy, "fp32", "quantized")
     interval = test.interval(policy.confidence)
     times = f"{test.candidate_ms:.3f} vs {test.base_ms:.3f} ms at {threads} threads, input {shapes_text(shapes)}"
     if test.tiny and not test.won:
-        fast = f"FP32 runs in {test.base_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter"
         decision, why = (
-            ("quantized", f"{fast}; recipe kept for its smaller file")
-            if smaller
-            else ("fp32", f"{fast}, and its quantized file is no smaller")
+            "quantized",
+            f"FP32 runs in {test.base_ms:.3f} ms < {MIN_TIMED_MS} ms: too fast to matter; recipe kept",
         )
     elif test.won:
         decision, why = "quantized", f"speed-up {interval} clears {policy.min_speedup}× ({times})"
