@@ -284,7 +284,7 @@ def _grouped_modalities(modality: Mapping[str, str], preprocess: Mapping[str, An
     grouped = dict(modality)
     for name, pre in preprocess.items():
         if isinstance(pre, TextPreprocess) and name in grouped:
-            for companion in (pre.mask_input, pre.type_ids_input):
+            for companion in pre.derived:
                 if companion in grouped:
                     grouped[companion] = grouped[name]
     return grouped

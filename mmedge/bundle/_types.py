@@ -84,6 +84,11 @@ class TextPreprocess:
     # first text, 1 for the second: BERT's token_type_ids); derived from the same items, 0 for one text.
     type_ids_input: str | None = None
 
+    @property
+    def derived(self) -> tuple[str, ...]:
+        """The inputs the runtime fills from this text: ``mask_input`` and ``type_ids_input``, where set."""
+        return tuple(name for name in (self.mask_input, self.type_ids_input) if name is not None)
+
 
 Preprocess = ImagePreprocess | AudioPreprocess | TextPreprocess
 _PREPROCESS_BY_MODALITY: dict[str, type] = {
@@ -348,13 +353,7 @@ def openvino_build_asset(component: str) -> str:
 def derived_inputs(recipes: Iterable[Any]) -> frozenset[str]:
     """The inputs the runtime fills from a text input given as strings: its attention mask and segment
     ids (``TextPreprocess.mask_input``, ``type_ids_input``), of the preprocessing recipes ``recipes``."""
-    return frozenset(
-        name
-        for pre in recipes
-        if isinstance(pre, TextPreprocess)
-        for name in (pre.mask_input, pre.type_ids_input)
-        if name is not None
-    )
+    return frozenset(name for pre in recipes if isinstance(pre, TextPreprocess) for name in pre.derived)
 
 
 def required_inputs(inputs: Sequence[InputSpec]) -> tuple[InputSpec, ...]:
