@@ -41,30 +41,51 @@ _CHUNK_ENTRIES = 2**22  # 32 MiB per float64 temporary, whatever the rate ratio
 # images
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(
+    image: np.ndarray,
+    size: tuple[int, int],
+    *,
+    resized: tuple[int, int] | None = None,
+    offset: tuple[int, int] = (0, 0),
+    kernel: str = "bilinear",
+) -> np.ndarray:
     """Resize an ``(H, W, C)`` image (uint8 or float) to float32 ``size = (height, width)``.
 
-    Bilinear (triangle) filtering whose support widens with the downscale factor, i.e.
-    antialiased like Pillow's ``Image.resize(..., BILINEAR)`` and torchvision's
-    ``Resize(antialias=True)``: shrinking averages every source pixel instead of skipping some.
-    uint8 pixels keep their 0–255 range (scale the small result, not the large input).
+    Bilinear (triangle) or bicubic (Keys, a = -0.5) filtering whose support widens with the
+    downscale factor, i.e. antialiased like Pillow's ``Image.resize(..., BILINEAR/BICUBIC)`` and
+    torchvision's ``Resize(antialias=True)``: shrinking averages every source pixel instead of
+    skipping some. uint8 pixels keep their 0–255 range (scale the small result, not the large input).
+
+    With ``resized``, the image is resized to that ``(height, width)`` and the ``size`` window at
+    ``offset = (top, left)`` of it is returned (a center crop after a resize): only the kept pixels
+    are computed, each exactly as in the full resize.
 
     Computed in float32 (the filter weights exactly as Pillow's): within 1e-6 of the float64
     result for values in [0, 1] (tested against a float64 reference on random images), and of
-    Pillow's mode ``"F"`` resize within 1e-5.
+    Pillow's mode ``"F"`` resize within 1e-5. Bicubic overshoots the input's range near edges, as
+    Pillow's float resize does; callers clip.
     """
-    return resize_rows(_array_rows(image), image.shape, size)
+    return resize_rows(_array_rows(image), image.shape, size, resized=resized, offset=offset, kernel=kernel)
 
 
-def resize_rows(read: RowReader, shape: tuple[int, ...], size: tuple[int, int]) -> np.ndarray:
+def resize_rows(
+    read: RowReader,
+    shape: tuple[int, ...],
+    size: tuple[int, int],
+    *,
+    resized: tuple[int, int] | None = None,
+    offset: tuple[int, int] = (0, 0),
+    kernel: str = "bilinear",
+) -> np.ndarray:
     """:func:`resize` of an ``(H, W, C)`` image of ``shape`` whose rows ``read(start, stop)`` returns.
 
     Rows are read a block at a time, in order, when the vertical pass goes first (it does unless
     the image grows much taller), so a decoder's image need not be copied into one large array.
     """
     (h, w, c), (height, width) = shape, size
-    rows = _band(h, height) if h != height else None
-    cols = _band(w, width) if w != width else None
+    full = resized or size
+    rows = _band(h, full[0], offset[0], height, kernel) if (h, offset[0]) != (height, 0) or h != full[0] else None
+    cols = _band(w, full[1], offset[1], width, kernel) if (w, offset[1]) != (width, 0) or w != full[1] else None
     if rows is None and cols is None:
         return read(0, h).astype(np.float32)
     # Either order gives the same result; the cheaper one runs. Along axis 1 each weight applies per
@@ -82,7 +103,7 @@ def _array_rows(image: np.ndarray) -> RowReader:
 
 
 class _Band:
-    """A triangle filter from n_in to n_out samples as blocks of dense weights (float32, read-only)."""
+    """A resampling filter from n_in to n_out samples as blocks of dense weights (float32, read-only)."""
 
     def __init__(self, blocks: list[tuple[int, int, int, np.ndarray]]) -> None:
         self.blocks = blocks  # (first output, end output, first input, (outputs, inputs) weights)
@@ -98,18 +119,40 @@ class _Band:
         return self._interleaved[channels]
 
 
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 - np.abs(x), 0.0, None)
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5, Pillow's and torchvision's bicubic."""
+    a, x = -0.5, np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+KERNELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {  # name: (kernel, support)
+    "bilinear": (_triangle, 1.0),
+    "bicubic": (_cubic, 2.0),
+}
+
+
 @lru_cache(maxsize=64)
-def _band(n_in: int, n_out: int) -> _Band:
-    """Pillow's antialiased bilinear weights mapping n_in pixels to n_out, in blocks of outputs."""
+def _band(n_in: int, n_out: int, offset: int = 0, count: int | None = None, kernel: str = "bilinear") -> _Band:
+    """Pillow's antialiased weights mapping n_in pixels to n_out, for outputs [offset, offset + count)
+    only (numbered from 0), in blocks of outputs."""
+    function, reach = KERNELS[kernel]
+    count = n_out - offset if count is None else count
     scale = n_in / n_out
-    support = max(scale, 1.0)
-    centers = (np.arange(n_out) + 0.5) * scale
+    stretch = max(scale, 1.0)
+    support = reach * stretch
+    centers = (np.arange(offset, offset + count) + 0.5) * scale
     starts = np.clip(np.floor(centers - support + 0.5).astype(np.int64), 0, n_in - 1)
     stops = np.clip(np.floor(centers + support + 0.5).astype(np.int64), starts + 1, n_in)
     blocks, first = [], 0
-    while first < n_out:
+    while first < count:
         end, taps = first + 1, int(stops[first] - starts[first])
-        while end < n_out:
+        while end < count:
             size = (end + 1 - first) * int(stops[end] - starts[first])
             if size > _TINY_BLOCK and size > _WASTE * (taps + stops[end] - starts[end]):
                 break
@@ -117,7 +160,8 @@ def _band(n_in: int, n_out: int) -> _Band:
             end += 1
         start = int(starts[first])
         pixels = np.arange(start, int(stops[end - 1])) + 0.5
-        weights = np.clip(1.0 - np.abs(pixels[None, :] - centers[first:end, None]) / support, 0.0, None)
+        within = (pixels[None, :] >= starts[first:end, None]) & (pixels[None, :] < stops[first:end, None])
+        weights = np.where(within, function((pixels[None, :] - centers[first:end, None]) / stretch), 0.0)
         weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
         weights.flags.writeable = False
         blocks.append((first, end, start, weights))

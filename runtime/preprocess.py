@@ -5,8 +5,9 @@ tensor and passes through untouched (it is validated strictly afterwards); anyth
 form, and a Python ``list`` of raw items is a batch.
 
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
-  (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear,
-  see ``_signal.resize``), in RGB order (arrays are taken as RGB; BGR where the recipe says),
+  (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear or
+  bicubic, see ``_signal.resize``) whole to the recipe's size, or by the shorter side and center
+  cropped (:func:`resize_plan`), in RGB order (arrays are taken as RGB; BGR where the recipe says),
   normalised with mean/std, laid out as the manifest says (NCHW or NHWC), and rounded to the
   input's dtype where it is an integer one (a model that takes uint8 pixels).
   A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
@@ -50,6 +51,7 @@ __all__ = [
     "decode_reduced",
     "prepare",
     "prepare_text",
+    "resize_plan",
 ]
 
 MIN_SAMPLE_RATE = 1_000
@@ -234,7 +236,9 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
         raise InputError(f"{what}: the image has no pixels (shape {list(item.shape)})")
     pixels = item if item.ndim == 3 else item[:, :, None]
     scale = _pixel_scale(pixels, pre, what)  # uint8 is resized as it is and the small result scaled
-    return _layout(resize(pixels, pre.size), scale, pre, channels, what)
+    resized, offset = resize_plan(pixels.shape[0], pixels.shape[1], pre)
+    out = resize(pixels, pre.size, resized=resized, offset=offset, kernel=pre.interpolation)
+    return _layout(_clipped(out, pre, 255.0 if pixels.dtype == np.uint8 else 1.0), scale, pre, channels, what)
 
 
 def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limits: InputLimits) -> np.ndarray:
@@ -245,7 +249,27 @@ def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limit
         raise InputError(f"{what}: the image has no pixels ({width}×{height})")
     mode = "L" if channels == 1 or image.mode == "L" else "RGB"  # a gray image stays 1 channel until resized
     image = image if image.mode == mode else image.convert(mode)
-    return resize_rows(_PilRows(image), (height, width, len(image.getbands())), pre.size)
+    resized, offset = resize_plan(height, width, pre)
+    shape = (height, width, len(image.getbands()))
+    out = resize_rows(_PilRows(image), shape, pre.size, resized=resized, offset=offset, kernel=pre.interpolation)
+    return _clipped(out, pre, 255.0)
+
+
+def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ``(height, width)`` a ``height × width`` image is resized to and the ``(top, left)`` of the
+    recipe's ``size`` cropped from it: the whole image stretched to ``size``, or with ``resize_shorter``
+    its shorter side resized to that, the longer in proportion (rounded down), and the center cropped
+    (offsets rounded half to even), as torchvision's ``Resize(n)`` + ``CenterCrop(size)``."""
+    if pre.resize_shorter is None:
+        return pre.size, (0, 0)
+    side = pre.resize_shorter
+    resized = (side, int(side * width / height)) if height <= width else (int(side * height / width), side)
+    return resized, (round((resized[0] - pre.size[0]) / 2), round((resized[1] - pre.size[1]) / 2))
+
+
+def _clipped(pixels: np.ndarray, pre: ImagePreprocess, top: float) -> np.ndarray:
+    """Bicubic's overshoot near edges clipped to the pixel range, as Pillow's 8-bit resize clips."""
+    return np.clip(pixels, 0.0, top, out=pixels) if pre.interpolation == "bicubic" else pixels
 
 
 class _PilRows:
@@ -297,7 +321,7 @@ def decode_reduced(image: Any, pre: ImagePreprocess) -> None:
     formats ignore it. Only for images mmedge opens itself: ``draft`` changes the image object,
     which a caller's own PIL image must not see.
     """
-    side = DECODE_GAP * max(pre.size)  # both axes: an EXIF-rotated photo swaps them
+    side = DECODE_GAP * max(*pre.size, pre.resize_shorter or 0)  # both axes: an EXIF-rotated photo swaps them
     image.draft(None, (side, side))
 
 

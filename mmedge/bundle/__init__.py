@@ -20,6 +20,7 @@ from mmedge.bundle._types import (
     DTYPES,
     FORMAT_VERSION,
     FORMATS,
+    INTERPOLATIONS,
     MANIFEST_NAME,
     MAX_ITEM_ELEMENTS,
     MAX_MANIFEST_BYTES,
@@ -55,6 +56,7 @@ from mmedge.bundle.vocab import vocab_size
 __all__ = [
     "DTYPES",
     "FORMATS",
+    "INTERPOLATIONS",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "MAX_ITEM_ELEMENTS",

@@ -23,6 +23,7 @@ MODALITIES = ("text", "image", "audio", "other")
 ROLES = ("encoder", "head", "decoder")
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "ort")
+INTERPOLATIONS = ("bilinear", "bicubic")  # image resize filters, both antialiased as Pillow's
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 
@@ -56,6 +57,11 @@ class ImagePreprocess:
     # "BGR" for models trained on OpenCV-decoded images: images (decoded, or arrays, as RGB) are
     # reversed to blue, green, red before mean/std (mmcv's to_rgb=False, OpenVINO's reverse_input_channels)
     channel_order: str = "RGB"
+    # Pixels to resize the shorter side to, keeping the aspect ratio, before the center ``size`` is
+    # cropped: torchvision's Resize(256) + CenterCrop(224), Hugging Face's shortest_edge + crop_size,
+    # timm's crop_pct. None resizes the whole image to ``size`` (aspect not kept).
+    resize_shorter: int | None = None
+    interpolation: str = "bilinear"  # one of INTERPOLATIONS: "bicubic" for CLIP, timm and most ViTs
 
 
 @dataclass(frozen=True)

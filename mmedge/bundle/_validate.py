@@ -14,6 +14,7 @@ from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._types import (
     DTYPES,
     FORMATS,
+    INTERPOLATIONS,
     MAX_ITEM_ELEMENTS,
     MODALITIES,
     OUTPUT_KINDS,
@@ -241,6 +242,15 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
             (
                 pre.channel_order == "RGB" or len(pre.mean) == 3,
                 f"channel_order 'BGR' needs 3 channels, found mean/std for {len(pre.mean)}",
+            ),
+            (
+                pre.interpolation in INTERPOLATIONS,
+                f"interpolation {pre.interpolation!r} is not one of {', '.join(map(repr, INTERPOLATIONS))}",
+            ),
+            (
+                pre.resize_shorter is None or max(pre.size) <= pre.resize_shorter <= math.isqrt(MAX_ITEM_ELEMENTS),
+                f"resize_shorter {pre.resize_shorter} must be at least the crop's largest side "
+                f"({max(pre.size)}) and at most {math.isqrt(MAX_ITEM_ELEMENTS)}",
             ),
         ]
     elif isinstance(pre, AudioPreprocess):
