@@ -20,22 +20,26 @@ __all__ = ["AGREEMENT_KINDS", "accuracy", "agreement", "compare", "noise_ratio"]
 AGREEMENT_KINDS = {"logits": "top1", "scores": "top1", "token_ids": "exact"}
 
 
-def _rows(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """One float64 row per example: [examples, features]."""
-    return np.concatenate([np.asarray(a, np.float64).reshape(max(a.shape[0], 1) if a.ndim else 1, -1) for a in arrays])
+def _rows(array: np.ndarray) -> np.ndarray:
+    """One float64 row per example of one sample: [examples, features]."""
+    return np.asarray(array, np.float64).reshape(max(array.shape[0], 1) if array.ndim else 1, -1)
 
 
 def compare(tensor: str, ref: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> TensorComparison:
-    """Error statistics of ``test`` against the reference ``ref`` (lists of per-sample arrays)."""
-    a, b = _rows(ref), _rows(test)
-    diff = np.abs(a - b)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    safe = np.where(na * nb > 0, na * nb, 1.0)
-    # Two all-zero rows agree perfectly; one all-zero row against a non-zero one not at all.
-    cos = np.where(na * nb > 0, np.sum(a * b, axis=1) / safe, ((na == 0) & (nb == 0)).astype(np.float64))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(a).max()) if a.size else 0.0
-    signal, noise = float(np.linalg.norm(a)), float(np.linalg.norm(a - b))
+    """Error statistics of ``test`` against the reference ``ref`` (lists of per-sample arrays; samples
+    may differ in shape, as audio clips kept at their own lengths do)."""
+    cosines, max_abs, scale, signal, noise = [], 0.0, 0.0, 0.0, 0.0
+    for r, t in zip(ref, test, strict=True):
+        a, b = _rows(r), _rows(t)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        safe = np.where(na * nb > 0, na * nb, 1.0)
+        # Two all-zero rows agree perfectly; one all-zero row against a non-zero one not at all.
+        cosines.append(np.where(na * nb > 0, np.sum(a * b, axis=1) / safe, ((na == 0) & (nb == 0)).astype(np.float64)))
+        if a.size:
+            max_abs, scale = max(max_abs, float(np.abs(a - b).max())), max(scale, float(np.abs(a).max()))
+        signal, noise = signal + float(np.sum(a * a)), noise + float(np.sum((a - b) ** 2))
+    cos = np.concatenate(cosines) if cosines else np.zeros(0)
+    signal, noise = math.sqrt(signal), math.sqrt(noise)
     return TensorComparison(
         tensor=tensor,
         cosine=float(np.mean(cos)) if cos.size else 1.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from mmedge.errors import InputError
 from mmedge.graph import Graph
 from mmedge.runtime._audio_length import MinimumLength, input_minimum, too_short
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.preprocess import check_array, prepare, prepare_text
+from mmedge.runtime.preprocess import check_array, keeps_length, prepare, prepare_audio, prepare_text
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
 from mmedge.runtime.validate import (
     all_finite,
@@ -74,6 +74,23 @@ class Feeds:
 
     raw: dict[str, np.ndarray]
     provided: dict[str, dict[str, np.ndarray]]
+    # clips' own lengths of audio inputs that keep them, where a batch's clips differ: the batch is
+    # padded to its longest, and the pipeline runs it row by row, each clip cut back to its length
+    lengths: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def rows(self) -> list[Feeds]:
+        """One call's feeds per row, each audio clip at its own length (for batches with ``lengths``)."""
+        batch = len(next(iter(self.lengths.values())))
+        return [
+            Feeds(
+                raw={
+                    name: value[i : i + 1, ..., : self.lengths[name][i]] if name in self.lengths else value[i : i + 1]
+                    for name, value in self.raw.items()
+                },
+                provided={c: {t: v[i : i + 1] for t, v in out.items()} for c, out in self.provided.items()},
+            )
+            for i in range(batch)
+        ]
 
 
 class InputRouter:
@@ -128,8 +145,9 @@ class InputRouter:
         ]
         raw: dict[str, np.ndarray] = {}
         derived: dict[str, np.ndarray] = {}  # attention masks from raw text, unless given
+        lengths: dict[str, tuple[int, ...]] = {}
         for name in sorted(wanted & raw_given.keys(), key=list(self._specs).index):
-            tensor = self._prepare(self._specs[name], raw_given[name], problems, derived)
+            tensor = self._prepare(self._specs[name], raw_given[name], problems, derived, lengths)
             if tensor is not None:
                 raw[name] = tensor
         raw |= {name: mask for name, mask in derived.items() if name in wanted and name not in raw_given}
@@ -143,7 +161,7 @@ class InputRouter:
         problems += self._check_batch(raw, provided)
         raise_problems(problems)
         self._fill_defaults(wanted - given, raw, provided)
-        return Feeds(raw=raw, provided=provided)
+        return Feeds(raw=raw, provided=provided, lengths={n: v for n, v in lengths.items() if len(set(v)) > 1})
 
     def _ready_tensors(self, inputs: Any, targets: Iterable[str]) -> Feeds | None:
         """The feeds when ``inputs`` holds exactly the raw inputs ``targets`` need, by name, each a
@@ -257,14 +275,24 @@ class InputRouter:
         return []
 
     def _prepare(
-        self, spec: InputSpec, value: Any, problems: list[str], derived: dict[str, np.ndarray]
+        self,
+        spec: InputSpec,
+        value: Any,
+        problems: list[str],
+        derived: dict[str, np.ndarray],
+        lengths: dict[str, tuple[int, ...]],
     ) -> np.ndarray | None:
         """The validated tensor of one raw input; a text input's attention mask and token type ids go to
-        ``derived``."""
+        ``derived``, the clip lengths of an audio input that keeps them to ``lengths``."""
         pre = spec.preprocess
         companions = {"mask": pre.mask_input, "type_ids": pre.type_ids_input} if isinstance(pre, TextPreprocess) else {}
         try:
-            if any(companions.values()):
+            if keeps_length(spec):
+                audio = prepare_audio(spec, value, self.limits)
+                tensor = audio.samples
+                if audio.lengths is not None:
+                    lengths[spec.name] = audio.lengths
+            elif any(companions.values()):
                 text = prepare_text(spec, value, lambda: self.tokenizer(spec.name), self.limits)
                 tensor = text.ids
                 for field, target in companions.items():

@@ -242,6 +242,12 @@ class Pipeline:
             )
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
+        if feeds.lengths:  # clips of different lengths that keep them: each runs alone
+            rows = [self._run_feeds(row, targets) for row in feeds.rows()]
+            return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+        return self._run_feeds(feeds, targets)
+
+    def _run_feeds(self, feeds: Feeds, targets: Sequence[str]) -> dict[str, np.ndarray]:
         values = self._timed("execute", "", self._run_plan, feeds, targets)
         return self._timed("postprocess", "", self._outputs, values, feeds)
 
@@ -261,7 +267,7 @@ class Pipeline:
         decoder = self._generator.spec.decoder
         targets = self._graph.upstream(decoder)
         given = self._generator.inputs(inputs, self._graph.raw_inputs(self._graph.needed(targets)))
-        feeds = self._timed("preprocess", "", self._router.resolve, given, targets)
+        feeds = _one_length(self._timed("preprocess", "", self._router.resolve, given, targets), "generate")
         values = self._timed("execute", "", self._execute, feeds, targets)
         session = self._session(decoder)
         return self._generator.run(
@@ -284,7 +290,7 @@ class Pipeline:
         inputs = x if isinstance(x, Mapping) else ({raw_names[0]: x} if len(raw_names) == 1 else x)
         if not isinstance(inputs, Mapping):
             raise InputError(f"{component!r} takes several inputs ({', '.join(raw_names)}); pass a dict of them")
-        feeds = self._router.resolve(inputs, [component])
+        feeds = _one_length(self._router.resolve(inputs, [component]), "encode")
         outputs = {k: to_numpy(v) for k, v in self._execute(feeds, [component])[component].items()}
         _check_finite(outputs, feeds)
         return outputs
@@ -429,6 +435,18 @@ class Pipeline:
 class _WholeGraph:
     components: tuple[str, ...]
     graph: OpenVINOGraph
+
+
+def _one_length(feeds: Feeds, call: str) -> Feeds:
+    """``feeds`` whose clips share one length: outputs of clips run at their own lengths differ in shape,
+    so only ``run`` (whose outputs are per clip) takes a batch of clips of different lengths."""
+    if feeds.lengths:
+        name, lengths = next(iter(feeds.lengths.items()))
+        raise InputError(
+            f"input {name!r}: its clips keep their own lengths (the recipe's pad = false) and these differ "
+            f"({', '.join(map(str, lengths))} samples); {call}() them one at a time, or call run()"
+        )
+    return feeds
 
 
 def _check_options(

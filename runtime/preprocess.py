@@ -6,16 +6,17 @@ form, and a Python ``list`` of raw items is a batch.
 
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
   (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear or
-  bicubic, see ``_signal.resize``) whole to the recipe's size, or by the shorter side and center
-  cropped (:func:`resize_plan`), in RGB order (arrays are taken as RGB; BGR where the recipe says),
+  bicubic, see ``_signal.resize``) whole to the recipe's size, or first to ``resize`` (the shorter
+  side, or a size) and center cropped (:func:`resize_plan`), in RGB order (arrays are taken as RGB; BGR where the recipe says),
   normalised with mean/std, laid out as the manifest says (NCHW or NHWC), and rounded to the
   input's dtype where it is an integer one (a model that takes uint8 pixels).
   A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
   :data:`DECODE_GAP` times the model's size (:func:`decode_reduced`).
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
   the bundle's sample rate; waves are ``(samples,)`` or ``(channels, samples)``, mixed to mono
-  if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``) and zero-padded
-  or cropped to the input's length; an integer input (a model that takes int16 PCM) gets PCM samples.
+  if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``), cropped to the
+  input's length, scaled to zero mean and unit variance where the recipe normalizes, and
+  zero-padded; an integer input (a model that takes int16 PCM) gets PCM samples.
 * text — see :mod:`mmedge.runtime.text`.
 * other — arrays without the batch axis are single items.
 
@@ -47,9 +48,12 @@ __all__ = [
     "MIN_AUDIO_SECONDS",
     "MIN_SAMPLE_RATE",
     "Audio",
+    "AudioTensors",
     "TextTensors",
     "decode_reduced",
+    "keeps_length",
     "prepare",
+    "prepare_audio",
     "prepare_text",
     "resize_plan",
 ]
@@ -91,9 +95,7 @@ def prepare(
         pre = _recipe(spec, ImagePreprocess)
         return _as_dtype(_stacked(what, [_image(item, pre, spec, i, limits) for i, item in enumerate(items)]), spec)
     if spec.modality == "audio":
-        pre = _recipe(spec, AudioPreprocess)
-        waves = _stacked(what, [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)])
-        return _as_dtype(waves, spec, pcm=True)
+        return _audio_batch(spec, items, limits).samples
     for i, item in enumerate(items):
         if isinstance(item, np.ndarray):
             limits.check_elements(f"{what} item {i}", item.size, f"array of shape {list(item.shape)}")
@@ -113,6 +115,42 @@ class TextTensors:
     ids: np.ndarray
     mask: np.ndarray | None = None
     type_ids: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class AudioTensors:
+    """An audio input's samples and, for a recipe that keeps clip lengths, each clip's length: the
+    batch is zero-padded to its longest clip, and the pipeline runs clips of other lengths alone."""
+
+    samples: np.ndarray
+    lengths: tuple[int, ...] | None = None  # None: every clip is padded to the input's length
+
+
+def prepare_audio(spec: InputSpec, value: Any, limits: InputLimits = DEFAULT_LIMITS) -> AudioTensors:
+    """An audio input's samples, with each clip's length where the recipe keeps lengths (``pad=False``)."""
+    if isinstance(value, np.ndarray) and value.ndim == len(spec.shape):
+        return AudioTensors(prepare(spec, value, _no_text, limits))
+    return _audio_batch(spec, _batch_items(spec, value, limits), limits)
+
+
+def keeps_length(spec: InputSpec) -> bool:
+    """Whether ``spec``'s clips keep their own length: the recipe says so and the time axis is dynamic."""
+    return isinstance(spec.preprocess, AudioPreprocess) and not spec.preprocess.pad and isinstance(spec.shape[-1], str)
+
+
+def _no_text() -> None:
+    return None
+
+
+def _audio_batch(spec: InputSpec, items: list[Any], limits: InputLimits) -> AudioTensors:
+    pre = _recipe(spec, AudioPreprocess)
+    clips = [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)]
+    lengths = tuple(c.shape[-1] for c in clips) if keeps_length(spec) else None
+    if lengths is not None and len(set(lengths)) > 1:
+        longest = max(lengths)
+        clips = [np.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, longest - c.shape[-1])]) for c in clips]
+    waves = _stacked(f"input {spec.name!r}", clips)
+    return AudioTensors(_as_dtype(waves, spec, pcm=True), lengths)
 
 
 def prepare_text(
@@ -257,13 +295,16 @@ def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limit
 
 def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[int, int], tuple[int, int]]:
     """The ``(height, width)`` a ``height × width`` image is resized to and the ``(top, left)`` of the
-    recipe's ``size`` cropped from it: the whole image stretched to ``size``, or with ``resize_shorter``
-    its shorter side resized to that, the longer in proportion (rounded down), and the center cropped
-    (offsets rounded half to even), as torchvision's ``Resize(n)`` + ``CenterCrop(size)``."""
-    if pre.resize_shorter is None:
+    recipe's ``size`` cropped from its center, as torchvision's ``Resize(pre.resize)`` +
+    ``CenterCrop(pre.size)``: an int ``resize`` is the shorter side's length, the longer in proportion
+    (rounded down); offsets are rounded half to even. Without ``resize``: the whole image, stretched."""
+    if pre.resize is None:
         return pre.size, (0, 0)
-    side = pre.resize_shorter
-    resized = (side, int(side * width / height)) if height <= width else (int(side * height / width), side)
+    if isinstance(pre.resize, tuple):
+        resized = pre.resize
+    else:
+        side = pre.resize
+        resized = (side, int(side * width / height)) if height <= width else (int(side * height / width), side)
     return resized, (round((resized[0] - pre.size[0]) / 2), round((resized[1] - pre.size[1]) / 2))
 
 
@@ -321,7 +362,7 @@ def decode_reduced(image: Any, pre: ImagePreprocess) -> None:
     formats ignore it. Only for images mmedge opens itself: ``draft`` changes the image object,
     which a caller's own PIL image must not see.
     """
-    side = DECODE_GAP * max(*pre.size, pre.resize_shorter or 0)  # both axes: an EXIF-rotated photo swaps them
+    side = DECODE_GAP * max(*pre.size, *pre.resize_sides)  # both axes: an EXIF-rotated photo swaps them
     image.draft(None, (side, side))
 
 
@@ -410,10 +451,18 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
         wave = wave.mean(axis=0, keepdims=True, dtype=np.float32)
     length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
     wave = resample(wave, rate, pre.sample_rate, max_samples=length)
+    if keeps_length(spec):
+        length = min(length, wave.shape[-1])
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
-    fitted[:, : kept.shape[1]] = kept
+    fitted[:, : kept.shape[1]] = _normalized(kept) if pre.normalize else kept
     return fitted[0] if pre.mono and len(spec.shape) != 3 else fitted  # (batch, 1, samples) keeps its channel
+
+
+def _normalized(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per channel, as transformers' ``zero_mean_unit_var_norm`` (float32, eps 1e-7)."""
+    centered = wave - wave.mean(axis=1, keepdims=True)
+    return centered / np.sqrt(wave.var(axis=1, keepdims=True) + np.float32(1e-7))
 
 
 def _check_length(wave: np.ndarray, rate: int, item: Any, what: str) -> None:

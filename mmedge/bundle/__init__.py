@@ -56,8 +56,8 @@ from mmedge.bundle.vocab import vocab_size
 __all__ = [
     "DTYPES",
     "FORMATS",
-    "INTERPOLATIONS",
     "FORMAT_VERSION",
+    "INTERPOLATIONS",
     "MANIFEST_NAME",
     "MAX_ITEM_ELEMENTS",
     "MAX_MANIFEST_BYTES",

@@ -104,7 +104,7 @@ def _input_from_dict(d: Mapping[str, Any]) -> InputSpec:
         if cls is None:
             raise ValueError(f"input {d['name']!r}: no preprocessing is defined for {kind!r}")
         tuples = _tuple_fields(cls)
-        preprocess = cls(**{k: tuple(v) if k in tuples else v for k, v in pre.items()})
+        preprocess = cls(**{k: tuple(v) if k in tuples and isinstance(v, list) else v for k, v in pre.items()})
     return InputSpec(
         name=d["name"],
         modality=d["modality"],

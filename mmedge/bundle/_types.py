@@ -57,11 +57,17 @@ class ImagePreprocess:
     # "BGR" for models trained on OpenCV-decoded images: images (decoded, or arrays, as RGB) are
     # reversed to blue, green, red before mean/std (mmcv's to_rgb=False, OpenVINO's reverse_input_channels)
     channel_order: str = "RGB"
-    # Pixels to resize the shorter side to, keeping the aspect ratio, before the center ``size`` is
-    # cropped: torchvision's Resize(256) + CenterCrop(224), Hugging Face's shortest_edge + crop_size,
-    # timm's crop_pct. None resizes the whole image to ``size`` (aspect not kept).
-    resize_shorter: int | None = None
+    # What the image is resized to before the center ``size`` is cropped, as torchvision's Resize(resize)
+    # + CenterCrop(size): an int resizes the shorter side to it, keeping the aspect ratio (torchvision's
+    # Resize(256), timm's crop_pct, Hugging Face's shortest_edge); (height, width) resizes to exactly
+    # that (DeiT's 256x256 before a 224 crop). None resizes the whole image to ``size``.
+    resize: int | tuple[int, int] | None = None
     interpolation: str = "bilinear"  # one of INTERPOLATIONS: "bicubic" for CLIP, timm and most ViTs
+
+    @property
+    def resize_sides(self) -> tuple[int, ...]:
+        """The lengths ``resize`` names: ``(shorter side,)``, ``(height, width)``, or none."""
+        return () if self.resize is None else self.resize if isinstance(self.resize, tuple) else (self.resize,)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,14 @@ class AudioPreprocess:
     sample_rate: int
     max_seconds: float  # waveforms are padded with zeros or cropped to this length
     mono: bool = True
+    # Each clip scaled to zero mean and unit variance over its own samples, before padding (the
+    # feature extractor's do_normalize of wav2vec2, HuBERT, WavLM): (x - mean) / sqrt(var + 1e-7).
+    normalize: bool = False
+    # False: where the input's time axis is dynamic, each clip keeps its own length (cropped at
+    # max_seconds) and a batch runs clip by clip, so no clip's result depends on another's padding, as
+    # transformers' audio pipelines run wav2vec2-style encoders; True pads every clip to max_seconds
+    # (models trained on fixed-length clips). A fixed time axis always pads.
+    pad: bool = True
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from mmedge.errors import BundleError
 
 __all__ = ["consistency_problems"]
 
+_MAX_SIDE = math.isqrt(MAX_ITEM_ELEMENTS)  # of an image recipe's resize: beyond it the resized image is too large
+
 
 def consistency_problems(m: Manifest) -> list[str]:
     """Every internal inconsistency of a manifest, as readable lines."""
@@ -248,9 +250,8 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
                 f"interpolation {pre.interpolation!r} is not one of {', '.join(map(repr, INTERPOLATIONS))}",
             ),
             (
-                pre.resize_shorter is None or max(pre.size) <= pre.resize_shorter <= math.isqrt(MAX_ITEM_ELEMENTS),
-                f"resize_shorter {pre.resize_shorter} must be at least the crop's largest side "
-                f"({max(pre.size)}) and at most {math.isqrt(MAX_ITEM_ELEMENTS)}",
+                all(max(pre.size) <= side <= _MAX_SIDE for side in pre.resize_sides),
+                f"resize {pre.resize} must be at least the crop's largest side ({max(pre.size)}) and at most {_MAX_SIDE}",
             ),
         ]
     elif isinstance(pre, AudioPreprocess):
@@ -262,6 +263,10 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
             (
                 not pre.mono or len(i.shape) != 3 or not isinstance(i.shape[1], int) or i.shape[1] == 1,
                 f"mono=true but the input takes {i.shape[1] if len(i.shape) == 3 else 1} channels; set mono=false",
+            ),
+            (
+                not pre.normalize or i.dtype.startswith("float"),
+                f"normalize=true gives unit-variance floats, which the {i.dtype} input cannot take as PCM",
             ),
         ]
     elif isinstance(pre, TextPreprocess):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmedge.bundle import ImagePreprocess, InputSpec
+from mmedge.bundle import ImagePreprocess, InputSpec, load_bundle
 from mmedge.errors import MMEdgeError
 from mmedge.export import export_model
 from mmedge.runtime import Pipeline
@@ -53,18 +53,20 @@ def _pillow_float(image: np.ndarray, size: tuple[int, int], kernel: str) -> np.n
     return np.stack([np.asarray(b.resize(size[::-1], FILTERS[kernel])) for b in bands], axis=-1)
 
 
-def _spec(interpolation: str, size: int = 224, shorter: int | None = 256) -> InputSpec:
-    pre = ImagePreprocess(size=(size, size), resize_shorter=shorter, interpolation=interpolation)
+def _spec(interpolation: str, size: int = 224, resize: int | tuple[int, int] | None = 256) -> InputSpec:
+    pre = ImagePreprocess(size=(size, size), resize=resize, interpolation=interpolation)
     return InputSpec("image", "image", "float32", ("batch", 3, size, size), preprocess=pre)
 
 
-def _torchvision(interpolation: str, size: int = 224, shorter: int = 256) -> object:
+def _torchvision(interpolation: str, size: int = 224, resize: int | tuple[int, int] = 256) -> object:
     mode = MODES[interpolation]
-    return T.Compose([T.Resize(shorter, mode), T.CenterCrop(size), T.ToTensor(), T.Normalize(MEAN, STD)])
+    return T.Compose([T.Resize(resize, mode), T.CenterCrop(size), T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 @pytest.mark.parametrize("kernel", ["bilinear", "bicubic"])
-@pytest.mark.parametrize(("shape", "size"), [((480, 640, 3), (224, 224)), ((37, 53, 3), (64, 90)), ((9, 300, 1), (20, 7))])
+@pytest.mark.parametrize(
+    ("shape", "size"), [((480, 640, 3), (224, 224)), ((37, 53, 3), (64, 90)), ((9, 300, 1), (20, 7))]
+)
 def test_both_filters_are_pillows(kernel: str, shape: tuple[int, ...], size: tuple[int, int]) -> None:
     image = _photo(*shape[:2])[:, :, : shape[2]]
     np.testing.assert_allclose(resize(image, size, kernel=kernel), _pillow_float(image, size, kernel), atol=1e-4)
@@ -95,7 +97,7 @@ def test_a_window_of_the_resize_is_computed_alone_as_in_the_full_resize(
 def test_the_crop_is_torchvisions_to_the_pixel(height: int, width: int) -> None:
     """The resized size and center-crop offsets, read back from torchvision's transforms on an image
     whose pixels are their own coordinates (nearest-neighbour resize, so nothing is blended)."""
-    pre = ImagePreprocess(size=(224, 224), resize_shorter=256)
+    pre = ImagePreprocess(size=(224, 224), resize=256)
     resized, (top, left) = resize_plan(height, width, pre)
     canvas = Image.new("L", (width, height))
     assert T.Resize(256)(canvas).size == resized[::-1]
@@ -105,11 +107,16 @@ def test_the_crop_is_torchvisions_to_the_pixel(height: int, width: int) -> None:
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
-@pytest.mark.parametrize(("width", "height"), [(640, 480), (480, 640), (1920, 1080)])
-def test_photos_match_torchvisions_resize_and_center_crop(interpolation: str, width: int, height: int) -> None:
+@pytest.mark.parametrize(
+    ("width", "height", "resize"),
+    [(640, 480, 256), (480, 640, 256), (1920, 1080, 256), (640, 480, (256, 256)), (1920, 1080, (240, 300))],
+)
+def test_photos_match_torchvisions_resize_and_center_crop(
+    interpolation: str, width: int, height: int, resize: int | tuple[int, int]
+) -> None:
     photo = Image.fromarray(_photo(height, width))
-    want = _torchvision(interpolation)(photo).numpy()
-    got = prepare(_spec(interpolation), photo, _no_tokenizer)[0]
+    want = _torchvision(interpolation, resize=resize)(photo).numpy()
+    got = prepare(_spec(interpolation, resize=resize), photo, _no_tokenizer)[0]
     levels = np.abs(got - want) * np.array(STD, np.float32)[:, None, None] * 255
     # Pillow rounds each 8-bit pass and clips bicubic's overshoot between them (at the sharp edge: 1.7)
     assert levels.max() <= 2.0
@@ -122,7 +129,7 @@ def test_a_12mp_jpeg_decoded_at_reduced_scale_stays_within_two_levels(tmp_path: 
     with Image.open(path) as photo:
         photo.load()
         want = _torchvision("bicubic")(photo).numpy()
-    got = prepare(_spec("bicubic"), str(path), _no_tokenizer)[0]  # decoded at 1/2: 2000×1500 for a 256 side
+    got = prepare(_spec("bicubic"), str(path), _no_tokenizer)[0]  # decoded at 1/2: 2000x1500 for a 256 side
     levels = np.abs(got - want) * np.array(STD, np.float32)[:, None, None] * 255
     assert levels.max() <= 2.0
     assert levels.mean() <= 0.35
@@ -134,7 +141,7 @@ def test_bicubic_overshoot_is_clipped_to_the_pixel_range() -> None:
     edges[:, 320:] = 255
     spec = InputSpec(
         "image", "image", "float32", ("batch", 3, 224, 224),
-        preprocess=ImagePreprocess(size=(224, 224), mean=(0, 0, 0), std=(1, 1, 1), resize_shorter=256, interpolation="bicubic"),
+        preprocess=ImagePreprocess(size=(224, 224), mean=(0, 0, 0), std=(1, 1, 1), resize=256, interpolation="bicubic"),
     )  # fmt: skip
     assert resize(edges, (224, 224), kernel="bicubic").max() > 255  # the filter alone overshoots
     for pixels in (edges, edges / np.float32(255)):  # uint8 and float [0, 1] arrays
@@ -153,18 +160,20 @@ class _Classifier(nn.Module):
         return self.head(self.image_encoder(image))
 
 
-def test_a_bundle_takes_photos_as_its_torchvision_eval_transform(tmp_path: Path) -> None:
-    """A model evaluated with Resize(256) + CenterCrop(224), bicubic: the recipe says so and photos of
-    either orientation reach the model as torchvision hands them to PyTorch."""
+@pytest.mark.parametrize("resize", [256, (256, 256)])
+def test_a_bundle_takes_photos_as_its_torchvision_eval_transform(tmp_path: Path, resize: int | tuple[int, int]) -> None:
+    """A model evaluated with Resize(256) + CenterCrop(224) (or DeiT's Resize((256, 256))), bicubic: the
+    manifest keeps the recipe and photos of either orientation reach the model as torchvision hands them."""
     torch.manual_seed(0)
     model = _Classifier().eval()
-    pre = ImagePreprocess(size=(224, 224), mean=MEAN, std=STD, resize_shorter=256, interpolation="bicubic")
+    pre = ImagePreprocess(size=(224, 224), mean=MEAN, std=STD, resize=resize, interpolation="bicubic")
     result = export_model(model, {"image": torch.randn(2, 3, 224, 224)}, preprocess={"image": pre}, out=tmp_path / "b")
+    assert load_bundle(result.path).manifest.input("image").preprocess == pre
     pipeline = Pipeline(result.path)
     for height, width in ((480, 640), (640, 480)):
         photo = Image.fromarray(_photo(height, width))
         with torch.no_grad():
-            want = model(_torchvision("bicubic")(photo)[None]).numpy()
+            want = model(_torchvision("bicubic", resize=resize)(photo)[None]).numpy()
         np.testing.assert_allclose(pipeline.run({"image": photo})["logits"], want, atol=2e-3)
 
 
@@ -172,12 +181,15 @@ def test_a_bundle_takes_photos_as_its_torchvision_eval_transform(tmp_path: Path)
     ("fields", "problem"),
     [
         ({"interpolation": "nearest"}, "interpolation 'nearest' is not one of 'bilinear', 'bicubic'"),
-        ({"resize_shorter": 200}, "resize_shorter 200 must be at least the crop's largest side"),
-        ({"resize_shorter": 10**5}, "at most 8192"),
+        ({"resize": 200}, "resize 200 must be at least the crop's largest side"),
+        ({"resize": (256, 200)}, r"resize \(256, 200\) must be at least the crop's largest side"),
+        ({"resize": 10**5}, "at most 8192"),
     ],
 )
 def test_a_recipe_the_runtime_cannot_follow_is_refused(tmp_path: Path, fields: dict, problem: str) -> None:
     pre = ImagePreprocess(size=(224, 224), **fields)
     with pytest.raises(MMEdgeError, match=problem):
-        export_model(_Classifier().eval(), {"image": torch.randn(2, 3, 224, 224)}, preprocess={"image": pre}, out=tmp_path / "b")
+        export_model(
+            _Classifier().eval(), {"image": torch.randn(2, 3, 224, 224)}, preprocess={"image": pre}, out=tmp_path / "b"
+        )
     assert not (tmp_path / "b").exists()
