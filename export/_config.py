@@ -20,6 +20,7 @@ text = "text_encoder"
 opset = 18
 monolithic = true
 tokenizer = "hf-model/"       # a tokenizer.json or save_pretrained folder, relative to this file
+processor = "hf-model/"       # a preprocessor_config.json (image processor, feature extractor) or its folder; a list for several
 ```
 """
 
@@ -43,7 +44,7 @@ from mmedge.export._dict_arguments import grouped
 __all__ = ["ExportConfig", "build_model", "encoders_option", "example_inputs", "load_config", "resolve_class"]
 
 _SECTIONS = {"model", "inputs", "encoders", "export"}
-_EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch", "tokenizer"}
+_EXPORT_KEYS = {"opset", "monolithic", "dynamic", "atol", "rtol", "audio_frontend", "batch", "tokenizer", "processor"}
 _INPUT_KEYS = {"shape", "dtype", "low", "high", "modality", "preprocess"}
 # Integer inputs that are pixels, bytes or PCM samples when no embedding reads them: examples span the dtype.
 SAMPLE_DTYPES = ("uint8", "int8", "int16")

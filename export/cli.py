@@ -59,6 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "pair's segment ids, else 0)",
     )
     parser.add_argument(
+        "--processor",
+        action="append",
+        metavar="PATH",
+        help="(repeatable) a Hugging Face preprocessor_config.json, or the folder an image processor's or feature extractor's "
+        "save_pretrained wrote: its resize, crop, filter, scaling and mean/std (or audio rate and normalization) "
+        "become the bundle's recipe, so it takes photos (or sound files) as that processor prepared them",
+    )
+    parser.add_argument(
         "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
     )
     parser.add_argument(
@@ -71,6 +79,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _option(args: argparse.Namespace, export: dict[str, Any], name: str, default: Any) -> Any:
     value = getattr(args, name)
     return value if value is not None else export.get(name, default)
+
+
+def _path_option(args: argparse.Namespace, export: dict[str, Any], name: str) -> Path | None:
+    """A file option: the flag as given, else export.toml's [export] value relative to that file."""
+    value = getattr(args, name)
+    if value is not None:
+        return Path(value)
+    return Path(args.config).parent / export[name] if name in export else None
+
+
+def _processor_recipes(
+    args: argparse.Namespace, export: dict[str, Any], inputs: dict[str, Any], modalities: dict[str, str]
+) -> dict[str, Any]:
+    """The recipes of every --processor (else export.toml's processor = a path or a list of them)."""
+    from mmedge.export._hf_processor import load_processor, processor_preprocess
+
+    listed = export.get("processor", [])
+    paths = args.processor or [Path(args.config).parent / p for p in ([listed] if isinstance(listed, str) else listed)]
+    shapes = {n: tuple(t.shape) for n, t in inputs.items() if hasattr(t, "shape")}
+    recipes: dict[str, Any] = {}
+    for path in paths:
+        recipes.update(processor_preprocess(load_processor(path), shapes, modalities))
+    return recipes
 
 
 @contextmanager
@@ -101,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(model, args.checkpoint, strict=not args.non_strict) if args.checkpoint else None
     export = dict(config.export)
     inputs = example_inputs(model, config, _option(args, export, "batch", 2))
+    modalities = {n: i.modality for n, i in config.inputs.items() if i.modality}
     preprocess = {
         **(getattr(model, "preprocess", None) or {}),
+        **_processor_recipes(args, export, inputs, modalities),
         **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
     }
-    tokenizer_path = args.tokenizer or (
-        Path(args.config).parent / export["tokenizer"] if "tokenizer" in export else None
-    )
+    tokenizer_path = _path_option(args, export, "tokenizer")
     tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
     info = ModelInfo(
         name=cls.__name__,
@@ -132,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                     rtol=_option(args, export, "rtol", Tolerance().rtol),
                 ),
                 audio_frontend=_option(args, export, "audio_frontend", "auto"),
-                modalities={n: i.modality for n, i in config.inputs.items() if i.modality},
+                modalities=modalities,
                 tokenizer=tokenizer,
                 progress=update,
                 model_info=info,

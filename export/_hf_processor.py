@@ -1,0 +1,160 @@
+"""Preprocessing read from a Hugging Face ``preprocessor_config.json`` (an image processor or an audio
+feature extractor's ``save_pretrained``), so a bundle takes photos and sound files as the model's
+own processor prepared them in training, without the user translating its fields.
+
+An image processor (ViT, DeiT, CLIP, ConvNeXt, ResNet, ...) becomes an :class:`ImagePreprocess`:
+``size`` as height/width or shortest edge, ``crop_size`` where it center-crops (ConvNeXt's
+``crop_pct``), ``resample`` (bilinear or bicubic), ``rescale_factor``, ``image_mean``/``image_std``.
+A raw-waveform feature extractor (wav2vec2, HuBERT, WavLM) becomes an :class:`AudioPreprocess`:
+``sampling_rate`` and ``do_normalize``, the longest clip from the model's example, and clips kept at
+their own length (``pad=False``) where the model's time axis is dynamic. Extractors that
+compute spectrogram features outside the model (Whisper, AST) are refused with the way out: the
+runtime feeds what the model takes, and those features are not a recipe it has.
+
+Hugging Face crops at ``(size - crop) // 2``; the recipe follows torchvision's rounding, which
+differs by one pixel when the margin is odd and its half rounds up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmedge.bundle import AudioPreprocess, ImagePreprocess
+from mmedge.errors import ExportError
+
+__all__ = ["PROCESSOR_FILE", "load_processor", "processor_preprocess"]
+
+PROCESSOR_FILE = "preprocessor_config.json"
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling codes the recipe follows
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 4: "box", 5: "hamming"}
+_NAMES = {"image": "pixel_values", "audio": "input_values"}  # transformers' input names
+_CONVNEXT_CROP_BELOW = 384  # ConvNeXt's processor crops (by crop_pct) below this shortest edge, else only resizes
+
+
+def load_processor(path: str | Path) -> dict[str, Any]:
+    """The JSON of ``path``: a preprocessor_config.json, or the folder holding one."""
+    path = Path(path)
+    file = path / PROCESSOR_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ExportError(
+            f"--processor {path}: no {PROCESSOR_FILE} there; give the file, or the folder an image processor's or "
+            "feature extractor's save_pretrained() wrote"
+        )
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"--processor {file}: not a readable JSON file ({e})") from e
+    if not isinstance(config, dict):
+        raise ExportError(f"--processor {file}: expected a JSON object, found {type(config).__name__}")
+    return config
+
+
+def processor_preprocess(
+    config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]], modalities: Mapping[str, str]
+) -> dict[str, ImagePreprocess | AudioPreprocess]:
+    """The recipe ``config`` describes, for the model input it belongs to: the input named as transformers
+    names it (pixel_values, input_values), else the one input of that modality. ``shapes`` are the
+    example inputs' shapes, ``modalities`` the ones the user gave."""
+    kind = "image" if "image_mean" in config or "crop_size" in config or "image_processor_type" in config else "audio"
+    name = _input(kind, shapes, modalities)
+    if kind == "image":
+        return {name: _image(config, shapes[name], name)}
+    return {name: _audio(config, shapes[name], name)}
+
+
+def _input(kind: str, shapes: Mapping[str, tuple[int, ...]], modalities: Mapping[str, str]) -> str:
+    if _NAMES[kind] in shapes:
+        return _NAMES[kind]
+    named = [n for n, m in modalities.items() if m == kind]
+    if len(named) == 1:
+        return named[0]
+    raise ExportError(
+        f"--processor describes {kind} preprocessing, but the model has no input named {_NAMES[kind]!r} and "
+        f"{'several' if named else 'no'} input(s) with modality = {kind!r} in export.toml ({', '.join(named) or '-'}); "
+        f'set modality = "{kind}" on the one input it is for'
+    )
+
+
+def _image(config: Mapping[str, Any], shape: tuple[int, ...], name: str) -> ImagePreprocess:
+    where = f"--processor ({config.get('image_processor_type', 'image processor')}) for {name!r}"
+    if len(shape) != 4:
+        raise ExportError(f"{where}: the input's example has shape {list(shape)}, not (batch, 3, height, width)")
+    model_size = (int(shape[2]), int(shape[3]))
+    resample = config.get("resample", 2)
+    if resample not in _RESAMPLE:
+        raise ExportError(
+            f"{where}: resample {_RESAMPLE_NAMES.get(resample, resample)!r} is not a filter the runtime has "
+            f"(bilinear or bicubic); set [inputs.{name}.preprocess] in export.toml with the closest one"
+        )
+    resize, crop = _geometry(config, where) if config.get("do_resize", True) else (None, None)
+    size = crop or (resize if isinstance(resize, tuple) else None) or model_size
+    if size != model_size:
+        raise ExportError(
+            f"{where}: the processor makes {size[0]}×{size[1]} images but the model's example takes "
+            f"{model_size[0]}×{model_size[1]}; export with the processor's size, or give the matching processor"
+        )
+    normalize = config.get("do_normalize", True)
+    return ImagePreprocess(
+        size=size,
+        mean=tuple(float(v) for v in config.get("image_mean", (0.5, 0.5, 0.5))) if normalize else (0.0, 0.0, 0.0),
+        std=tuple(float(v) for v in config.get("image_std", (0.5, 0.5, 0.5))) if normalize else (1.0, 1.0, 1.0),
+        scale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
+        resize=None if crop is None else resize,
+        interpolation=_RESAMPLE[resample],
+    )
+
+
+def _geometry(config: Mapping[str, Any], where: str) -> tuple[int | tuple[int, int] | None, tuple[int, int] | None]:
+    """(what the image is resized to, the center crop or None), as the processor computes them."""
+    crop = _pair(config.get("crop_size")) if config.get("do_center_crop") else None
+    size = config.get("size")
+    if isinstance(size, int):  # older configs: a shortest edge where the processor crops, else a square
+        size = {"shortest_edge": size} if crop else {"height": size, "width": size}
+    if not isinstance(size, Mapping):
+        raise ExportError(f"{where}: size {size!r} is not a form the recipe has (height/width or shortest_edge)")
+    if "height" in size and "width" in size:
+        return (int(size["height"]), int(size["width"])), crop
+    if set(size) == {"shortest_edge"}:
+        edge = int(size["shortest_edge"])
+        if "crop_pct" in config:  # ConvNeXt: below 384, resize to edge / crop_pct, crop edge x edge
+            if edge >= _CONVNEXT_CROP_BELOW:
+                return (edge, edge), None
+            return int(edge / float(config["crop_pct"])), (edge, edge)
+        if crop is None:
+            raise ExportError(
+                f"{where}: resizing the shortest edge to {edge} without a center crop gives images of every "
+                "size; the bundle's model takes one, so the recipe needs crop_size (do_center_crop)"
+            )
+        return edge, crop
+    raise ExportError(
+        f"{where}: size {dict(size)} (longest_edge) keeps images of varying size; give the recipe in "
+        "[inputs.NAME.preprocess] of export.toml"
+    )
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, Mapping):
+        return int(value["height"]), int(value["width"])
+    return int(value), int(value)
+
+
+def _audio(config: Mapping[str, Any], shape: tuple[int, ...], name: str) -> AudioPreprocess:
+    extractor = config.get("feature_extractor_type", "feature extractor")
+    where = f"--processor ({extractor}) for {name!r}"
+    if int(config.get("feature_size", 1)) != 1 or "sampling_rate" not in config:
+        raise ExportError(
+            f"{where}: the extractor computes {config.get('feature_size', '?')} features per frame outside the model "
+            "(a spectrogram); the runtime takes sound files only for models that compute their features in "
+            "forward (a torchaudio MelSpectrogram, exported as convolutions). Export without --processor and "
+            "feed the features as arrays, or move the feature computation into the model"
+        )
+    rate = int(config["sampling_rate"])
+    return AudioPreprocess(
+        sample_rate=rate,
+        max_seconds=int(shape[-1]) / rate,
+        normalize=bool(config.get("do_normalize", False)),
+        pad=False,  # the extractor pads only when asked: one clip at its own length, as transformers' pipelines
+    )
