@@ -108,7 +108,7 @@ MANIFEST_EDITS = [
     pytest.param(_set("wiring", 2, "target", {}), r"wiring\[2\]\.target is dict, expected str", id="target-dict"),
     pytest.param(_set("inputs", 1, "shape", 1, 3.5), "shape dims must be ints or names", id="dim-float"),
     pytest.param(
-        _set("inputs", 1, "preprocess", "mean", "abc"), r"preprocess\.mean\[0\] is str, expected float", id="mean-str"
+        _set("inputs", 1, "preprocess", "mean", "abc"), r"preprocess\.mean is str, expected tuple", id="mean-str"
     ),
     pytest.param(
         _set("inputs", 1, "dtype", "int64"),
