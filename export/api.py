@@ -37,6 +37,7 @@ from mmedge.export._context import Ctx, ExportedPart, Progress, Runs
 from mmedge.export._guarantee import verify_export
 from mmedge.export._image_layout import infer_pixel_preprocess
 from mmedge.export._split import Split, input_modalities, plan_split
+from mmedge.export._timm_recipe import infer_timm_preprocess
 from mmedge.export._types import ExportResult
 from mmedge.export._verify import record
 from mmedge.export.doctor import preflight, raise_errors, report_for
@@ -110,7 +111,8 @@ def export_model(
     modalities = {**input_modalities(inputs, split.encoders, pre), **given}
     inferred, audio_notes = infer_audio_preprocess(work, split.encoders, modalities, inputs, pre)
     pixels, pixel_notes = infer_pixel_preprocess(modalities, inputs, pre)
-    pre = {**pre, **inferred, **pixels}
+    timm, timm_notes = infer_timm_preprocess(work, split.encoders, modalities, inputs, {**pre, **pixels})
+    pre = {**pre, **inferred, **pixels, **timm}
     axes, notes = input_axes(inputs, modalities, dynamic, derived_inputs(pre.values()))
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
@@ -126,7 +128,16 @@ def export_model(
             stage,
             audio_frontend,
             report,
-            [*dict_notes, *(text.notes if text else ()), *split.notes, *audio_notes, *pixel_notes, *notes, *found],
+            [
+                *dict_notes,
+                *(text.notes if text else ()),
+                *split.notes,
+                *audio_notes,
+                *pixel_notes,
+                *timm_notes,
+                *notes,
+                *found,
+            ],
         )
         parts = [export_encoder(ctx, spec, split.calls[spec.path], specs) for spec in specs]
         head = export_head(ctx, specs, parts)
