@@ -56,7 +56,7 @@ def test_a_timm_backbone_gives_the_recipe_of_its_eval_transform(
     result = export_model(model, {"image": torch.randn(2, 3, 224, 224)}, out=tmp_path / "b")
     recipe = load_bundle(result.path).manifest.input("image").preprocess
     assert (recipe.resize, recipe.interpolation) == (resize, interpolation)
-    assert any("pretrained_cfg" in n and architecture.split(".")[0] in n for n in result.warnings)
+    assert any("pretrained_cfg" in n and architecture.split(".", maxsplit=1)[0] in n for n in result.warnings)
     config = timm.data.resolve_data_config(model=model.backbone)
     transform = timm.data.create_transform(**config)
     with Pipeline(result.path) as pipeline:
