@@ -11,8 +11,9 @@ their own length (``pad=False``) where the model's time axis is dynamic. Extract
 compute spectrogram features outside the model (Whisper, AST) are refused with the way out: the
 runtime feeds what the model takes, and those features are not a recipe it has.
 
-Hugging Face crops at ``(size - crop) // 2``; the recipe follows torchvision's rounding, which
-differs by one pixel when the margin is odd and its half rounds up.
+transformers' processors crop at ``(size - crop) // 2`` where torchvision rounds the half margin to
+even (its ConvNeXt and BridgeTower fast processors call torchvision's): ``crop_rounding`` follows the
+saved processor type. One pixel apart is up to 170 of 255 levels at sharp edges of real photos.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ PROCESSOR_FILE = "preprocessor_config.json"
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling codes the recipe follows
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 4: "box", 5: "hamming"}
 _NAMES = {"image": "pixel_values", "audio": "input_values"}  # transformers' input names
+# transformers' processors crop at (size - crop) // 2 (PIL-based and fast alike), except these fast ones,
+# which call torchvision's center_crop (half the margin rounded to even)
+_TORCHVISION_CROP = frozenset({"ConvNextImageProcessorFast", "BridgeTowerImageProcessorFast"})
 _CONVNEXT_CROP_BELOW = 384  # ConvNeXt's processor crops (by crop_pct) below this shortest edge, else only resizes
 
 
@@ -104,6 +108,7 @@ def _image(config: Mapping[str, Any], shape: tuple[int, ...], name: str) -> Imag
         scale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
         resize=None if crop is None else resize,
         interpolation=_RESAMPLE[resample],
+        crop_rounding="round" if config.get("image_processor_type") in _TORCHVISION_CROP else "floor",
     )
 
 

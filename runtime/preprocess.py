@@ -297,7 +297,8 @@ def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[in
     """The ``(height, width)`` a ``height × width`` image is resized to and the ``(top, left)`` of the
     recipe's ``size`` cropped from its center, as torchvision's ``Resize(pre.resize)`` +
     ``CenterCrop(pre.size)``: an int ``resize`` is the shorter side's length, the longer in proportion
-    (rounded down); offsets are rounded half to even. Without ``resize``: the whole image, stretched."""
+    (rounded down); offsets are half the margin rounded as ``crop_rounding`` says (half to even, as
+    torchvision; or down, as transformers' PIL processors). Without ``resize``: the whole image, stretched."""
     if pre.resize is None:
         return pre.size, (0, 0)
     if isinstance(pre.resize, tuple):
@@ -305,7 +306,10 @@ def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[in
     else:
         side = pre.resize
         resized = (side, int(side * width / height)) if height <= width else (int(side * height / width), side)
-    return resized, (round((resized[0] - pre.size[0]) / 2), round((resized[1] - pre.size[1]) / 2))
+    margins = (resized[0] - pre.size[0], resized[1] - pre.size[1])
+    if pre.crop_rounding == "floor":
+        return resized, (margins[0] // 2, margins[1] // 2)
+    return resized, (round(margins[0] / 2), round(margins[1] / 2))
 
 
 def _clipped(pixels: np.ndarray, pre: ImagePreprocess, top: float) -> np.ndarray:

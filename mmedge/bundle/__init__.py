@@ -19,6 +19,7 @@ from mmedge.bundle._publish import check_replaceable, scratch_directory, staged_
 from mmedge.bundle._types import (
     DTYPES,
     FORMAT_VERSION,
+    CROP_ROUNDINGS,
     FORMATS,
     INTERPOLATIONS,
     MANIFEST_NAME,
@@ -55,6 +56,7 @@ from mmedge.bundle.vocab import vocab_size
 
 __all__ = [
     "DTYPES",
+    "CROP_ROUNDINGS",
     "FORMATS",
     "FORMAT_VERSION",
     "INTERPOLATIONS",

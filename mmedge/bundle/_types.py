@@ -24,6 +24,7 @@ ROLES = ("encoder", "head", "decoder")
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "ort")
 INTERPOLATIONS = ("bilinear", "bicubic")  # image resize filters, both antialiased as Pillow's
+CROP_ROUNDINGS = ("round", "floor")  # of an image recipe's center crop offsets
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 
@@ -63,6 +64,10 @@ class ImagePreprocess:
     # that (DeiT's 256x256 before a 224 crop). None resizes the whole image to ``size``.
     resize: int | tuple[int, int] | None = None
     interpolation: str = "bilinear"  # one of INTERPOLATIONS: "bicubic" for CLIP, timm and most ViTs
+    # How a center crop's odd margin is split, one of CROP_ROUNDINGS: "round" half to even, as
+    # torchvision's CenterCrop (timm, transformers' fast processors); "floor", (size - crop) // 2, as
+    # transformers' PIL-based image processors. One pixel apart, which at sharp edges is many levels.
+    crop_rounding: str = "round"
 
     @property
     def resize_sides(self) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._types import (
     DTYPES,
+    CROP_ROUNDINGS,
     FORMATS,
     INTERPOLATIONS,
     MAX_ITEM_ELEMENTS,
@@ -248,6 +249,10 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
             (
                 pre.interpolation in INTERPOLATIONS,
                 f"interpolation {pre.interpolation!r} is not one of {', '.join(map(repr, INTERPOLATIONS))}",
+            ),
+            (
+                pre.crop_rounding in CROP_ROUNDINGS,
+                f"crop_rounding {pre.crop_rounding!r} is not one of {', '.join(map(repr, CROP_ROUNDINGS))}",
             ),
             (
                 all(max(pre.size) <= side <= _MAX_SIDE for side in pre.resize_sides),

@@ -181,6 +181,7 @@ def test_a_bundle_takes_photos_as_its_torchvision_eval_transform(tmp_path: Path,
     ("fields", "problem"),
     [
         ({"interpolation": "nearest"}, "interpolation 'nearest' is not one of 'bilinear', 'bicubic'"),
+        ({"crop_rounding": "ceil"}, "crop_rounding 'ceil' is not one of 'round', 'floor'"),
         ({"resize": 200}, "resize 200 must be at least the crop's largest side"),
         ({"resize": (256, 200)}, r"resize \(256, 200\) must be at least the crop's largest side"),
         ({"resize": 10**5}, "at most 8192"),
