@@ -17,9 +17,9 @@ from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._parse import manifest_from_dict, manifest_to_dict
 from mmedge.bundle._publish import check_replaceable, scratch_directory, staged_bundle, write_manifest
 from mmedge.bundle._types import (
+    CROP_ROUNDINGS,
     DTYPES,
     FORMAT_VERSION,
-    CROP_ROUNDINGS,
     FORMATS,
     INTERPOLATIONS,
     MANIFEST_NAME,
@@ -55,8 +55,8 @@ from mmedge.bundle._types import (
 from mmedge.bundle.vocab import vocab_size
 
 __all__ = [
-    "DTYPES",
     "CROP_ROUNDINGS",
+    "DTYPES",
     "FORMATS",
     "FORMAT_VERSION",
     "INTERPOLATIONS",

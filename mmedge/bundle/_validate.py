@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 
 from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._types import (
-    DTYPES,
     CROP_ROUNDINGS,
+    DTYPES,
     FORMATS,
     INTERPOLATIONS,
     MAX_ITEM_ELEMENTS,
