@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from rich.markup import escape
 
-from mmedge.bundle import OutputSpec
+from mmedge.bundle import Manifest, OutputSpec
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
@@ -35,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="an input by name or modality: image=cat.png, text='a bright dog', audio=x.wav, audio=x.npy (repeat)",
+        help="an input by name or modality: image=cat.png, text='a bright dog', audio=x.wav, audio=x.npy (repeat; "
+        "a text given twice is a text pair)",
     )
     parser.add_argument("--providers", default="auto", help=PROVIDERS_HELP)
     parser.add_argument("--fallback", action="store_true", help="run on the next provider if one is unavailable")
@@ -52,16 +53,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs as a run() dict; ``.npy`` values are loaded as arrays."""
+    """``NAME=VALUE`` pairs as a run() dict; ``.npy`` values are loaded as arrays, and a text given twice
+    is a text pair (one item of two texts, as the bundled tokenizer encodes ``(text, text_pair)``)."""
     inputs: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise InputError(f"--input {pair!r} must look like NAME=VALUE, e.g. image=cat.png or text='a dog'")
-        if name in inputs:
-            raise InputError(f"--input {name!r} is given twice; give it once")
-        inputs[name] = _load_npy(Path(value)) if value.endswith(".npy") else value
+        loaded = _load_npy(Path(value)) if value.endswith(".npy") else value
+        if name not in inputs:
+            inputs[name] = loaded
+        elif isinstance(inputs[name], str) and isinstance(loaded, str):
+            inputs[name] = (inputs[name], loaded)  # a text pair: question and passage, two sentences
+        else:
+            raise InputError(
+                f"--input {name!r} is given more than once; give it once, or twice for a text pair "
+                f"({name}='a question' -i {name}='a passage')"
+            )
     return inputs
+
+
+def _check_pairs(inputs: dict[str, Any], manifest: Manifest) -> None:
+    """A value given twice (a pair) is for a text input, named by its name or by "text"."""
+    texts = {i.name for i in manifest.inputs if i.modality == "text"} | {"text"}
+    repeated = [name for name, value in inputs.items() if isinstance(value, tuple) and name not in texts]
+    if repeated:
+        raise InputError(
+            f"--input {repeated[0]!r} is given twice; only a text input takes two values (a text pair); "
+            f"give {repeated[0]!r} once"
+        )
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -101,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         check_hashes=not args.no_hash_check,
         cache_dir=args.cache_dir,
     ) as pipe:
+        _check_pairs(inputs, pipe.manifest)
         generative = pipe.manifest.generation is not None
         if generative:
             results: Any = pipe.generate(

@@ -212,6 +212,21 @@ def test_segment_ids_default_to_zero_at_the_ids_length(segments: Path) -> None:
     np.testing.assert_allclose(from_strings, omitted, atol=1e-5)  # padding is masked out
 
 
+def test_mmedge_run_takes_a_text_pair_as_the_text_given_twice(
+    segments: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "image.npy"
+    np.save(image, np.zeros((1, 3, 8, 8), np.float32))
+    with Pipeline(segments / "b", "cpu") as pipe:
+        logits = pipe.run({"input_ids": ("a cat", "blue sky"), "image": np.load(image)})["logits"][0]
+    args = ["-i", "input_ids=a cat", "-i", "input_ids=blue sky", "-i", f"image={image}", "--json", "--top-k", "1"]
+    assert main(["run", str(segments / "b"), *args]) == 0
+    (top,) = json.loads(capsys.readouterr().out)["outputs"]["logits"]["top_k"][0]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert top["label"].endswith(str(int(np.argmax(probs))))
+    assert top["probability"] == pytest.approx(float(probs.max()), rel=1e-5)
+
+
 def test_a_text_pair_gets_the_tokenizer_s_segment_ids(segments: Path) -> None:
     from tokenizers import Tokenizer
 

@@ -58,7 +58,13 @@ def test_human_output_shows_a_table_per_logits_output(
     [
         pytest.param(["-i", "image"], "--input 'image' must look like NAME=VALUE", id="no-equals"),
         pytest.param(["-i", "audio=missing.npy"], "array file missing.npy does not exist", id="missing-npy"),
-        pytest.param(["-i", "text=dog", "-i", "text=cat"], "--input 'text' is given twice", id="twice"),
+        pytest.param(
+            ["-i", "text=dog", "-i", "text=cat", "-i", "text=cow"], "'text' is given more than once", id="thrice"
+        ),
+        pytest.param(
+            ["-i", "text=dog", "-i", "text=cat"], "a text pair needs the bundle's Hugging Face tokenizer", id="pair"
+        ),
+        pytest.param(["-i", "image=a.png", "-i", "image=b.png"], "only a text input takes two values", id="twice"),
         pytest.param(["--top-k", "0"], "--top-k must be at least 1", id="top-k"),
         pytest.param(["-i", "text=dog"], "missing input 'image'", id="missing-input"),
         pytest.param(
