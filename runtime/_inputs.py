@@ -182,7 +182,7 @@ class InputRouter:
         problems: list[str] = []
         derived: dict[str, np.ndarray] = {}
         raw = {
-            name: self._prepare(spec, inputs[name], problems, derived)
+            name: self._prepare(spec, inputs[name], problems, derived, {})
             for name, spec in self._specs.items()
             if name in inputs
         }
