@@ -34,7 +34,7 @@ def bench_inputs(
     specs = bundle.manifest.inputs
     if given is None:
         return {b: {s.name: _synthetic(bundle, s, b, seed, i) for i, s in enumerate(specs)} for b in batch_sizes}
-    arrays = load_arrays(Path(given), bundle) if isinstance(given, str | os.PathLike) else dict(given)
+    arrays = load_arrays(Path(given), bundle)[0] if isinstance(given, str | os.PathLike) else dict(given)
     missing = [s.name for s in specs if s.name not in arrays and s.default is None]
     unknown = [k for k in arrays if k not in {s.name for s in specs}]
     if missing or unknown:
@@ -83,16 +83,27 @@ def _cycle(tensor: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(tensor[np.arange(batch) % tensor.shape[0]])
 
 
-def load_arrays(path: Path, bundle: Bundle) -> dict[str, np.ndarray]:
+def load_arrays(path: Path, bundle: Bundle, *, mixed: str = "error") -> tuple[dict[str, np.ndarray], str]:
     """Samples along the first axis from an ``.npz`` of model tensors, or from a ``.jsonl`` samples file of
-    raw files and strings preprocessed as the bundle will (:func:`mmedge.runtime.read_samples`)."""
+    raw files and strings preprocessed as the bundle will (:func:`mmedge.runtime.read_samples`), and what
+    was done to them ("" or a note).
+
+    Samples that differ in shape (sound files kept at their own lengths) cannot be one batch: with
+    ``mixed="largest"`` the largest is taken (a latency budget's worst case), else an InputError says so.
+    """
     if path.suffix != SAMPLES_SUFFIX:
-        return load_npz(path)
+        return load_npz(path), ""
     samples = read_samples(path, bundle, what="inputs")
-    try:
-        return {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
-    except ValueError as e:
-        raise InputError(f"inputs file {path}: its samples differ in shape after preprocessing ({e})") from e
+    if len({tuple(s[name].shape for name in sorted(s)) for s in samples}) == 1:
+        return {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}, ""
+    shapes = ", ".join(sorted({f"{name} {list(s[name].shape)}" for s in samples for name in s}))
+    if mixed != "largest":
+        raise InputError(
+            f"inputs file {path}: its samples differ in shape after preprocessing ({shapes}), so they cannot be "
+            "compared as one batch; give samples of one shape (sound files of one duration)"
+        )
+    index = max(range(len(samples)), key=lambda i: sum(a.size for a in samples[i].values()))
+    return dict(samples[index]), f"the largest of {len(samples)} samples of different shapes (line {index + 1})"
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -158,6 +158,9 @@ def bench(
         threads=budget,
         batch_sizes=sizes,
     )
+    given, how = (
+        load_arrays(Path(inputs), subject, mixed="largest") if isinstance(inputs, str | os.PathLike) else (inputs, "")
+    )
     default_agreement = 64 if jobs else 0
     agreement = _samples(
         subject, agreement_inputs, default_agreement if agreement_samples is None else agreement_samples, seed + 2
@@ -197,7 +200,7 @@ def bench(
         processes=processes,
         inputs=f"synthetic (seed {seed})"
         if inputs is None
-        else str(inputs)
+        else f"{inputs}{f': {how}' if how else ''}"
         if isinstance(inputs, str | os.PathLike)
         else "given arrays",
         providers=(providers,) if isinstance(providers, str) else tuple(str(p) for p in providers),
@@ -207,7 +210,7 @@ def bench(
     )
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
-    tensors = bench_inputs(subject, sizes, inputs, seed)
+    tensors = bench_inputs(subject, sizes, given, seed)
     machine = machine_info()  # before the run: its load average is the other work on the machine
     extra = _Extra(
         jobs=jobs,
@@ -371,7 +374,7 @@ def _samples(
 ) -> dict[str, np.ndarray] | None:
     """Samples along the first axis: the given ``.npz``, else ``count`` generated ones (None if 0)."""
     if given is not None:
-        arrays = load_arrays(Path(given), subject)
+        arrays = load_arrays(Path(given), subject)[0]
         n = min((len(a) for a in arrays.values() if np.ndim(a)), default=1)
         return bench_inputs(subject, (n,), arrays, seed)[n]  # checked against the inputs, like --inputs
     if count <= 0:

@@ -254,5 +254,5 @@ def test_inputs_from_a_samples_file_of_raw_files(
     assert main([*args, "--batch-sizes", "1,2", "--out", str(tmp_path / "out")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [b["batch"] for b in report["variants"][0]["batches"]] == [1, 2]
-    arrays = load_arrays(samples, load_bundle(tiny_bundle))  # what every variant was fed, batch 1 and 2 cut from it
+    arrays, _ = load_arrays(samples, load_bundle(tiny_bundle))  # what every variant was fed, batch 1 and 2 cut from it
     assert {k: v.shape for k, v in arrays.items()} == {"text": (3, 8), "image": (3, 3, 8, 8), "audio": (3, 160)}

@@ -101,3 +101,25 @@ def test_quantize_calibrates_and_measures_on_clips_of_their_own_lengths(
     report = quantize_bundle(kept, tmp_path / "int8", calibration=samples[:6], holdout=samples[6:], speed_check=False)
     assert report.agreement >= 0.99
     assert all(o.min_cosine > 0.99 for c in report.components for o in c.outputs)
+
+
+def test_bench_times_the_largest_of_clips_of_different_lengths(
+    bundles: tuple[nn.Module, Path, Path], tmp_path: Path
+) -> None:
+    """A samples file of clips at their own lengths cannot be one batch: the latency is the longest clip's."""
+    import json
+
+    import soundfile
+
+    from mmedge.bench import bench
+
+    _, kept, _ = bundles
+    lines = []
+    for i, seconds in enumerate((1.0, 3.0, 2.0)):
+        soundfile.write(tmp_path / f"clip{i}.wav", _clip(seconds, i), RATE)
+        lines.append(json.dumps({"input_values": f"clip{i}.wav"}))
+    (tmp_path / "samples.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = bench(kept, inputs=tmp_path / "samples.jsonl", iterations=3, warmup=1, batch_sizes=(1,), profile=False)
+    assert report.settings.inputs.endswith("the largest of 3 samples of different shapes (line 2)")
+    with pytest.raises(InputError, match="samples differ in shape after preprocessing"):
+        bench(kept, inputs=tmp_path / "samples.jsonl", agreement_inputs=tmp_path / "samples.jsonl", torch_model="x")
