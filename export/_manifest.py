@@ -119,7 +119,11 @@ def _preprocess_example(name: str, modality: str, t: Any) -> str:
         layout = image_layout(shape)
         height, width = image_size(shape, layout)
         where = ', layout = "NHWC"' if layout == "NHWC" else ""
-        return f"size = [{height}, {width}]{where}, and the mean and std the model was trained with"
+        return (
+            f"size = [{height}, {width}]{where}, the mean and std the model was trained with, and resize = 256 "
+            f"(and interpolation) where its eval transform resized the shorter side before a center crop; or "
+            "--processor with a Hugging Face model's preprocessor_config.json"
+        )
     if modality == "audio" and len(shape) == 3 and shape[1] > 2:
         return (
             f"none fits if it is spectrogram features ({shape[1]} bins × {shape[2]} frames) rather than a "
@@ -131,7 +135,8 @@ def _preprocess_example(name: str, modality: str, t: Any) -> str:
     if modality == "audio":
         return (
             f"sample_rate = the rate the model was trained at, and max_seconds = {shape[-1]} / sample_rate "
-            f"(the example's {shape[-1]} samples)"
+            f"(the example's {shape[-1]} samples); normalize = true and pad = false for wav2vec2-style encoders "
+            "(or --processor with their preprocessor_config.json)"
         )
     if modality == "text":
         return f"max_length = {shape[-1]} and a vocab_file, or export with a tokenizer (--tokenizer, tokenizer=)"
