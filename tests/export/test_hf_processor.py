@@ -39,6 +39,14 @@ def _saved(processor: object, tmp_path: Path) -> dict:
 
 
 _CONVNEXT = {"size": {"shortest_edge": 224}, "crop_pct": 0.875, "resample": 3}  # microsoft/resnet-50's
+_CLIP = ImagePreprocess(
+    size=(224, 224),
+    mean=(0.48145466, 0.4578275, 0.40821073),
+    std=(0.26862954, 0.26130258, 0.27577711),
+    resize=224,
+    interpolation="bicubic",
+    crop_rounding="floor",  # the fast processor too: transformers' own center crop
+)
 PROCESSORS = {  # name: (processor, the recipe it gives)
     "vit": (
         lambda: transformers.ViTImageProcessor(size={"height": 224, "width": 224}),
@@ -46,25 +54,11 @@ PROCESSORS = {  # name: (processor, the recipe it gives)
     ),
     "clip": (
         transformers.CLIPImageProcessor,
-        ImagePreprocess(
-            size=(224, 224),
-            mean=(0.48145466, 0.4578275, 0.40821073),
-            std=(0.26862954, 0.26130258, 0.27577711),
-            resize=224,
-            interpolation="bicubic",
-            crop_rounding="floor",
-        ),
+        _CLIP,
     ),
     "clip-fast": (
         transformers.CLIPImageProcessorFast,
-        ImagePreprocess(
-            size=(224, 224),
-            mean=(0.48145466, 0.4578275, 0.40821073),
-            std=(0.26862954, 0.26130258, 0.27577711),
-            resize=224,
-            interpolation="bicubic",
-            crop_rounding="floor",
-        ),
+        _CLIP,
     ),
     "convnext-crop-pct": (  # shortest edge 224 / 0.875 = 256, crop 224
         lambda: transformers.ConvNextImageProcessor(**_CONVNEXT),
