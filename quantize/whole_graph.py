@@ -116,9 +116,15 @@ def check_whole_graph(
     tests: tuple[RatioTest | None, RatioTest | None] = (None, None)
     failed = ""
     produced = None
+    kept = [i.name for i in chain.manifest.inputs if i.keeps_length and i.name in raw]
     try:
-        quick = _quick_ms(configs[SPLIT], raw)
-        if quick < MIN_SPLIT_MS:
+        quick = 0.0 if kept else _quick_ms(configs[SPLIT], raw)
+        if kept:
+            failed = (
+                f"input {kept[0]!r} keeps each clip's length (pad = false), so the one graph would compile a "
+                "shape per clip length"
+            )
+        elif quick < MIN_SPLIT_MS:
             failed = f"the split plan runs in {quick:.3f} ms (< {MIN_SPLIT_MS} ms): too fast to matter"
         else:
             say("timing the components as one OpenVINO graph against the split plan, each in processes of its own")

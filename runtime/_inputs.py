@@ -22,7 +22,7 @@ from mmedge.errors import InputError
 from mmedge.graph import Graph
 from mmedge.runtime._audio_length import MinimumLength, input_minimum, too_short
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
-from mmedge.runtime.preprocess import check_array, keeps_length, prepare, prepare_audio, prepare_text
+from mmedge.runtime.preprocess import check_array, prepare, prepare_audio, prepare_text
 from mmedge.runtime.text import Tokenizer, Vocabulary, load_tokenizer
 from mmedge.runtime.validate import (
     all_finite,
@@ -287,7 +287,7 @@ class InputRouter:
         pre = spec.preprocess
         companions = {"mask": pre.mask_input, "type_ids": pre.type_ids_input} if isinstance(pre, TextPreprocess) else {}
         try:
-            if keeps_length(spec):
+            if spec.keeps_length:
                 audio = prepare_audio(spec, value, self.limits)
                 tensor = audio.samples
                 if audio.lengths is not None:

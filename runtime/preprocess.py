@@ -51,7 +51,6 @@ __all__ = [
     "AudioTensors",
     "TextTensors",
     "decode_reduced",
-    "keeps_length",
     "prepare",
     "prepare_audio",
     "prepare_text",
@@ -133,11 +132,6 @@ def prepare_audio(spec: InputSpec, value: Any, limits: InputLimits = DEFAULT_LIM
     return _audio_batch(spec, _batch_items(spec, value, limits), limits)
 
 
-def keeps_length(spec: InputSpec) -> bool:
-    """Whether ``spec``'s clips keep their own length: the recipe says so and the time axis is dynamic."""
-    return isinstance(spec.preprocess, AudioPreprocess) and not spec.preprocess.pad and isinstance(spec.shape[-1], str)
-
-
 def _no_text() -> None:
     return None
 
@@ -145,7 +139,7 @@ def _no_text() -> None:
 def _audio_batch(spec: InputSpec, items: list[Any], limits: InputLimits) -> AudioTensors:
     pre = _recipe(spec, AudioPreprocess)
     clips = [_audio(item, pre, spec, i, limits) for i, item in enumerate(items)]
-    lengths = tuple(c.shape[-1] for c in clips) if keeps_length(spec) else None
+    lengths = tuple(c.shape[-1] for c in clips) if spec.keeps_length else None
     if lengths is not None and len(set(lengths)) > 1:
         longest = max(lengths)
         clips = [np.pad(c, [(0, 0)] * (c.ndim - 1) + [(0, longest - c.shape[-1])]) for c in clips]
@@ -455,7 +449,7 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
         wave = wave.mean(axis=0, keepdims=True, dtype=np.float32)
     length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
     wave = resample(wave, rate, pre.sample_rate, max_samples=length)
-    if keeps_length(spec):
+    if spec.keeps_length:
         length = min(length, wave.shape[-1])
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]

@@ -135,6 +135,13 @@ class InputSpec:
     preprocess: Preprocess | None = None
     default: float | None = None  # fill value when the input is omitted; None = required
 
+    @property
+    def keeps_length(self) -> bool:
+        """Whether each audio clip keeps its own length: the recipe says ``pad=False`` and the time axis
+        is dynamic (a batch of mixed lengths then runs clip by clip; see :class:`AudioPreprocess`)."""
+        pre = self.preprocess
+        return isinstance(pre, AudioPreprocess) and not pre.pad and bool(self.shape) and isinstance(self.shape[-1], str)
+
     def sized_shape(self, batch: int, sizes: Mapping[str, int] | None = None) -> tuple[int, ...] | None:
         """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``sizes`` (symbol →
         size, e.g. what another input of the same call binds ``seq`` to), else from ``example_shape``.
