@@ -7,9 +7,9 @@ form, and a Python ``list`` of raw items is a batch.
 * image — a file path, a ``PIL.Image``, or an ``(H, W, C)`` / ``(H, W)`` array: uint8 pixels
   (scaled by ``scale``) or floats already in [0, 1] (pixels / 255); resized (antialiased bilinear or
   bicubic, see ``_signal.resize``) whole to the recipe's size, or first to ``resize`` (the shorter
-  side, or a size) and center cropped (:func:`resize_plan`), in RGB order (arrays are taken as RGB; BGR where the recipe says),
-  normalised with mean/std, laid out as the manifest says (NCHW or NHWC), and rounded to the
-  input's dtype where it is an integer one (a model that takes uint8 pixels).
+  side, or a size) and center cropped (:func:`resize_plan`); in RGB order (arrays are taken as RGB;
+  BGR where the recipe says), normalised with mean/std, laid out as the manifest says (NCHW or
+  NHWC), and rounded to the input's dtype where it is an integer one (a model that takes uint8 pixels).
   A JPEG file mmedge opens itself is decoded at a reduced scale where the result stays at least
   :data:`DECODE_GAP` times the model's size (:func:`decode_reduced`).
 * audio — a sound file path, :class:`Audio` / ``(wave, sample_rate)``, or a 1-D float array at
