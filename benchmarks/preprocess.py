@@ -1,17 +1,19 @@
 """Preprocessing at real sizes: photo decode + resize and audio resampling, mmedge vs the usual tools.
 
 Photos: smooth synthetic pictures (gradients, waves, fine stripes; not noise) saved as JPEG
-(quality 90) and PNG at 640×480, 1920×1080 and 4000×3000, each resized to 64² and 224².
+(quality 90) and PNG at 640×480, 1920×1080 and 4000×3000, each resized to 64² and 224², and
+through torchvision's ImageNet eval transform (shorter side to 256, center 224² cropped, bicubic).
 
 * ``mmedge`` — the runtime's whole image preprocessing from the file path
-  (``mmedge.runtime.preprocess.prepare``: open, decode, antialiased bilinear resize, scale,
+  (``mmedge.runtime.preprocess.prepare``: open, decode, antialiased resize, crop, scale,
   normalise, NCHW), as ``Pipeline.run`` does it;
-* ``Pillow`` — ``Image.open`` + ``resize((s, s), BILINEAR)`` + ``np.asarray`` (uint8 out);
+* ``Pillow`` — ``Image.open`` + ``resize(..., BILINEAR/BICUBIC)`` (+ ``crop``) + ``np.asarray``
+  (uint8 out);
 * ``Pillow reduced`` — the same after ``draft`` asks the JPEG decoder for the reduced scale mmedge
   decodes at (``decode_reduced``: 1/2, 1/4 or 1/8 while every side keeps ``DECODE_GAP`` times
   the model's; what ``Image.thumbnail`` does with a gap of 2): the like-for-like Pillow;
-* ``torchvision`` (when importable) — ``decode_image`` + ``v2.Resize((s, s), antialias=True)``
-  + ``v2.ToDtype(float32, scale=True)``, on one torch thread;
+* ``torchvision`` (when importable) — ``decode_image`` + ``v2.Resize(..., antialias=True)``
+  (+ ``v2.CenterCrop``) + ``v2.ToDtype(float32, scale=True)``, on one torch thread;
 * ``decode`` — ``Image.open`` + ``load`` alone: the part every tool pays.
 
 Audio: a 10 s and a 60 s mono 44.1 kHz wave to 16 kHz: mmedge's ``prepare`` (resample, crop/pad)
@@ -51,13 +53,20 @@ from PIL import Image
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.cpu import cpu_model_and_flags
 from mmedge.runtime import Audio
-from mmedge.runtime.preprocess import DECODE_GAP, prepare
+from mmedge.runtime.preprocess import DECODE_GAP, prepare, resize_plan
 
 __all__ = ["main", "photo"]
 
 RESULTS = Path(__file__).parent / "results"
 PHOTOS = ((640, 480), (1920, 1080), (4000, 3000))  # width, height
-TARGETS = (64, 224)
+# what a photo becomes: stretched to 64² and 224², and torchvision's ImageNet eval transform
+# (Resize(256) + CenterCrop(224), bicubic: timm's crop_pct 0.875 and most Hugging Face processors)
+RECIPES = {
+    "64²": ImagePreprocess(size=(64, 64)),
+    "224²": ImagePreprocess(size=(224, 224)),
+    "256 → crop 224², bicubic": ImagePreprocess(size=(224, 224), resize=256, interpolation="bicubic"),
+}
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 FORMATS = ("jpeg", "png")
 AUDIO_SECONDS = (10, 60)
 AUDIO_RATES = (44100, 16000)
@@ -99,20 +108,18 @@ def photo_cases(folder: Path) -> list[Case]:
         for fmt in FORMATS:
             path = folder / f"photo_{width}x{height}.{'jpg' if fmt == 'jpeg' else 'png'}"
             Image.fromarray(pixels).save(path, quality=90) if fmt == "jpeg" else Image.fromarray(pixels).save(path)
-            for side in TARGETS:
-                spec = InputSpec(
-                    "image", "image", "float32", ("batch", 3, side, side), preprocess=ImagePreprocess(size=(side, side))
-                )
+            for label, pre in RECIPES.items():
+                spec = InputSpec("image", "image", "float32", ("batch", 3, *pre.size), preprocess=pre)
                 candidates: dict[str, Callable[[], Any]] = {
                     "decode": lambda p=path: _pil_decode(p),
-                    "Pillow": lambda p=path, s=side: _pil_resize(p, s),
-                    "Pillow reduced": lambda p=path, s=side: _pil_resize(p, s, reduced=True),
+                    "Pillow": lambda p=path, r=pre: _pil_resize(p, r),
+                    "Pillow reduced": lambda p=path, r=pre: _pil_resize(p, r, reduced=True),
                     "mmedge": lambda p=path, sp=spec: prepare(sp, p, _no_tokenizer),
                 }
                 if torchvision is not None:
-                    candidates["torchvision"] = torchvision(path, side)
-                details = {"bytes": path.stat().st_size, "max_level_difference": _levels(path, spec, side)}
-                name = f"{fmt} {width}×{height} → {side}²"
+                    candidates["torchvision"] = torchvision(path, pre)
+                details = {"bytes": path.stat().st_size, "max_level_difference": _levels(path, spec)}
+                name = f"{fmt} {width}×{height} → {label}"
                 cases.append(Case("photo", name, candidates, reference="Pillow", details=details))
     return cases
 
@@ -122,21 +129,26 @@ def _pil_decode(path: Path) -> None:
         image.load()
 
 
-def _pil_resize(path: Path, side: int, *, reduced: bool = False) -> np.ndarray:
+def _pil_resize(path: Path, pre: ImagePreprocess, *, reduced: bool = False) -> np.ndarray:
+    """Pillow's resize of the file to the recipe (uint8): to its size, or its shorter side resized and
+    the center cropped, as torchvision's Resize + CenterCrop on a PIL image."""
     with Image.open(path) as image:
         if reduced:
-            image.draft(None, (DECODE_GAP * side, DECODE_GAP * side))
-        return np.asarray(image.resize((side, side), Image.BILINEAR))
+            side = DECODE_GAP * max(*pre.size, *pre.resize_sides)
+            image.draft(None, (side, side))
+        (height, width), (top, left) = resize_plan(image.height, image.width, pre)
+        resized = image.resize((width, height), _FILTERS[pre.interpolation])
+        return np.asarray(resized.crop((left, top, left + pre.size[1], top + pre.size[0])))
 
 
-def _levels(path: Path, spec: InputSpec, side: int) -> float:
+def _levels(path: Path, spec: InputSpec) -> float:
     """Largest difference between mmedge's and Pillow's resized pixels, in 0–255 levels (Pillow rounds to uint8)."""
     pre = spec.preprocess
     ours = prepare(spec, path, _no_tokenizer)[0].transpose(1, 2, 0) * np.array(pre.std) + np.array(pre.mean)
-    return round(float(np.abs(ours * 255 - _pil_resize(path, side)).max()), 3)
+    return round(float(np.abs(ours * 255 - _pil_resize(path, pre)).max()), 3)
 
 
-def _torchvision() -> Callable[[Path, int], Callable[[], Any]] | None:
+def _torchvision() -> Callable[[Path, ImagePreprocess], Callable[[], Any]] | None:
     try:
         import torch
         from torchvision.io import decode_image
@@ -145,8 +157,14 @@ def _torchvision() -> Callable[[Path, int], Callable[[], Any]] | None:
         return None
     torch.set_num_threads(1)  # Pillow and mmedge's resize use one core
 
-    def make(path: Path, side: int) -> Callable[[], Any]:
-        transform = v2.Compose([v2.Resize((side, side), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+    def make(path: Path, pre: ImagePreprocess) -> Callable[[], Any]:
+        mode = getattr(v2.InterpolationMode, pre.interpolation.upper())
+        steps = (
+            [v2.Resize(pre.size, mode, antialias=True)]
+            if pre.resize is None
+            else [v2.Resize(pre.resize, mode, antialias=True), v2.CenterCrop(pre.size)]
+        )
+        transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True)])
         return lambda: transform(decode_image(str(path))).numpy()
 
     return make
