@@ -127,3 +127,14 @@ def test_bench_times_the_largest_of_clips_of_different_lengths(
     assert report.settings.inputs.endswith("the largest of 3 samples of different shapes (line 2)")
     with pytest.raises(InputError, match="samples differ in shape after preprocessing"):
         bench(kept, inputs=tmp_path / "samples.jsonl", agreement_inputs=tmp_path / "samples.jsonl", torch_model="x")
+
+
+def test_a_mobile_bundle_fixes_the_length_and_says_clips_are_padded_there(
+    bundles: tuple[nn.Module, Path, Path], tmp_path: Path
+) -> None:
+    from mmedge.mobile import package_mobile
+
+    _, kept, _ = bundles
+    report = package_mobile(kept, tmp_path / "mobile", target="android")
+    assert report.fixed_dims["samples"] == 4 * RATE
+    assert "clips are padded to it here" in report.fixed_dim_origin["samples"]
