@@ -26,6 +26,7 @@ _TINY_BLOCK = 64  # weights; below this a block grows regardless (upsampling: 2 
 # its threads from 2^18), which on a busy machine is much faster than waiting for idle cores; the
 # smaller pieces also stay in cache.
 _SMALL_PRODUCT = 2**18
+_STRIP_BYTES = 2**20  # rows the horizontal pass takes at once when it goes first
 
 # Kaiser-windowed sinc resampling: 16 zero crossings each side, beta 8.6 (~ -90 dB stop band),
 # pass band to 95% of the lower Nyquist frequency.
@@ -48,6 +49,7 @@ def resize(
     resized: tuple[int, int] | None = None,
     offset: tuple[int, int] = (0, 0),
     kernel: str = "bilinear",
+    clip: float | None = None,
 ) -> np.ndarray:
     """Resize an ``(H, W, C)`` image (uint8 or float) to float32 ``size = (height, width)``.
 
@@ -63,9 +65,10 @@ def resize(
     Computed in float32 (the filter weights exactly as Pillow's): within 1e-6 of the float64
     result for values in [0, 1] (tested against a float64 reference on random images), and of
     Pillow's mode ``"F"`` resize within 1e-5. Bicubic overshoots the input's range near edges, as
-    Pillow's float resize does; callers clip.
+    Pillow's float resize does; with ``clip`` (the range's top, e.g. 255) each pass's result is
+    clipped to ``[0, clip]`` and the horizontal pass goes first, as in Pillow's 8-bit resize.
     """
-    return resize_rows(_array_rows(image), image.shape, size, resized=resized, offset=offset, kernel=kernel)
+    return resize_rows(_array_rows(image), image.shape, size, resized=resized, offset=offset, kernel=kernel, clip=clip)
 
 
 def resize_rows(
@@ -76,26 +79,41 @@ def resize_rows(
     resized: tuple[int, int] | None = None,
     offset: tuple[int, int] = (0, 0),
     kernel: str = "bilinear",
+    clip: float | None = None,
 ) -> np.ndarray:
     """:func:`resize` of an ``(H, W, C)`` image of ``shape`` whose rows ``read(start, stop)`` returns.
 
     Rows are read a block at a time, in order, when the vertical pass goes first (it does unless
-    the image grows much taller), so a decoder's image need not be copied into one large array.
+    the image grows much taller, or ``clip`` asks for Pillow's order), so a decoder's image need not
+    be copied into one large array; the horizontal pass first reads only the rows the vertical needs.
     """
     (h, w, c), (height, width) = shape, size
     full = resized or size
     rows = _band(h, full[0], offset[0], height, kernel) if (h, offset[0]) != (height, 0) or h != full[0] else None
     cols = _band(w, full[1], offset[1], width, kernel) if (w, offset[1]) != (width, 0) or w != full[1] else None
     if rows is None and cols is None:
-        return read(0, h).astype(np.float32)
-    # Either order gives the same result; the cheaper one runs. Along axis 1 each weight applies per
-    # channel (one product over the interleaved channels), so it costs C times its weights.
+        return _clip(read(0, h).astype(np.float32), clip)
+    # Either order gives the same result unclipped; the cheaper one runs. Along axis 1 each weight
+    # applies per channel (one product over the interleaved channels), so it costs C times its weights.
     rows_macs, cols_macs = (rows.macs if rows else 0), (cols.macs if cols else 0) * c * c
-    if rows is not None and rows_macs * w * c + cols_macs * height <= cols_macs * h + rows_macs * width * c:
+    cheaper = rows_macs * w * c + cols_macs * height <= cols_macs * h + rows_macs * width * c
+    if rows is not None and (cols is None or (clip is None and cheaper)):
         out = _filter_rows(read, rows, w * c)
-        return (_filter_cols(out, cols, c) if cols else out).reshape(height, width, c)
-    out = _filter_cols(read(0, h).reshape(h, w * c), cols, c)
-    return (_filter_rows(_array_rows(out), rows, width * c) if rows else out).reshape(height, width, c)
+        return _clip(_filter_cols(out, cols, c) if cols else out, clip).reshape(height, width, c)
+    first, end = rows.inputs if rows else (0, h)
+    out = np.empty((end - first, width * c), np.float32)
+    step = max(1, _STRIP_BYTES // (w * c))  # rows at a time: a decoder's image is never copied whole
+    for start in range(first, end, step):
+        stop = min(end, start + step)
+        out[start - first : stop - first] = _filter_cols(read(start, stop).reshape(stop - start, w * c), cols, c)
+    out = _clip(out, clip)
+    if rows is not None:
+        out = _clip(_filter_rows(lambda start, stop: out[start - first : stop - first], rows, width * c), clip)
+    return out.reshape(height, width, c)
+
+
+def _clip(pixels: np.ndarray, top: float | None) -> np.ndarray:
+    return pixels if top is None else np.clip(pixels, 0.0, top, out=pixels)
 
 
 def _array_rows(image: np.ndarray) -> RowReader:
@@ -109,6 +127,7 @@ class _Band:
         self.blocks = blocks  # (first output, end output, first input, (outputs, inputs) weights)
         self.macs = sum(b[3].size for b in blocks)  # multiply-adds per column filtered
         self.span = max(b[3].shape[1] for b in blocks)
+        self.inputs = (blocks[0][2], max(b[2] + b[3].shape[1] for b in blocks))  # [first, end) of the inputs read
         self._interleaved: dict[int, list[np.ndarray]] = {}
 
     def interleaved(self, channels: int) -> list[np.ndarray]:

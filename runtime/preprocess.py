@@ -269,8 +269,9 @@ def _image(item: Any, pre: ImagePreprocess, spec: InputSpec, index: int, limits:
     pixels = item if item.ndim == 3 else item[:, :, None]
     scale = _pixel_scale(pixels, pre, what)  # uint8 is resized as it is and the small result scaled
     resized, offset = resize_plan(pixels.shape[0], pixels.shape[1], pre)
-    out = resize(pixels, pre.size, resized=resized, offset=offset, kernel=pre.interpolation)
-    return _layout(_clipped(out, pre, 255.0 if pixels.dtype == np.uint8 else 1.0), scale, pre, channels, what)
+    top = _clip_top(pre, 255.0 if pixels.dtype == np.uint8 else 1.0)
+    out = resize(pixels, pre.size, resized=resized, offset=offset, kernel=pre.interpolation, clip=top)
+    return _layout(out, scale, pre, channels, what)
 
 
 def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limits: InputLimits) -> np.ndarray:
@@ -283,8 +284,15 @@ def _pil_image(image: Any, pre: ImagePreprocess, channels: int, what: str, limit
     image = image if image.mode == mode else image.convert(mode)
     resized, offset = resize_plan(height, width, pre)
     shape = (height, width, len(image.getbands()))
-    out = resize_rows(_PilRows(image), shape, pre.size, resized=resized, offset=offset, kernel=pre.interpolation)
-    return _clipped(out, pre, 255.0)
+    return resize_rows(
+        _PilRows(image),
+        shape,
+        pre.size,
+        resized=resized,
+        offset=offset,
+        kernel=pre.interpolation,
+        clip=_clip_top(pre, 255.0),
+    )
 
 
 def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -306,9 +314,10 @@ def resize_plan(height: int, width: int, pre: ImagePreprocess) -> tuple[tuple[in
     return resized, (round(margins[0] / 2), round(margins[1] / 2))
 
 
-def _clipped(pixels: np.ndarray, pre: ImagePreprocess, top: float) -> np.ndarray:
-    """Bicubic's overshoot near edges clipped to the pixel range, as Pillow's 8-bit resize clips."""
-    return np.clip(pixels, 0.0, top, out=pixels) if pre.interpolation == "bicubic" else pixels
+def _clip_top(pre: ImagePreprocess, top: float) -> float | None:
+    """The pixel range's top where bicubic's overshoot is clipped after each pass, as Pillow's 8-bit
+    resize (which every PIL-based eval transform runs) clips it; bilinear never overshoots."""
+    return top if pre.interpolation == "bicubic" else None
 
 
 class _PilRows:

@@ -93,8 +93,8 @@ def _real_photos() -> list[Image.Image]:
 
 @pytest.mark.parametrize("name", PROCESSORS)
 def test_image_processors_become_recipes_that_prepare_photos_as_they_do(name: str, tmp_path: Path) -> None:
-    """Within 8 of 255 levels at the sharpest edge (Pillow clips bicubic's overshoot between its 8-bit
-    passes), 0.3 on average; a crop one pixel off is 170 levels at those edges, 6 on average."""
+    """Within about a level of 255 (Pillow rounds each 8-bit pass; the runtime clips bicubic's overshoot
+    after each pass as Pillow does), 0.3 on average; a crop one pixel off is 170 levels at edges."""
     make, expected = PROCESSORS[name]
     processor = make()
     recipe = processor_preprocess(_saved(processor, tmp_path), IMAGE, {})
@@ -103,7 +103,7 @@ def test_image_processors_become_recipes_that_prepare_photos_as_they_do(name: st
     for photo in (*_real_photos(), _photo(), _photo(640, 480)):
         want = np.asarray(processor(photo, return_tensors="pt")["pixel_values"])
         levels = np.abs(prepare(spec, photo, _no_tokenizer) - want) * np.array(expected.std)[:, None, None] * 255
-        assert levels.max() <= 8.0
+        assert levels.max() <= 1.5
         assert levels.mean() <= 0.35
 
 

@@ -118,8 +118,8 @@ def test_photos_match_torchvisions_resize_and_center_crop(
     want = _torchvision(interpolation, resize=resize)(photo).numpy()
     got = prepare(_spec(interpolation, resize=resize), photo, _no_tokenizer)[0]
     levels = np.abs(got - want) * np.array(STD, np.float32)[:, None, None] * 255
-    # Pillow rounds each 8-bit pass and clips bicubic's overshoot between them (at the sharp edge: 1.7)
-    assert levels.max() <= 2.0
+    # Pillow rounds each 8-bit pass (the clipping of bicubic's overshoot between them is followed)
+    assert levels.max() <= 1.5
     assert levels.mean() <= 0.35
 
 
@@ -194,3 +194,17 @@ def test_a_recipe_the_runtime_cannot_follow_is_refused(tmp_path: Path, fields: d
             _Classifier().eval(), {"image": torch.randn(2, 3, 224, 224)}, preprocess={"image": pre}, out=tmp_path / "b"
         )
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size"), [(480, 640, (224, 224)), (480, 640, (50, 400)), (37, 53, (90, 64))]
+)
+def test_clipped_bicubic_is_pillows_8_bit_resize(height: int, width: int, size: tuple[int, int]) -> None:
+    """Horizontal pass first and each pass clipped, as Pillow's Resample.c: within its rounding of each
+    pass (about a level) even at sharp edges, where the float resize clipped once is several levels off.
+    (Pillow 13 evidently takes the vertical pass first for some shapes, 640x480 to 100x300 say: there the
+    sharp synthetic edges are 5 levels apart; real photos through the processors stay within 1.5.)"""
+    image = _photo(height, width)
+    want = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BICUBIC)).astype(np.float32)
+    assert np.abs(resize(image, size, kernel="bicubic", clip=255.0) - want).max() <= 1.5
+    assert np.abs(np.clip(resize(image, size, kernel="bicubic"), 0, 255) - want).max() > 2.0
