@@ -155,6 +155,7 @@ def export_model(
     if mono is not None:
         exporters["monolithic"] = mono.component.exporter
         rows += list(mono.rows)
+    settled = _settled_by_dynamo(doctor.findings, exporters)
     return ExportResult(
         path=Path(out),
         bundle=load_bundle(out),
@@ -162,8 +163,25 @@ def export_model(
         auto_split=split.auto,
         exporters=exporters,
         verification=tuple(rows),
-        warnings=tuple(ctx.warnings),
+        warnings=tuple(settled.get(w, w) for w in ctx.warnings),
     )
+
+
+def _settled_by_dynamo(findings: Sequence[Any], exporters: Mapping[str, str]) -> dict[str, str]:
+    """Pre-flight warnings of control flow on tensor values, reworded where dynamo exported the component:
+    torch.export refuses such a branch unless the code steps around it while tracing (transformers'
+    attention-mask checks do), so the export stands, verified on inputs of other shapes and values."""
+    return {
+        f.line(): (
+            f"pre-flight note: {f.component}: {f.pattern} at {f.where[0]}: dynamo exported it (torch.export "
+            "refuses a branch on tensor values the code does not step around while tracing) and it verified on "
+            "inputs of other shapes and values; the TorchScript exporter would have baked in the branch taken"
+        )
+        for f in findings
+        if f.pattern == "data-dependent-control-flow"
+        and f.severity == "warning"
+        and exporters.get(f.component) == "dynamo"
+    }
 
 
 def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modalities: Mapping[str, str]) -> Runs:

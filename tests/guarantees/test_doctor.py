@@ -106,6 +106,17 @@ def test_export_lists_warning_findings_in_its_warnings(tmp_path: Path) -> None:
     assert line.startswith("pre-flight warning: audio_encoder: unsupported-dtype at audio_encoder: double (float64)")
 
 
+def test_a_value_check_dynamo_traced_past_is_a_note_not_a_warning(tmp_path: Path) -> None:
+    """The pre-flight sees the branch eagerly; torch.export refuses such branches unless the code steps
+    around them, so a dynamo export stands and its warning says so (BranchyNet's fails, see above)."""
+    net = _models.CheckingNet()
+    result = export_model(net, net.example_inputs(2), out=tmp_path / "bundle")
+    assert result.exporters["audio_encoder"] == "dynamo"
+    (line,) = [w for w in result.warnings if w.startswith("pre-flight")]
+    assert line.startswith("pre-flight note: audio_encoder: data-dependent-control-flow at ")
+    assert "dynamo exported it" in line
+
+
 def test_doctor_cli_json_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--model", "guarantees._models:PackedNet", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
