@@ -295,8 +295,8 @@ class InputRouter:
             elif any(companions.values()):
                 text = prepare_text(spec, value, lambda: self.tokenizer(spec.name), self.limits)
                 tensor = text.ids
-                for field, target in companions.items():
-                    found = getattr(text, field)
+                for kind, target in companions.items():
+                    found = getattr(text, kind)
                     if target and found is not None:
                         derived[target] = found.astype(self._specs[target].dtype)
             else:
