@@ -16,6 +16,7 @@ from typing import Any
 
 from mmedge.bundle import ModelInfo, required_inputs
 from mmedge.console import console, note, print_json, progress, table
+from mmedge.errors import ExportError
 from mmedge.export._arguments import AUDIO_FRONTENDS
 from mmedge.export._types import DEFAULT_OPSET, ExportResult
 from mmedge.verify import Tolerance
@@ -81,22 +82,20 @@ def _option(args: argparse.Namespace, export: dict[str, Any], name: str, default
     return value if value is not None else export.get(name, default)
 
 
-def _path_option(args: argparse.Namespace, export: dict[str, Any], name: str) -> Path | None:
-    """A file option: the flag as given, else export.toml's [export] value relative to that file."""
-    value = getattr(args, name)
-    if value is not None:
-        return Path(value)
-    return Path(args.config).parent / export[name] if name in export else None
+def _paths(args: argparse.Namespace, export: dict[str, Any], name: str) -> list[Path]:
+    """A file option's paths: the flag as given (once, or repeated), else export.toml's [export] value (a
+    path or a list of them) relative to that file."""
+    given = getattr(args, name)
+    if given:
+        return [Path(p) for p in ([given] if isinstance(given, str) else given)]
+    listed = export.get(name, [])
+    return [Path(args.config).parent / p for p in ([listed] if isinstance(listed, str) else listed)]
 
 
-def _processor_recipes(
-    args: argparse.Namespace, export: dict[str, Any], inputs: dict[str, Any], modalities: dict[str, str]
-) -> dict[str, Any]:
-    """The recipes of every --processor (else export.toml's processor = a path or a list of them)."""
+def _processor_recipes(paths: list[Path], inputs: dict[str, Any], modalities: dict[str, str]) -> dict[str, Any]:
+    """The recipes of every Hugging Face processor config in ``paths``."""
     from mmedge.export._hf_processor import load_processor, processor_preprocess
 
-    listed = export.get("processor", [])
-    paths = args.processor or [Path(args.config).parent / p for p in ([listed] if isinstance(listed, str) else listed)]
     shapes = {n: tuple(t.shape) for n, t in inputs.items() if hasattr(t, "shape")}
     recipes: dict[str, Any] = {}
     for path in paths:
@@ -135,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
     modalities = {n: i.modality for n, i in config.inputs.items() if i.modality}
     preprocess = {
         **(getattr(model, "preprocess", None) or {}),
-        **_processor_recipes(args, export, inputs, modalities),
+        **_processor_recipes(_paths(args, export, "processor"), inputs, modalities),
         **{n: i.preprocess for n, i in config.inputs.items() if i.preprocess},
     }
-    tokenizer_path = _path_option(args, export, "tokenizer")
-    tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    tokenizer_paths = _paths(args, export, "tokenizer")
+    if len(tokenizer_paths) > 1:
+        raise ExportError(f"tokenizer = {[str(p) for p in tokenizer_paths]}: give one tokenizer.json or folder")
+    tokenizer = load_tokenizer(tokenizer_paths[0]) if tokenizer_paths else None
     info = ModelInfo(
         name=cls.__name__,
         class_path=f"{cls.__module__}:{cls.__qualname__}",

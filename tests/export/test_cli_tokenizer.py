@@ -315,3 +315,9 @@ def test_a_truncation_length_other_than_the_example_s_is_said(project: Path) -> 
     assert "padded or cut to 4 tokens, the tokenizer's truncation length (the example has 6)" in note
     tok.enable_truncation(6)
     assert text_setup(tok, {}, {"input_ids": "text"}, inputs).notes == ()
+
+
+def test_a_list_of_tokenizers_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "export.toml").write_text(CONFIG + '\n[export]\ntokenizer = ["tok", "tok"]\n', encoding="utf-8")
+    assert _export(project) != 0
+    assert "give one tokenizer.json or folder" in capsys.readouterr().err
