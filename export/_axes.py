@@ -22,19 +22,25 @@ _SEQUENCE_SYMBOL = {"text": "seq", "audio": "samples"}
 
 
 def input_axes(
-    inputs: Mapping[str, Any], modalities: Mapping[str, str], dynamic: bool, derived: Collection[str] = ()
+    inputs: Mapping[str, Any],
+    modalities: Mapping[str, str],
+    dynamic: bool,
+    derived: Collection[str] = (),
+    time_symbols: Mapping[str, str | None] | None = None,
 ) -> tuple[Axes, list[str]]:
     """Dynamic axes of the raw inputs, plus notes on any axis assumed for inputs of modality "other".
 
     ``derived``: inputs the runtime fills from a text (its attention mask, segment ids), whose length
-    is the text's by construction: their axes are assumed without a note.
+    is the text's by construction: their axes are assumed without a note. ``time_symbols`` overrides
+    the symbol of an input's sequence axis: None keeps it fixed (spectrogram features the recipe
+    always pads to one length, which a Whisper encoder requires).
     """
     if not dynamic:
         return {name: {} for name in inputs}, []
     axes: Axes = {}
     for name, t in inputs.items():
         axes[name] = {0: "batch"} if t.dim() >= 1 else {}
-        symbol = _SEQUENCE_SYMBOL.get(modalities[name])
+        symbol = (time_symbols or {}).get(name, _SEQUENCE_SYMBOL.get(modalities[name]))
         if symbol and t.dim() >= 2:
             axes[name][1 if symbol == "seq" else t.dim() - 1] = symbol
     notes = _align_other_inputs(inputs, modalities, axes, derived)

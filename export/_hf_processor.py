@@ -7,9 +7,11 @@ An image processor (ViT, DeiT, CLIP, ConvNeXt, ResNet, ...) becomes an :class:`I
 ``crop_pct``), ``resample`` (bilinear or bicubic), ``rescale_factor``, ``image_mean``/``image_std``.
 A raw-waveform feature extractor (wav2vec2, HuBERT, WavLM) becomes an :class:`AudioPreprocess`:
 ``sampling_rate`` and ``do_normalize``, the longest clip from the model's example, and clips kept at
-their own length (``pad=False``) where the model's time axis is dynamic. Extractors that
-compute spectrogram features outside the model (Whisper, AST) are refused with the way out: the
-runtime feeds what the model takes, and those features are not a recipe it has.
+their own length (``pad=False``) where the model's time axis is dynamic. Whisper's feature extractor
+becomes the ``whisper_log_mel`` recipe (its ``n_fft``, ``hop_length``, ``feature_size`` mel bins,
+clips padded to ``chunk_length`` seconds), so a Whisper encoder's bundle takes sound files. Other
+extractors that compute spectrogram features outside the model (AST's Kaldi filterbanks, CLAP) are
+refused with the way out: those features are not a recipe the runtime has.
 
 transformers' processors crop at ``(size - crop) // 2`` where torchvision rounds the half margin to
 even (its ConvNeXt and BridgeTower fast processors call torchvision's): ``crop_rounding`` follows the
@@ -31,7 +33,9 @@ __all__ = ["PROCESSOR_FILE", "load_processor", "processor_preprocess"]
 PROCESSOR_FILE = "preprocessor_config.json"
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL.Image.Resampling codes the recipe follows
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 4: "box", 5: "hamming"}
-_NAMES = {"image": "pixel_values", "audio": "input_values"}  # transformers' input names
+_NAMES = {"image": ("pixel_values",), "audio": ("input_values", "input_features")}  # transformers' input names
+_WHISPER = "WhisperFeatureExtractor"
+_SPECTRAL_KEYS = frozenset({"num_mel_bins", "n_fft", "hop_length", "frame_length", "mel_filters"})
 # transformers' processors crop at (size - crop) // 2 (PIL-based and fast alike), except these fast ones,
 # which call torchvision's center_crop (half the margin rounded to even)
 _TORCHVISION_CROP = frozenset({"ConvNextImageProcessorFast", "BridgeTowerImageProcessorFast"})
@@ -70,13 +74,14 @@ def processor_preprocess(
 
 
 def _input(kind: str, shapes: Mapping[str, tuple[int, ...]], modalities: Mapping[str, str]) -> str:
-    if _NAMES[kind] in shapes:
-        return _NAMES[kind]
+    known = [n for n in _NAMES[kind] if n in shapes]
+    if len(known) == 1:
+        return known[0]
     named = [n for n, m in modalities.items() if m == kind]
     if len(named) == 1:
         return named[0]
     raise ExportError(
-        f"--processor describes {kind} preprocessing, but the model has no input named {_NAMES[kind]!r} and "
+        f"--processor describes {kind} preprocessing, but the model has no input named {' or '.join(map(repr, _NAMES[kind]))} and "
         f"{'several' if named else 'no'} input(s) with modality = {kind!r} in export.toml ({', '.join(named) or '-'}); "
         f'set modality = "{kind}" on the one input it is for'
     )
@@ -149,12 +154,16 @@ def _pair(value: Any) -> tuple[int, int]:
 def _audio(config: Mapping[str, Any], shape: tuple[int, ...], name: str) -> AudioPreprocess:
     extractor = config.get("feature_extractor_type", "feature extractor")
     where = f"--processor ({extractor}) for {name!r}"
-    if int(config.get("feature_size", 1)) != 1 or "sampling_rate" not in config:
+    if extractor == _WHISPER:
+        return _whisper(config, shape, where)
+    bins = config.get("num_mel_bins", config.get("feature_size", "?"))  # AST keeps feature_size 1 beside its bins
+    spectral = bins != 1 or any(k in config for k in _SPECTRAL_KEYS) or (len(shape) == 3 and shape[1] > 2)
+    if spectral or "sampling_rate" not in config:
         raise ExportError(
-            f"{where}: the extractor computes {config.get('feature_size', '?')} features per frame outside the model "
-            "(a spectrogram); the runtime takes sound files only for models that compute their features in "
-            "forward (a torchaudio MelSpectrogram, exported as convolutions). Export without --processor and "
-            "feed the features as arrays, or move the feature computation into the model"
+            f"{where}: the extractor computes {bins} features per frame outside the model "
+            "(a spectrogram); the runtime computes Whisper's log-mel features, and takes sound files for models "
+            "that compute theirs in forward (a torchaudio MelSpectrogram, exported as convolutions). Export "
+            "without --processor and feed the features as arrays, or move the feature computation into the model"
         )
     rate = int(config["sampling_rate"])
     return AudioPreprocess(
@@ -163,3 +172,32 @@ def _audio(config: Mapping[str, Any], shape: tuple[int, ...], name: str) -> Audi
         normalize=bool(config.get("do_normalize", False)),
         pad=False,  # the extractor pads only when asked: one clip at its own length, as transformers' pipelines
     )
+
+
+def _whisper(config: Mapping[str, Any], shape: tuple[int, ...], where: str) -> AudioPreprocess:
+    """WhisperFeatureExtractor's log-mel features of clips padded to ``chunk_length`` seconds (its default
+    ``padding="max_length"``, which Whisper's encoder requires), for a (batch, feature_size, frames) input."""
+    rate = int(config.get("sampling_rate", 16000))
+    seconds = float(config.get("chunk_length", 30))
+    recipe = AudioPreprocess(
+        sample_rate=rate,
+        max_seconds=seconds,
+        normalize=bool(config.get("do_normalize", False)),
+        features="whisper_log_mel",
+        n_fft=int(config.get("n_fft", 400)),
+        hop_length=int(config.get("hop_length", 160)),
+        n_mels=int(config.get("feature_size", 80)),
+    )
+    frames = recipe.frames(round(rate * seconds))
+    if len(shape) != 3 or (int(shape[1]), int(shape[2])) != (recipe.n_mels, frames):
+        raise ExportError(
+            f"{where}: the extractor makes (batch, {recipe.n_mels}, {frames}) features ({seconds:g}-s clips at "
+            f"{rate} Hz, hop_length {recipe.hop_length}), but the model's example is {list(shape)}; export "
+            "with the extractor's shape, or give the matching extractor"
+        )
+    if float(config.get("dither", 0.0)) != 0.0:
+        raise ExportError(
+            f"{where}: dither {config['dither']} adds random noise to every clip, so the bundle's outputs would "
+            "differ run to run; set dither to 0.0 in the preprocessor_config.json for inference"
+        )
+    return recipe

@@ -126,11 +126,12 @@ def _preprocess_example(name: str, modality: str, t: Any) -> str:
         )
     if modality == "audio" and len(shape) == 3 and shape[1] > 2:
         return (
-            f"none fits if it is spectrogram features ({shape[1]} bins × {shape[2]} frames) rather than a "
-            f"wave of {shape[1]} channels: to take sound files, compute the features inside the model (e.g. "
-            "torchaudio.transforms.MelSpectrogram at the start of the audio encoder, which mmedge exports as "
-            "convolutions) and export again; for a wave, sample_rate = the rate the model was trained at, "
-            f"max_seconds = {shape[2]} / sample_rate and mono = false"
+            f"for Whisper's log-mel features ({shape[1]} bins × {shape[2]} frames), --processor with the "
+            'WhisperFeatureExtractor\'s preprocessor_config.json (or features = "whisper_log_mel", n_mels = '
+            f"{shape[1]}, sample_rate = 16000, max_seconds = {shape[2]} × hop_length / sample_rate); for other "
+            "spectrogram features, compute them inside the model (e.g. torchaudio.transforms.MelSpectrogram at "
+            "the start of the audio encoder, which mmedge exports as convolutions) and export again; for a wave, "
+            f"sample_rate = the rate the model was trained at, max_seconds = {shape[2]} / sample_rate and mono = false"
         )
     if modality == "audio":
         return (

@@ -18,6 +18,7 @@ from typing import Any
 from mmedge.bundle import (
     RAW_INPUTS,
     Asset,
+    AudioPreprocess,
     Edge,
     Manifest,
     ModelInfo,
@@ -113,7 +114,7 @@ def export_model(
     pixels, pixel_notes = infer_pixel_preprocess(modalities, inputs, pre)
     timm, timm_notes = infer_timm_preprocess(work, split.encoders, modalities, inputs, {**pre, **pixels})
     pre = {**pre, **inferred, **pixels, **timm}
-    axes, notes = input_axes(inputs, modalities, dynamic, derived_inputs(pre.values()))
+    axes, notes = input_axes(inputs, modalities, dynamic, derived_inputs(pre.values()), _time_symbols(pre))
     runs = _two_runs(work, split, inputs, axes, modalities)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
@@ -181,6 +182,13 @@ def _settled_by_dynamo(findings: Sequence[Any], exporters: Mapping[str, str]) ->
         if f.pattern == "data-dependent-control-flow"
         and f.severity == "warning"
         and exporters.get(f.component) == "dynamo"
+    }
+
+
+def _time_symbols(pre: Mapping[str, Any]) -> dict[str, str | None]:
+    """Spectrogram inputs' time axis: fixed where the recipe pads every clip to one length, else ``frames``."""
+    return {
+        name: None if p.pad else "frames" for name, p in pre.items() if isinstance(p, AudioPreprocess) and p.spectral
     }
 
 

@@ -156,7 +156,8 @@ def _axis_defaults(spec: InputSpec) -> dict[int, tuple[int, str]]:
         out[1] = (pre.max_length, why)
     elif isinstance(pre, AudioPreprocess) and rank >= 1:
         padded = f"{why} (max_seconds: clips are padded to it here; the source bundle keeps each clip's length)"
-        out[rank - 1] = (round(pre.sample_rate * pre.max_seconds), padded if spec.keeps_length else why)
+        length = pre.frames(round(pre.sample_rate * pre.max_seconds))
+        out[rank - 1] = (length, padded if spec.keeps_length else why)
     elif isinstance(pre, ImagePreprocess) and rank == 4:
         h_axis = 2 if pre.layout == "NCHW" else 1
         out[h_axis], out[h_axis + 1] = (pre.size[0], why), (pre.size[1], why)

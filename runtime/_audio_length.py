@@ -94,11 +94,15 @@ def too_short(spec: InputSpec, tensor: np.ndarray, least: MinimumLength) -> list
     samples = tensor.shape[-1]
     if samples >= least.samples:
         return []
-    rate = spec.preprocess.sample_rate if isinstance(spec.preprocess, AudioPreprocess) else None
-    at = (lambda n: f" ({n / rate:.4g} s at {rate} Hz)") if rate else (lambda _n: "")
+    pre = spec.preprocess if isinstance(spec.preprocess, AudioPreprocess) else None
+    if pre is not None and pre.spectral:  # the time axis counts spectrogram frames
+        rate, unit = pre.sample_rate / pre.hop_length, "frames"
+    else:
+        rate, unit = (pre.sample_rate if pre else None), "samples"
+    at = (lambda n: f" ({n / rate:.4g} s at {rate:g} Hz)") if rate else (lambda _n: "")
     return [
-        f"input {spec.name!r}: audio of {samples} samples{at(samples)} is too short: at least {least.samples} "
-        f"samples{at(least.samples)} are needed ({least.reason}); pass longer audio or pad it with zeros"
+        f"input {spec.name!r}: audio of {samples} {unit}{at(samples)} is too short: at least {least.samples} "
+        f"{unit}{at(least.samples)} are needed ({least.reason}); pass longer audio or pad it with zeros"
     ]
 
 

@@ -444,7 +444,7 @@ def _one_length(feeds: Feeds, call: str) -> Feeds:
         name, lengths = next(iter(feeds.lengths.items()))
         raise InputError(
             f"input {name!r}: its clips keep their own lengths (the recipe's pad = false) and these differ "
-            f"({', '.join(map(str, lengths))} samples); {call}() them one at a time, or call run()"
+            f"({', '.join(map(str, lengths))} long); {call}() them one at a time, or call run()"
         )
     return feeds
 

@@ -16,7 +16,8 @@ form, and a Python ``list`` of raw items is a batch.
   the bundle's sample rate; waves are ``(samples,)`` or ``(channels, samples)``, mixed to mono
   if the bundle wants mono, resampled (windowed sinc, see ``_signal.resample``), cropped to the
   input's length, scaled to zero mean and unit variance where the recipe normalizes, and
-  zero-padded; an integer input (a model that takes int16 PCM) gets PCM samples.
+  zero-padded; an integer input (a model that takes int16 PCM) gets PCM samples, and a
+  ``whisper_log_mel`` recipe the wave's log-mel spectrogram (``_spectrogram.whisper_log_mel``).
 * text — see :mod:`mmedge.runtime.text`.
 * other — arrays without the batch axis are single items.
 
@@ -38,6 +39,7 @@ import numpy as np
 from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec
 from mmedge.errors import InputError
 from mmedge.runtime._signal import resample, resize, resize_rows
+from mmedge.runtime._spectrogram import whisper_log_mel
 from mmedge.runtime.limits import DEFAULT_LIMITS, InputLimits
 from mmedge.runtime.text import Tokenizer, attention_mask, is_text, pad_ids, sequence_length, text_pair, tokenize
 
@@ -456,14 +458,22 @@ def _audio(item: Any, pre: AudioPreprocess, spec: InputSpec, index: int, limits:
         wave = _match_audio_channels(wave, spec, what)
     elif len(wave) > 1:  # float32, as the resampler computes: no float64 copy of a long wave
         wave = wave.mean(axis=0, keepdims=True, dtype=np.float32)
-    length = spec.shape[-1] if isinstance(spec.shape[-1], int) else round(pre.sample_rate * pre.max_seconds)
+    fixed = isinstance(spec.shape[-1], int) and not pre.spectral
+    length = spec.shape[-1] if fixed else round(pre.sample_rate * pre.max_seconds)
     wave = resample(wave, rate, pre.sample_rate, max_samples=length)
-    if spec.keeps_length:
-        length = min(length, wave.shape[-1])
+    if spec.keeps_length:  # a spectrogram needs a frame's worth: shorter clips are zero-padded to it
+        length = min(length, max(wave.shape[-1], _least_samples(pre)))
     fitted = np.zeros((wave.shape[0], length), np.float32)
     kept = wave[:, :length]
     fitted[:, : kept.shape[1]] = _normalized(kept) if pre.normalize else kept
+    if pre.spectral:
+        return whisper_log_mel(fitted[0], pre)
     return fitted[0] if pre.mono and len(spec.shape) != 3 else fitted  # (batch, 1, samples) keeps its channel
+
+
+def _least_samples(pre: AudioPreprocess) -> int:
+    """The fewest samples a clip is prepared from: one spectrogram frame (and the STFT's reflect padding)."""
+    return max(pre.hop_length, pre.n_fft // 2 + 1) if pre.spectral else 1
 
 
 def _normalized(wave: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._parse import manifest_from_dict, manifest_to_dict
 from mmedge.bundle._publish import check_replaceable, scratch_directory, staged_bundle, write_manifest
 from mmedge.bundle._types import (
+    AUDIO_FEATURES,
     CROP_ROUNDINGS,
     DTYPES,
     FORMAT_VERSION,
@@ -55,6 +56,7 @@ from mmedge.bundle._types import (
 from mmedge.bundle.vocab import vocab_size
 
 __all__ = [
+    "AUDIO_FEATURES",
     "CROP_ROUNDINGS",
     "DTYPES",
     "FORMATS",

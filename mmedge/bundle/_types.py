@@ -25,6 +25,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "ort")
 INTERPOLATIONS = ("bilinear", "bicubic")  # image resize filters, both antialiased as Pillow's
 CROP_ROUNDINGS = ("round", "floor")  # of an image recipe's center crop offsets
+# What an audio recipe feeds: the waveform, or Whisper's log-mel spectrogram computed from it
+AUDIO_FEATURES = ("waveform", "whisper_log_mel")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 
@@ -90,6 +92,24 @@ class AudioPreprocess:
     # transformers' audio pipelines run wav2vec2-style encoders; True pads every clip to max_seconds
     # (models trained on fixed-length clips). A fixed time axis always pads.
     pad: bool = True
+    # One of AUDIO_FEATURES. "whisper_log_mel": the prepared wave becomes a (n_mels, frames) log-mel
+    # spectrogram as transformers' WhisperFeatureExtractor computes it (a centered, reflect-padded STFT
+    # with a periodic Hann window of n_fft samples every hop_length, power, Slaney mel filters up to
+    # 8 kHz, log10 floored at 1e-10 and at the clip's maximum - 8, then (x + 4) / 4; the last frame is
+    # dropped), so the input takes (batch, n_mels, samples // hop_length) features, and sound files.
+    features: str = "waveform"
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+
+    @property
+    def spectral(self) -> bool:
+        """Whether the recipe feeds spectrogram frames rather than samples along the input's time axis."""
+        return self.features != "waveform"
+
+    def frames(self, samples: int) -> int:
+        """The length along the input's time axis of a prepared clip of ``samples`` samples."""
+        return samples // self.hop_length if self.spectral else samples
 
 
 @dataclass(frozen=True)

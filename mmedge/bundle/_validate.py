@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from mmedge.bundle._order import wiring_stages
 from mmedge.bundle._types import (
+    AUDIO_FEATURES,
     CROP_ROUNDINGS,
     DTYPES,
     FORMATS,
@@ -260,15 +261,16 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
             ),
         ]
     elif isinstance(pre, AudioPreprocess):
-        length = i.shape[-1] if i.shape and isinstance(i.shape[-1], int) else None
+        length = i.shape[-1] if i.shape and isinstance(i.shape[-1], int) and not pre.spectral else None
         seconds_ok = math.isfinite(pre.max_seconds) and 1 <= pre.sample_rate * pre.max_seconds <= MAX_ITEM_ELEMENTS
         checks = [
             (1 <= pre.sample_rate <= 10**7, f"sample_rate {pre.sample_rate} Hz is out of range"),
             (length is not None or seconds_ok, f"max_seconds {pre.max_seconds!r} gives no usable length"),
             (
-                not pre.mono or len(i.shape) != 3 or not isinstance(i.shape[1], int) or i.shape[1] == 1,
+                pre.spectral or not pre.mono or len(i.shape) != 3 or not isinstance(i.shape[1], int) or i.shape[1] == 1,
                 f"mono=true but the input takes {i.shape[1] if len(i.shape) == 3 else 1} channels; set mono=false",
             ),
+            *(_spectral_problems(i, pre) if pre.spectral else ()),
             (
                 not pre.normalize or i.dtype.startswith("float"),
                 f"normalize=true gives unit-variance floats, which the {i.dtype} input cannot take as PCM",
@@ -285,6 +287,37 @@ def _preprocess_problems(i: InputSpec) -> list[str]:
     else:
         checks = []
     return [message for ok, message in checks if not ok]
+
+
+def _spectral_problems(i: InputSpec, pre: AudioPreprocess) -> list[tuple[bool, str]]:
+    """A spectrogram recipe's STFT sizes, and the (batch, n_mels, frames) input it must feed."""
+    sizes_ok = 2 <= pre.n_fft <= 2**16 and 1 <= pre.hop_length <= pre.n_fft and 1 <= pre.n_mels <= pre.n_fft // 2 + 1
+    samples = round(pre.sample_rate * pre.max_seconds) if math.isfinite(pre.max_seconds) else 0
+    frames = pre.frames(samples) if sizes_ok else 0
+    fixed = i.shape[-1] if len(i.shape) == 3 and isinstance(i.shape[-1], int) else None
+    return [
+        (
+            pre.features in AUDIO_FEATURES,
+            f"features {pre.features!r} is not one of {', '.join(map(repr, AUDIO_FEATURES))}",
+        ),
+        (
+            sizes_ok,
+            f"n_fft {pre.n_fft}, hop_length {pre.hop_length}, n_mels {pre.n_mels}: need 2 <= n_fft <= 65536, "
+            "1 <= hop_length <= n_fft and 1 <= n_mels <= n_fft // 2 + 1",
+        ),
+        (
+            len(i.shape) == 3 and i.shape[1] == pre.n_mels,
+            f"features {pre.features!r} feed (batch, {pre.n_mels}, frames), but the input's shape is {list(i.shape)}",
+        ),
+        (pre.mono, f"features {pre.features!r} are computed from one channel: set mono=true"),
+        (i.dtype.startswith("float"), f"features {pre.features!r} are floats; the input takes {i.dtype}"),
+        (frames * pre.n_mels <= MAX_ITEM_ELEMENTS, f"max_seconds {pre.max_seconds!r} gives too many frames"),
+        (
+            fixed is None or not sizes_ok or fixed == frames,
+            f"max_seconds {pre.max_seconds!r} at {pre.sample_rate} Hz gives {frames} frames of hop_length "
+            f"{pre.hop_length}, but the input takes {fixed}",
+        ),
+    ]
 
 
 def _generation_problems(m: Manifest, g: GenerationSpec) -> list[str]:

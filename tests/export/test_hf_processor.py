@@ -127,8 +127,8 @@ def test_a_wav2vec2_extractor_gives_rate_and_normalization_as_the_extractor_comp
 @pytest.mark.parametrize(
     ("make", "shapes", "modalities", "problem"),
     [
-        (transformers.WhisperFeatureExtractor, {"input_features": (1, 80, 3000)}, {"input_features": "audio"},
-         "computes 80 features per frame outside the model"),
+        (transformers.ASTFeatureExtractor, {"input_values": (1, 1024, 128)}, {},
+         "computes 128 features per frame outside the model"),
         (lambda: transformers.ViTImageProcessor(resample=0), IMAGE, {}, "resample 'nearest' is not a filter"),
         (lambda: transformers.ViTImageProcessor(size={"height": 384, "width": 384}), IMAGE, {},
          "makes 384×384 images but the model's example takes 224×224"),
