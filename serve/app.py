@@ -104,9 +104,15 @@ class ServeOptions:
 
 def batching_problem(manifest: Manifest) -> str:
     """Why requests of this bundle cannot be merged along axis 0 ('' when they can)."""
-    fixed = [i.name for i in manifest.inputs if not has_batch_axis(i.shape)]
-    fixed += [f"{c.name}.{t.name}" for c in manifest.components for t in c.outputs if not has_batch_axis(t.shape)]
-    return f"tensors without a symbolic batch axis: {', '.join(fixed)}" if fixed else ""
+    tensors = [(i.name, i.shape) for i in manifest.inputs]
+    tensors += [(f"{c.name}.{t.name}", t.shape) for c in manifest.components for t in c.outputs]
+    found = [f"{name} {list(shape)}" for name, shape in tensors if not has_batch_axis(shape)]
+    if not found:
+        return ""
+    return (
+        f"tensors without a batch axis of independent rows (a fixed first axis, or its symbol on another axis too, "
+        f"which pairs every row with every other): {', '.join(found)}"
+    )
 
 
 def generation_inputs(manifest: Manifest) -> tuple[InputSpec, ...]:

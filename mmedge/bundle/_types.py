@@ -34,9 +34,12 @@ Dim = int | str  # a fixed size, or a symbolic name such as "batch"
 
 
 def has_batch_axis(shape: Sequence[Dim]) -> bool:
-    """Whether a tensor's first axis is symbolic: the batch, along which rows are split and stacked
-    (serve merges requests along it, the one OpenVINO graph runs batches in chunks along it)."""
-    return bool(shape) and isinstance(shape[0], str)
+    """Whether a tensor's first axis is symbolic and its rows are independent items: the batch, along
+    which rows are split and stacked (serve merges requests along it, the one OpenVINO graph runs
+    batches in chunks along it). Not where the same symbol sizes another axis: a ``(batch, batch)``
+    output pairs every row with every other (a CLIP similarity matrix), so rows of one call are not
+    the rows of the calls it could be cut into."""
+    return bool(shape) and isinstance(shape[0], str) and shape[0] not in shape[1:]
 
 
 @dataclass(frozen=True)
