@@ -151,10 +151,17 @@ def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
         ]
     elif spec.modality == "image" and rank == 4:
         forms.append({**_nested(3, _PIXEL), "title": "one HWC image (uint8 pixels or floats in [0, 1])"})
+    elif isinstance(spec.preprocess, AudioPreprocess) and spec.preprocess.spectral:  # the runtime computes features
+        forms += [
+            {**_nested(1, _leaf(spec.dtype)), "title": "one waveform at the bundle's sample rate"},
+            {
+                **_nested(2, _leaf(spec.dtype), max_rows=max_rows),
+                "title": "waveforms of one length, one per row (a batch)",
+            },
+        ]
     elif rank > 1:
-        spectral = isinstance(spec.preprocess, AudioPreprocess) and spec.preprocess.spectral
         title = "one waveform at the bundle's sample rate" if spec.modality == "audio" else "one item"
-        forms.append({**_nested(1 if spectral else rank - 1, _leaf(spec.dtype)), "title": title})
+        forms.append({**_nested(rank - 1, _leaf(spec.dtype)), "title": title})
     return {"anyOf": forms, "description": f"{spec.modality} input, model tensor {spec.dtype} {list(spec.shape)}"}
 
 

@@ -8,7 +8,11 @@ the extractor's features."""
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,37 +131,83 @@ class WhisperTagger(nn.Module):
 """
 
 
-def test_a_whisper_model_exported_with_its_extractor_runs_a_wav_file_as_pytorch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    soundfile = pytest.importorskip("soundfile")
+@dataclass(frozen=True)
+class Exported:
+    folder: Path  # the bundle is folder / "b"
+    model: Any
+    extractor: Any
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
+    """A Whisper-encoder model exported from the command line with its extractor's folder."""
     import torch
 
     from mmedge.cli import main
+
+    folder = tmp_path_factory.mktemp("whisper")
+    extractor = transformers.WhisperFeatureExtractor()
+    extractor.save_pretrained(folder / "whisper")
+    (folder / "whisper_tagger.py").write_text(WHISPER_TAGGER, encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    try:
+        from whisper_tagger import WhisperTagger
+
+        torch.manual_seed(0)
+        model = WhisperTagger().eval()
+        torch.save(model.state_dict(), folder / "tagger.pt")
+        (folder / "export.toml").write_text("[inputs.input_features]\nshape = [1, 80, 3000]\n", encoding="utf-8")
+        args = ["export", "--model", "whisper_tagger:WhisperTagger", "--checkpoint", str(folder / "tagger.pt")]
+        args += ["--config", str(folder / "export.toml"), "--processor", str(folder / "whisper")]
+        assert main([*args, "--out", str(folder / "b")]) == 0
+        yield Exported(folder, model, extractor)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("whisper_tagger", None)
+
+
+def test_a_whisper_model_exported_with_its_extractor_runs_a_wav_file_as_pytorch(exported: Exported) -> None:
+    soundfile = pytest.importorskip("soundfile")
+    import torch
+
     from mmedge.runtime import Pipeline
 
-    extractor = transformers.WhisperFeatureExtractor()
-    extractor.save_pretrained(tmp_path / "whisper")
-    (tmp_path / "whisper_tagger.py").write_text(WHISPER_TAGGER, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    from whisper_tagger import WhisperTagger
-
-    torch.manual_seed(0)
-    model = WhisperTagger().eval()
-    torch.save(model.state_dict(), tmp_path / "tagger.pt")
-    (tmp_path / "export.toml").write_text("[inputs.input_features]\nshape = [1, 80, 3000]\n", encoding="utf-8")
-    args = ["export", "--model", "whisper_tagger:WhisperTagger", "--checkpoint", str(tmp_path / "tagger.pt")]
-    args += ["--config", str(tmp_path / "export.toml"), "--processor", str(tmp_path / "whisper")]
-    assert main([*args, "--out", str(tmp_path / "b")]) == 0
-    spec = load_bundle(tmp_path / "b").manifest.input("input_features")
+    folder = exported.folder
+    spec = load_bundle(folder / "b").manifest.input("input_features")
     assert spec.shape == ("batch", 80, 3000)  # fixed frames: Whisper's encoder takes no other length
     assert spec.preprocess == WHISPER
 
     clips = [_clip(10.0, seed=0), _clip(4.0, seed=1)]
     for i, clip in enumerate(clips):
-        soundfile.write(tmp_path / f"clip{i}.wav", clip, 16000, subtype="FLOAT")
-    got = Pipeline(tmp_path / "b").run({"input_features": [str(tmp_path / f"clip{i}.wav") for i in range(2)]})
-    features = extractor(clips, sampling_rate=16000, return_tensors="pt").input_features
+        soundfile.write(folder / f"clip{i}.wav", clip, 16000, subtype="FLOAT")
+    with Pipeline(folder / "b") as pipeline:
+        got = pipeline.run({"input_features": [str(folder / f"clip{i}.wav") for i in range(2)]})
+    features = exported.extractor(clips, sampling_rate=16000, return_tensors="pt").input_features
     with torch.no_grad():
-        want = model(features).numpy()
+        want = exported.model(features).numpy()
     np.testing.assert_allclose(got["logits"], want, atol=1e-4)
+
+
+def test_mmedge_serve_takes_waves_as_json_and_sound_files_for_the_features(exported: Exported) -> None:
+    import httpx
+    from serving import serving
+
+    from mmedge.runtime import Pipeline
+    from mmedge.serve import ServeOptions, create_app
+
+    soundfile = pytest.importorskip("soundfile")
+    clips = [_clip(3.0, seed=2), _clip(3.0, seed=3)]
+    soundfile.write(exported.folder / "upload.wav", clips[0], 16000, subtype="FLOAT")
+    with Pipeline(exported.folder / "b", threads=1) as pipeline, serving(create_app(pipeline, ServeOptions())) as url:
+        want = pipeline.run({"input_features": [Audio(c, 16000) for c in clips]})["logits"]
+        one = httpx.post(f"{url}/v1/predict", json={"inputs": {"input_features": clips[0].tolist()}}, timeout=60)
+        rows = httpx.post(
+            f"{url}/v1/predict", json={"inputs": {"input_features": np.stack(clips).tolist()}}, timeout=60
+        )
+        with open(exported.folder / "upload.wav", "rb") as f:
+            upload = httpx.post(f"{url}/v1/predict", files={"input_features": ("upload.wav", f)}, timeout=60)
+    for response in (one, rows, upload):
+        assert response.status_code == 200, response.text
+    np.testing.assert_allclose(one.json()["outputs"]["logits"], want[:1], atol=1e-5)
+    np.testing.assert_allclose(rows.json()["outputs"]["logits"], want, atol=1e-5)
+    np.testing.assert_allclose(upload.json()["outputs"]["logits"], want[:1], atol=1e-5)
