@@ -101,6 +101,7 @@ def test_a_features_input_is_hinted_as_features_not_a_many_channel_wave(tmp_path
 
     result = export_model(Features().eval(), {"input_features": torch.randn(2, 16, 40)}, out=tmp_path / "b")
     (hint,) = [w for w in result.warnings if "no preprocessing metadata" in w]
-    assert "spectrogram features (16 bins × 40 frames)" in hint
+    assert "for Whisper's log-mel features (16 bins × 40 frames), --processor" in hint
+    assert 'features = "whisper_log_mel", n_mels = 16' in hint
     assert "MelSpectrogram at the start of the audio encoder" in hint
     assert "max_seconds = 40 / sample_rate and mono = false" in hint
