@@ -16,7 +16,7 @@ from input serials to output serials. From that log:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +123,21 @@ class Flow:
             seen.add(index)
             stack += [(i, index) for i in self.ops[index].inputs]
         return tuple(dict.fromkeys(self.ops[i].name for i in sorted(seen)))
+
+    def derives(self, serials: Iterable[int], targets: Collection[int], before: int) -> bool:
+        """Whether ``serials`` were computed (by ops before op ``before``) from any tensor in ``targets``."""
+        seen: set[int] = set()
+        stack = [(s, before) for s in serials]
+        while stack:
+            s, limit = stack.pop()
+            if s in targets:
+                return True
+            index = self._producer(s, limit)
+            if index is None or index in seen:
+                continue
+            seen.add(index)
+            stack += [(i, index) for i in self.ops[index].inputs]
+        return False
 
     def live(self, outputs: Any) -> set[str]:
         """Raw inputs whose data reaches ``outputs`` or whose value Python read (``item``, ``bool``)."""

@@ -215,7 +215,10 @@ def _auto_split(
     that are not the model's output, and its arguments derive from raw inputs of exactly one
     modality; one that combines the outputs of two other candidates is a fusion, not an encoder.
     Candidates are taken largest first (parameters, then buffers, then the outermost, then one
-    whose name says the modality) while they share no raw input with one already taken.
+    whose name says the modality) while they share no raw input with one already taken. A taken
+    candidate whose output another candidate of its modality goes on to encode (an ``nn.Embedding``
+    table before the ``nn.TransformerEncoder`` that reads it) gives way to that one, the last of the
+    chain: the table is folded into its component instead of leaving the transformer to the head.
     """
     cls = type(model).__name__
     paths = [name for name, _ in model.named_modules() if name]
@@ -241,6 +244,8 @@ def _auto_split(
     for p in ranked:
         if all(fed[p].sources.isdisjoint(fed[q].sources) and not _nested(p, q) for q in chosen):
             chosen.append(p)
+    began = {_last_stage(p, fed, chosen, cap): p for p in chosen}  # the encoder -> the candidate its chain began at
+    chosen = list(began)
     if not chosen:
         children = ", ".join(n for n, _ in model.named_children()) or "none"
         raise ExportError(
@@ -262,9 +267,16 @@ def _auto_split(
         spec, folded = _spec(model, f"{key}_encoder", p, modality=m, call=call, cap=cap, inputs=inputs, kinds=kinds)
         rivals = [q for q in fed if fed[q].sources == call.sources]
         on = ", ".join(f"{r!r} ({m}: {why[r][1]})" for r in raw)
+        first = began[p]
+        chosen_as = (
+            f"the largest of the {len(rivals)} submodules called once on {'/'.join(raw)} alone"
+            if first == p
+            else f"the last {m}-only stage of the chain from {cls}.{first} ({sizes[first]:,} parameters, the largest "
+            f"submodule called once on {'/'.join(n for n in inputs if n in fed[first].sources)} alone), folded in"
+        )
         notes.append(
             f"auto-split: {spec.name} = {cls}.{p} on input{'s' if len(raw) > 1 else ''} {on}: {sizes[p]:,} "
-            f"parameters, the largest of the {len(rivals)} submodules called once on {'/'.join(raw)} alone"
+            f"parameters, {chosen_as}"
         )
         specs.append(spec)
         notes += folded
@@ -275,6 +287,29 @@ def _auto_split(
         auto=True,
         notes=tuple(notes),
     )
+
+
+def _last_stage(path: str, fed: Mapping[str, Call], chosen: list[str], cap: Capture) -> str:
+    """The last candidate of the chain that starts at ``path``: one fed by the same modality's inputs
+    (and no other taken candidate's) that reads what the stage before it returned."""
+    if cap.flow is None:
+        return path
+    others = [fed[q].sources for q in chosen if q != path]
+    current = path
+    while True:
+        made = set(cap.flow.serials(fed[current].output))
+        after = [
+            p
+            for p, call in fed.items()
+            if call.start > fed[current].start
+            and not _nested(p, current)
+            and call.sources >= fed[path].sources
+            and all(call.sources.isdisjoint(o) for o in others)
+            and cap.flow.derives(call.serials, made, call.start)
+        ]
+        if not after:
+            return current
+        current = min(after, key=lambda p: (fed[p].start, p.count(".")))  # the next stage; outermost first
 
 
 def _grouped_modalities(modality: Mapping[str, str], preprocess: Mapping[str, Any]) -> dict[str, str]:

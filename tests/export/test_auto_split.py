@@ -156,6 +156,63 @@ def test_auto_split_exports_and_runs_like_pytorch(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3)
 
 
+class TowersInPieces(nn.Module):
+    """Each tower written as stages in forward: a big embedding table before a small transformer, a
+    projection after the CNN, and a second text branch beside (not after) the table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(5000, 16)  # more parameters than the transformer that reads it
+        self.text = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0), 1)
+        self.vision, self.vproj = TinyResNet(), nn.Linear(8, 16)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        t = self.text(self.tok(input_ids), src_key_padding_mask=attention_mask == 0)[:, 0]
+        return self.head(torch.cat([t, self.vproj(self.vision(pixels))], 1))
+
+
+def test_a_tower_written_in_stages_is_one_encoder_up_to_its_last_stage(tmp_path: Path) -> None:
+    model = TowersInPieces().eval()
+    inputs = _resnet_bert_inputs()
+    inputs["input_ids"] = inputs["input_ids"] % 5000
+    split = plan_split(model, inputs, None, {}, {})
+    got = {e.name: (e.path, e.inputs) for e in split.encoders}
+    assert got == {"text_encoder": ("text", ("input_ids", "attention_mask")), "image_encoder": ("vproj", ("pixels",))}
+    (note,) = [n for n in split.notes if n.startswith("auto-split: text_encoder = ")]
+    assert "the last text-only stage of the chain from TowersInPieces.tok (80,000 parameters" in note
+    result = export_model(model, inputs, out=tmp_path / "b")
+    check = _resnet_bert_inputs(3)
+    check["input_ids"] = check["input_ids"] % 5000
+    with torch.no_grad():
+        expected = model(**check).numpy()
+    with Pipeline(result.path, "cpu", threads=1) as pipe:
+        np.testing.assert_allclose(pipe.run({n: t.numpy() for n, t in check.items()})["logits"], expected, atol=1e-5)
+        encoded = pipe.encode("text_encoder", {n: check[n].numpy() for n in ("input_ids", "attention_mask")})
+    assert [a.shape for a in encoded.values()] == [(3, 6, 16)]  # the transformer's output, not the table's
+
+
+class SideBySide(nn.Module):
+    """Two branches on the same ids, neither reading the other: the larger is the encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words = nn.Sequential(nn.Embedding(VOCAB, 32), nn.Flatten(), nn.Linear(32 * 6, 8))
+        self.chars = nn.Sequential(nn.Embedding(VOCAB, 2), nn.Flatten(), nn.Linear(2 * 6, 8))
+        self.vision = TinyResNet()
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, pixels: Tensor, input_ids: Tensor) -> Tensor:
+        return self.head(torch.cat([self.words(input_ids), self.chars(input_ids), self.vision(pixels)], 1))
+
+
+def test_a_branch_beside_the_encoder_is_not_taken_for_its_next_stage() -> None:
+    inputs = _resnet_bert_inputs()
+    del inputs["attention_mask"]
+    split = plan_split(SideBySide().eval(), inputs, None, {}, {})
+    assert {e.name: e.path for e in split.encoders} == {"text_encoder": "words", "image_encoder": "vision"}
+
+
 def test_doctor_shows_the_proposed_split_and_why(capsys: pytest.CaptureFixture[str]) -> None:
     report = diagnose(ResNetBert(), _resnet_bert_inputs())
     assert report.split == (  # in the order forward calls them
