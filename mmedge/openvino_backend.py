@@ -74,7 +74,7 @@ class OpenVINOSession:
         import openvino as ov
 
         self._compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads, cache_dir))
-        self._output_names = [o.get_any_name() for o in self._compiled.outputs]
+        self._output_names = [output_name(o) for o in self._compiled.outputs]
         self._local = threading.local()
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
@@ -107,9 +107,19 @@ class OpenVINOSession:
         return [_arg(port) for port in self._compiled.inputs]
 
     def get_outputs(self) -> list[_Arg]:
-        return [_arg(port) for port in self._compiled.outputs]
+        return [_arg(port, output_name(port)) for port in self._compiled.outputs]
 
 
-def _arg(port: Any) -> _Arg:
+def output_name(port: Any) -> str:
+    """The ONNX graph output name of a compiled model's output. ``get_any_name`` may give another name
+    of the same tensor (TorchScript's ``/encoder/Reshape_4_output_0`` beside ``text_pooler_output``);
+    OpenVINO's ONNX reader names each result node after its graph output (``<name>/sink_port_0``)."""
+    names = port.get_names()
+    named = port.get_node().get_friendly_name().removesuffix("/sink_port_0")
+    return named if named in names else port.get_any_name()
+
+
+def _arg(port: Any, name: str | None = None) -> _Arg:
     shape = [int(d.get_length()) if d.is_static else None for d in port.get_partial_shape()]
-    return _Arg(port.get_any_name(), shape, _TYPES.get(port.get_element_type().get_type_name(), "tensor(float)"))
+    kind = _TYPES.get(port.get_element_type().get_type_name(), "tensor(float)")
+    return _Arg(name or port.get_any_name(), shape, kind)

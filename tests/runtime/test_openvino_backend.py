@@ -118,3 +118,27 @@ def test_summary_keeps_what_failed_and_drops_where(message: str, expected: str) 
     from mmedge.errors import summary
 
     assert summary(RuntimeError(message)) == expected
+
+
+def test_outputs_are_named_as_the_onnx_graph_names_them(tmp_path: Path) -> None:
+    """OpenVINO merges an Identity's input and output names; the session gives the graph output's
+    (TorchScript's exports end encoders so: ``/encoder/Reshape_4_output_0`` → ``text_pooler_output``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mmedge.openvino_backend import OpenVINOSession
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["/encoder/Reshape_4_output_0"]),
+        helper.make_node("Identity", ["/encoder/Reshape_4_output_0"], ["text_pooler_output"]),
+        helper.make_node("Neg", ["x"], ["text_last_hidden_state"]),
+    ]
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 4])  # noqa: E731
+    graph = helper.make_graph(nodes, "g", [value("x")], [value("text_last_hidden_state"), value("text_pooler_output")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "encoder.onnx")
+    session = OpenVINOSession(tmp_path / "encoder.onnx", 1)
+    assert [o.name for o in session.get_outputs()] == ["text_last_hidden_state", "text_pooler_output"]
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[1], np.maximum(x, 0))
