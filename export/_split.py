@@ -216,9 +216,10 @@ def _auto_split(
     modality; one that combines the outputs of two other candidates is a fusion, not an encoder.
     Candidates are taken largest first (parameters, then buffers, then the outermost, then one
     whose name says the modality) while they share no raw input with one already taken. A taken
-    candidate whose output another candidate of its modality goes on to encode (an ``nn.Embedding``
-    table before the ``nn.TransformerEncoder`` that reads it) gives way to that one, the last of the
-    chain: the table is folded into its component instead of leaving the transformer to the head.
+    candidate that only looks its input up (an ``nn.Embedding`` table, which holds more parameters
+    than the small ``nn.TransformerEncoder`` that reads it) gives way to the candidate of its modality
+    that reads its output: the table is folded into that component instead of leaving the transformer
+    to the head. Stages after a real encoder (a projection in the head) stay in the head.
     """
     cls = type(model).__name__
     paths = [name for name, _ in model.named_modules() if name]
@@ -244,7 +245,9 @@ def _auto_split(
     for p in ranked:
         if all(fed[p].sources.isdisjoint(fed[q].sources) and not _nested(p, q) for q in chosen):
             chosen.append(p)
-    began = {_last_stage(p, fed, chosen, cap): p for p in chosen}  # the encoder -> the candidate its chain began at
+    began = {
+        _last_stage(model, p, fed, chosen, cap): p for p in chosen
+    }  # the encoder -> the candidate its chain began at
     chosen = list(began)
     if not chosen:
         children = ", ".join(n for n, _ in model.named_children()) or "none"
@@ -289,14 +292,15 @@ def _auto_split(
     )
 
 
-def _last_stage(path: str, fed: Mapping[str, Call], chosen: list[str], cap: Capture) -> str:
-    """The last candidate of the chain that starts at ``path``: one fed by the same modality's inputs
-    (and no other taken candidate's) that reads what the stage before it returned."""
+def _last_stage(model: Any, path: str, fed: Mapping[str, Call], chosen: list[str], cap: Capture) -> str:
+    """Where the encoder that starts at lookup stage ``path`` ends: the candidate fed by the same
+    modality's inputs (and no other taken candidate's) that reads what the lookup returned, and on
+    while that one is a lookup too. ``path`` itself where it computes (or nothing reads it so)."""
     if cap.flow is None:
         return path
     others = [fed[q].sources for q in chosen if q != path]
     current = path
-    while True:
+    while _looks_up(model.get_submodule(current)):
         made = set(cap.flow.serials(fed[current].output))
         after = [
             p
@@ -310,6 +314,21 @@ def _last_stage(path: str, fed: Mapping[str, Call], chosen: list[str], cap: Capt
         if not after:
             return current
         current = min(after, key=lambda p: (fed[p].start, p.count(".")))  # the next stage; outermost first
+    return current
+
+
+def _looks_up(module: Any) -> bool:
+    """Whether every layer with parameters in ``module`` is an embedding table or a norm: a lookup
+    stage (token and position embeddings), no layer that transforms features."""
+    from torch import nn
+
+    lookups = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm)
+    layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    return (
+        bool(layers)
+        and all(isinstance(m, lookups) for m in layers)
+        and any(isinstance(m, nn.Embedding | nn.EmbeddingBag) for m in layers)
+    )
 
 
 def _grouped_modalities(modality: Mapping[str, str], preprocess: Mapping[str, Any]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tinymodels import VOCAB, ConvImage
+from tinymodels import VOCAB, ConvImage, tiny_model
 from torch import Tensor, nn
 
 from mmedge.export import export_model
@@ -157,8 +157,8 @@ def test_auto_split_exports_and_runs_like_pytorch(tmp_path: Path) -> None:
 
 
 class TowersInPieces(nn.Module):
-    """Each tower written as stages in forward: a big embedding table before a small transformer, a
-    projection after the CNN, and a second text branch beside (not after) the table."""
+    """Each tower written as stages in forward: a big embedding table before a small transformer, and a
+    projection after the CNN (which, after a real encoder, is the head's)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,13 +172,13 @@ class TowersInPieces(nn.Module):
         return self.head(torch.cat([t, self.vproj(self.vision(pixels))], 1))
 
 
-def test_a_tower_written_in_stages_is_one_encoder_up_to_its_last_stage(tmp_path: Path) -> None:
+def test_an_embedding_table_before_its_transformer_is_folded_into_the_text_encoder(tmp_path: Path) -> None:
     model = TowersInPieces().eval()
     inputs = _resnet_bert_inputs()
     inputs["input_ids"] = inputs["input_ids"] % 5000
     split = plan_split(model, inputs, None, {}, {})
     got = {e.name: (e.path, e.inputs) for e in split.encoders}
-    assert got == {"text_encoder": ("text", ("input_ids", "attention_mask")), "image_encoder": ("vproj", ("pixels",))}
+    assert got == {"text_encoder": ("text", ("input_ids", "attention_mask")), "image_encoder": ("vision", ("pixels",))}
     (note,) = [n for n in split.notes if n.startswith("auto-split: text_encoder = ")]
     assert "the last text-only stage of the chain from TowersInPieces.tok (80,000 parameters" in note
     result = export_model(model, inputs, out=tmp_path / "b")
@@ -246,3 +246,15 @@ def test_doctor_cli_prints_the_split(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["doctor", "--model", "guarantees._models:CleanNet", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["split"][-1] == "fusion_head = the rest of forward"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("ResNetBertNet", {"text_encoder", "image_encoder"}), ("CaptionNet", {"image_encoder", "decoder.embedding"})],
+)
+def test_projections_after_a_real_encoder_stay_in_the_head(name: str, expected: set[str]) -> None:
+    """ResNetBertNet's additive head projects each encoder's output (head.text_proj, head.image_proj);
+    CaptionNet's decoder starts from the image features (decoder.init_h): no encoder reaches into them."""
+    model = tiny_model(name).eval()
+    split = plan_split(model, model.example_inputs(2), None, model.preprocess, {})
+    assert {e.path for e in split.encoders} == expected
