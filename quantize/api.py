@@ -107,6 +107,8 @@ def quantize_bundle(
     say("reading calibration samples")
     calib = collect_samples(calibration, manifest, "calibration")
     held, calib, labels, holdout_note = _split_holdout(holdout, calib, labels, manifest)
+    calib, held, paired_note = _paired_batches(manifest, calib, held)
+    holdout_note = "; ".join(filter(None, (holdout_note, paired_note)))
     with scratch_directory("quantize") as tmp:
         work = Path(tmp)
         prepared, failures = prepare_all(
@@ -232,6 +234,47 @@ def _split_holdout(
         f"no holdout given: the last {n_held} of {len(calib)} calibration samples were held out and not calibrated on"
     )
     return calib[cut:], calib[:cut], labels, note
+
+
+def _paired_batches(manifest: Any, calib: list[Sample], held: list[Sample]) -> tuple[list[Sample], list[Sample], str]:
+    """Calibration and held-out samples as one batch each where an output pairs every row with every
+    other (a CLIP-style similarity matrix): scored one sample at a time, a one-example sample gives a
+    1×1 matrix whose top-1 always agrees, so the accuracy check would pass whatever INT8 did. As one
+    batch, each row's top-1 picks among all the samples' items (retrieval among them)."""
+    paired = manifest.paired_outputs()
+    if not paired:
+        return calib, held, ""
+    names = ", ".join(map(repr, paired))
+    stacked = [_stacked(samples) for samples in (calib, held)]
+    if stacked[0] is None or stacked[1] is None:
+        return (
+            calib,
+            held,
+            (
+                f"output(s) {names} pair every row with every other, but the samples differ in shape and are scored "
+                "one at a time: give samples of one shape so each row is scored against all of them"
+            ),
+        )
+    return (
+        [stacked[0]],
+        [stacked[1]],
+        (
+            f"output(s) {names} pair every row with every other: the {_examples(stacked[1])} held-out examples are "
+            f"scored as one batch (and the {_examples(stacked[0])} calibration examples calibrate as one), each row "
+            "against all of them"
+        ),
+    )
+
+
+def _stacked(samples: list[Sample]) -> Sample | None:
+    """The samples as one batch, or None where their inputs or per-row shapes differ."""
+    names = set(samples[0])
+    first = samples[0]
+    if any(
+        set(s) != names or any(s[n].ndim == 0 or s[n].shape[1:] != first[n].shape[1:] for n in names) for s in samples
+    ):
+        return None
+    return {n: np.concatenate([s[n] for s in samples]) for n in samples[0]}
 
 
 def _examples(sample: Sample) -> int:

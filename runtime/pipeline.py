@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmedge.bundle import Bundle, Manifest, has_batch_axis, load_bundle, verify_component_file
+from mmedge.bundle import Bundle, Manifest, load_bundle, verify_component_file
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
@@ -452,15 +452,13 @@ def _one_length(feeds: Feeds, call: str) -> Feeds:
 
 def _rows_apart(manifest: Manifest, feeds: Feeds) -> None:
     """Clips of different lengths run one by one, which only outputs of independent rows allow."""
-    shapes = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
-    found = [(o.name, shapes[o.component, o.tensor]) for o in manifest.outputs]
-    paired = [f"{name} {list(shape)}" for name, shape in found if not has_batch_axis(shape)]
+    paired = manifest.paired_outputs()
     if paired:
         name, lengths = next(iter(feeds.lengths.items()))
         raise InputError(
             f"input {name!r}: its clips keep their own lengths (the recipe's pad = false), so clips of different "
-            f"lengths ({', '.join(map(str, lengths))}) run one by one, but output(s) {', '.join(paired)} pair every "
-            "row with every other; give clips of one length, or one clip per call"
+            f"lengths ({', '.join(map(str, lengths))}) run one by one, but output(s) {', '.join(map(repr, paired))} "
+            "pair every row with every other; give clips of one length, or one clip per call"
         )
 
 

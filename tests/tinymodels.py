@@ -146,6 +146,20 @@ class MaskedNet(nn.Module):
         return {"logits": self.head(features), "embedding": features}
 
 
+class Similarity(nn.Module):
+    """Two encoders into one space and their cosine similarity matrix, as CLIPModel.forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_encoder = nn.Sequential(nn.Embedding(50, 16), nn.Flatten(), nn.Linear(16 * 6, 8))
+        self.image_encoder = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.Flatten(), nn.Linear(4 * 4 * 4, 8))
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        t = nn.functional.normalize(self.text_encoder(text), dim=-1)
+        i = nn.functional.normalize(self.image_encoder(image), dim=-1)
+        return 10.0 * i @ t.T
+
+
 def tri_inputs(batch: int = 2) -> dict[str, Tensor]:
     gen = torch.Generator().manual_seed(0)
     return {

@@ -345,6 +345,16 @@ class Manifest:
     def edges_into(self, component: str) -> tuple[Edge, ...]:
         return self._index.edges_into.get(component, ())
 
+    def paired_outputs(self) -> tuple[str, ...]:
+        """Model outputs whose rows pair with one another: a batch axis whose symbol sizes another axis
+        too (a ``(batch, batch)`` similarity matrix), so a row depends on the whole call's batch."""
+        shapes = {(c.name, t.name): t.shape for c in self.components for t in c.outputs}
+        return tuple(
+            o.name
+            for o in self.outputs
+            if (shape := shapes.get((o.component, o.tensor))) and isinstance(shape[0], str) and not has_batch_axis(shape)
+        )
+
 
 @dataclass(frozen=True)
 class _Index:

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from tinymodels import Similarity
 from torch import nn
 
 from mmedge.bundle import has_batch_axis, load_bundle
@@ -21,20 +22,6 @@ from mmedge.export import export_model
 from mmedge.runtime import Pipeline
 from mmedge.serve import BatchPolicy, ServeOptions, create_app
 from mmedge.serve.app import batching_problem
-
-
-class Similarity(nn.Module):
-    """Two encoders into one space and their cosine similarity matrix, as CLIPModel.forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.text_encoder = nn.Sequential(nn.Embedding(50, 16), nn.Flatten(), nn.Linear(16 * 6, 8))
-        self.image_encoder = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.Flatten(), nn.Linear(4 * 4 * 4, 8))
-
-    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        t = nn.functional.normalize(self.text_encoder(text), dim=-1)
-        i = nn.functional.normalize(self.image_encoder(image), dim=-1)
-        return 10.0 * i @ t.T
 
 
 @pytest.fixture(scope="module")
