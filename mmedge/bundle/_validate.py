@@ -311,7 +311,10 @@ def _spectral_problems(i: InputSpec, pre: AudioPreprocess) -> list[tuple[bool, s
         ),
         (pre.mono, f"features {pre.features!r} are computed from one channel: set mono=true"),
         (i.dtype.startswith("float"), f"features {pre.features!r} are floats; the input takes {i.dtype}"),
-        (frames * pre.n_mels <= MAX_ITEM_ELEMENTS, f"max_seconds {pre.max_seconds!r} gives too many frames"),
+        (
+            frames * max(pre.n_mels, pre.n_fft) <= MAX_ITEM_ELEMENTS,  # the windowed frames are n_fft wide
+            f"max_seconds {pre.max_seconds!r} gives {frames} frames of {pre.n_fft} samples: too many to compute",
+        ),
         (
             fixed is None or not sizes_ok or fixed == frames,
             f"max_seconds {pre.max_seconds!r} at {pre.sample_rate} Hz gives {frames} frames of hop_length "

@@ -85,6 +85,11 @@ def test_keep_length_features_give_each_clip_its_frames() -> None:
         (AudioPreprocess(16000, 30.0, mono=False, features="whisper_log_mel"), ("batch", 80, 3000), "set mono=true"),
         (AudioPreprocess(16000, 30.0, features="mfcc"), ("batch", 80, 3000), "features 'mfcc' is not one of"),
         (AudioPreprocess(16000, 30.0, features="whisper_log_mel", n_mels=300), ("batch", 300, 3000), "n_mels <="),
+        (  # a hostile manifest: 480,000 frames of 65,536 samples would be 125 GB of windowed frames
+            AudioPreprocess(16000, 30.0, features="whisper_log_mel", n_fft=65536, hop_length=1),
+            ("batch", 80, "frames"),
+            "too many to compute",
+        ),
     ],
 )
 def test_a_recipe_that_cannot_feed_the_input_is_refused_at_load(
