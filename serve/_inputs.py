@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import AudioPreprocess, ImagePreprocess, InputSpec, Manifest, required_inputs
+from mmedge.bundle import ImagePreprocess, InputSpec, Manifest, required_inputs
 from mmedge.decoding import STRATEGIES
 from mmedge.runtime.preprocess import decode_reduced
 from mmedge.runtime.text import is_text
@@ -153,7 +153,7 @@ def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
     rank = len(spec.shape)
     if array.ndim == rank:
         return _cast(array, spec.dtype, what), array.shape[0]
-    if _spectral(spec) and array.ndim in (1, 2):  # waves the runtime turns into the features: one, or one per row
+    if spec.spectral and array.ndim in (1, 2):  # waves the runtime turns into the features: one, or one per row
         waves = [_raw_item(spec, row, what) for row in (array if array.ndim == 2 else [array])]
         return waves, len(waves)
     if array.ndim == rank - 1:
@@ -163,11 +163,6 @@ def _json_value(spec: InputSpec, raw: Any) -> tuple[Any, int]:
         f"{what}: expected a nested array of rank {rank} (a batch of {spec.dtype} {list(spec.shape)}) or "
         f"{rank - 1} (one item), found rank {array.ndim}",
     )
-
-
-def _spectral(spec: InputSpec) -> bool:
-    """Whether the input takes spectrogram features the runtime computes from waves."""
-    return isinstance(spec.preprocess, AudioPreprocess) and spec.preprocess.spectral
 
 
 def _texts(raw: Any) -> list[Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmedge.bundle import AudioPreprocess, InputSpec, Manifest, TensorSpec, required_inputs
+from mmedge.bundle import InputSpec, Manifest, TensorSpec, required_inputs
 from mmedge.decoding import STRATEGIES
 from mmedge.serve._inputs import MAX_BEAM_SIZE, MAX_GENERATED
 
@@ -151,7 +151,7 @@ def input_schema(spec: InputSpec, max_rows: int) -> dict[str, Any]:
         ]
     elif spec.modality == "image" and rank == 4:
         forms.append({**_nested(3, _PIXEL), "title": "one HWC image (uint8 pixels or floats in [0, 1])"})
-    elif isinstance(spec.preprocess, AudioPreprocess) and spec.preprocess.spectral:  # the runtime computes features
+    elif spec.spectral:  # the runtime computes the features from waves
         forms += [
             {**_nested(1, _leaf(spec.dtype)), "title": "one waveform at the bundle's sample rate"},
             {

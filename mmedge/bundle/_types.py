@@ -165,6 +165,12 @@ class InputSpec:
         pre = self.preprocess
         return isinstance(pre, AudioPreprocess) and not pre.pad and bool(self.shape) and isinstance(self.shape[-1], str)
 
+    @property
+    def spectral(self) -> bool:
+        """Whether the input takes spectrogram features the runtime computes from waves (its recipe's
+        ``features``): a raw item is then a wave, not an item of the input's shape."""
+        return isinstance(self.preprocess, AudioPreprocess) and self.preprocess.spectral
+
     def sized_shape(self, batch: int, sizes: Mapping[str, int] | None = None) -> tuple[int, ...] | None:
         """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``sizes`` (symbol →
         size, e.g. what another input of the same call binds ``seq`` to), else from ``example_shape``.
@@ -352,7 +358,9 @@ class Manifest:
         return tuple(
             o.name
             for o in self.outputs
-            if (shape := shapes.get((o.component, o.tensor))) and isinstance(shape[0], str) and not has_batch_axis(shape)
+            if (shape := shapes.get((o.component, o.tensor)))
+            and isinstance(shape[0], str)
+            and not has_batch_axis(shape)
         )
 
 
