@@ -64,8 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PATH",
         help="(repeatable) a Hugging Face preprocessor_config.json, or the folder an image processor's or feature extractor's "
-        "save_pretrained wrote: its resize, crop, filter, scaling and mean/std (or audio rate and normalization) "
-        "become the bundle's recipe, so it takes photos (or sound files) as that processor prepared them",
+        "save_pretrained wrote: its resize, crop, filter, scaling and mean/std (or audio rate and normalization, or "
+        "Whisper's log-mel features) become the bundle's recipe, so it takes photos (or sound files) as that "
+        "processor prepared them",
     )
     parser.add_argument(
         "--non-strict", action="store_true", help="accept checkpoints with missing/unexpected keys (they are reported)"
