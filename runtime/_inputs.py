@@ -369,7 +369,15 @@ class InputRouter:
         leading = {name: t.shape[0] for name, t in raw.items() if self._expected[name].batched}
         for component, values in provided.items():
             leading |= {f"{component}.{k}": v.shape[0] for k, v in values.items() if v.ndim}
-        return batch_problems(leading)
+        found = batch_problems(leading)
+        paired = self._bundle.manifest.paired_outputs()
+        if found and paired:  # e.g. one photo against several label texts: what CLIP-style users try first
+            found[0] += (
+                f"; output(s) {', '.join(map(repr, paired))} pair row i of one input with every row of the others "
+                "(a similarity matrix over one batch): to score items against a different number of others, "
+                "encode each side with Pipeline.encode and compare the embeddings"
+            )
+        return found
 
     def _fill_defaults(self, names: Iterable[str], raw: dict[str, np.ndarray], provided: Mapping[str, Any]) -> None:
         """Omitted inputs that declare a default: filled at the call's batch size (1 if unknown), their other

@@ -93,3 +93,16 @@ def test_clips_that_keep_their_lengths_are_not_run_apart_into_one_matrix(tmp_pat
         assert same["logits"].shape == (2, 2)  # clips of one length run together
         with pytest.raises(InputError, match=r"pair every row with every other"):
             pipeline.run({"text": text, "audio": [np.zeros(8000, np.float32), np.zeros(12000, np.float32)]})
+
+
+def test_one_image_against_several_texts_says_how(bundle: Path) -> None:
+    from mmedge.errors import InputError
+
+    texts = np.zeros((3, 6), np.int64)
+    with Pipeline(bundle, "cpu", threads=1) as pipeline:
+        with pytest.raises(InputError, match=r"different batch sizes .*encode each side with Pipeline\.encode"):
+            pipeline.run({"text": texts, "image": np.zeros((1, 3, 16, 16), np.float32)})
+        image = pipeline.encode("image_encoder", np.zeros((1, 3, 16, 16), np.float32))
+        text = pipeline.encode("text_encoder", texts)
+    assert [a.shape for a in image.values()] == [(1, 8)]
+    assert [a.shape for a in text.values()] == [(3, 8)]
