@@ -370,8 +370,8 @@ class InputRouter:
         for component, values in provided.items():
             leading |= {f"{component}.{k}": v.shape[0] for k, v in values.items() if v.ndim}
         found = batch_problems(leading)
-        paired = self._bundle.manifest.paired_outputs()
-        if found and paired:  # e.g. one photo against several label texts: what CLIP-style users try first
+        paired = self._bundle.manifest.paired_outputs() if found else ()  # not on the hot path: only on an error
+        if paired:  # e.g. one photo against several label texts: what CLIP-style users try first
             found[0] += (
                 f"; output(s) {', '.join(map(repr, paired))} pair row i of one input with every row of the others "
                 "(a similarity matrix over one batch): to score items against a different number of others, "

@@ -63,9 +63,20 @@ def test_every_variant_has_every_field(report: BenchReport) -> None:
     assert report.settings.threads == 1
 
 
-@pytest.mark.parametrize("batch", BATCHES)
-def test_split_attribution_sums_to_the_end_to_end_time(report: BenchReport, batch: int) -> None:
-    result = report.variant("split FP32").at(batch)
+# Calls long enough (about 1 and 3 ms) that the fixed call overhead no part covers (about 10 µs of
+# Python) is well inside the 5% bound: at batch 1 the tiny bundle's call takes 0.2 ms, and that
+# overhead alone is 3-5% of it, so a slower CI machine crossed the bound with nothing missing.
+ATTRIBUTION_BATCHES = (128, 512)
+
+
+@pytest.fixture(scope="module")
+def long_calls(mono_bundle: Path) -> BenchReport:
+    return bench(mono_bundle, batch_sizes=ATTRIBUTION_BATCHES, iterations=20, warmup=2, threads=1, profile=False)
+
+
+@pytest.mark.parametrize("batch", ATTRIBUTION_BATCHES)
+def test_split_attribution_sums_to_the_end_to_end_time(long_calls: BenchReport, batch: int) -> None:
+    result = long_calls.variant("split FP32").at(batch)
     assert result is not None
     a = result.attribution
     assert [p.name for p in a.parts] == ["preprocess", *COMPONENTS, "copies", "postprocess"]
