@@ -108,11 +108,9 @@ class Flow:
         earlier = [i for i in self._producers.get(serial, ()) if i < before]
         return earlier[-1] if earlier else None
 
-    def glue(self, serials: Iterable[int], before: int) -> tuple[str, ...]:
-        """Names of the ops, in run order, that computed ``serials`` from raw inputs before op ``before``.
-
-        Only ops on data derived from raw inputs count: building a constant is not glue.
-        """
+    def _behind(self, serials: Iterable[int], before: int) -> set[int]:
+        """Indices of the ops before op ``before`` that computed ``serials`` from raw inputs (ops on
+        data no raw input reaches, building a constant or reading a weight, are not followed)."""
         seen: set[int] = set()
         stack = [(s, before) for s in serials]
         while stack:
@@ -122,22 +120,21 @@ class Flow:
                 continue
             seen.add(index)
             stack += [(i, index) for i in self.ops[index].inputs]
-        return tuple(dict.fromkeys(self.ops[i].name for i in sorted(seen)))
+        return seen
+
+    def glue(self, serials: Iterable[int], before: int) -> tuple[str, ...]:
+        """Names of the ops, in run order, that computed ``serials`` from raw inputs before op ``before``.
+
+        Only ops on data derived from raw inputs count: building a constant is not glue.
+        """
+        return tuple(dict.fromkeys(self.ops[i].name for i in sorted(self._behind(serials, before))))
 
     def derives(self, serials: Iterable[int], targets: Collection[int], before: int) -> bool:
-        """Whether ``serials`` were computed (by ops before op ``before``) from any tensor in ``targets``."""
-        seen: set[int] = set()
-        stack = [(s, before) for s in serials]
-        while stack:
-            s, limit = stack.pop()
-            if s in targets:
-                return True
-            index = self._producer(s, limit)
-            if index is None or index in seen:
-                continue
-            seen.add(index)
-            stack += [(i, index) for i in self.ops[index].inputs]
-        return False
+        """Whether ``serials`` were computed (by ops before op ``before``) from any tensor in ``targets``
+        (tensors derived from raw inputs: the outputs of an earlier submodule call)."""
+        serials = tuple(serials)
+        reached = set(serials).union(*(self.ops[i].inputs for i in self._behind(serials, before)))
+        return not reached.isdisjoint(targets)
 
     def live(self, outputs: Any) -> set[str]:
         """Raw inputs whose data reaches ``outputs`` or whose value Python read (``item``, ``bool``)."""
