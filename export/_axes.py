@@ -12,10 +12,21 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from mmedge.bundle import BATCH, is_batch_symbol, modality_batch
 from mmedge.errors import ExportError
 from mmedge.verify import other_size
 
-__all__ = ["Axes", "input_axes", "observed_axes", "second_inputs", "symbol_sizes", "symbolic_shape"]
+__all__ = [
+    "Axes",
+    "input_axes",
+    "modality_batches",
+    "observed_axes",
+    "pairs_rows",
+    "resized",
+    "second_inputs",
+    "symbol_sizes",
+    "symbolic_shape",
+]
 
 Axes = dict[str, dict[int, str]]  # tensor name -> axis -> symbol
 _SEQUENCE_SYMBOL = {"text": "seq", "audio": "samples"}
@@ -39,7 +50,7 @@ def input_axes(
         return {name: {} for name in inputs}, []
     axes: Axes = {}
     for name, t in inputs.items():
-        axes[name] = {0: "batch"} if t.dim() >= 1 else {}
+        axes[name] = {0: BATCH} if t.dim() >= 1 else {}
         symbol = (time_symbols or {}).get(name, _SEQUENCE_SYMBOL.get(modalities[name]))
         if symbol and t.dim() >= 2:
             axes[name][1 if symbol == "seq" else t.dim() - 1] = symbol
@@ -54,7 +65,7 @@ def _align_other_inputs(
     lengths: dict[int, set[str]] = {}
     for name, per_axis in axes.items():
         for axis, symbol in per_axis.items():
-            if symbol != "batch":
+            if not is_batch_symbol(symbol):
                 lengths.setdefault(int(inputs[name].shape[axis]), set()).add(symbol)
     notes = []
     for name, t in inputs.items():
@@ -74,6 +85,27 @@ def _align_other_inputs(
     return notes
 
 
+def pairs_rows(axes: Axes) -> bool:
+    """Whether a tensor with these axes has a batch symbol on two axes: it pairs every item of the call with
+    every other (a similarity matrix), as CLIP's ``logits_per_image`` does."""
+    return any(sum(map(is_batch_symbol, per_axis.values())) > 1 for per_axis in axes.values())
+
+
+def modality_batches(axes: Axes, owners: Mapping[str, str]) -> Axes | None:
+    """``axes`` with each encoder's inputs counting items by their modality's own batch symbol.
+
+    ``owners``: input name → modality of the encoder that reads it. None where that cannot give each
+    modality its own count: an input with a batch axis that no encoder reads, or fewer than two modalities.
+    """
+    batched = [name for name, per_axis in axes.items() if BATCH in per_axis.values()]
+    if any(name not in owners for name in batched) or len({owners[n] for n in batched}) < 2:
+        return None
+    return {
+        name: {axis: modality_batch(owners[name]) if symbol == BATCH else symbol for axis, symbol in per_axis.items()}
+        for name, per_axis in axes.items()
+    }
+
+
 def symbol_sizes(tensors: Mapping[str, Any], axes: Axes) -> dict[str, int]:
     """The size of each symbol in these tensors; raises if two tensors disagree on one."""
     sizes: dict[str, int] = {}
@@ -89,28 +121,37 @@ def symbol_sizes(tensors: Mapping[str, Any], axes: Axes) -> dict[str, int]:
 
 
 def second_inputs(inputs: Mapping[str, Any], axes: Axes, modalities: Mapping[str, str]) -> dict[str, Any]:
-    """Inputs like the examples with every symbol resized and float image/audio values perturbed.
-
-    Rows and steps are taken cyclically from the example (so ids stay in the vocabulary and masks
-    stay masks), starting one row later so the batch differs from the example's.
-    """
+    """Inputs like the examples with every symbol at :func:`~mmedge.verify.other_size` (see :func:`resized`)
+    and float image/audio values perturbed, so sizes, rows and values differ from the example's."""
     import torch
 
     sizes = symbol_sizes(inputs, axes)
-    new = {symbol: other_size(symbol, size) for symbol, size in sizes.items()}
+    new = resized(inputs, axes, {symbol: other_size(symbol, size) for symbol, size in sizes.items()})
     gen = torch.Generator().manual_seed(1)
     out = {}
-    for name, t in inputs.items():
+    for name, t in new.items():
         x = t
-        for axis, symbol in axes[name].items():
-            offset = 1 if symbol == "batch" else 0
-            index = (torch.arange(new[symbol]) + offset) % t.shape[axis]
-            x = x.index_select(axis, index)
         if x.is_floating_point() and modalities[name] in ("image", "audio"):
             x = x + 0.05 * x.std().nan_to_num(1.0) * torch.randn(x.shape, generator=gen, dtype=x.dtype)
         elif not axes[name]:
             x = x.roll(1, dims=0) if x.dim() else x  # same shape: other values
         out[name] = x.contiguous()
+    return out
+
+
+def resized(inputs: Mapping[str, Any], axes: Axes, sizes: Mapping[str, int]) -> dict[str, Any]:
+    """``inputs`` with the axes of each symbol in ``sizes`` at that size. Rows and steps are taken
+    cyclically (so ids stay in the vocabulary and masks stay masks), rows starting one later."""
+    import torch
+
+    out = {}
+    for name, t in inputs.items():
+        x = t
+        for axis, symbol in axes[name].items():
+            if symbol in sizes:
+                offset = 1 if is_batch_symbol(symbol) else 0
+                x = x.index_select(axis, (torch.arange(sizes[symbol]) + offset) % t.shape[axis])
+        out[name] = x
     return out
 
 

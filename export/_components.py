@@ -136,7 +136,7 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Exported
         module = HeadModule(
             ctx.work, stubs=stubs, templates=templates, raw_names=tuple(raw[0]), inputs=inputs, constants=constants
         )
-        outputs = tuple(dict(flatten(o, model_prefix(o), "model.forward")[0]) for o in ctx.runs.outputs)
+        outputs = ctx.runs.model_outputs()
         in_axes = {n: ctx.axes[n] if n in raw[0] else _feature_axes(parts, n) for n in inputs}
         out_axes = ctx.output_axes(*outputs)
         job = ExportJob(
@@ -202,7 +202,7 @@ def check_chain(ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart) -> 
     gots = run_onnx(
         ctx.stage / head.component.file, [{t.name: v[t.name] for t in head.component.inputs} for v in values]
     )
-    refs = [_numpy(dict(flatten(o, model_prefix(o), "model.forward")[0])) for o in ctx.runs.outputs]
+    refs = [_numpy(o) for o in ctx.runs.model_outputs()]
     rows = tuple(compare("chain", n, [r[n] for r in refs], gots, ctx.tol) for n in refs[0])
     raise_failed(rows, "the whole chain (encoders → fusion_head) does not reproduce model.forward")
     ctx.report("chain", "verified")
@@ -214,7 +214,7 @@ def export_monolithic(ctx: Ctx, head: ExportedPart) -> ExportedPart:
     from mmedge.export._wrappers import MonolithicModule
 
     raw = tuple(ctx.runs.inputs[0])
-    refs = [_numpy(dict(flatten(o, model_prefix(o), "model.forward")[0])) for o in ctx.runs.outputs]
+    refs = [_numpy(o) for o in ctx.runs.model_outputs()]
     out_axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in head.component.outputs}
     job = ExportJob(
         "monolithic",

@@ -12,6 +12,7 @@ from mmedge.bundle import Asset, Component, Verification
 from mmedge.errors import ExportError
 from mmedge.export._axes import Axes, observed_axes
 from mmedge.export._capture import Call
+from mmedge.export._tree import flatten
 from mmedge.export._types import VerificationRow
 from mmedge.export._verify import numpy_of
 from mmedge.verify import Tolerance
@@ -33,6 +34,15 @@ class Runs:
     def numpy(self, run: int, names: Sequence[str]) -> dict[str, Any]:
         return {n: numpy_of(self.inputs[run][n]) for n in names}
 
+    def model_outputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Each run's model outputs by the names the bundle gives them."""
+        first, second = (dict(flatten(o, model_prefix(o), "model.forward")[0]) for o in self.outputs)
+        return first, second
+
+    def output_axes(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> Axes:
+        """Axes of tensors seen in both runs: those whose size moved with a symbol."""
+        return {n: observed_axes(n, (tuple(first[n].shape), tuple(second[n].shape)), self.sizes) for n in first}
+
 
 @dataclass(frozen=True)
 class Ctx:
@@ -50,7 +60,7 @@ class Ctx:
 
     def output_axes(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> Axes:
         """Axes of tensors seen in both runs: those whose size moved with a symbol."""
-        return {n: observed_axes(n, (tuple(first[n].shape), tuple(second[n].shape)), self.runs.sizes) for n in first}
+        return self.runs.output_axes(first, second)
 
     def note_fallbacks(self, name: str, exported: Any) -> None:
         for failed in exported.failed:

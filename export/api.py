@@ -22,8 +22,10 @@ from mmedge.bundle import (
     Edge,
     Manifest,
     ModelInfo,
+    TextPreprocess,
     check_replaceable,
     derived_inputs,
+    is_batch_symbol,
     load_bundle,
     staged_bundle,
     write_manifest,
@@ -32,7 +34,15 @@ from mmedge.errors import ExportError
 from mmedge.export import _manifest as mf
 from mmedge.export._arguments import AUDIO_FRONTENDS, check_modalities, check_options, model_and_inputs
 from mmedge.export._audio_rate import infer_audio_preprocess
-from mmedge.export._axes import Axes, input_axes, second_inputs, symbol_sizes
+from mmedge.export._axes import (
+    Axes,
+    input_axes,
+    modality_batches,
+    pairs_rows,
+    resized,
+    second_inputs,
+    symbol_sizes,
+)
 from mmedge.export._capture import capture
 from mmedge.export._context import Ctx, ExportedPart, Progress, Runs
 from mmedge.export._guarantee import verify_export
@@ -115,7 +125,7 @@ def export_model(
     timm, timm_notes = infer_timm_preprocess(work, split.encoders, modalities, inputs, {**pre, **pixels})
     pre = {**pre, **inferred, **pixels, **timm}
     axes, notes = input_axes(inputs, modalities, dynamic, derived_inputs(pre.values()), _time_symbols(pre))
-    runs = _two_runs(work, split, inputs, axes, modalities)
+    axes, runs, batch_notes = _reference_runs(work, split, inputs, axes=axes, modalities=modalities, pre=pre)
     specs = tuple(dataclasses.replace(e, dynamic_axes={n: axes[n] for n in e.inputs}) for e in split.encoders)
     report("split", ", ".join(f"{e.name}={e.path}" for e in specs))
     with staged_bundle(out, force=force) as stage:
@@ -137,6 +147,7 @@ def export_model(
                 *pixel_notes,
                 *timm_notes,
                 *notes,
+                *batch_notes,
                 *found,
             ],
         )
@@ -216,6 +227,77 @@ def _two_runs(work: Any, split: Split, inputs: dict[str, Any], axes: Axes, modal
         outputs=(split.output, cap.output),
         sizes=(symbol_sizes(inputs, axes), symbol_sizes(second, axes)),
     )
+
+
+def _reference_runs(
+    work: Any,
+    split: Split,
+    inputs: dict[str, Any],
+    *,
+    axes: Axes,
+    modalities: Mapping[str, str],
+    pre: Mapping[str, Any],
+) -> tuple[Axes, Runs, list[str]]:
+    """The two runs every check compares against, with the axes they were made with (each modality's own
+    batch where an output pairs items: :func:`_own_batches`), once the model is known to take its texts'
+    full length; and the notes to give."""
+    runs = _two_runs(work, split, inputs, axes, modalities)
+    _check_text_lengths(work, inputs, axes, pre)
+    return _own_batches(work, split, inputs, runs, axes=axes, modalities=modalities)
+
+
+def _check_text_lengths(work: Any, inputs: Mapping[str, Any], axes: Axes, pre: Mapping[str, Any]) -> None:
+    """The model runs at the length strings are padded or cut to, which neither check run may have used:
+    a tokenizer's truncation of 128 tokens for a text tower of 77 positions exports and verifies at the
+    example's 32 tokens, then fails on every string."""
+    lengths = {
+        name: p.max_length
+        for name, p in pre.items()
+        if isinstance(p, TextPreprocess) and axes.get(name, {}).get(1) == "seq" and p.max_length > inputs[name].shape[1]
+    }
+    if not lengths:
+        return
+    name, length = max(lengths.items(), key=lambda item: item[1])
+    import torch
+
+    try:
+        with torch.no_grad():
+            work(**resized(inputs, axes, {"seq": length}))
+    except Exception as e:  # the user's model on a longer input: any failure is reported
+        raise ExportError(
+            f"the model fails on {length} tokens, the length strings are padded or cut to for input {name!r} "
+            f"({type(e).__name__}: {str(e)[:300]}); set [inputs.{name}.preprocess] max_length (or preprocess=) "
+            f"to a length the model takes, at most its position embeddings' size"
+        ) from e
+
+
+def _own_batches(
+    work: Any, split: Split, inputs: dict[str, Any], runs: Runs, *, axes: Axes, modalities: Mapping[str, str]
+) -> tuple[Axes, Runs, list[str]]:
+    """Each modality's own batch symbol where an output pairs every item with every other (CLIP's
+    ``logits_per_image``, ``(batch, batch)`` with one shared batch), so one photo can be scored against
+    20 label texts; the shared batch stays where the model refuses different numbers of items."""
+    if not pairs_rows(runs.output_axes(*runs.model_outputs())):
+        return axes, runs, []
+    separate = modality_batches(axes, {n: s.modality for s in split.encoders for n in s.inputs})
+    if separate is None:
+        return axes, runs, []
+    try:
+        own = _two_runs(work, split, inputs, separate, modalities)
+    except ExportError as e:
+        note = (
+            "an output pairs every item with every other, but the model fails on different numbers of items per "
+            f"modality ({e}), so all inputs share one batch size"
+        )
+        return axes, runs, [note]
+    symbols = sorted(
+        {symbol for per_axis in separate.values() for symbol in per_axis.values() if is_batch_symbol(symbol)}
+    )
+    note = (
+        "an output pairs every item with every other, so each modality takes its own number of items "
+        f"({', '.join(symbols)}): e.g. one photo against several label texts in one call"
+    )
+    return separate, own, [note]
 
 
 @dataclass(frozen=True)

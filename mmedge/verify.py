@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import Component, TensorSpec, Verification, check_io
+from mmedge.bundle import MODALITIES, Component, TensorSpec, Verification, check_io, is_batch_symbol, modality_batch
 from mmedge.errors import ConfigError, MMEdgeError
 
 __all__ = [
@@ -69,12 +69,15 @@ class Tolerance:
 
 
 def other_size(symbol: str, size: int) -> int:
-    """The size a symbolic dim takes in a second check: one more batch row, a shorter sequence.
+    """The size a symbolic dim takes in a second check: more batch rows, a shorter sequence.
 
-    Shorter, not longer, so the second input stays within any maximum length.
+    Shorter, not longer, so the second input stays within any maximum length. Each modality's own
+    batch symbol grows by another step, so an output axis sized by one of them is told from one
+    sized by another.
     """
-    if symbol == "batch":
-        return size + 1
+    if is_batch_symbol(symbol):
+        steps = [modality_batch(m) for m in MODALITIES]
+        return size + 1 + (steps.index(symbol) + 1 if symbol in steps else 0)
     return size - max(1, size // 4) if size >= 4 else size + 2
 
 
@@ -162,7 +165,7 @@ def second_shape_feeds(component: Component, feed: Feed, symbols: Sequence[str] 
                 continue
             for tensor, axis in spots:
                 if tensor == name:
-                    offset = 1 if symbol == "batch" else 0
+                    offset = 1 if is_batch_symbol(symbol) else 0
                     x = np.take(x, (np.arange(new[symbol]) + offset) % x.shape[axis], axis=axis)
         out[name] = np.ascontiguousarray(x)
     return out

@@ -26,6 +26,7 @@ from mmedge.bundle import (
     Manifest,
     TensorSpec,
     TextPreprocess,
+    is_batch_symbol,
 )
 from mmedge.errors import BundleError, InputError
 from mmedge.graph import Graph
@@ -161,8 +162,8 @@ def _axis_defaults(spec: InputSpec) -> dict[int, tuple[int, str]]:
     elif isinstance(pre, ImagePreprocess) and rank == 4:
         h_axis = 2 if pre.layout == "NCHW" else 1
         out[h_axis], out[h_axis + 1] = (pre.size[0], why), (pre.size[1], why)
-    if rank and spec.shape[0] == "batch":
-        out[0] = (1, "batch = 1")
+    if rank and is_batch_symbol(spec.shape[0]):
+        out[0] = (1, f"{spec.shape[0]} = 1")
     return out
 
 

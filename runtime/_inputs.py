@@ -49,7 +49,7 @@ class _Expected:
     dtype: np.dtype
     rank: int
     fixed: tuple[tuple[int, int], ...]  # (axis, size) of each fixed dimension
-    batched: bool  # a symbolic first axis: the call's batch size
+    batch: str | None  # the batch symbol of a first axis of independent rows (``batch``, ``text_batch``)
     floats: bool  # NaN/Inf checked
     ids: bool  # token ids checked against the vocabulary
     audio: bool  # samples checked against the encoders' minimum
@@ -61,7 +61,7 @@ class _Expected:
             dtype=dtype,
             rank=len(spec.shape),
             fixed=tuple((axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int)),
-            batched=has_batch_axis(spec.shape),
+            batch=str(spec.shape[0]) if has_batch_axis(spec.shape) else None,
             floats=dtype.kind == "f",
             ids=spec.modality == "text" and dtype.kind in "iu",
             audio=spec.modality == "audio",
@@ -197,17 +197,15 @@ class InputRouter:
         layer of small helpers costs microseconds, and for a small model they added up to a tenth of
         the call (``benchmarks/NOTES.md``). False sends the call to those checks, which explain.
         """
-        limits, batch = self.limits, -1
+        limits, batches = self.limits, {}
         for name, value in inputs.items():
             expected, shape, size = self._expected[name], value.shape, value.size
             if value.dtype != expected.dtype or len(shape) != expected.rank or not 0 < size <= limits.max_elements:
                 return False
             if (shape and shape[0] > limits.max_batch) or any(shape[axis] != dim for axis, dim in expected.fixed):
                 return False
-            if expected.batched:
-                if batch not in (-1, shape[0]):
-                    return False
-                batch = shape[0]
+            if expected.batch is not None and batches.setdefault(expected.batch, shape[0]) != shape[0]:
+                return False
             if expected.floats and not all_finite(value):
                 return False
             if expected.ids:
@@ -366,12 +364,20 @@ class InputRouter:
     def _check_batch(
         self, raw: Mapping[str, np.ndarray], provided: Mapping[str, Mapping[str, np.ndarray]]
     ) -> list[str]:
-        leading = {name: t.shape[0] for name, t in raw.items() if self._expected[name].batched}
+        leading = {
+            name: (batch, t.shape[0]) for name, t in raw.items() if (batch := self._expected[name].batch) is not None
+        }
         for component, values in provided.items():
-            leading |= {f"{component}.{k}": v.shape[0] for k, v in values.items() if v.ndim}
+            shapes = {t.name: t.shape for t in self._bundle.manifest.component(component).outputs}
+            leading |= {
+                f"{component}.{k}": (str(shapes[k][0]), v.shape[0])
+                for k, v in values.items()
+                if v.ndim and has_batch_axis(shapes[k])
+            }
         found = batch_problems(leading)
-        paired = self._bundle.manifest.paired_outputs() if found else ()  # not on the hot path: only on an error
-        if paired:  # e.g. one photo against several label texts: what CLIP-style users try first
+        shared = len({symbol for symbol, _ in leading.values()}) == 1
+        paired = self._bundle.manifest.paired_outputs() if found and shared else ()  # only on an error
+        if paired:  # one photo against several label texts, in a bundle exported with one shared batch
             found[0] += (
                 f"; output(s) {', '.join(map(repr, paired))} pair row i of one input with every row of the others "
                 "(a similarity matrix over one batch): to score items against a different number of others, "

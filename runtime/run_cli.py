@@ -11,13 +11,14 @@ generated text of each item instead (``--strategy``, ``--beam-size``, ``--max-le
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.markup import escape
 
-from mmedge.bundle import Manifest, OutputSpec
+from mmedge.bundle import BATCH, InputSpec, Manifest, OutputSpec, is_batch_symbol
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
@@ -36,7 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="an input by name or modality: image=cat.png, text='a bright dog', audio=x.wav, audio=x.npy (repeat; "
-        "a text given twice is a text pair)",
+        "a text given twice is a text pair; where the bundle scores every item of one input against every item "
+        "of another, as CLIP does, each repeat is one more item: one photo against several label texts)",
     )
     parser.add_argument("--providers", default="auto", help=PROVIDERS_HELP)
     parser.add_argument("--fallback", action="store_true", help="run on the next provider if one is unavailable")
@@ -52,36 +54,69 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-len", type=int, default=None, help="most tokens to generate (default: the bundle's)")
 
 
-def parse_inputs(pairs: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs as a run() dict; ``.npy`` values are loaded as arrays, and a text given twice
-    is a text pair (one item of two texts, as the bundled tokenizer encodes ``(text, text_pair)``)."""
-    inputs: dict[str, Any] = {}
+def parse_inputs(pairs: list[str]) -> dict[str, list[Any]]:
+    """``NAME=VALUE`` pairs as each name's values in the order given; ``.npy`` values are loaded as arrays."""
+    values: dict[str, list[Any]] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise InputError(f"--input {pair!r} must look like NAME=VALUE, e.g. image=cat.png or text='a dog'")
-        loaded = _load_npy(Path(value)) if value.endswith(".npy") else value
-        if name not in inputs:
-            inputs[name] = loaded
-        elif isinstance(inputs[name], str) and isinstance(loaded, str):
-            inputs[name] = (inputs[name], loaded)  # a text pair: question and passage, two sentences
+        values.setdefault(name, []).append(_load_npy(Path(value)) if value.endswith(".npy") else value)
+    return values
+
+
+def assemble(values: Mapping[str, list[Any]], manifest: Manifest) -> dict[str, Any]:
+    """A ``run()`` dict from each name's values. A value given once is the input. Given more than once, the
+    values are the items of an input that counts its own items (one photo against several label texts,
+    a CLIP-style bundle), else a text given twice is a text pair (one item of two texts, as the bundled
+    tokenizer encodes ``(text, text_pair)``)."""
+    inputs: dict[str, Any] = {}
+    for name, given in values.items():
+        spec = _spec(manifest, name)
+        texts = all(isinstance(v, str) for v in given)
+        if len(given) == 1:
+            inputs[name] = given[0]
+        elif spec is not None and own_items(spec):
+            inputs[name] = list(given)
+        elif len(given) > 2:
+            raise InputError(
+                f"--input {name!r} is given more than once ({len(given)} times); give it once, or twice for a text "
+                f"pair ({name}='a question' -i {name}='a passage')"
+            )
+        elif texts and (spec is None or spec.modality == "text"):
+            inputs[name] = tuple(given)  # a text pair: question and passage, two sentences
         else:
             raise InputError(
-                f"--input {name!r} is given more than once; give it once, or twice for a text pair "
-                f"({name}='a question' -i {name}='a passage')"
+                f"--input {name!r} is given twice; only a text input takes two values (a text pair); give {name!r} once"
             )
     return inputs
 
 
-def _check_pairs(inputs: dict[str, Any], manifest: Manifest) -> None:
-    """A value given twice (a pair) is for a text input, named by its name or by "text"."""
-    texts = {i.name for i in manifest.inputs if i.modality == "text"} | {"text"}
-    repeated = [name for name, value in inputs.items() if isinstance(value, tuple) and name not in texts]
-    if repeated:
-        raise InputError(
-            f"--input {repeated[0]!r} is given twice; only a text input takes two values (a text pair); "
-            f"give {repeated[0]!r} once"
-        )
+def own_items(spec: InputSpec) -> bool:
+    """Whether an input counts its items by its modality's own batch symbol (``text_batch``), apart from the
+    other inputs: it feeds an output that scores every item against every item of another input."""
+    return bool(spec.shape) and is_batch_symbol(spec.shape[0]) and spec.shape[0] != BATCH
+
+
+def _spec(manifest: Manifest, name: str) -> InputSpec | None:
+    """The input ``name`` names: by its name, or by its modality where one input has it."""
+    by_modality = [i for i in manifest.inputs if i.modality == name]
+    named = [i for i in manifest.inputs if i.name == name]
+    found = named or (by_modality if len(by_modality) == 1 else [])
+    return found[0] if found else None
+
+
+def _column_labels(manifest: Manifest, output: OutputSpec, inputs: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The texts given for the input whose items an output's columns score (a zero-shot image's label texts)."""
+    shape = next(t.shape for t in manifest.component(output.component).outputs if t.name == output.tensor)
+    if len(shape) != 2 or not is_batch_symbol(shape[1]):
+        return None
+    for name, value in inputs.items():
+        spec = _spec(manifest, name)
+        texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if spec is not None and spec.shape[0] == shape[1] and texts:
+            return tuple(value)
+    return None
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -93,13 +128,14 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path} is not a readable .npy array ({e})") from e
 
 
-def summarize(spec: OutputSpec, value: np.ndarray, top_k: int) -> dict[str, Any]:
-    """What to show of one output: top-k labels for logits, else shape and leading values."""
+def summarize(spec: OutputSpec, value: np.ndarray, top_k: int, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """What to show of one output: top-k labels for logits, else shape and leading values. ``columns``
+    names the columns where they score the items of another input (the label texts of a zero-shot call)."""
     out: dict[str, Any] = {"kind": spec.kind, "dtype": str(value.dtype), "shape": list(value.shape)}
     if spec.kind == "logits" and value.ndim == 2:
         shifted = value - value.max(axis=1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        labels = spec.labels or tuple(str(i) for i in range(value.shape[1]))
+        labels = columns or spec.labels or tuple(str(i) for i in range(value.shape[1]))
         out["top_k"] = [
             [{"label": labels[i], "probability": float(row[i])} for i in np.argsort(-row)[:top_k]] for row in probs
         ]
@@ -111,7 +147,7 @@ def summarize(spec: OutputSpec, value: np.ndarray, top_k: int) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, found {args.top_k}")
-    inputs = parse_inputs(args.input)
+    values = parse_inputs(args.input)
     with Pipeline(
         args.bundle,
         parse_policy(args.providers),
@@ -121,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         check_hashes=not args.no_hash_check,
         cache_dir=args.cache_dir,
     ) as pipe:
-        _check_pairs(inputs, pipe.manifest)
+        inputs = assemble(values, pipe.manifest)
         generative = pipe.manifest.generation is not None
         if generative:
             results: Any = pipe.generate(
@@ -133,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             _check_no_generation_options(args)
             outputs = pipe.run(inputs)
-            results = {o.name: summarize(o, outputs[o.name], args.top_k) for o in pipe.manifest.outputs}
+            results = {
+                o.name: summarize(o, outputs[o.name], args.top_k, _column_labels(pipe.manifest, o, inputs))
+                for o in pipe.manifest.outputs
+            }
         placement = {
             name: {"registered": list(p.registered), "nodes": dict(p.nodes), "fallbacks": list(p.fallbacks)}
             for name, p in pipe.providers_used.items()

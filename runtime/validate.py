@@ -96,12 +96,20 @@ def nonfinite_problems(what: str, value: np.ndarray) -> list[str]:
     return [f"{what}: {int(bad.sum())} value(s) are NaN or Inf (first at index {first})"]
 
 
-def batch_problems(leading: Mapping[str, int]) -> list[str]:
-    """One problem if the tensors named in ``leading`` (name → batch size) disagree on batch size."""
-    if len(set(leading.values())) <= 1:
-        return []
-    sizes = ", ".join(f"{name}: {n}" for name, n in leading.items())
-    return [f"inputs have different batch sizes ({sizes}); pass the same number of items for every input"]
+def batch_problems(leading: Mapping[str, tuple[str, int]]) -> list[str]:
+    """A problem per batch symbol whose tensors disagree on its size; ``leading``: tensor name → (the batch
+    symbol of its first axis, its size). Inputs of a model scoring every item of one modality against
+    every item of another count their items by their own symbol (``text_batch``, ``image_batch``)."""
+    groups: dict[str, dict[str, int]] = {}
+    for name, (symbol, size) in leading.items():
+        groups.setdefault(symbol, {})[name] = size
+    problems = []
+    for symbol, sizes in groups.items():
+        if len(set(sizes.values())) > 1:
+            listed = ", ".join(f"{name}: {n}" for name, n in sizes.items())
+            which = "inputs" if len(groups) == 1 else f"inputs counted by {symbol!r}"
+            problems.append(f"{which} have different batch sizes ({listed}); pass the same number of items for each")
+    return problems
 
 
 def id_range_problems(what: str, ids: np.ndarray, vocab_size: int | None) -> list[str]:

@@ -28,6 +28,7 @@ from mmedge.bundle import ImagePreprocess, InputSpec, Manifest, required_inputs
 from mmedge.decoding import STRATEGIES
 from mmedge.runtime.preprocess import decode_reduced
 from mmedge.runtime.text import is_text
+from mmedge.runtime.validate import batch_problems
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -376,9 +377,10 @@ def _finish(values: dict[str, tuple[Any, int]], allowed: tuple[InputSpec, ...], 
     missing = [s.name for s in required_inputs(allowed) if s.name not in values]
     if missing:
         raise RequestError(422, f"missing required input(s): {', '.join(missing)}")
-    if len(set(rows.values())) > 1:
-        sizes = ", ".join(f"{k}: {n}" for k, n in rows.items())
-        raise RequestError(422, f"inputs have different batch sizes ({sizes}); send the same number of items")
+    specs = {s.name: s for s in allowed}
+    problems = batch_problems({name: (str(specs[name].shape[0]), n) for name, n in rows.items()})
+    if problems:
+        raise RequestError(422, "; ".join(problems))
     return ParsedInputs({name: v for name, (v, _) in values.items()}, largest)
 
 

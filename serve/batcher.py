@@ -241,7 +241,7 @@ class MicroBatcher:
         try:
             merged = batch[0].inputs if len(batch) == 1 else concatenate([r.inputs for r in batch])
             outputs = await loop.run_in_executor(self._executor, self._run_batch, task, dict(merged))
-            results = split(outputs, [r.rows for r in batch])
+            results = [outputs] if len(batch) == 1 else split(outputs, [r.rows for r in batch])
         except Exception as e:  # noqa: BLE001 - delivered to the caller(s), who map it to a response
             if len(batch) > 1:
                 await self._run_alone(batch, waits, started)

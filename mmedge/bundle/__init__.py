@@ -18,6 +18,7 @@ from mmedge.bundle._parse import manifest_from_dict, manifest_to_dict
 from mmedge.bundle._publish import check_replaceable, scratch_directory, staged_bundle, write_manifest
 from mmedge.bundle._types import (
     AUDIO_FEATURES,
+    BATCH,
     CROP_ROUNDINGS,
     DTYPES,
     FORMAT_VERSION,
@@ -50,6 +51,8 @@ from mmedge.bundle._types import (
     Verification,
     derived_inputs,
     has_batch_axis,
+    is_batch_symbol,
+    modality_batch,
     openvino_build_asset,
     required_inputs,
 )
@@ -57,6 +60,7 @@ from mmedge.bundle.vocab import vocab_size
 
 __all__ = [
     "AUDIO_FEATURES",
+    "BATCH",
     "CROP_ROUNDINGS",
     "DTYPES",
     "FORMATS",
@@ -95,9 +99,11 @@ __all__ = [
     "derived_inputs",
     "directory_bytes",
     "has_batch_axis",
+    "is_batch_symbol",
     "load_bundle",
     "manifest_from_dict",
     "manifest_to_dict",
+    "modality_batch",
     "openvino_build_asset",
     "required_inputs",
     "scratch_directory",

@@ -33,13 +33,32 @@ OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
 Dim = int | str  # a fixed size, or a symbolic name such as "batch"
 
 
+BATCH = "batch"  # the batch symbol every input shares, unless each modality has its own
+
+
+def modality_batch(modality: str) -> str:
+    """A modality's own batch symbol (``text_batch``): inputs of a model that scores every item of one
+    modality against every item of another (CLIP's ``logits_per_image``) take their own numbers of items."""
+    return f"{modality}_{BATCH}"
+
+
+def is_batch_symbol(dim: Dim) -> bool:
+    """Whether ``dim`` counts items: ``batch`` or a modality's own batch symbol."""
+    return isinstance(dim, str) and (dim == BATCH or dim.endswith(f"_{BATCH}"))
+
+
 def has_batch_axis(shape: Sequence[Dim]) -> bool:
     """Whether a tensor's first axis is symbolic and its rows are independent items: the batch, along
     which rows are split and stacked (serve merges requests along it, the one OpenVINO graph runs
-    batches in chunks along it). Not where the same symbol sizes another axis: a ``(batch, batch)``
-    output pairs every row with every other (a CLIP similarity matrix), so rows of one call are not
-    the rows of the calls it could be cut into."""
-    return bool(shape) and isinstance(shape[0], str) and shape[0] not in shape[1:]
+    batches in chunks along it). Not where a batch symbol sizes another axis too: a ``(batch, batch)``
+    or ``(image_batch, text_batch)`` output pairs every row with every item of the call (a CLIP
+    similarity matrix), so rows of one call are not the rows of the calls it could be cut into."""
+    return (
+        bool(shape)
+        and isinstance(shape[0], str)
+        and shape[0] not in shape[1:]
+        and not (is_batch_symbol(shape[0]) and any(map(is_batch_symbol, shape[1:])))
+    )
 
 
 @dataclass(frozen=True)
@@ -172,8 +191,8 @@ class InputSpec:
         return isinstance(self.preprocess, AudioPreprocess) and self.preprocess.spectral
 
     def sized_shape(self, batch: int, sizes: Mapping[str, int] | None = None) -> tuple[int, ...] | None:
-        """The shape with ``batch`` on a symbolic axis 0 and other symbolic dims from ``sizes`` (symbol →
-        size, e.g. what another input of the same call binds ``seq`` to), else from ``example_shape``.
+        """The shape with symbolic dims from ``sizes`` (symbol → size, e.g. what another input of the same
+        call binds ``seq`` or ``text_batch`` to), else ``batch`` on axis 0 and ``example_shape`` elsewhere.
 
         None when a symbolic dim has no size to take (callers say what to pass instead).
         """
@@ -181,10 +200,10 @@ class InputSpec:
         for axis, dim in enumerate(self.shape):
             if isinstance(dim, int):
                 shape.append(dim)
-            elif axis == 0:
-                shape.append(batch)
             elif sizes and dim in sizes:
                 shape.append(sizes[dim])
+            elif axis == 0:
+                shape.append(batch)
             elif axis < len(self.example_shape):
                 shape.append(self.example_shape[axis])
             else:

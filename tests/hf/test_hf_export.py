@@ -104,8 +104,14 @@ def test_clip_dual_encoder_split_and_parity(clip_export: Exported) -> None:
     np.testing.assert_allclose(_torch(clip_export.model, reference)["logits_per_image"], expected, atol=1e-6)
     with Pipeline(result.path, providers="cpu") as pipe:
         got = pipe.run({"text": texts, "image": image})["logits_per_image"]
+        one = pipe.run({"text": texts, "image": image[:1]})["logits_per_image"]  # zero-shot: 1 image, 3 labels
     np.testing.assert_allclose(got, expected, atol=PARITY_ATOL, rtol=1e-3)
     assert got.shape == (3, 3)
+    np.testing.assert_allclose(one, expected[:1], atol=PARITY_ATOL, rtol=1e-3)
+    assert {i.name: i.shape[0] for i in m.inputs if i.name != "attention_mask"} == {
+        "input_ids": "text_batch",
+        "pixel_values": "image_batch",
+    }
 
 
 @pytest.mark.slow

@@ -261,3 +261,13 @@ def test_the_ready_tensor_checks_in_one_pass_refuse_what_the_checks_refuse(
 def test_the_short_path_refuses_every_bad_input(pipe: Pipeline, edit: Callable[[Inputs], Inputs], message: str) -> None:
     """Whatever the general path rejects, the short path hands to it (which then names the problem)."""
     assert pipe._router._ready_tensors(edit(tiny_inputs(batch=2)), pipe._graph.outputs) is None
+
+
+def test_batch_sizes_are_checked_per_batch_symbol() -> None:
+    from mmedge.runtime.validate import batch_problems
+
+    assert batch_problems({"text": ("text_batch", 20), "mask": ("text_batch", 20), "image": ("image_batch", 1)}) == []
+    assert batch_problems({"text": ("text_batch", 20), "mask": ("text_batch", 19), "image": ("image_batch", 1)}) == [
+        "inputs counted by 'text_batch' have different batch sizes (text: 20, mask: 19); pass the same number of "
+        "items for each"
+    ]

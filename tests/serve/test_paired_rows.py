@@ -1,11 +1,16 @@
 """A model whose output pairs every row with every other (CLIP's image-text similarity matrix,
-``logits_per_image``) is exported with a ``(batch, batch)`` output. Its rows are not independent,
-so neither ``mmedge serve`` nor the one OpenVINO graph may cut or merge a call along the batch:
-concurrent requests merged into one call would each get columns scored against the other
-requests' texts. Each request gets its own ``(n, n)`` matrix, as the Pipeline computes it alone."""
+``logits_per_image``) is exported with each modality counting its own items: an
+``(image_batch, other_batch)`` output, so one photo is scored against several label texts in one
+call. Its rows are not independent, so neither ``mmedge serve`` nor the one OpenVINO graph may cut
+or merge a call along them: concurrent requests merged into one call would each get columns scored
+against the other requests' texts. Each request gets its own matrix, as the Pipeline computes it
+alone. A model that refuses different numbers of items keeps one shared batch, and the runtime's
+error says how to score one item against several."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tinymodels import Similarity
 from torch import nn
 
@@ -23,13 +29,22 @@ from mmedge.runtime import Pipeline
 from mmedge.serve import BatchPolicy, ServeOptions, create_app
 from mmedge.serve.app import batching_problem
 
+EXAMPLE = {
+    "text": torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0)),
+    "image": torch.zeros(2, 3, 16, 16),
+}
+
+
+def _model() -> Similarity:
+    torch.manual_seed(0)
+    return Similarity().eval()
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    example = {"text": torch.randint(0, 50, (2, 6)), "image": torch.randn(2, 3, 16, 16)}
     out = tmp_path_factory.mktemp("paired") / "b"
-    export_model(Similarity().eval(), example, modalities={"text": "other"}, out=out, dynamic=True)
+    result = export_model(_model(), EXAMPLE, modalities={"text": "other"}, out=out, dynamic=True)
+    assert any("each modality takes its own number of items" in w for w in result.warnings)
     return out
 
 
@@ -38,12 +53,29 @@ def _request(n: int, seed: int) -> dict[str, list]:
     return {"text": rng.integers(0, 50, (n, 6)).tolist(), "image": rng.normal(size=(n, 3, 16, 16)).tolist()}
 
 
-def test_the_similarity_matrix_is_exported_with_paired_rows(bundle: Path) -> None:
+def test_the_similarity_matrix_is_exported_with_each_modality_counting_its_items(bundle: Path) -> None:
     manifest = load_bundle(bundle).manifest
+    assert {i.name: i.shape[0] for i in manifest.inputs} == {"text": "other_batch", "image": "image_batch"}
     (head,) = [c for c in manifest.components if c.name == "fusion_head"]
-    assert head.outputs[0].shape == ("batch", "batch")
+    assert head.outputs[0].shape == ("image_batch", "other_batch")
     assert not has_batch_axis(head.outputs[0].shape)
-    assert "fusion_head.logits ['batch', 'batch']" in batching_problem(manifest)
+    assert manifest.paired_outputs() == ("logits",)
+    assert "fusion_head.logits ['image_batch', 'other_batch']" in batching_problem(manifest)
+
+
+def test_one_image_is_scored_against_several_texts(bundle: Path, serve_app: Callable) -> None:
+    model = _model()
+    texts, image = torch.randint(0, 50, (5, 6)), torch.randn(1, 3, 16, 16)
+    want = model(texts, image).detach().numpy()
+    with Pipeline(bundle, "cpu", threads=1) as pipeline:
+        got = pipeline.run({"text": texts.numpy(), "image": image.numpy()})["logits"]
+        with serve_app(create_app(pipeline, ServeOptions())) as url:
+            body = {"inputs": {"text": texts.tolist(), "image": image.tolist()}}
+            response = httpx.post(f"{url}/v1/predict", json=body, timeout=30)
+    assert got.shape == (1, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(np.asarray(response.json()["outputs"]["logits"]), want, atol=1e-5)
 
 
 def test_concurrent_requests_each_get_their_own_matrix(bundle: Path, serve_app: Callable) -> None:
@@ -95,14 +127,96 @@ def test_clips_that_keep_their_lengths_are_not_run_apart_into_one_matrix(tmp_pat
             pipeline.run({"text": text, "audio": [np.zeros(8000, np.float32), np.zeros(12000, np.float32)]})
 
 
-def test_one_image_against_several_texts_says_how(bundle: Path) -> None:
+class SharedSimilarity(Similarity):
+    """Scores every image against every text, but also mixes the two batches row by row, so it runs
+    only on as many images as texts."""
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        t = self.text_encoder(text)
+        i = self.image_encoder(image)
+        return i @ t.T + (i * t).sum()
+
+
+def test_a_model_refusing_different_counts_shares_one_batch_and_the_error_says_how(tmp_path: Path) -> None:
     from mmedge.errors import InputError
 
+    torch.manual_seed(0)
+    out = tmp_path / "b"
+    result = export_model(SharedSimilarity().eval(), EXAMPLE, modalities={"text": "other"}, out=out)
+    assert any("fails on different numbers of items per modality" in w for w in result.warnings)
+    assert {i.name: i.shape[0] for i in load_bundle(out).manifest.inputs} == {"text": "batch", "image": "batch"}
     texts = np.zeros((3, 6), np.int64)
-    with Pipeline(bundle, "cpu", threads=1) as pipeline:
+    with Pipeline(out, "cpu", threads=1) as pipeline:
         with pytest.raises(InputError, match=r"different batch sizes .*encode each side with Pipeline\.encode"):
             pipeline.run({"text": texts, "image": np.zeros((1, 3, 16, 16), np.float32)})
         image = pipeline.encode("image_encoder", np.zeros((1, 3, 16, 16), np.float32))
         text = pipeline.encode("text_encoder", texts)
     assert [a.shape for a in image.values()] == [(1, 8)]
     assert [a.shape for a in text.values()] == [(3, 8)]
+
+
+class WordSimilarity(nn.Module):
+    """Label words against images: token ids mean-pooled over positions of a table of 8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_encoder = TextTower()
+        self.image_encoder = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.Flatten(), nn.Linear(4 * 4 * 4, 8))
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return 5.0 * self.image_encoder(image) @ self.text_encoder(text).T
+
+
+class TextTower(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(len(WORDS), 8), nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return (self.tokens(text) + self.positions[: text.shape[1]]).mean(1)
+
+
+WORDS = ["<pad>", "<unk>", "cat", "dog", "car", "tree"]
+
+
+def test_mmedge_run_scores_one_photo_against_label_texts(tmp_path: Path) -> None:
+    from mmedge.bundle import ImagePreprocess, TextPreprocess
+    from mmedge.cli import main
+
+    torch.manual_seed(0)
+    model = WordSimilarity().eval()
+    example = {"text": torch.tensor([[2, 3, 0, 0], [4, 5, 2, 0]]), "image": torch.rand(2, 3, 16, 16)}
+    pre = {"text": TextPreprocess(max_length=4, unk_id=1), "image": ImagePreprocess(size=(16, 16))}
+    export_model(model, example, preprocess=pre, vocab=WORDS, out=tmp_path / "b")
+    Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(tmp_path / "photo.png")
+    out = tmp_path / "out.json"
+    args = ["run", str(tmp_path / "b"), "-i", f"image={tmp_path / 'photo.png'}", "--json"]
+    with open(out, "w") as f, contextlib.redirect_stdout(f):
+        assert main([*args, "-i", "text=cat", "-i", "text=dog car", "-i", "text=tree"]) == 0
+    (rows,) = json.loads(out.read_text())["outputs"]["logits"]["top_k"]
+    assert sorted(r["label"] for r in rows) == ["cat", "dog car", "tree"]
+    with Pipeline(tmp_path / "b", "cpu", threads=1) as pipeline:
+        want = pipeline.run({"text": ["cat", "dog car", "tree"], "image": [str(tmp_path / "photo.png")]})["logits"]
+    probs = np.exp(want[0] - want[0].max()) / np.exp(want[0] - want[0].max()).sum()
+    got = {r["label"]: r["probability"] for r in rows}
+    np.testing.assert_allclose([got[t] for t in ("cat", "dog car", "tree")], probs, rtol=1e-5)
+    assert len(set(got.values())) == 3  # the texts score differently: each column is its own text
+
+
+def test_a_max_length_beyond_the_models_positions_is_refused_at_export(tmp_path: Path) -> None:
+    from mmedge.bundle import TextPreprocess
+    from mmedge.errors import ExportError
+
+    example = {"text": torch.tensor([[2, 3, 0, 0], [4, 5, 2, 0]]), "image": torch.rand(2, 3, 16, 16)}
+    pre = {"text": TextPreprocess(max_length=12, unk_id=1)}
+    with pytest.raises(ExportError, match=r"fails on 12 tokens.*max_length"):
+        export_model(WordSimilarity().eval(), example, preprocess=pre, vocab=WORDS, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_phones_get_one_item_per_modality_unless_told(bundle: Path) -> None:
+    from mmedge.mobile._shapes import plan_dims
+
+    manifest = load_bundle(bundle).manifest
+    assert plan_dims(manifest, None, fix_all=True).fixed == {"image_batch": 1, "other_batch": 1}
+    assert plan_dims(manifest, {"other_batch": 20}, fix_all=True).fixed == {"image_batch": 1, "other_batch": 20}
