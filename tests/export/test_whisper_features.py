@@ -54,7 +54,9 @@ def test_the_features_are_the_extractors_for_short_and_cropped_clips(mels: int, 
     got = prepare_audio(_spec(pre), [Audio(clip, 16000)]).samples
     want = extractor(clip, sampling_rate=16000, return_tensors="np").input_features  # padded or cut to 30 s
     assert got.shape == want.shape == (1, mels, 3000)
-    np.testing.assert_allclose(got, want, atol=1e-4)  # float32 FFTs of two libraries, in the near-silent frames
+    # float32 FFTs of two libraries differ in the near-silent frames, whose log magnifies rounding: by 1.1e-4 at
+    # one of 384,000 values on one EPYC, under 1e-4 on another
+    np.testing.assert_allclose(got, want, atol=3e-4)
 
 
 def test_other_rates_and_stereo_are_resampled_and_mixed_before_the_features() -> None:
