@@ -4,8 +4,9 @@ Keys a call accepts (:class:`InputRouter` builds the table once per bundle):
 
 * a raw input's name, or its modality when exactly one input has that modality;
 * an encoder output tensor's name (when no other component has an output of that name), or
-  ``"component.tensor"``: a precomputed output, e.g. from :meth:`Pipeline.encode`. Passing every
-  output of an encoder skips it; its raw inputs must then be left out.
+  ``"component.tensor"``: a precomputed output, e.g. from :meth:`Pipeline.encode`. Passing the
+  outputs of an encoder that the bundle reads (another component's input, or a model output) skips
+  it, so a zero-shot classifier's label embeddings are computed once; its raw inputs must then be left out.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ class InputRouter:
         }
         self._lock = threading.Lock()
         self._expected = {name: _Expected.of(spec) for name, spec in self._specs.items()}
+        # encoder outputs another component or the caller reads: what a precomputed encoder must be given
+        self._read = {(e.source, e.output) for e in manifest.wiring} | {
+            (o.component, o.tensor) for o in manifest.outputs
+        }
         self._vocabs: dict[str, int] = {}  # text input -> vocabulary size, once known (it never changes)
 
     def resolve(self, inputs: Any, targets: Iterable[str]) -> Feeds:
@@ -253,12 +258,16 @@ class InputRouter:
             problems += found
             bad |= {component} if found else set()
         for component, values in by_component.items():
-            missing = [t.name for t in self._bundle.manifest.component(component).outputs if t.name not in values]
+            missing = [
+                t.name
+                for t in self._bundle.manifest.component(component).outputs
+                if t.name not in values and (component, t.name) in self._read
+            ]
             if missing:
                 bad.add(component)
                 problems.append(
                     f"precomputed outputs of {component!r} are incomplete: missing {missing}; pass all of its "
-                    "outputs (as Pipeline.encode returns them) or none"
+                    "outputs that the bundle reads (as Pipeline.encode returns them) or none"
                 )
         return {c: v for c, v in by_component.items() if c not in bad}
 

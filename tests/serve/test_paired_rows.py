@@ -164,16 +164,20 @@ class WordSimilarity(nn.Module):
         self.image_encoder = nn.Sequential(nn.Conv2d(3, 4, 4, 4), nn.Flatten(), nn.Linear(4 * 4 * 4, 8))
 
     def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return 5.0 * self.image_encoder(image) @ self.text_encoder(text).T
+        pooled, _ = self.text_encoder(text)
+        return 5.0 * self.image_encoder(image) @ pooled.T
 
 
 class TextTower(nn.Module):
+    """Pooled and per-token states, as a transformers text model returns them; the head reads the first."""
+
     def __init__(self) -> None:
         super().__init__()
         self.tokens, self.positions = nn.Embedding(len(WORDS), 8), nn.Parameter(torch.randn(8, 8))
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return (self.tokens(text) + self.positions[: text.shape[1]]).mean(1)
+    def forward(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.tokens(text) + self.positions[: text.shape[1]]
+        return states.mean(1), states
 
 
 WORDS = ["<pad>", "<unk>", "cat", "dog", "car", "tree"]
@@ -197,6 +201,12 @@ def test_mmedge_run_scores_one_photo_against_label_texts(tmp_path: Path) -> None
     assert sorted(r["label"] for r in rows) == ["cat", "dog car", "tree"]
     with Pipeline(tmp_path / "b", "cpu", threads=1) as pipeline:
         want = pipeline.run({"text": ["cat", "dog car", "tree"], "image": [str(tmp_path / "photo.png")]})["logits"]
+        # the labels' embeddings computed once: the output the head reads is enough to skip the encoder
+        encoded = pipeline.encode("text_encoder", ["cat", "dog car", "tree"])
+        (read,) = [e.output for e in pipeline.manifest.wiring if e.source == "text_encoder"]
+        assert len(encoded) == 2
+        cached = pipeline.run({"image": [str(tmp_path / "photo.png")], read: encoded[read]})["logits"]
+    np.testing.assert_allclose(cached, want, atol=1e-6)
     probs = np.exp(want[0] - want[0].max()) / np.exp(want[0] - want[0].max()).sum()
     got = {r["label"]: r["probability"] for r in rows}
     np.testing.assert_allclose([got[t] for t in ("cat", "dog car", "tree")], probs, rtol=1e-5)
