@@ -108,13 +108,9 @@ def _spec(manifest: Manifest, name: str) -> InputSpec | None:
 
 def _column_labels(manifest: Manifest, output: OutputSpec, inputs: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The texts given for the input whose items an output's columns score (a zero-shot image's label texts)."""
-    shape = next(t.shape for t in manifest.component(output.component).outputs if t.name == output.tensor)
-    if len(shape) != 2 or not is_batch_symbol(shape[1]):
-        return None
-    for name, value in inputs.items():
-        spec = _spec(manifest, name)
-        texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if spec is not None and spec.shape[0] == shape[1] and texts:
+    for name in manifest.column_inputs(output.name):
+        value = next((v for key, v in inputs.items() if (spec := _spec(manifest, key)) and spec.name == name), None)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
     return None
 

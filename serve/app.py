@@ -186,7 +186,8 @@ class _Server:
 
     async def generate(self, request: Request, specs: tuple[InputSpec, ...]) -> JSONResponse:
         task = GenerateTask(**generation_options(request.query_params))
-        outputs = await self.submit(task, await self.parse(request, specs))
+        parsed = await self.parse(request, specs)
+        outputs = await self.submit(task, parsed)
         return JSONResponse({"model": self.manifest.model.name, "captions": list(outputs["captions"])})
 
     async def submit(self, task: Hashable, parsed: ParsedInputs) -> dict[str, np.ndarray]:
@@ -198,13 +199,14 @@ class _Server:
             self.metrics.queue_depth.set(self.batcher.queued)
 
     async def infer(self, request: Request, task: str, specs: tuple[InputSpec, ...]) -> JSONResponse:
-        outputs = await self.submit(task, await self.parse(request, specs))
+        parsed = await self.parse(request, specs)
+        outputs = await self.submit(task, parsed)
         body: dict[str, Any] = {
             "model": self.manifest.model.name,
             "outputs": {k: _jsonable(v) for k, v in outputs.items()},
         }
         if task == PREDICT:
-            body["labels"] = _top_labels(self.manifest, outputs)
+            body["labels"] = _top_labels(self.manifest, outputs, parsed.values)
         return JSONResponse(body)
 
     def summary(self) -> dict[str, Any]:
@@ -269,19 +271,19 @@ def _jsonable(array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def _top_labels(manifest: Manifest, outputs: dict[str, np.ndarray]) -> dict[str, list[str]]:
-    """For logits outputs with labels: the argmax label of each row."""
+def _top_labels(manifest: Manifest, outputs: dict[str, np.ndarray], inputs: Mapping[str, Any]) -> dict[str, list[str]]:
+    """For logits outputs with labels: the argmax label of each row. Where the columns score the items of
+    an input given as texts (a zero-shot request's label texts), those texts are the labels."""
     labels = {}
     for o in manifest.outputs:
         value = outputs.get(o.name)
-        if (
-            o.kind == "logits"
-            and o.labels
-            and value is not None
-            and value.ndim == 2
-            and value.shape[1] == len(o.labels)
-        ):
-            labels[o.name] = [o.labels[i] for i in np.nan_to_num(value, nan=-np.inf).argmax(axis=1)]
+        if o.kind != "logits" or value is None or value.ndim != 2:
+            continue
+        given = [inputs[n] for n in manifest.column_inputs(o.name) if n in inputs]
+        texts = [v for v in given if isinstance(v, list) and all(isinstance(t, str) for t in v)]
+        names = tuple(texts[0]) if texts else o.labels
+        if names and value.shape[1] == len(names):
+            labels[o.name] = [names[i] for i in np.nan_to_num(value, nan=-np.inf).argmax(axis=1)]
     return labels
 
 

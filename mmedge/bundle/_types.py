@@ -382,6 +382,16 @@ class Manifest:
             and not has_batch_axis(shape)
         )
 
+    def column_inputs(self, output: str) -> tuple[str, ...]:
+        """The inputs whose items an output's columns score: an ``(image_batch, text_batch)`` similarity
+        matrix's columns are the texts, so a zero-shot call's label texts name them."""
+        o = next((o for o in self.outputs if o.name == output), None)
+        shapes = {(c.name, t.name): t.shape for c in self.components for t in c.outputs}
+        shape = shapes.get((o.component, o.tensor), ()) if o is not None else ()
+        if len(shape) != 2 or not is_batch_symbol(shape[1]) or shape[1] == shape[0]:
+            return ()
+        return tuple(i.name for i in self.inputs if i.shape[:1] == (shape[1],))
+
 
 @dataclass(frozen=True)
 class _Index:

@@ -183,7 +183,7 @@ class TextTower(nn.Module):
 WORDS = ["<pad>", "<unk>", "cat", "dog", "car", "tree"]
 
 
-def test_mmedge_run_scores_one_photo_against_label_texts(tmp_path: Path) -> None:
+def test_run_and_serve_score_one_photo_against_label_texts(tmp_path: Path, serve_app: Callable) -> None:
     from mmedge.bundle import ImagePreprocess, TextPreprocess
     from mmedge.cli import main
 
@@ -206,7 +206,13 @@ def test_mmedge_run_scores_one_photo_against_label_texts(tmp_path: Path) -> None
         (read,) = [e.output for e in pipeline.manifest.wiring if e.source == "text_encoder"]
         assert len(encoded) == 2
         cached = pipeline.run({"image": [str(tmp_path / "photo.png")], read: encoded[read]})["logits"]
+        with serve_app(create_app(pipeline, ServeOptions())) as url:
+            photo = {"image": ("photo.png", (tmp_path / "photo.png").read_bytes(), "image/png")}
+            form = httpx.post(f"{url}/v1/predict", files=photo, data={"text": ["cat", "dog car", "tree"]}, timeout=30)
     np.testing.assert_allclose(cached, want, atol=1e-6)
+    assert form.status_code == 200, form.text
+    np.testing.assert_allclose(form.json()["outputs"]["logits"], want, atol=1e-5)
+    assert form.json()["labels"] == {"logits": [["cat", "dog car", "tree"][int(want[0].argmax())]]}
     probs = np.exp(want[0] - want[0].max()) / np.exp(want[0] - want[0].max()).sum()
     got = {r["label"]: r["probability"] for r in rows}
     np.testing.assert_allclose([got[t] for t in ("cat", "dog car", "tree")], probs, rtol=1e-5)
