@@ -2,8 +2,9 @@
 
 Speed alone misleads: a peer whose default INT8 quantizes an audio model's log-mel front-end is
 fast and has lost the audio modality. So every variant (mmedge's bundles, the monolithic graph,
-each peer) runs the same ``N`` samples one at a time at batch 1, in its own worker, and its
-outputs are scored against the PyTorch eager variant's: logits by top-1 agreement, anything
+each peer) runs the same ``N`` samples one at a time at batch 1 (as one batch where an output pairs
+every row with every other, a CLIP similarity matrix: each row's top-1 then ranks all the samples'
+texts), in its own worker, and its outputs are scored against the PyTorch eager variant's: logits by top-1 agreement, anything
 else (embeddings) by cosine similarity per sample. Outputs are matched by position, in the
 order of the bundle's manifest outputs.
 """
@@ -66,21 +67,30 @@ def samples_of(arrays: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 
 
 def run_samples(
-    run: Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]], samples: Path, out: Path
+    run: Callable[[Mapping[str, np.ndarray]], Sequence[np.ndarray]], samples: Path, out: Path, together: bool = False
 ) -> dict[str, str]:
-    """In a worker: run every sample at batch 1, save the stacked outputs to ``out`` (``.npz``)."""
+    """In a worker: run every sample at batch 1 (``together``: all as one batch), save the stacked outputs
+    to ``out`` (``.npz``)."""
     with np.load(samples, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    rows = [[np.asarray(o) for o in run(feeds)] for feeds in samples_of(arrays)]
+    feeds = [arrays] if together else samples_of(arrays)
+    rows = [[np.asarray(o) for o in run(f)] for f in feeds]
     stacked = {str(i): np.concatenate([r[i] for r in rows]) for i in range(len(rows[0]))} if rows else {}
     np.savez(out, **stacked)
     return {"outputs": str(out)}
 
 
 def measure_agreement(
-    workers: Sequence[Any], reference: str, samples: Path, scratch: Path, outputs: Sequence[OutputSpec]
+    workers: Sequence[Any],
+    reference: str,
+    samples: Path,
+    scratch: Path,
+    outputs: Sequence[OutputSpec],
+    *,
+    together: bool = False,
 ) -> tuple[dict[str, tuple[Agreement, ...]], dict[str, str]]:
-    """Every worker runs ``samples``; each is scored against ``reference``'s outputs.
+    """Every worker runs ``samples`` (``together``: as one batch, for outputs whose rows pair with one
+    another); each is scored against ``reference``'s outputs.
 
     Returns the agreements by variant and, for variants whose outputs could not be scored, why.
     """
@@ -89,7 +99,7 @@ def measure_agreement(
     for i, w in enumerate(workers):
         out = scratch / f"outputs-{i}.npz"
         try:
-            w.request({"cmd": "outputs", "samples": str(samples), "out": str(out)})
+            w.request({"cmd": "outputs", "samples": str(samples), "out": str(out), "together": together})
         except MMEdgeError as e:
             failed[w.name] = f"agreement not measured: {e}"
             continue

@@ -9,8 +9,9 @@ output written to stdout is redirected to stderr so it cannot corrupt the protoc
   after importing the framework, loading the model and running it once (the cold start);
 * ``{"cmd": "run", "batch": b}`` → one :class:`RunTiming`;
 * ``{"cmd": "memory"}`` → peak RSS so far; ``{"cmd": "profile", "batch": b, "runs": n}`` → hot spots;
-* ``{"cmd": "outputs", "samples": npz, "out": npz}`` → runs each sample at batch 1 and saves the
-  outputs (in the manifest's order), for the agreement with PyTorch FP32;
+* ``{"cmd": "outputs", "samples": npz, "out": npz, "together": bool}`` → runs each sample at batch 1
+  (``together``: all as one batch) and saves the outputs (in the manifest's order), for the agreement
+  with PyTorch FP32;
 * ``{"cmd": "exit"}`` or end of input → the process exits.
 
 Terminal Ctrl-C is ignored here: the coordinator decides when to stop and collects what was
@@ -118,7 +119,9 @@ def _dispatch(
         found = runner.profile(feeds[int(command["batch"])], int(command["runs"]))
         return {"hotspots": [hotspots_to_json(h) for h in found]}
     if kind == "outputs":
-        return run_samples(runner.outputs, Path(command["samples"]), Path(command["out"]))
+        return run_samples(
+            runner.outputs, Path(command["samples"]), Path(command["out"]), bool(command.get("together"))
+        )
     raise MMEdgeError(f"unknown benchmark worker command {kind!r}")
 
 

@@ -218,6 +218,7 @@ def bench(
         calibration=_samples(subject, peer_calibration, 32 if jobs else 0, seed + 1),
         agreement=agreement,
         outputs=subject.manifest.outputs,
+        together=bool(subject.manifest.paired_outputs()),
     )
     into = _run(variants, tensors, plan, progress or (lambda _event: None), extra)
     generation = (  # a bundle with a decoder: time to first token, per-token latency, tokens/s
@@ -295,6 +296,9 @@ class _Extra:
     calibration: Mapping[str, np.ndarray] | None
     agreement: Mapping[str, np.ndarray] | None
     outputs: Sequence[OutputSpec]  # the subject's, in order: what agreement scores
+    # the samples run as one batch: an output pairs every row with every other (a similarity matrix), and
+    # one sample at a time would score 1x1 matrices, which agree whatever a variant computes
+    together: bool = False
 
 
 def _run(
@@ -328,7 +332,9 @@ def _run(
             if extra.agreement is not None and reference is not None and not into.partial:
                 progress(BenchProgress("agreement", None, 0, 1, 0.0, reference))
                 samples = save_npz(scratch / "agreement.npz", extra.agreement)
-                into.agreement, failed = measure_agreement(workers, reference, samples, scratch, extra.outputs)
+                into.agreement, failed = measure_agreement(
+                    workers, reference, samples, scratch, extra.outputs, together=extra.together
+                )
                 for name, why in failed.items():
                     into.notes.setdefault(name, []).append(why)
         except KeyboardInterrupt:

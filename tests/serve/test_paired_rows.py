@@ -236,3 +236,26 @@ def test_phones_get_one_item_per_modality_unless_told(bundle: Path) -> None:
     manifest = load_bundle(bundle).manifest
     assert plan_dims(manifest, None, fix_all=True).fixed == {"image_batch": 1, "other_batch": 1}
     assert plan_dims(manifest, {"other_batch": 20}, fix_all=True).fixed == {"image_batch": 1, "other_batch": 20}
+
+
+def test_bench_scores_a_similarity_matrix_over_all_its_samples(bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """One sample at a time, each variant's output is a 1x1 matrix: any variant "agrees". As one batch,
+    each image's top-1 ranks all the samples' texts."""
+    from mmedge.bench import bench
+
+    tests = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(tests))
+    torch.save(_model().state_dict(), tmp_path / "ckpt.pt")
+    report = bench(
+        bundle,
+        torch_model="tinymodels:Similarity",
+        checkpoint=tmp_path / "ckpt.pt",
+        iterations=2,
+        warmup=1,
+        threads=1,
+        profile=False,
+        agreement_samples=12,
+    )
+    (split,) = [v for v in report.variants if v.name == "split FP32"]
+    (a,) = split.agreement
+    assert (a.output, a.metric, a.value, a.samples) == ("logits", "top1", 1.0, 12)
