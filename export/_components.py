@@ -129,14 +129,28 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Exported
         )
         used = used_tensors(probe, values[0], glue_fed={n for s in specs if s.folded for n in s.inputs})
         _check_reproduces(probe, values[0], ctx.runs.outputs[0], ctx)
+        everything = ctx.runs.model_outputs()
+        passthrough = _passthrough(everything, parts)
+        if len(passthrough) == len(everything[0]):
+            raise ExportError(
+                "forward returns only encoder outputs as they are, so nothing is left for a fusion head; name the "
+                "encoders (encoders= / [encoders]) or return what forward computes from them"
+            )
         inputs = tuple(n for n in values[0] if n in used)
         if not any(n in features[0] for n in inputs):
             raise ExportError("the rest of forward uses no encoder output; check the encoders named for the split")
         constants = {n: t for n, t in values[0].items() if n not in used}
+        skip = [i for i, n in enumerate(everything[0]) if n in passthrough]
         module = HeadModule(
-            ctx.work, stubs=stubs, templates=templates, raw_names=tuple(raw[0]), inputs=inputs, constants=constants
+            ctx.work,
+            stubs=stubs,
+            templates=templates,
+            raw_names=tuple(raw[0]),
+            inputs=inputs,
+            constants=constants,
+            skip=skip,
         )
-        outputs = ctx.runs.model_outputs()
+        outputs = tuple({n: t for n, t in run.items() if n not in passthrough} for run in everything)
         in_axes = {n: ctx.axes[n] if n in raw[0] else _feature_axes(parts, n) for n in inputs}
         out_axes = ctx.output_axes(*outputs)
         job = ExportJob(
@@ -164,7 +178,27 @@ def export_head(ctx: Ctx, specs: Sequence[EncoderSpec], parts: Sequence[Exported
         output_structure=structure,
         optimizations=exported.optimizations,
     )
-    return ExportedPart(component, exported.rows, assets=_assets(HEAD, file, exported))
+    return ExportedPart(component, exported.rows, assets=_assets(HEAD, file, exported), passthrough=passthrough)
+
+
+def _passthrough(
+    outputs: tuple[Mapping[str, Any], Mapping[str, Any]], parts: Sequence[ExportedPart]
+) -> dict[str, tuple[str, str]]:
+    """Model outputs that are an encoder's output tensor itself in both runs (a ``CLIPOutput`` returns its
+    vision model's ``last_hidden_state``): output name -> (encoder component, tensor). The manifest wires
+    them from the encoder; in the head they would be graph inputs returned as outputs, which the
+    exporters refuse or fix to the example's sizes."""
+    found = {}
+    for name in outputs[0]:
+        for part in parts:
+            same = [
+                tensor
+                for tensor in part.features[0]
+                if outputs[0][name] is part.features[0][tensor] and outputs[1][name] is part.features[1][tensor]
+            ]
+            if same:
+                found[name] = (part.component.name, same[0])
+    return found
 
 
 def _feature_axes(parts: Sequence[ExportedPart], name: str) -> Mapping[int, str]:
@@ -202,6 +236,9 @@ def check_chain(ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart) -> 
     gots = run_onnx(
         ctx.stage / head.component.file, [{t.name: v[t.name] for t in head.component.inputs} for v in values]
     )
+    for v, got in zip(values, gots, strict=True):
+        if isinstance(got, dict):
+            got.update({name: v[tensor] for name, (_, tensor) in head.passthrough.items()})
     refs = [_numpy(o) for o in ctx.runs.model_outputs()]
     rows = tuple(compare("chain", n, [r[n] for r in refs], gots, ctx.tol) for n in refs[0])
     raise_failed(rows, "the whole chain (encoders → fusion_head) does not reproduce model.forward")
@@ -215,7 +252,7 @@ def export_monolithic(ctx: Ctx, head: ExportedPart) -> ExportedPart:
 
     raw = tuple(ctx.runs.inputs[0])
     refs = [_numpy(o) for o in ctx.runs.model_outputs()]
-    out_axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in head.component.outputs}
+    out_axes = ctx.output_axes(*ctx.runs.model_outputs())
     job = ExportJob(
         "monolithic",
         MonolithicModule(ctx.work, raw),

@@ -85,6 +85,9 @@ class ExportedPart:
     template: Any = None  # the encoder output as captured (its containers are rebuilt in the head)
     axes: Axes = field(default_factory=dict)  # output name -> axes
     assets: tuple[Asset, ...] = ()  # external weight files, only for components over 2 GB
+    # the head's: model outputs that are an encoder's output as it is (CLIPOutput's vision_model_output),
+    # by name -> (encoder component, its tensor); the manifest wires them from the encoder
+    passthrough: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def with_record(self, verification: Verification) -> ExportedPart:
         component = dataclasses.replace(self.component, verification=(*self.component.verification, verification))

@@ -179,21 +179,22 @@ def input_specs(
 
 
 def output_specs(
-    component: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None
+    outputs: Sequence[tuple[str, str, TensorSpec]], labels: Sequence[str] | None
 ) -> tuple[tuple[OutputSpec, ...], list[str]]:
-    """Model outputs: the kind follows a known name; otherwise a single output is logits."""
+    """Model outputs, each (its name, the component computing it, that component's tensor): the kind
+    follows a known name; otherwise a single output is logits."""
     specs, warnings = [], []
-    for t in outputs:
-        kind = _KIND_BY_NAME.get(t.name.lower(), "logits" if len(outputs) == 1 else "other")
+    for name, component, t in outputs:
+        kind = _KIND_BY_NAME.get(name.lower(), "logits" if len(outputs) == 1 else "other")
         attached: tuple[str, ...] = ()
         if kind == "logits" and labels:
             if t.shape and t.shape[-1] == len(labels):
                 attached = tuple(labels)
             else:
                 warnings.append(
-                    f"output {t.name!r} has {t.shape[-1] if t.shape else 1} classes but {len(labels)} labels were given; labels not attached"
+                    f"output {name!r} has {t.shape[-1] if t.shape else 1} classes but {len(labels)} labels were given; labels not attached"
                 )
-        specs.append(OutputSpec(name=t.name, component=component, tensor=t.name, kind=kind, labels=attached))
+        specs.append(OutputSpec(name=name, component=component, tensor=t.name, kind=kind, labels=attached))
     return tuple(specs), warnings
 
 

@@ -212,8 +212,10 @@ def _auto_split(
     """Per group of raw inputs of one modality, the largest submodule fed only by them, decided by data flow.
 
     Every submodule is watched on one forward pass. A candidate is called once, returns tensors
-    that are not the model's output, and its arguments derive from raw inputs of exactly one
-    modality; one that combines the outputs of two other candidates is a fusion, not an encoder.
+    that are not the model's whole output (some may be model outputs, as a ``CLIPOutput`` returns its
+    vision model's: the manifest then wires them from the encoder), and its arguments derive from raw
+    inputs of exactly one modality; one that combines the outputs of two other candidates is a fusion,
+    not an encoder.
     Candidates are taken largest first (parameters, then buffers, then the outermost, then one
     whose name says the modality) while they share no raw input with one already taken. A taken
     candidate that only looks its input up (an ``nn.Embedding`` table, which holds more parameters
@@ -237,7 +239,7 @@ def _auto_split(
         and c[0].sources
         and len({modality[r] for r in c[0].sources}) == 1
         and (found := _safe_tensors(c[0].output))
-        and not any(id(t) in outputs for t in found)
+        and not outputs <= {id(t) for t in found}  # it computes the model's whole output: no head is left
     }
     fed = {p: c for p, c in fed.items() if not _fuses(p, c, fed)}
     ranked = sorted(fed, key=lambda p: (-sizes[p], -stored[p], p.count("."), not _named_for(p, modality, fed[p]), p))

@@ -190,6 +190,7 @@ class HeadModule(nn.Module):
         raw_names: Sequence[str],
         inputs: Sequence[str],
         constants: Mapping[str, Any],
+        skip: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.model = model
@@ -198,12 +199,14 @@ class HeadModule(nn.Module):
         self.raw_names = tuple(raw_names)
         self.inputs = tuple(inputs)
         self.constants = dict(constants)
+        self.skip = frozenset(skip)  # positions of flat outputs left out: encoder outputs returned as they are
 
     def forward(self, *xs: Any) -> tuple[Any, ...]:
         values = {**self.constants, **dict(zip(self.inputs, xs, strict=True))}
         for path, (template, names) in self.templates.items():
             self.stubs[path].value = rebuild(template, [values[n] for n in names])
-        return tuple(tensors(self.model(**{n: values[n] for n in self.raw_names})))
+        found = tensors(self.model(**{n: values[n] for n in self.raw_names}))
+        return tuple(t for i, t in enumerate(found) if i not in self.skip)
 
 
 class MonolithicModule(nn.Module):

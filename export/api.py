@@ -22,6 +22,7 @@ from mmedge.bundle import (
     Edge,
     Manifest,
     ModelInfo,
+    TensorSpec,
     TextPreprocess,
     check_replaceable,
     derived_inputs,
@@ -300,6 +301,14 @@ def _own_batches(
     return separate, own, [note]
 
 
+def _model_outputs(ctx: Ctx, parts: Sequence[ExportedPart], head: ExportedPart) -> list[tuple[str, str, TensorSpec]]:
+    """Each model output in forward's order: (its name, the component computing it, that component's tensor).
+    Encoder outputs returned as they are come from the encoder, the rest from the head."""
+    tensors = {(c.name, t.name): t for c in (*(p.component for p in parts), head.component) for t in c.outputs}
+    places = {t.name: (head.component.name, t.name) for t in head.component.outputs} | dict(head.passthrough)
+    return [(name, places[name][0], tensors[places[name]]) for name in ctx.runs.model_outputs()[0]]
+
+
 @dataclass(frozen=True)
 class _Meta:
     """What the manifest says about the model beyond its components."""
@@ -328,7 +337,7 @@ def _manifest(
     raw = {n: t for n, t in ctx.runs.inputs[0].items() if n in consumed}
     pre = {n: p for n, p in meta.preprocess.items() if n in consumed}
     inputs, warnings = mf.input_specs(raw, meta.modalities, ctx.axes, pre, meta.defaults)
-    outputs, label_warnings = mf.output_specs(head.component.name, head.component.outputs, meta.labels)
+    outputs, label_warnings = mf.output_specs(_model_outputs(ctx, parts, head), meta.labels)
     ctx.warnings.extend(warnings + label_warnings)
     assets = [a for p in (*parts, head, *([mono] if mono else [])) for a in p.assets]
     if meta.vocab:

@@ -258,3 +258,43 @@ def test_projections_after_a_real_encoder_stay_in_the_head(name: str, expected: 
     model = tiny_model(name).eval()
     split = plan_split(model, model.example_inputs(2), None, model.preprocess, {})
     assert {e.path for e in split.encoders} == expected
+
+
+class ReturnsItsFeatures(ResNetBert):
+    """Returns the towers' outputs as they are beside the logits, as a ``CLIPOutput`` returns its
+    ``vision_model_output``: an encoder whose output is also a model output is still the encoder."""
+
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
+        image, tokens = self.resnet(pixels), self.bert(input_ids, attention_mask)
+        return {"logits": self.classifier(torch.cat([image, tokens[:, 0]], 1)), "image": image, "tokens": tokens}
+
+
+def test_encoder_outputs_returned_as_they_are_come_from_the_encoder(tmp_path: Path) -> None:
+    model = ReturnsItsFeatures().eval()
+    result = export_model(model, _resnet_bert_inputs(), out=tmp_path / "b")
+    assert {e.name: e.path for e in result.encoders} == {"image_encoder": "resnet", "text_encoder": "bert"}
+    outputs = {o.name: (o.component, o.tensor) for o in result.manifest.outputs}
+    assert outputs["logits"] == ("fusion_head", "logits")
+    assert outputs["image"][0] == "image_encoder"
+    assert outputs["tokens"][0] == "text_encoder"
+    assert [t.name for t in result.manifest.component("fusion_head").outputs] == ["logits"]
+    check = _resnet_bert_inputs(3)
+    with torch.no_grad():
+        expected = model(**check)
+    with Pipeline(result.path, "cpu", threads=1) as pipe:
+        got = pipe.run({n: t.numpy() for n, t in check.items()})
+    for name in ("logits", "image", "tokens"):
+        np.testing.assert_allclose(got[name], expected[name].numpy(), atol=1e-5)
+
+
+class OnlyTowers(ResNetBert):
+    def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.resnet(pixels), self.bert(input_ids, attention_mask)
+
+
+def test_a_model_returning_only_encoder_outputs_has_no_head_to_export(tmp_path: Path) -> None:
+    from mmedge.errors import ExportError
+
+    with pytest.raises(ExportError, match="nothing is left for a fusion head"):
+        export_model(OnlyTowers().eval(), _resnet_bert_inputs(), out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
