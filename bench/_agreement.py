@@ -20,6 +20,7 @@ import numpy as np
 from mmedge.bench._types import Agreement
 from mmedge.bundle import OutputSpec
 from mmedge.errors import MMEdgeError
+from mmedge.verify import top1_matches
 
 __all__ = ["agreement", "measure_agreement", "run_samples", "samples_of", "score_output"]
 
@@ -37,7 +38,7 @@ def score_output(name: str, kind: str, reference: np.ndarray, candidate: np.ndar
     ref = reference.reshape(n, -1).astype(np.float64)
     got = candidate.reshape(n, -1).astype(np.float64)
     if kind == "logits" and ref.shape[1] > 1:
-        same = float(np.mean(ref.argmax(1) == got.argmax(1)))
+        same = float(np.mean(top1_matches(ref, got)))
         return Agreement(output=name, metric="top1", value=same, worst=same, samples=n)
     dot = np.sum(ref * got, axis=1)
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)

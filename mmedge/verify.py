@@ -38,6 +38,7 @@ __all__ = [
     "raise_failures",
     "second_shape_feeds",
     "session_specs",
+    "top1_matches",
     "verify_component",
 ]
 
@@ -79,6 +80,17 @@ def other_size(symbol: str, size: int) -> int:
         steps = [modality_batch(m) for m in MODALITIES]
         return size + 1 + (steps.index(symbol) + 1 if symbol in steps else 0)
     return size - max(1, size // 4) if size >= 4 else size + 2
+
+
+def top1_matches(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per row (classes on the last axis), whether the candidate's top-1 is a top-1 of the reference.
+
+    Where the reference ties exactly, any of the tied classes agrees: the same photo twice in one
+    batch scored against a text gives two equal columns, and which of them rounding puts first
+    says nothing about the candidate's accuracy.
+    """
+    picked = np.argmax(candidate, axis=-1)[..., None]
+    return np.take_along_axis(reference, picked, axis=-1)[..., 0] >= np.max(reference, axis=-1)
 
 
 def compare_arrays(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mmedge.errors import QuantizationError
 from mmedge.quantize.report import TensorComparison
+from mmedge.verify import top1_matches
 
 __all__ = ["AGREEMENT_KINDS", "accuracy", "agreement", "compare", "noise_ratio"]
 
@@ -53,10 +54,10 @@ def compare(tensor: str, ref: Sequence[np.ndarray], test: Sequence[np.ndarray]) 
 
 
 def agreement(kind: str, ref: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
-    """Fraction of predictions that match: argmax over the last axis for logits/scores, exact
-    equality for token ids."""
+    """Fraction of predictions that match: the top-1 over the last axis for logits/scores (any of the
+    reference's exactly tied top classes), exact equality for token ids."""
     if AGREEMENT_KINDS[kind] == "top1":
-        same = [np.argmax(r, axis=-1) == np.argmax(t, axis=-1) for r, t in zip(ref, test, strict=True)]
+        same = [top1_matches(np.asarray(r), np.asarray(t)) for r, t in zip(ref, test, strict=True)]
     else:
         same = [np.asarray(r) == np.asarray(t) for r, t in zip(ref, test, strict=True)]
     flat = np.concatenate([s.reshape(-1) for s in same]) if same else np.zeros(0, bool)

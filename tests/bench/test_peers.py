@@ -69,6 +69,16 @@ def test_top1_agreement_counts_samples_whose_argmax_matches() -> None:
     assert a.worst == a.value
 
 
+def test_any_of_the_references_exactly_tied_classes_agrees() -> None:
+    """The same photo twice in one batch gives two equal columns; either is the reference's top-1."""
+    from mmedge.quantize._metrics import agreement as quantize_agreement
+
+    ref = np.array([[0.5, 0.9, 0.9], [0.5, 0.9, 0.9], [1.0, 0.2, 0.2]])
+    got = np.array([[0.4, 0.8, 0.81], [0.4, 0.82, 0.81], [0.2, 0.3, 0.2]])
+    assert score_output("logits", "logits", ref, got).value == pytest.approx(2 / 3)
+    assert quantize_agreement("logits", [ref], [got]) == pytest.approx(2 / 3)
+
+
 def test_embeddings_are_scored_by_cosine_per_sample() -> None:
     ref = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     got = np.array([[2.0, 0.0], [0.0, -1.0], [1.0, 0.0]])
