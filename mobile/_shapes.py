@@ -133,6 +133,10 @@ def _defaults(m: Manifest, overridden: set[str]) -> tuple[dict[str, int], dict[s
             name = spec.shape[axis]
             if isinstance(name, str):
                 found.setdefault(name, {}).setdefault(size, []).append(source)
+    for name, by_size in found.items():  # what the runtime feeds beats an export's example: a mask derived
+        fed = {size: src for size, src in by_size.items() if any(not s.endswith(_EXAMPLE) for s in src)}
+        if len(fed) == 1:  # from a text of max_length 77 was exported at the example's 32 tokens
+            found[name] = fed
     conflicts = [
         f"{name!r}: " + ", ".join(f"{size} ({' and '.join(src)})" for size, src in sizes.items())
         for name, sizes in found.items()
@@ -147,11 +151,14 @@ def _defaults(m: Manifest, overridden: set[str]) -> tuple[dict[str, int], dict[s
     return sizes, {name: next(iter(by_size.values()))[0] for name, by_size in found.items()}
 
 
+_EXAMPLE = "example_shape"
+
+
 def _axis_defaults(spec: InputSpec) -> dict[int, tuple[int, str]]:
     rank = len(spec.shape)
     out: dict[int, tuple[int, str]] = {}
     if len(spec.example_shape) == rank:
-        out.update({a: (int(s), f"{spec.name} example_shape") for a, s in enumerate(spec.example_shape)})
+        out.update({a: (int(s), f"{spec.name} {_EXAMPLE}") for a, s in enumerate(spec.example_shape)})
     pre, why = spec.preprocess, f"{spec.name} preprocessing"
     if isinstance(pre, TextPreprocess) and rank == 2:
         out[1] = (pre.max_length, why)

@@ -71,3 +71,21 @@ def test_a_dynamic_int8_transformer_packages_and_verifies(int8_bundle: Path, tmp
     assert text.difference_from_default <= 1e-4
     if report.optimization != "basic":  # the fusion the desktop session makes too (NNAPI's level has none)
         assert "com.microsoft:SkipLayerNormalization" in text.ops
+
+
+def test_a_derived_mask_takes_the_texts_length_not_the_export_example(int8_bundle: Path) -> None:
+    """A tokenizer's max_length (77) beside the example the export ran at (24 tokens): the mask the
+    runtime derives from the strings is as long as the text, so phones get 77 for both."""
+    import dataclasses
+
+    from mmedge.bundle import TextPreprocess, load_bundle
+    from mmedge.mobile._shapes import plan_dims
+
+    manifest = load_bundle(int8_bundle).manifest
+    ids = dataclasses.replace(
+        manifest.input("input_ids"), preprocess=TextPreprocess(max_length=77, mask_input="attention_mask")
+    )
+    assert manifest.input("attention_mask").example_shape == (1, TOKENS)
+    inputs = tuple(ids if i.name == "input_ids" else i for i in manifest.inputs)
+    plan = plan_dims(dataclasses.replace(manifest, inputs=inputs), None, fix_all=True)
+    assert plan.fixed["seq"] == 77
