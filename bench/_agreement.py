@@ -2,11 +2,11 @@
 
 Speed alone misleads: a peer whose default INT8 quantizes an audio model's log-mel front-end is
 fast and has lost the audio modality. So every variant (mmedge's bundles, the monolithic graph,
-each peer) runs the same ``N`` samples one at a time at batch 1 (as one batch where an output pairs
-every row with every other, a CLIP similarity matrix: each row's top-1 then ranks all the samples'
-texts), in its own worker, and its outputs are scored against the PyTorch eager variant's: logits by top-1 agreement, anything
-else (embeddings) by cosine similarity per sample. Outputs are matched by position, in the
-order of the bundle's manifest outputs.
+each peer) runs the same ``N`` samples one at a time at batch 1 (as one batch where an output
+pairs every row with every other, a CLIP similarity matrix: each row's top-1 then ranks all the
+samples' texts), in its own worker, and its outputs are scored against the PyTorch eager
+variant's: logits and scores by top-1 agreement, anything else (embeddings) by cosine similarity
+per sample. Outputs are matched by position, in the order of the bundle's manifest outputs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.bench._types import Agreement
-from mmedge.bundle import OutputSpec
+from mmedge.bundle import RANKED_KINDS, OutputSpec
 from mmedge.errors import MMEdgeError
 from mmedge.verify import top1_matches
 
@@ -37,7 +37,7 @@ def score_output(name: str, kind: str, reference: np.ndarray, candidate: np.ndar
     n = reference.shape[0]
     ref = reference.reshape(n, -1).astype(np.float64)
     got = candidate.reshape(n, -1).astype(np.float64)
-    if kind == "logits" and ref.shape[1] > 1:
+    if kind in RANKED_KINDS and ref.shape[1] > 1:
         same = float(np.mean(top1_matches(ref, got)))
         return Agreement(output=name, metric="top1", value=same, worst=same, samples=n)
     dot = np.sum(ref * got, axis=1)

@@ -111,7 +111,7 @@ def agreement_table(report: BenchReport, batch: int) -> Table:
     samples = report.settings.agreement_samples
     columns = ("variant", "precision", "p50 ms", "speed-up vs PyTorch", "agreement with PyTorch FP32")
     return Table(
-        f"Speed beside accuracy, batch {batch} (agreement on {samples} samples: top-1 for logits, cosine otherwise)",
+        f"Speed beside accuracy, batch {batch} (agreement on {samples} samples: top-1 for logits and scores, cosine otherwise)",
         columns,
         tuple(rows),
     )

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mmedge.bundle import RANKED_KINDS
 from mmedge.errors import QuantizationError
 from mmedge.quantize.report import TensorComparison
 from mmedge.verify import top1_matches
 
 __all__ = ["AGREEMENT_KINDS", "accuracy", "agreement", "compare", "noise_ratio"]
 
-AGREEMENT_KINDS = {"logits": "top1", "scores": "top1", "token_ids": "exact"}
+AGREEMENT_KINDS = {**dict.fromkeys(RANKED_KINDS, "top1"), "token_ids": "exact"}
 
 
 def _rows(array: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ CROP_ROUNDINGS = ("round", "floor")  # of an image recipe's center crop offsets
 AUDIO_FEATURES = ("waveform", "whisper_log_mel")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 OUTPUT_KINDS = ("logits", "embedding", "scores", "token_ids", "other")
+RANKED_KINDS = ("logits", "scores")  # output kinds whose top-1 is the prediction (agreement counts it)
 
 Dim = int | str  # a fixed size, or a symbolic name such as "batch"
 

@@ -76,6 +76,7 @@ def test_any_of_the_references_exactly_tied_classes_agrees() -> None:
     ref = np.array([[0.5, 0.9, 0.9], [0.5, 0.9, 0.9], [1.0, 0.2, 0.2]])
     got = np.array([[0.4, 0.8, 0.81], [0.4, 0.82, 0.81], [0.2, 0.3, 0.2]])
     assert score_output("logits", "logits", ref, got).value == pytest.approx(2 / 3)
+    assert score_output("logits_per_image", "scores", ref, got).metric == "top1"  # ranked as quantize ranks it
     assert quantize_agreement("logits", [ref], [got]) == pytest.approx(2 / 3)
 
 
