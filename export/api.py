@@ -286,9 +286,10 @@ def _own_batches(
     try:
         own = _two_runs(work, split, inputs, separate, modalities)
     except ExportError as e:
+        why = " ".join(str(e.__cause__ or e).split())[:200]
         note = (
             "an output pairs every item with every other, but the model fails on different numbers of items per "
-            f"modality ({e}), so all inputs share one batch size"
+            f"modality ({why}), so all inputs share one batch size"
         )
         return axes, runs, [note]
     symbols = sorted(
