@@ -12,7 +12,7 @@ Keys a call accepts (:class:`InputRouter` builds the table once per bundle):
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,16 +79,25 @@ class Feeds:
     # padded to its longest, and the pipeline runs it row by row, each clip cut back to its length
     lengths: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    def rows(self) -> list[Feeds]:
-        """One call's feeds per row, each audio clip at its own length (for batches with ``lengths``)."""
+    def rows(self, whole: Collection[str] = ()) -> list[Feeds]:
+        """One call's feeds per row, each audio clip at its own length (for batches with ``lengths``).
+        ``whole``: inputs that count their items apart from the clips (a zero-shot model's label texts),
+        given whole to every row."""
         batch = len(next(iter(self.lengths.values())))
         return [
             Feeds(
                 raw={
-                    name: value[i : i + 1, ..., : self.lengths[name][i]] if name in self.lengths else value[i : i + 1]
+                    name: value
+                    if name in whole
+                    else value[i : i + 1, ..., : self.lengths[name][i]]
+                    if name in self.lengths
+                    else value[i : i + 1]
                     for name, value in self.raw.items()
                 },
-                provided={c: {t: v[i : i + 1] for t, v in out.items()} for c, out in self.provided.items()},
+                provided={
+                    c: {t: v if c in whole else v[i : i + 1] for t, v in out.items()}
+                    for c, out in self.provided.items()
+                },
             )
             for i in range(batch)
         ]

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmedge.bundle import Bundle, Manifest, load_bundle, verify_component_file
+from mmedge.bundle import Bundle, Manifest, is_batch_symbol, load_bundle, verify_component_file
 from mmedge.cpu import int8_kernels_saturate
 from mmedge.errors import ConfigError, InputError, MMEdgeError, SaturationWarning
 from mmedge.graph import Graph
@@ -243,9 +243,9 @@ class Pipeline:
         targets = self._graph.outputs
         feeds = self._timed("preprocess", "", self._router.resolve, inputs, targets)
         if feeds.lengths:  # clips of different lengths that keep them: each runs alone
-            _rows_apart(self.manifest, feeds)
-            rows = [self._run_feeds(row, targets) for row in feeds.rows()]
-            return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+            symbol, whole = _rows_apart(self.manifest, feeds)
+            rows = [self._run_feeds(row, targets) for row in feeds.rows(whole)]
+            return _joined(self.manifest, rows, symbol)
         return self._run_feeds(feeds, targets)
 
     def _run_feeds(self, feeds: Feeds, targets: Sequence[str]) -> dict[str, np.ndarray]:
@@ -450,16 +450,39 @@ def _one_length(feeds: Feeds, call: str) -> Feeds:
     return feeds
 
 
-def _rows_apart(manifest: Manifest, feeds: Feeds) -> None:
-    """Clips of different lengths run one by one, which only outputs of independent rows allow."""
-    paired = manifest.paired_outputs()
-    if paired:
-        name, lengths = next(iter(feeds.lengths.items()))
+def _rows_apart(manifest: Manifest, feeds: Feeds) -> tuple[str, frozenset[str]]:
+    """Clips of different lengths run one by one, which only outputs of independent rows allow, or outputs
+    that score each clip against every item of inputs counting their own items (label texts). Returns the
+    clips' batch symbol and the inputs and precomputed components given whole to every clip's run."""
+    name, lengths = next(iter(feeds.lengths.items()))
+    symbol = manifest.input(name).shape[0]
+    shapes = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
+    shared = [o.name for o in manifest.outputs if shapes[(o.component, o.tensor)].count(symbol) > 1]
+    if shared:
         raise InputError(
             f"input {name!r}: its clips keep their own lengths (the recipe's pad = false), so clips of different "
-            f"lengths ({', '.join(map(str, lengths))}) run one by one, but output(s) {', '.join(map(repr, paired))} "
+            f"lengths ({', '.join(map(str, lengths))}) run one by one, but output(s) {', '.join(map(repr, shared))} "
             "pair every row with every other; give clips of one length, or one clip per call"
         )
+    apart = {n for n in feeds.raw if manifest.input(n).shape[:1] != (symbol,)}
+    apart |= {c for c in feeds.provided if any(t.shape[:1] != (symbol,) for t in manifest.component(c).outputs)}
+    return str(symbol), frozenset(apart)
+
+
+def _joined(manifest: Manifest, rows: Sequence[Mapping[str, np.ndarray]], symbol: str) -> dict[str, np.ndarray]:
+    """Each clip's outputs joined along the clips' axis; an output that has none but counts other items (the
+    labels' embeddings of a zero-shot call) is the same in every row, and is given once."""
+    shapes = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
+    out = {}
+    for o in manifest.outputs:
+        shape = shapes[(o.component, o.tensor)]
+        if symbol in shape or not any(map(is_batch_symbol, shape)):
+            out[o.name] = np.concatenate(
+                [row[o.name] for row in rows], axis=shape.index(symbol) if symbol in shape else 0
+            )
+        else:
+            out[o.name] = rows[0][o.name]
+    return out
 
 
 def _check_options(

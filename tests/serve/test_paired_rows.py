@@ -111,20 +111,46 @@ class SoundSimilarity(nn.Module):
         return self.audio_encoder(audio[:, None]) @ self.text_encoder(text).T
 
 
-def test_clips_that_keep_their_lengths_are_not_run_apart_into_one_matrix(tmp_path: Path) -> None:
+def test_clips_that_keep_their_lengths_are_each_scored_against_every_text(tmp_path: Path) -> None:
+    """Clips of different lengths run one by one, each against all the texts (which count their own
+    items), and the rows are joined: each clip's row is its score as if it were run alone."""
+    from mmedge.bundle import AudioPreprocess
+
+    torch.manual_seed(0)
+    model = SoundSimilarity().eval()
+    example = {"text": torch.randint(0, 50, (2, 6)), "audio": torch.randn(2, 16000)}
+    keep = {"audio": AudioPreprocess(16000, 1.0, pad=False)}
+    out = tmp_path / "b"
+    export_model(model, example, modalities={"text": "other"}, preprocess=keep, out=out)
+    text = np.random.default_rng(0).integers(0, 50, (3, 6))
+    clips = [np.random.default_rng(i).normal(size=n).astype(np.float32) for i, n in enumerate((8000, 12000))]
+    with Pipeline(out, "cpu", threads=1) as pipeline:
+        same = pipeline.run({"text": text, "audio": [clips[0], clips[0]]})
+        assert same["logits"].shape == (2, 3)  # clips of one length run together
+        got = pipeline.run({"text": text, "audio": clips})["logits"]
+    with torch.no_grad():
+        want = [model(torch.from_numpy(text), torch.from_numpy(c)[None]).numpy() for c in clips]
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, np.concatenate(want), atol=1e-5)
+
+
+def test_clips_of_different_lengths_are_refused_where_rows_share_one_batch(tmp_path: Path) -> None:
     from mmedge.bundle import AudioPreprocess
     from mmedge.errors import InputError
+
+    class Shared(SoundSimilarity):
+        def forward(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+            a, t = self.audio_encoder(audio[:, None]), self.text_encoder(text)
+            return a @ t.T + (a * t).sum()  # mixes rows: runs only on as many texts as clips
 
     example = {"text": torch.randint(0, 50, (2, 6)), "audio": torch.randn(2, 16000)}
     keep = {"audio": AudioPreprocess(16000, 1.0, pad=False)}
     out = tmp_path / "b"
-    export_model(SoundSimilarity().eval(), example, modalities={"text": "other"}, preprocess=keep, out=out)
+    export_model(Shared().eval(), example, modalities={"text": "other"}, preprocess=keep, out=out)
     text = np.zeros((2, 6), np.int64)
-    with Pipeline(out, "cpu", threads=1) as pipeline:
-        same = pipeline.run({"text": text, "audio": [np.zeros(8000, np.float32)] * 2})
-        assert same["logits"].shape == (2, 2)  # clips of one length run together
-        with pytest.raises(InputError, match=r"pair every row with every other"):
-            pipeline.run({"text": text, "audio": [np.zeros(8000, np.float32), np.zeros(12000, np.float32)]})
+    clips = [np.zeros(8000, np.float32), np.zeros(12000, np.float32)]
+    with Pipeline(out, "cpu", threads=1) as pipeline, pytest.raises(InputError, match=r"pair every row with every"):
+        pipeline.run({"text": text, "audio": clips})
 
 
 class SharedSimilarity(Similarity):
