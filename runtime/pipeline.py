@@ -456,8 +456,7 @@ def _rows_apart(manifest: Manifest, feeds: Feeds) -> tuple[str, frozenset[str]]:
     clips' batch symbol and the inputs and precomputed components given whole to every clip's run."""
     name, lengths = next(iter(feeds.lengths.items()))
     symbol = manifest.input(name).shape[0]
-    shapes = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
-    shared = [o.name for o in manifest.outputs if shapes[(o.component, o.tensor)].count(symbol) > 1]
+    shared = [o.name for o in manifest.outputs if manifest.output_shape(o.name).count(symbol) > 1]
     if shared:
         raise InputError(
             f"input {name!r}: its clips keep their own lengths (the recipe's pad = false), so clips of different "
@@ -472,10 +471,9 @@ def _rows_apart(manifest: Manifest, feeds: Feeds) -> tuple[str, frozenset[str]]:
 def _joined(manifest: Manifest, rows: Sequence[Mapping[str, np.ndarray]], symbol: str) -> dict[str, np.ndarray]:
     """Each clip's outputs joined along the clips' axis; an output that has none but counts other items (the
     labels' embeddings of a zero-shot call) is the same in every row, and is given once."""
-    shapes = {(c.name, t.name): t.shape for c in manifest.components for t in c.outputs}
     out = {}
     for o in manifest.outputs:
-        shape = shapes[(o.component, o.tensor)]
+        shape = manifest.output_shape(o.name)
         if symbol in shape or not any(map(is_batch_symbol, shape)):
             out[o.name] = np.concatenate(
                 [row[o.name] for row in rows], axis=shape.index(symbol) if symbol in shape else 0

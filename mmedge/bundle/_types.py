@@ -341,11 +341,17 @@ class Manifest:
         by_target: dict[str, list[Edge]] = {}
         for e in self.wiring:
             by_target.setdefault(e.target, []).append(e)
+        tensors = {(c.name, t.name): t.shape for c in self.components for t in c.outputs}
+        shapes: dict[str, tuple[Dim, ...]] = {}
+        for o in self.outputs:
+            if (o.component, o.tensor) in tensors:
+                shapes.setdefault(o.name, tensors[(o.component, o.tensor)])
         return _Index(
             components=_first_by_name(self.components),
             inputs=_first_by_name(self.inputs),
             assets=_first_by_name(self.assets),
             edges_into={target: tuple(edges) for target, edges in by_target.items()},
+            output_shapes=shapes,
         )
 
     def component(self, name: str) -> Component:
@@ -371,24 +377,23 @@ class Manifest:
     def edges_into(self, component: str) -> tuple[Edge, ...]:
         return self._index.edges_into.get(component, ())
 
+    def output_shape(self, name: str) -> tuple[Dim, ...]:
+        """A model output's shape, as the component computing it declares it (() if it names none)."""
+        return tuple(self._index.output_shapes.get(name, ()))
+
     def paired_outputs(self) -> tuple[str, ...]:
         """Model outputs whose rows pair with one another: a batch axis whose symbol sizes another axis
         too (a ``(batch, batch)`` similarity matrix), so a row depends on the whole call's batch."""
-        shapes = {(c.name, t.name): t.shape for c in self.components for t in c.outputs}
         return tuple(
             o.name
             for o in self.outputs
-            if (shape := shapes.get((o.component, o.tensor)))
-            and isinstance(shape[0], str)
-            and not has_batch_axis(shape)
+            if (shape := self.output_shape(o.name)) and isinstance(shape[0], str) and not has_batch_axis(shape)
         )
 
     def column_inputs(self, output: str) -> tuple[str, ...]:
         """The inputs whose items an output's columns score: an ``(image_batch, text_batch)`` similarity
         matrix's columns are the texts, so a zero-shot call's label texts name them."""
-        o = next((o for o in self.outputs if o.name == output), None)
-        shapes = {(c.name, t.name): t.shape for c in self.components for t in c.outputs}
-        shape = shapes.get((o.component, o.tensor), ()) if o is not None else ()
+        shape = self.output_shape(output)
         if len(shape) != 2 or not is_batch_symbol(shape[1]) or shape[1] == shape[0]:
             return ()
         return tuple(i.name for i in self.inputs if i.shape[:1] == (shape[1],))
@@ -402,6 +407,7 @@ class _Index:
     inputs: Mapping[str, InputSpec]
     assets: Mapping[str, Asset]
     edges_into: Mapping[str, tuple[Edge, ...]]
+    output_shapes: Mapping[str, tuple[Dim, ...]]  # model output -> its component tensor's shape
 
 
 def _first_by_name(entries: Sequence[Any]) -> dict[str, Any]:
