@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rich.markup import escape
 
-from mmedge.bundle import BATCH, InputSpec, Manifest, OutputSpec, is_batch_symbol
+from mmedge.bundle import BATCH, RANKED_KINDS, InputSpec, Manifest, OutputSpec, is_batch_symbol
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
@@ -124,16 +124,26 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path} is not a readable .npy array ({e})") from e
 
 
+_SHOWN = {"logits": "probability", "scores": "score"}  # what a ranked kind's top-k shows beside each label
+
+
+def _softmax(value: np.ndarray) -> np.ndarray:
+    shifted = np.exp(value - value.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def summarize(spec: OutputSpec, value: np.ndarray, top_k: int, columns: Sequence[str] | None = None) -> dict[str, Any]:
-    """What to show of one output: top-k labels for logits, else shape and leading values. ``columns``
-    names the columns where they score the items of another input (the label texts of a zero-shot call)."""
+    """What to show of one output: top-k labels for a ranked output (logits with softmax probabilities;
+    scores, such as CLIP's or SigLIP's similarities, with their own values: whether a softmax or a sigmoid
+    reads them is the model's, not the bundle's), else shape and leading values. ``columns`` names the
+    columns where they score the items of another input (the label texts of a zero-shot call)."""
     out: dict[str, Any] = {"kind": spec.kind, "dtype": str(value.dtype), "shape": list(value.shape)}
-    if spec.kind == "logits" and value.ndim == 2:
-        shifted = value - value.max(axis=1, keepdims=True)
-        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    if spec.kind in RANKED_KINDS and value.ndim == 2:
+        shown = _softmax(value) if spec.kind == "logits" else value
+        key = _SHOWN[spec.kind]
         labels = columns or spec.labels or tuple(str(i) for i in range(value.shape[1]))
         out["top_k"] = [
-            [{"label": labels[i], "probability": float(row[i])} for i in np.argsort(-row)[:top_k]] for row in probs
+            [{"label": labels[i], key: float(row[i])} for i in np.argsort(-row, kind="stable")[:top_k]] for row in shown
         ]
     else:
         out["values"] = value.reshape(value.shape[0], -1)[:, :8].tolist() if value.ndim else value.tolist()
@@ -205,6 +215,7 @@ def _show(name: str, result: dict[str, Any]) -> None:
     if "top_k" in result:
         for item, rows in enumerate(result["top_k"]):
             title = f"{name} (item {item})" if len(result["top_k"]) > 1 else name
-            console.print(table(title, ["label", "probability"], [(r["label"], r["probability"]) for r in rows]))
+            key = _SHOWN[result["kind"]]
+            console.print(table(title, ["label", key], [(r["label"], r[key]) for r in rows]))
     else:
         console.print(escape(f"{name}: {result['kind']} {result['dtype']} {result['shape']}; first {result['values']}"))

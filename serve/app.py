@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException
 
 from mmedge import __version__
-from mmedge.bundle import InputSpec, Manifest, TensorSpec, has_batch_axis
+from mmedge.bundle import RANKED_KINDS, InputSpec, Manifest, TensorSpec, has_batch_axis
 from mmedge.decoding import Generation
 from mmedge.errors import InputError, MMEdgeError
 from mmedge.graph import Graph
@@ -272,12 +272,12 @@ def _jsonable(array: np.ndarray) -> Any:
 
 
 def _top_labels(manifest: Manifest, outputs: dict[str, np.ndarray], inputs: Mapping[str, Any]) -> dict[str, list[str]]:
-    """For logits outputs with labels: the argmax label of each row. Where the columns score the items of
+    """For ranked outputs (logits, scores) with labels: the argmax label of each row. Where the columns score the items of
     an input given as texts (a zero-shot request's label texts), those texts are the labels."""
     labels = {}
     for o in manifest.outputs:
         value = outputs.get(o.name)
-        if o.kind != "logits" or value is None or value.ndim != 2:
+        if o.kind not in RANKED_KINDS or value is None or value.ndim != 2:
             continue
         given = [inputs[n] for n in manifest.column_inputs(o.name) if n in inputs]
         texts = [v for v in given if isinstance(v, list) and all(isinstance(t, str) for t in v)]

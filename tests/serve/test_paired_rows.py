@@ -245,6 +245,43 @@ def test_run_and_serve_score_one_photo_against_label_texts(tmp_path: Path, serve
     assert len(set(got.values())) == 3  # the texts score differently: each column is its own text
 
 
+class NamedSimilarity(WordSimilarity):
+    """The output under transformers' name, ``logits_per_image``: kind ``scores``, not ``logits``."""
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits_per_image": super().forward(text, image)}
+
+
+def test_scores_named_as_transformers_names_them_are_ranked_with_their_own_values(
+    tmp_path: Path, serve_app: Callable
+) -> None:
+    """CLIP reads its scores with a softmax, SigLIP with a sigmoid per pair: the bundle cannot tell
+    which, so the table ranks the labels by the model's own scores and shows them as they are."""
+    from mmedge.bundle import ImagePreprocess, TextPreprocess
+    from mmedge.cli import main
+
+    torch.manual_seed(0)
+    example = {"text": torch.tensor([[2, 3, 0, 0], [4, 5, 2, 0]]), "image": torch.rand(2, 3, 16, 16)}
+    pre = {"text": TextPreprocess(max_length=4, unk_id=1), "image": ImagePreprocess(size=(16, 16))}
+    export_model(NamedSimilarity().eval(), example, preprocess=pre, vocab=WORDS, out=tmp_path / "b")
+    assert [(o.name, o.kind) for o in load_bundle(tmp_path / "b").manifest.outputs] == [("logits_per_image", "scores")]
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(tmp_path / "photo.png")
+    labels, out = ["cat", "dog car", "tree"], tmp_path / "out.json"
+    args = ["run", str(tmp_path / "b"), "-i", f"image={tmp_path / 'photo.png'}", "--json"]
+    with open(out, "w") as f, contextlib.redirect_stdout(f):
+        assert main([*args, *(a for t in labels for a in ("-i", f"text={t}"))]) == 0
+    (rows,) = json.loads(out.read_text())["outputs"]["logits_per_image"]["top_k"]
+    with Pipeline(tmp_path / "b", "cpu", threads=1) as pipeline:
+        (want,) = pipeline.run({"text": labels, "image": [str(tmp_path / "photo.png")]})["logits_per_image"]
+        with serve_app(create_app(pipeline, ServeOptions())) as url:
+            photo = {"image": ("photo.png", (tmp_path / "photo.png").read_bytes(), "image/png")}
+            form = httpx.post(f"{url}/v1/predict", files=photo, data={"text": labels}, timeout=30)
+    assert [r["label"] for r in rows] == [labels[i] for i in np.argsort(-want)]
+    np.testing.assert_allclose([r["score"] for r in rows], np.sort(want)[::-1], rtol=1e-5)
+    assert form.status_code == 200, form.text
+    assert form.json()["labels"] == {"logits_per_image": [labels[int(want.argmax())]]}
+
+
 def test_a_max_length_beyond_the_models_positions_is_refused_at_export(tmp_path: Path) -> None:
     from mmedge.bundle import TextPreprocess
     from mmedge.errors import ExportError
