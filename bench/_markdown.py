@@ -76,7 +76,9 @@ def markdown(report: BenchReport) -> str:
         f"- **When**: {report.created_at}, {report.duration_s:.0f} s",
         f"- **Machine**: {machine_line(report.machine)}",
         f"- **Run**: {s.threads} threads, providers {', '.join(s.providers)}, batch sizes "
-        f"{', '.join(map(str, s.batch_sizes))}; {s.warmup} warm-up rounds then {budget} per batch size, "
+        f"{', '.join(map(str, s.batch_sizes))}"
+        + "".join(f" ({n} {symbol.removesuffix('_batch')} items in every call)" for symbol, n in s.items.items())
+        + f"; {s.warmup} warm-up rounds then {budget} per batch size, "
         f"{s.schedule}; inputs {s.inputs}",
         (
             "- **Method**: every variant in its own fresh process, same input tensors; "

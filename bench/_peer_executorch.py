@@ -43,8 +43,11 @@ def build_executorch(
     *,
     int8: bool,
     keep_frontend: bool,
+    items: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One ``.pte`` per batch size (``out`` with ``-b{n}``); returns their paths and the input order."""
+    """One ``.pte`` per batch size (``out`` with ``-b{n}``); returns their paths, the input order and the
+    input whose length picks the program. ``items``: inputs that take that many rows at every batch size
+    (a zero-shot model's label texts); the programs are lowered at those shapes."""
     import torch
 
     model.eval()
@@ -55,10 +58,12 @@ def build_executorch(
     notes = ["XNNPACK delegate (XnnpackPartitioner)"]
     paths = {}
     kept: list[int] = []  # front-end nodes left FP32, per quantized program
+    items = dict(items or {})
     for batch in sorted(set(batch_sizes)):
-        example = tuple(torch.from_numpy(_cycle(calibration, name, batch)) for name in order)
+        rows = {name: items.get(name, batch) for name in order}
+        example = tuple(torch.from_numpy(_cycle(calibration, name, rows[name])) for name in order)
         try:
-            program = _lower(model, example, calibration, order, batch, int8=int8, kept=kept if keep_frontend else None)
+            program = _lower(model, example, calibration, rows, batch, int8=int8, kept=kept if keep_frontend else None)
         except Exception as e:
             raise ExportError(f"ExecuTorch export of batch {batch} failed: {_said(e)}") from e
         paths[str(batch)] = str(out.with_name(f"{out.stem}-b{batch}.pte"))
@@ -67,7 +72,8 @@ def build_executorch(
         notes.append(f"pt2e XNNPACKQuantizer symmetric per-channel, {len(calibration)} calibration samples")
     if keep_frontend:
         notes.append(f"spectral front-end kept FP32: {max(kept, default=0)} nodes' quantizer annotations removed")
-    return {"paths": paths, "order": order, "notes": notes}
+    keyed = next((name for name in order if name not in items), order[0])
+    return {"paths": paths, "order": order, "batch_input": keyed, "notes": notes}
 
 
 def _by_inputs(model: Any, names: list[str]) -> Any:
@@ -97,7 +103,7 @@ def _lower(
     model: Any,
     example: tuple[Any, ...],
     calibration: Sequence[Mapping[str, np.ndarray]],
-    order: Sequence[str],
+    rows: Mapping[str, int],
     batch: int,
     *,
     int8: bool,
@@ -109,7 +115,7 @@ def _lower(
 
     with torch.no_grad():
         if int8:
-            model = _quantized(model, example, calibration, order, batch, kept=kept)
+            model = _quantized(model, example, calibration, rows, batch, kept=kept)
         exported = torch.export.export(model, example)
         return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
 
@@ -118,7 +124,7 @@ def _quantized(
     model: Any,
     example: tuple[Any, ...],
     calibration: Sequence[Mapping[str, np.ndarray]],
-    order: Sequence[str],
+    rows: Mapping[str, int],
     batch: int,
     *,
     kept: list[int] | None,
@@ -136,7 +142,7 @@ def _quantized(
         quantizer = _without_frontend(quantizer, kept)
     prepared = prepare_pt2e(graph, quantizer)
     for start in range(0, len(calibration), batch):
-        prepared(*(torch.from_numpy(_cycle(calibration[start:], name, batch)) for name in order))
+        prepared(*(torch.from_numpy(_cycle(calibration[start:], name, n)) for name, n in rows.items()))
     return convert_pt2e(prepared)
 
 
@@ -222,6 +228,7 @@ class ExecutorchRunner:
         runtime = Runtime.get()
         self._methods = {int(b): runtime.load_program(Path(p)).load_method("forward") for b, p in spec["paths"].items()}
         self._order = list(spec["order"])
+        self._keyed = spec.get("batch_input", self._order[0])  # the input whose length picks the program
         self.precision = spec["precision"]
         self.providers = ("executorch-xnnpack",)
         self.size_bytes = max(Path(p).stat().st_size for p in spec["paths"].values())
@@ -236,12 +243,11 @@ class ExecutorchRunner:
         return self._cache[1]
 
     def _execute(self, feeds: Mapping[str, np.ndarray]) -> Sequence[Any]:
-        batch = len(next(iter(feeds.values())))
-        return self._methods[batch].execute(self._inputs(feeds))
+        return self._methods[len(feeds[self._keyed])].execute(self._inputs(feeds))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> RunTiming:
         inputs = self._inputs(feeds)
-        method = self._methods[len(inputs[0])]
+        method = self._methods[len(feeds[self._keyed])]
         start = time.perf_counter_ns()
         method.execute(inputs)
         e2e = time.perf_counter_ns() - start

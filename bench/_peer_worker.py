@@ -51,6 +51,7 @@ def build(request: Mapping[str, Any]) -> dict[str, Any]:
             request["batch_sizes"],
             int8=int8,
             keep_frontend=keep,
+            items=request.get("items"),
         )
     else:
         raise ConfigError(f"unknown peer family {peer['family']!r}")

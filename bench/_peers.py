@@ -99,8 +99,10 @@ def plan_peers(
     peer_python: str | None,
     threads: int,
     batch_sizes: Sequence[int],
+    items: Mapping[str, int] | None = None,
 ) -> list[PeerJob]:
-    """Check that every requested peer can be built (packages, model, ONNX) before anything runs."""
+    """Check that every requested peer can be built (packages, model, ONNX) before anything runs.
+    ``items``: input name → items per call for inputs counting their own (ExecuTorch lowers at it)."""
     peers = select_peers(names)
     if not peers:
         return []
@@ -111,7 +113,12 @@ def plan_peers(
     families = {p.family for p in peers}
     source = _monolithic_fp32(bundles) if families & {"ort", "openvino"} else None
     _check_packages(families, peer_python)
-    common = {"torch": dict(torch_spec), "threads": threads, "batch_sizes": sorted({1, *batch_sizes})}
+    common = {
+        "torch": dict(torch_spec),
+        "threads": threads,
+        "batch_sizes": sorted({1, *batch_sizes}),
+        "items": dict(items or {}),
+    }
     return [
         PeerJob(
             p,
@@ -157,7 +164,9 @@ def _variant(job: PeerJob, built: Mapping[str, Any], bundle: Path, providers: An
             p.name, "peer", built["path"], RUNTIME_WORKER, {**spec, "threads": threads, "providers": providers}
         )
     spec = {"precision": p.precision, "threads": threads, "notes": ()}
-    spec |= {"path": built["path"]} if p.family == "openvino" else {"paths": built["paths"], "order": built["order"]}
+    spec |= (
+        {"path": built["path"]} if p.family == "openvino" else {k: built[k] for k in ("paths", "order", "batch_input")}
+    )
     source = built.get("path") or next(iter(built["paths"].values()))
     return VariantSpec(p.name, "peer", source, PEER_WORKER, spec, python=job.python, argv=(p.family,))
 

@@ -39,7 +39,7 @@ __all__ = [
     "VariantResult",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 KINDS = ("split", "monolithic", "torch", "peer")  # VariantResult.kind
 AGREEMENT_METRICS = ("top1", "cosine")  # Agreement.metric
 PART_KINDS = ("preprocess", "component", "copies", "postprocess")  # Part.kind
@@ -250,6 +250,7 @@ class BenchSettings:
     agreement_samples: int = 0  # generated samples each variant's outputs are compared with PyTorch's on
     processes: int = 1  # processes per variant, taken in turn by the rounds
     cache_dir: str | None = None  # the bundles' OpenVINO cache (Pipeline(cache_dir=)), filled before timing
+    items: Mapping[str, int] = field(default_factory=dict)  # batch symbol → items per call at every batch size
     schedule: str = "interleaved rounds, order shuffled each round (seeded) so each variant follows each other alike"
 
 

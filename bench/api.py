@@ -24,7 +24,7 @@ import numpy as np
 from mmedge.bench._agreement import measure_agreement
 from mmedge.bench._coord import Measurement, Plan, VariantSpec, Worker, measure
 from mmedge.bench._generate import GenerationStats, measure_generation
-from mmedge.bench._inputs import bench_inputs, load_arrays, save_npz
+from mmedge.bench._inputs import bench_inputs, item_counts, load_arrays, save_npz
 from mmedge.bench._machine import machine_info
 from mmedge.bench._peers import PeerJob, build_peers, plan_peers
 from mmedge.bench._plan import check_same_inputs, variant_specs
@@ -59,6 +59,7 @@ def bench(
     config: str | os.PathLike[str] | None = None,
     inputs: Mapping[str, np.ndarray] | str | os.PathLike[str] | None = None,
     batch_sizes: Sequence[int] = (1,),
+    items: Mapping[str, int] | None = None,
     iterations: int = 50,
     warmup: int = 5,
     warm_runs: int = 0,
@@ -91,6 +92,9 @@ def bench(
         inputs: model tensors by input name, or an ``.npz`` of them (cycled to each batch size);
             default: seeded synthetic tensors of the manifest's example shapes.
         batch_sizes: measure latency and throughput at each of these.
+        items: items per call for a modality (or input) that counts its own, whatever the batch size:
+            ``{"text": 20}`` times one photo against 20 label texts, the shape a CLIP-style bundle
+            (exported with a batch per modality) is deployed at.
         iterations: timed rounds per batch size (each round runs every variant once), after
             ``warmup`` untimed rounds. With ``time_budget_s`` the rounds run until that many
             seconds (split evenly over the batch sizes) are spent, instead of ``iterations``.
@@ -143,6 +147,7 @@ def bench(
     check_same_inputs(subject, others)
     budget = threads or default_thread_budget()
     sizes = tuple(dict.fromkeys(batch_sizes))
+    counts = item_counts(subject, items or {})
     model_kwargs = _model_kwargs(config, torch_model)
     jobs = plan_peers(
         peers,
@@ -157,6 +162,7 @@ def bench(
         peer_python=str(peer_python) if peer_python is not None else None,
         threads=budget,
         batch_sizes=sizes,
+        items={i.name: counts[i.shape[0]] for i in subject.manifest.inputs if i.shape and i.shape[0] in counts},
     )
     given, how = (
         load_arrays(Path(inputs), subject, mixed="largest") if isinstance(inputs, str | os.PathLike) else (inputs, "")
@@ -196,6 +202,7 @@ def bench(
         time_budget_s=time_budget_s,
         threads=budget,
         batch_sizes=sizes,
+        items=counts,
         warm_runs=warm_runs,
         processes=processes,
         inputs=f"synthetic (seed {seed})"
@@ -210,7 +217,7 @@ def bench(
     )
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
-    tensors = bench_inputs(subject, sizes, given, seed)
+    tensors = bench_inputs(subject, sizes, given, seed, counts)
     machine = machine_info()  # before the run: its load average is the other work on the machine
     extra = _Extra(
         jobs=jobs,

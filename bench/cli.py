@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         '{"image": "a.jpg", "text": "a cat"}, preprocessed as the bundle will); default: seeded synthetic tensors',
     )
     parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes, e.g. 1,2,4,8 (default 1)")
+    parser.add_argument(
+        "--items",
+        action="append",
+        default=[],
+        metavar="MODALITY=N",
+        help="N items of that modality (or input) in every call, whatever the batch size, for a bundle that "
+        "counts each modality's items (CLIP-style): --items text=20 times one photo against 20 label texts",
+    )
     parser.add_argument("--iterations", type=int, default=50, help="timed rounds per batch size (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
     parser.add_argument(
@@ -168,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             config=args.config,
             inputs=args.inputs,
             batch_sizes=batch_sizes,
+            items=_items(args.items),
             iterations=args.iterations,
             warmup=args.warmup,
             warm_runs=args.warm_runs,
@@ -254,6 +263,16 @@ def _rich(table: Table) -> RichTable:
     for row in table.rows:
         t.add_row(*(escape(c) for c in row))
     return t
+
+
+def _items(given: Sequence[str]) -> dict[str, int]:
+    counts = {}
+    for text in given:
+        key, sep, count = text.partition("=")
+        if not sep or not key.strip() or not count.strip().isdigit():
+            raise InputError(f"--items takes MODALITY=N, e.g. text=20; found {text!r}")
+        counts[key.strip()] = int(count)
+    return counts
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:

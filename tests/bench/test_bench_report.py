@@ -17,7 +17,7 @@ from tinybundle import tiny_manifest
 from mmedge.bench import BenchReport, bench
 
 SCHEMA_FILE = Path(__file__).with_name("expected_schema.json")
-FREE_FORM = ("machine.versions",)  # keys are package names, not schema
+FREE_FORM = ("machine.versions", "settings.items")  # keys are package names and batch symbols, not schema
 BATCHES = (1, 3)
 COMPONENTS = tuple(c.name for c in tiny_manifest().components)
 

@@ -294,7 +294,7 @@ if sys.argv[3] == "build":
         print(json.dumps({{"error": "lowering failed", "type": "ExportError"}}))
         sys.exit(1)
     paths = {{str(b): os.environ["FAKE_PEER_ONNX"] for b in request["batch_sizes"]}}
-    print(json.dumps({{"paths": paths, "order": ["text", "image", "audio"], "notes": ["fake"], "build_s": 0.0}}))
+    print(json.dumps({{"paths": paths, "order": ["text", "image", "audio"], "batch_input": "text", "notes": ["fake"], "build_s": 0.0}}))
     sys.exit(0)
 from mmedge.bench._variants import OnnxRunner
 from mmedge.bench._worker import serve
