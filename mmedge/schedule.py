@@ -10,7 +10,10 @@ have one thread each. Intra-op threads sleep instead of spinning (see
 
 Costs are measured at load: every encoder of the stage runs on zeros of its example shape (one
 warm-up, then the faster of two timed runs), which also takes the first-run allocations off the
-first request.
+first request. Encoders that count their items apart (a CLIP-style bundle's ``image_batch`` and
+``text_batch``) are not planned: their costs' ratio changes with every call's counts, and a plan
+probed at one item each starves the encoder that one photo against 20 label texts makes the
+costliest, so they run in turn with the whole budget each.
 
 The helper threads that run the other encoders are niced (Linux: per-thread priority): the
 costliest encoder's threads then get the cores whenever they are ready, and the cheaper encoders
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mmedge.bundle import is_batch_symbol
 from mmedge.errors import MMEdgeError
 from mmedge.graph import Graph
 
@@ -143,7 +147,7 @@ def plan_encoders(graph: Graph, budget: int, run: Run) -> Schedule | None:
     """The first stage's concurrent plan, from each encoder's cost measured with ``run`` at ``budget``
     threads; None where they run in turn (one encoder, one thread, or no example shape to probe)."""
     stage = graph.full_plan[0] if graph.full_plan else ()
-    if len(stage) < 2 or budget < 2:
+    if len(stage) < 2 or budget < 2 or _counts_apart(graph, stage):
         return None
     probes = {c: encoder_probe(graph, c) for c in stage}
     if any(p is None for p in probes.values()):
@@ -152,6 +156,13 @@ def plan_encoders(graph: Graph, budget: int, run: Run) -> Schedule | None:
     if costs is None:
         return None
     return Schedule(share_threads(costs, budget), frozenset(stage), costs)
+
+
+def _counts_apart(graph: Graph, stage: Sequence[str]) -> bool:
+    """Whether the encoders of ``stage`` take their items on different batch symbols."""
+    wanted = graph.raw_inputs(stage)
+    symbols = {i.shape[0] for i in graph.manifest.inputs if i.name in wanted and i.shape}
+    return len({s for s in symbols if is_batch_symbol(s)}) > 1
 
 
 def helper_pool(schedule: Schedule) -> ThreadPoolExecutor:

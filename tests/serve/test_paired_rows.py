@@ -63,6 +63,14 @@ def test_the_similarity_matrix_is_exported_with_each_modality_counting_its_items
     assert "fusion_head.logits ['image_batch', 'other_batch']" in batching_problem(manifest)
 
 
+def test_encoders_counting_items_apart_run_in_turn_with_every_thread(bundle: Path) -> None:
+    """A thread plan probed at one item each would starve the text encoder of a call scoring one photo
+    against 20 labels (a 22 M-parameter CLIP: 134-147 ms planned, 83-94 in turn; benchmarks/NOTES.md)."""
+    with Pipeline(bundle, "cpu", threads=2) as pipeline:
+        assert pipeline.schedule.concurrent == frozenset()
+        assert set(pipeline.schedule.threads.values()) == {2}
+
+
 def test_one_image_is_scored_against_several_texts(bundle: Path, serve_app: Callable) -> None:
     model = _model()
     texts, image = torch.randint(0, 50, (5, 6)), torch.randn(1, 3, 16, 16)
