@@ -23,7 +23,7 @@ from mmedge.bundle.vocab import vocab_size
 from mmedge.errors import InputError
 from mmedge.runtime import SAMPLES_SUFFIX, read_samples
 
-__all__ = ["BenchInputs", "bench_inputs", "item_counts", "load_arrays", "load_npz", "save_npz"]
+__all__ = ["BenchInputs", "bench_inputs", "item_counts", "items_by_input", "load_arrays", "load_npz", "save_npz"]
 
 BenchInputs = Mapping[int, Mapping[str, np.ndarray]]  # batch size → input name → tensor
 _FALLBACK_VOCAB = 2  # ids 0 and 1 exist in every vocabulary (pad, unk)
@@ -87,8 +87,13 @@ def bench_inputs(
     for name, t in tensors.items():
         if t.ndim == 0 or t.shape[0] == 0:
             raise InputError(f"benchmark input {name!r} has shape {list(t.shape)}; it needs a non-empty batch axis")
-    own = {s.name: items[s.shape[0]] for s in specs if s.shape and s.shape[0] in items}
+    own = items_by_input(bundle, items)
     return {b: {k: _cycle(t, own.get(k, b)) for k, t in tensors.items()} for b in batch_sizes}
+
+
+def items_by_input(bundle: Bundle, items: Mapping[str, int]) -> dict[str, int]:
+    """Input name → items per call, for the inputs on the batch symbols ``items`` counts."""
+    return {s.name: items[s.shape[0]] for s in bundle.manifest.inputs if s.shape and s.shape[0] in items}
 
 
 def _synthetic(bundle: Bundle, spec: InputSpec, shape: tuple[int, ...], seed: int, index: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from mmedge.bench._agreement import measure_agreement
 from mmedge.bench._coord import Measurement, Plan, VariantSpec, Worker, measure
 from mmedge.bench._generate import GenerationStats, measure_generation
-from mmedge.bench._inputs import bench_inputs, item_counts, load_arrays, save_npz
+from mmedge.bench._inputs import bench_inputs, item_counts, items_by_input, load_arrays, save_npz
 from mmedge.bench._machine import machine_info
 from mmedge.bench._peers import PeerJob, build_peers, plan_peers
 from mmedge.bench._plan import check_same_inputs, variant_specs
@@ -162,7 +162,7 @@ def bench(
         peer_python=str(peer_python) if peer_python is not None else None,
         threads=budget,
         batch_sizes=sizes,
-        items={i.name: counts[i.shape[0]] for i in subject.manifest.inputs if i.shape and i.shape[0] in counts},
+        items=items_by_input(subject, counts),
     )
     given, how = (
         load_arrays(Path(inputs), subject, mixed="largest") if isinstance(inputs, str | os.PathLike) else (inputs, "")

@@ -145,7 +145,8 @@ def lower_helper_priority() -> None:
 
 def plan_encoders(graph: Graph, budget: int, run: Run) -> Schedule | None:
     """The first stage's concurrent plan, from each encoder's cost measured with ``run`` at ``budget``
-    threads; None where they run in turn (one encoder, one thread, or no example shape to probe)."""
+    threads; None where they run in turn (one encoder, one thread, no example shape to probe, or
+    encoders that count their items apart)."""
     stage = graph.full_plan[0] if graph.full_plan else ()
     if len(stage) < 2 or budget < 2 or _counts_apart(graph, stage):
         return None
