@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmedge.bundle import BATCH, Bundle, InputSpec, is_batch_symbol
+from mmedge.bundle import Bundle, InputSpec, own_items
 from mmedge.bundle.vocab import vocab_size
 from mmedge.errors import InputError
 from mmedge.runtime import SAMPLES_SUFFIX, read_samples
@@ -47,7 +47,7 @@ def item_counts(bundle: Bundle, items: Mapping[str, int]) -> dict[str, int]:
                 f"items {key}: no input or modality of that name; inputs: "
                 + ", ".join(f"{s.name} ({s.modality})" for s in inputs)
             )
-        shared = [f"{s.name} {list(s.shape)}" for s in specs if not is_batch_symbol(s.shape[0]) or s.shape[0] == BATCH]
+        shared = [f"{s.name} {list(s.shape)}" for s in specs if not own_items(s)]
         if shared:
             raise InputError(
                 f"items {key}: {', '.join(shared)} shares the batch with the other inputs, so it cannot take "

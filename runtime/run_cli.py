@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rich.markup import escape
 
-from mmedge.bundle import BATCH, RANKED_KINDS, InputSpec, Manifest, OutputSpec, is_batch_symbol
+from mmedge.bundle import RANKED_KINDS, InputSpec, Manifest, OutputSpec, own_items
 from mmedge.console import console, print_json, table
 from mmedge.decoding import STRATEGIES
 from mmedge.errors import InputError
@@ -90,12 +90,6 @@ def assemble(values: Mapping[str, list[Any]], manifest: Manifest) -> dict[str, A
                 f"--input {name!r} is given twice; only a text input takes two values (a text pair); give {name!r} once"
             )
     return inputs
-
-
-def own_items(spec: InputSpec) -> bool:
-    """Whether an input counts its items by its modality's own batch symbol (``text_batch``), apart from the
-    other inputs: it feeds an output that scores every item against every item of another input."""
-    return bool(spec.shape) and is_batch_symbol(spec.shape[0]) and spec.shape[0] != BATCH
 
 
 def _spec(manifest: Manifest, name: str) -> InputSpec | None:

@@ -55,6 +55,7 @@ from mmedge.bundle._types import (
     is_batch_symbol,
     modality_batch,
     openvino_build_asset,
+    own_items,
     required_inputs,
 )
 from mmedge.bundle.vocab import vocab_size
@@ -107,6 +108,7 @@ __all__ = [
     "manifest_to_dict",
     "modality_batch",
     "openvino_build_asset",
+    "own_items",
     "required_inputs",
     "scratch_directory",
     "sha256_file",

@@ -48,6 +48,12 @@ def is_batch_symbol(dim: Dim) -> bool:
     return isinstance(dim, str) and (dim == BATCH or dim.endswith(f"_{BATCH}"))
 
 
+def own_items(spec: InputSpec) -> bool:
+    """Whether an input counts its items by its modality's own batch symbol (``text_batch``), apart from the
+    other inputs: it feeds an output that scores every item against every item of another input."""
+    return bool(spec.shape) and is_batch_symbol(spec.shape[0]) and spec.shape[0] != BATCH
+
+
 def has_batch_axis(shape: Sequence[Dim]) -> bool:
     """Whether a tensor's first axis is symbolic and its rows are independent items: the batch, along
     which rows are split and stacked (serve merges requests along it, the one OpenVINO graph runs
